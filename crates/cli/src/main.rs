@@ -1,0 +1,5 @@
+//! The `keyturn` command.
+//!
+//! STUB: being written.
+
+fn main() {}

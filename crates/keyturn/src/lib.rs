@@ -1,0 +1,31 @@
+//! keyturn: resolve `ENC[handle]` secrets in configuration documents through a secret backend.
+//!
+//! Start reading at [`Resolver`]: it takes a parsed [`Document`], asks the configured backend
+//! for every handle it does not have cached (one batch per backend), and hands back the
+//! document with the handles replaced plus the list of handles that failed.
+//!
+//! Module map:
+//! - [`secret`]: the [`Secret`] type, which redacts itself and zeroizes on drop.
+//! - [`handle`]: what counts as an `ENC[...]` handle.
+//! - [`document`]: YAML and JSON documents, the handles in them, format-preserving substitution.
+//! - [`settings`]: the settings file, parsed once into validated types.
+//! - [`backend`]: the only code that starts processes: permission check, spawn, timeout,
+//!   output caps, response parsing.
+//! - [`resolver`]: cache, origins, subscriptions, coalesced fetches and refreshes.
+//! - [`metrics`]: Prometheus counters and histograms.
+//!
+//! Invariant: no secret value reaches a log line, an error message, or a `Debug` print.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod document;
+pub mod handle;
+pub mod metrics;
+pub mod secret;
+
+pub use document::{Document, Format, HandleSite};
+pub use secret::Secret;
+
+/// Where error messages send users for the protocol and troubleshooting.
+pub const DOCS_URL: &str = "https://github.com/keyturn/keyturn#troubleshooting";

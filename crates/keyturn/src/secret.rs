@@ -1,0 +1,67 @@
+//! [`Secret`]: a resolved value that never prints itself and is wiped from memory when dropped.
+//!
+//! Every value that came from a backend lives in a `Secret` from the moment it is parsed until
+//! it is written into an output document. `Debug` and `Display` print `<redacted>`; the only way
+//! to read the value is [`Secret::expose`], which keeps every use greppable.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+/// A secret value. Compares by value, redacts in `Debug`/`Display`, zeroizes on drop.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(Zeroizing::new(value.into()))
+    }
+
+    /// The value itself. Callers must not log, format into errors, or persist it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the value is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Zeroizing<String>> for Secret {
+    fn from(value: Zeroizing<String>) -> Secret {
+        Secret(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_redact() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        assert_eq!(format!("{secret}"), "<redacted>");
+        assert_eq!(format!("{:?}", Some(&secret)), "Some(Secret(<redacted>))");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+}

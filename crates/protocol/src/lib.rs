@@ -1,0 +1,183 @@
+//! Wire types of the secret backend protocol.
+//!
+//! A backend is an executable that reads one [`Request`] as JSON on its stdin and writes one
+//! [`Response`] as JSON on its stdout. This is the protocol of the Datadog Agent's secrets
+//! management (payload version `1.1`), so every backend written for the Agent works with keyturn
+//! and `keyturn-backend` works with the Agent.
+//!
+//! This crate holds the contract shared by `keyturn` (which writes requests and reads responses)
+//! and `keyturn-backend` (which does the opposite). It does no I/O.
+//!
+//! Invariant: values in a [`Response`] are kept in [`zeroize::Zeroizing`] buffers and never
+//! appear in a `Debug` print.
+
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// The payload version keyturn sends, as the current Datadog Agent does.
+pub const PAYLOAD_VERSION: &str = "1.1";
+
+/// What a backend reads on stdin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version: `"1.1"` from keyturn, `"1.0"` from older Datadog Agents.
+    pub version: String,
+    /// Handles to resolve, distinct, in first-seen order.
+    pub secrets: Vec<String>,
+    /// The caller's timeout in seconds; a backend should answer well within it.
+    /// Absent in version `1.0` payloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_backend_timeout: Option<u64>,
+    /// Built-in backend type (`file.json`, `hashicorp.vault`, ...), when one is selected.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub backend_type: Option<String>,
+    /// Backend configuration, sent only when non-empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Request {
+    /// Encodes the request as the compact JSON the Agent sends (no trailing newline).
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain strings, numbers and a `serde_json::Map` cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a request read from stdin.
+    pub fn from_json(bytes: &[u8]) -> Result<Request, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// What a backend writes on stdout: handle to result.
+///
+/// Handles the caller did not ask for are allowed and ignored by keyturn.
+pub type Response = BTreeMap<String, Entry>;
+
+/// The result for one handle. A missing or `null` field reads as an empty string.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The secret value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Zeroizing<String>>,
+    /// Why the backend could not resolve this handle.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Entry {
+    /// A resolved value.
+    pub fn value(value: impl Into<String>) -> Entry {
+        Entry {
+            value: Some(Zeroizing::new(value.into())),
+            error: None,
+        }
+    }
+
+    /// A per-handle failure.
+    pub fn error(error: impl Into<String>) -> Entry {
+        Entry {
+            value: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+/// Decodes a backend's stdout strictly: one JSON object of entries and nothing after it but
+/// whitespace. A non-string `value` or `error` is an error.
+pub fn parse_response(bytes: &[u8]) -> Result<Response, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// Encodes a response as compact JSON.
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    serde_json::to_vec(response).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_matches_agent_payload() {
+        let request = Request {
+            version: PAYLOAD_VERSION.to_owned(),
+            secrets: vec!["db_user".into(), "db_pass".into()],
+            secret_backend_timeout: Some(30),
+            backend_type: None,
+            config: None,
+        };
+        assert_eq!(
+            String::from_utf8(request.to_json()).unwrap(),
+            r#"{"version":"1.1","secrets":["db_user","db_pass"],"secret_backend_timeout":30}"#
+        );
+    }
+
+    #[test]
+    fn request_carries_type_and_config() {
+        let mut config = serde_json::Map::new();
+        config.insert("foo".into(), "bar".into());
+        let request = Request {
+            version: PAYLOAD_VERSION.to_owned(),
+            secrets: vec!["a".into()],
+            secret_backend_timeout: Some(60),
+            backend_type: Some("aws.secrets".into()),
+            config: Some(config),
+        };
+        let json = String::from_utf8(request.to_json()).unwrap();
+        assert!(json.contains(r#""type":"aws.secrets""#), "{json}");
+        assert!(json.contains(r#""config":{"foo":"bar"}"#), "{json}");
+        assert!(json.contains(r#""secret_backend_timeout":60"#), "{json}");
+    }
+
+    #[test]
+    fn response_nulls_and_missing_fields_read_as_none() {
+        let response =
+            parse_response(br#"{"a":{"value":null,"error":null},"b":{},"c":{"value":"v","x":1}}"#)
+                .unwrap();
+        assert_eq!(response["a"], Entry::default());
+        assert_eq!(response["b"], Entry::default());
+        assert_eq!(
+            response["c"].value.as_deref().map(String::as_str),
+            Some("v")
+        );
+    }
+
+    #[test]
+    fn response_rejects_non_objects_non_strings_and_trailing_garbage() {
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            b"\"x\"",
+            br#"{"a":{"value":1}}"#,
+            br#"{"a":1}"#,
+            b"{} x",
+        ] {
+            assert!(
+                parse_response(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn entry_debug_redacts_value() {
+        let entry = Entry::value("hunter2");
+        assert!(!format!("{entry:?}").contains("hunter2"));
+    }
+}
