@@ -1,5 +1,123 @@
-//! The `keyturn` command.
+//! The `keyturn` command: a thin layer of argument parsing, logging and exit codes over the
+//! `keyturn` library.
 //!
-//! STUB: being written.
+//! Every command returns `Result<ExitCode>`-like outcomes to [`main`], which is the one place
+//! that maps errors to the documented exit codes:
+//! - 0: success;
+//! - 1: the job ran but did not fully succeed (a handle unresolved, the executable check failed,
+//!   a refresh failed);
+//! - 2: bad invocation, unreadable or unparsable input, invalid settings;
+//! - 3: an operational failure (output could not be written, daemon could not start, API
+//!   unreachable).
+//!
+//! Logs go to stderr, data to stdout.
 
-fn main() {}
+mod check;
+mod resolve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Resolve ENC[handle] secrets in configuration files through a secret backend.
+#[derive(Debug, Parser)]
+#[command(name = "keyturn", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Resolve every ENC[handle] in FILE and print the resolved document.
+    Resolve(resolve::Args),
+    /// Check the backend executable's permissions and print a report.
+    Check(check::Args),
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// Bad invocation, input or settings: exit 2.
+    pub(crate) fn input(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 2,
+            error: error.into(),
+        }
+    }
+
+    /// Could not write, start or reach something: exit 3.
+    pub(crate) fn operational(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 3,
+            error: error.into(),
+        }
+    }
+}
+
+/// The outcome of a command that ran: success (0) or incomplete (1).
+pub(crate) enum Outcome {
+    Success,
+    Incomplete,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Resolve(args) => resolve::run(args),
+        Command::Check(args) => check::run(args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Incomplete) => ExitCode::from(1),
+        Err(failure) => {
+            eprintln!("keyturn: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Reads a settings file, with its name in every error.
+pub(crate) fn read_settings(path: &PathBuf) -> Result<keyturn::Settings, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::input(anyhow::anyhow!(
+            "cannot read settings file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let settings = keyturn::Settings::from_yaml_str(&text)
+        .map_err(|e| Failure::input(anyhow::anyhow!("{}: {e}", path.display())))?;
+    log_warnings(&settings);
+    Ok(settings)
+}
+
+pub(crate) fn log_warnings(settings: &keyturn::Settings) {
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// A current-thread runtime for one-shot commands.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::operational(anyhow::anyhow!("cannot start the async runtime: {e}")))
+}

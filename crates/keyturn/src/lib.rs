@@ -18,14 +18,19 @@
 
 #![warn(missing_docs)]
 
+pub mod atomic_file;
 pub mod backend;
 pub mod document;
 pub mod handle;
 pub mod metrics;
+pub mod resolver;
 pub mod secret;
+pub mod settings;
 
 pub use document::{Document, Format, HandleSite};
+pub use resolver::{Resolution, Resolver};
 pub use secret::Secret;
+pub use settings::Settings;
 
 /// Where error messages send users for the protocol and troubleshooting.
 pub const DOCS_URL: &str = "https://github.com/keyturn/keyturn#troubleshooting";

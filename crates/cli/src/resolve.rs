@@ -1,0 +1,108 @@
+//! `keyturn resolve`: one document in, the resolved document out.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use keyturn::{Document, Format, Resolver, Settings};
+
+use crate::{Failure, Outcome};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Settings file (YAML). Without it, the top-level secret_* keys of FILE are used.
+    #[arg(long, value_name = "SETTINGS")]
+    config: Option<PathBuf>,
+    /// Syntax of FILE; by default from its extension (.json is JSON, anything else YAML).
+    #[arg(long, value_parser = ["yaml", "json"])]
+    format: Option<String>,
+    /// Write the resolved document to PATH (atomically, mode 0600) instead of stdout.
+    #[arg(long, short, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Write the document even when some handles failed (they stay as written); still exit 1.
+    #[arg(long)]
+    allow_partial: bool,
+    /// The document to resolve.
+    file: PathBuf,
+}
+
+pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
+    let file = &args.file;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::input(anyhow!("cannot read {}: {e}", file.display())))?;
+    let format = match &args.format {
+        Some(name) => Format::from_name(name).unwrap_or(Format::Yaml),
+        None => Format::from_path(file).unwrap_or(Format::Yaml),
+    };
+    let settings = match &args.config {
+        Some(path) => crate::read_settings(path)?,
+        None => {
+            let tree = match format {
+                Format::Json => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                Format::Yaml => keyturn::settings::yaml_to_tree(&text)
+                    .map_err(|e| Failure::input(anyhow!("{}: {e}", file.display())))?,
+            };
+            let settings = Settings::from_tree(&tree)
+                .map_err(|e| Failure::input(anyhow!("{}: {e}", file.display())))?;
+            crate::log_warnings(&settings);
+            settings
+        }
+    };
+    let document = Document::parse(text, format)
+        .map_err(|e| Failure::input(anyhow!("{}: {e}", file.display())))?;
+    if !settings.is_enabled() && !document.sites().is_empty() {
+        return Err(Failure::input(anyhow!(
+            "{} uses {} secret handle(s) but no secret backend is configured: set \
+             secret_backend_command or secret_backend_type in {}",
+            file.display(),
+            document.sites().len(),
+            args.config.as_ref().unwrap_or(file).display()
+        )));
+    }
+
+    let origin = file.display().to_string();
+    let resolution = crate::runtime()?.block_on(async {
+        let resolver = Resolver::new(settings);
+        resolver.resolve(&document, &origin, false).await
+    });
+
+    for failure in &resolution.failures {
+        let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+        eprintln!(
+            "keyturn: {}: handle '{}' ({}) at {}: {}",
+            file.display(),
+            failure.handle,
+            failure.kind.as_str(),
+            paths.join(", "),
+            failure.message
+        );
+    }
+    let complete = resolution.is_complete();
+    if complete || args.allow_partial {
+        write_output(args.output.as_ref(), resolution.output.as_bytes())?;
+    }
+    if complete {
+        Ok(Outcome::Success)
+    } else {
+        eprintln!(
+            "keyturn: {} of the handles in {} could not be resolved",
+            resolution.failures.len(),
+            file.display()
+        );
+        Ok(Outcome::Incomplete)
+    }
+}
+
+fn write_output(output: Option<&PathBuf>, bytes: &[u8]) -> Result<(), Failure> {
+    match output {
+        Some(path) => keyturn::atomic_file::write_atomic(path, bytes, 0o600)
+            .map_err(|e| Failure::operational(anyhow!("cannot write {}: {e}", path.display()))),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Failure::operational(anyhow!("cannot write to stdout: {e}")))
+        }
+    }
+}

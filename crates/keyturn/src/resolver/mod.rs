@@ -1,0 +1,709 @@
+//! The resolver: cache, origins, subscriptions, coalesced fetches and refreshes.
+//!
+//! A [`Resolver`] is a cheap handle (`Clone`) over shared state. [`Resolver::resolve`] registers
+//! every handle of a document under its origin (before fetching, so a handle that fails now is
+//! retried by the next refresh), serves cached handles at once, fetches the others in one batch
+//! per backend, and renders the document. [`Resolver::refresh`] re-fetches every known handle.
+//!
+//! Invariants:
+//! - The state mutex is never held across an `.await` or a backend run: a resolve that only needs
+//!   cached handles returns at once even while a backend is slow.
+//! - Concurrent resolves that need the same uncached handle share one backend run (the
+//!   `inflight` map); concurrent full refreshes are coalesced into at most two runs (see
+//!   [`refresh`]).
+//! - Backend runs happen in spawned tasks, so a caller that gives up (drops its future) never
+//!   strands the others waiting on the same run.
+//! - Subscribers are called after the state lock is released, so they may call back into the
+//!   resolver.
+//! - Values only ever enter the cache from a successful backend answer, and live in [`Secret`]s.
+
+pub mod refresh;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::backend::{self, BackendSpec, FetchOptions, PermissionCheck};
+use crate::document::Document;
+use crate::metrics::{FailureKind, Metrics};
+use crate::secret::Secret;
+use crate::settings::{BackendSelection, BuiltinBackend, Settings};
+
+pub use refresh::{RefreshReport, Trigger};
+
+/// Name of the built-in backend executable.
+pub const BUILTIN_BACKEND_NAME: &str = "keyturn-backend";
+
+/// Resolves handles in documents and keeps them fresh. Cloning shares the state.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+/// Options beyond the settings file, for programs that embed keyturn.
+#[derive(Debug, Default, Clone)]
+pub struct ResolverOptions {
+    /// Metrics to record into; a fresh set when `None`.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Path of `keyturn-backend` for `secret_backend_type` and `multi_secret_backends`. When
+    /// `None`: `$KEYTURN_BUILTIN_BACKEND`, then the directory of the running executable, then
+    /// `PATH`.
+    pub builtin_backend: Option<PathBuf>,
+}
+
+/// What a resolve produced: the rendered document and every handle that failed.
+pub struct Resolution {
+    /// The document with every resolved handle replaced. Failed handles stay as written.
+    pub output: Zeroizing<String>,
+    /// Handles that could not be resolved, in first-seen order.
+    pub failures: Vec<Failure>,
+}
+
+impl Resolution {
+    /// Whether every handle resolved.
+    pub fn is_complete(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+impl fmt::Debug for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolution")
+            .field("output", &"<redacted>")
+            .field("failures", &self.failures)
+            .finish()
+    }
+}
+
+/// A handle that could not be resolved. Never carries a value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    /// The handle.
+    pub handle: String,
+    /// Why, as a kind.
+    pub kind: FailureKind,
+    /// Why, in words (the backend's error text for `error`).
+    pub message: String,
+    /// Key paths where the handle is used (in the resolved document, or in every origin for a
+    /// refresh).
+    pub paths: Vec<Vec<String>>,
+}
+
+impl serde::Serialize for FailureKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// One change delivered to subscribers: a value used at `path` of `origin` changed.
+pub struct Change<'a> {
+    /// The handle.
+    pub handle: &'a str,
+    /// The origin (document) that uses it.
+    pub origin: &'a str,
+    /// Where in that document.
+    pub path: &'a [String],
+    /// The previous value: `""` when never resolved, the raw `ENC[...]` text on a cache hit.
+    pub old: &'a str,
+    /// The new value.
+    pub new: &'a str,
+}
+
+impl fmt::Debug for Change<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Change")
+            .field("handle", &self.handle)
+            .field("origin", &self.origin)
+            .field("path", &self.path)
+            .field("old", &"<redacted>")
+            .field("new", &"<redacted>")
+            .finish()
+    }
+}
+
+type Subscriber = Arc<dyn Fn(&Change<'_>) + Send + Sync>;
+
+/// Where a handle is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Context {
+    pub(crate) origin: String,
+    pub(crate) path: Vec<String>,
+}
+
+struct Inner {
+    settings: Settings,
+    routing: Routing,
+    options: FetchOptions,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    refresh: refresh::Coordinator,
+}
+
+#[derive(Default)]
+struct State {
+    cache: HashMap<String, Secret>,
+    /// handle -> contexts, in registration order; a handle with no context is removed.
+    contexts: BTreeMap<String, Vec<Context>>,
+    /// handle -> its last failure; cleared by the next successful lookup.
+    failures: HashMap<String, (FailureKind, String)>,
+    /// handle -> the batch that is fetching it now.
+    inflight: HashMap<String, Arc<Batch>>,
+    subscribers: Vec<Subscriber>,
+    /// origin -> refresh allowlist of path segments; absent means everything is refreshable.
+    allowlists: HashMap<String, Vec<String>>,
+}
+
+/// A backend run shared by every resolve that needs one of its handles.
+struct Batch {
+    done: watch::Sender<bool>,
+    /// Whether any requester asked for notifications.
+    notify: AtomicBool,
+}
+
+/// Which backend specs serve which handles.
+enum Routing {
+    None,
+    Single(BackendSpec),
+    Multi(BTreeMap<String, BackendSpec>),
+}
+
+/// The outcome of looking up one handle.
+pub(crate) type Lookup = Result<Secret, (FailureKind, String)>;
+
+/// A notification collected under the lock, delivered after it is released.
+struct Notification {
+    handle: String,
+    origin: String,
+    path: Vec<String>,
+    old: Zeroizing<String>,
+    new: Secret,
+}
+
+impl Resolver {
+    /// A resolver for `settings`.
+    pub fn new(settings: Settings) -> Resolver {
+        Resolver::with_options(settings, ResolverOptions::default())
+    }
+
+    /// A resolver for `settings` with embedding options.
+    pub fn with_options(settings: Settings, options: ResolverOptions) -> Resolver {
+        let builtin = options
+            .builtin_backend
+            .unwrap_or_else(locate_builtin_backend);
+        let routing = routing(&settings, &builtin);
+        let fetch_options = FetchOptions {
+            timeout: settings.timeout,
+            output_max_size: settings.output_max_size,
+            remove_trailing_line_break: settings.remove_trailing_line_break,
+        };
+        Resolver {
+            inner: Arc::new(Inner {
+                settings,
+                routing,
+                options: fetch_options,
+                metrics: options.metrics.unwrap_or_default(),
+                state: Mutex::new(State::default()),
+                refresh: refresh::Coordinator::new(),
+            }),
+        }
+    }
+
+    /// The settings this resolver was built with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The metrics this resolver records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Whether a backend is configured. Without one, documents are returned unchanged.
+    pub fn is_enabled(&self) -> bool {
+        !matches!(self.inner.routing, Routing::None)
+    }
+
+    /// Resolves every handle of `document`, registering each use under `origin`.
+    ///
+    /// Cached handles are served from the cache; the others are fetched in one batch per
+    /// backend. With `notify`, subscribers hear about every use of a value this call obtained
+    /// (old value `""` or the previous one) and about every cached use in this document (old
+    /// value the raw `ENC[...]` text).
+    pub async fn resolve(&self, document: &Document, origin: &str, notify: bool) -> Resolution {
+        if !self.is_enabled() || document.sites().is_empty() {
+            return Resolution {
+                output: Zeroizing::new(document.text().to_owned()),
+                failures: Vec::new(),
+            };
+        }
+        let mut distinct: Vec<&str> = Vec::new();
+        let mut seen = HashSet::new();
+        for site in document.sites() {
+            if seen.insert(site.handle.as_str()) {
+                distinct.push(&site.handle);
+            }
+        }
+
+        // Phase 1: register contexts, split into cached / joined / to fetch.
+        let mut cached_at_start = HashSet::new();
+        let mut waits = Vec::new();
+        let mut own: Option<(Arc<Batch>, Vec<String>)> = None;
+        {
+            let mut state = self.inner.lock();
+            for site in document.sites() {
+                state.register(&site.handle, origin, &site.path);
+            }
+            let mut to_fetch = Vec::new();
+            for handle in &distinct {
+                if state.cache.contains_key(*handle) {
+                    cached_at_start.insert(*handle);
+                } else if let Some(batch) = state.inflight.get(*handle) {
+                    if notify {
+                        batch.notify.store(true, Ordering::Relaxed);
+                    }
+                    waits.push(batch.clone());
+                } else {
+                    to_fetch.push((*handle).to_owned());
+                }
+            }
+            if !to_fetch.is_empty() {
+                let batch = Arc::new(Batch {
+                    done: watch::Sender::new(false),
+                    notify: AtomicBool::new(notify),
+                });
+                for handle in &to_fetch {
+                    state.inflight.insert(handle.clone(), batch.clone());
+                }
+                own = Some((batch, to_fetch));
+            }
+            self.inner.metrics.set_handles_known(state.contexts.len());
+        }
+
+        // Phase 2: run our batch in its own task, wait for every batch we depend on.
+        if let Some((batch, handles)) = own {
+            waits.push(batch.clone());
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let results = inner.fetch_all(handles).await;
+                let notifications = {
+                    let mut state = inner.lock();
+                    let notify = batch.notify.load(Ordering::Relaxed);
+                    let notifications = state.apply_lookups(&results, notify);
+                    for (handle, _) in &results {
+                        state.inflight.remove(handle);
+                    }
+                    notifications
+                };
+                batch.done.send_replace(true);
+                inner.deliver(notifications);
+            });
+        }
+        for batch in waits {
+            let mut done = batch.done.subscribe();
+            // An error means the task was dropped (runtime shutting down); the handles then
+            // show up below as interrupted.
+            let _ = done.wait_for(|done| *done).await;
+        }
+
+        // Phase 3: collect values and failures, cache-hit notifications, render.
+        let mut values: HashMap<&str, Secret> = HashMap::new();
+        let mut failures = Vec::new();
+        let mut notifications = Vec::new();
+        {
+            let state = self.inner.lock();
+            for handle in &distinct {
+                if let Some(value) = state.cache.get(*handle) {
+                    values.insert(handle, value.clone());
+                    continue;
+                }
+                let (kind, message) = state.failures.get(*handle).cloned().unwrap_or_else(|| {
+                    (
+                        FailureKind::BackendError,
+                        format!("resolving '{handle}' was interrupted"),
+                    )
+                });
+                let paths = document
+                    .sites()
+                    .iter()
+                    .filter(|site| site.handle == *handle)
+                    .map(|site| site.path.clone())
+                    .collect();
+                failures.push(Failure {
+                    handle: (*handle).to_owned(),
+                    kind,
+                    message,
+                    paths,
+                });
+            }
+            if notify {
+                for site in document.sites() {
+                    if !cached_at_start.contains(site.handle.as_str()) {
+                        continue;
+                    }
+                    if let Some(value) = values.get(site.handle.as_str()) {
+                        notifications.push(Notification {
+                            handle: site.handle.clone(),
+                            origin: origin.to_owned(),
+                            path: site.path.clone(),
+                            old: Zeroizing::new(format!("ENC[{}]", site.handle)),
+                            new: value.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        self.inner.deliver(notifications);
+        let output = document.render(|handle| values.get(handle).map(Secret::expose));
+        Resolution { output, failures }
+    }
+
+    /// Calls `subscriber` for every change of a value at a place where it is used.
+    pub fn subscribe(&self, subscriber: impl Fn(&Change<'_>) + Send + Sync + 'static) {
+        self.inner.lock().subscribers.push(Arc::new(subscriber));
+    }
+
+    /// Forgets every use registered under `origin`; handles left unused are dropped from the
+    /// refresh candidates (their cached values stay). Unknown origins are a no-op.
+    pub fn remove_origin(&self, origin: &str) {
+        let mut state = self.inner.lock();
+        let mut emptied = Vec::new();
+        for (handle, contexts) in state.contexts.iter_mut() {
+            contexts.retain(|c| c.origin != origin);
+            if contexts.is_empty() {
+                emptied.push(handle.clone());
+            }
+        }
+        for handle in emptied {
+            state.contexts.remove(&handle);
+            state.failures.remove(&handle);
+        }
+        state.allowlists.remove(origin);
+        self.inner.metrics.set_handles_known(state.contexts.len());
+    }
+
+    /// Restricts which uses under `origin` a refresh may change: a use is refreshable when one
+    /// of its path segments equals one of `segments` (whole segment, case-sensitive). `None`
+    /// makes every use under `origin` refreshable.
+    pub fn set_refresh_allowlist(&self, origin: &str, segments: Option<Vec<String>>) {
+        let mut state = self.inner.lock();
+        match segments {
+            Some(segments) => state.allowlists.insert(origin.to_owned(), segments),
+            None => state.allowlists.remove(origin),
+        };
+    }
+
+    /// Every known handle and where it is used: `(origin, path joined with "/")`, handles
+    /// sorted, uses in registration order.
+    pub fn handles(&self) -> BTreeMap<String, Vec<(String, String)>> {
+        let state = self.inner.lock();
+        state
+            .contexts
+            .iter()
+            .map(|(handle, contexts)| {
+                (
+                    handle.clone(),
+                    contexts
+                        .iter()
+                        .map(|c| (c.origin.clone(), c.path.join("/")))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every handle whose last lookup failed, with every place it is used.
+    pub fn failures(&self) -> Vec<Failure> {
+        let state = self.inner.lock();
+        let mut failures: Vec<Failure> = state
+            .failures
+            .iter()
+            .filter_map(|(handle, (kind, message))| {
+                let contexts = state.contexts.get(handle)?;
+                Some(Failure {
+                    handle: handle.clone(),
+                    kind: *kind,
+                    message: message.clone(),
+                    paths: contexts.iter().map(|c| c.path.clone()).collect(),
+                })
+            })
+            .collect();
+        failures.sort_by(|a, b| a.handle.cmp(&b.handle));
+        failures
+    }
+
+    /// The cached value of `handle`, if any.
+    pub fn cached(&self, handle: &str) -> Option<Secret> {
+        self.inner.lock().cache.get(handle).cloned()
+    }
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than stopping would; keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Fetches `handles` from their backends: one run per backend group, groups concurrently.
+    /// Returns one lookup per handle, in the order given.
+    async fn fetch_all(self: &Arc<Self>, handles: Vec<String>) -> Vec<(String, Lookup)> {
+        match &self.routing {
+            Routing::None => handles
+                .into_iter()
+                .map(|h| {
+                    (
+                        h,
+                        Err((
+                            FailureKind::BackendError,
+                            "no secret backend is configured".to_owned(),
+                        )),
+                    )
+                })
+                .collect(),
+            Routing::Single(spec) => self.fetch_group(spec, handles, None).await,
+            Routing::Multi(backends) => {
+                let mut groups: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+                let mut results = HashMap::new();
+                for handle in &handles {
+                    match handle.split_once(';') {
+                        Some((name, key)) => {
+                            match backends.get_key_value(name.to_lowercase().as_str()) {
+                                Some((name, _)) => groups
+                                    .entry(name.as_str())
+                                    .or_default()
+                                    .push((handle.clone(), key.to_owned())),
+                                None => {
+                                    let message =
+                                        format!("handle \"{handle}\": unknown backend \"{name}\"");
+                                    results.insert(
+                                        handle.clone(),
+                                        Err((FailureKind::BackendError, message)),
+                                    );
+                                }
+                            }
+                        }
+                        None => {
+                            let message = format!("handle \"{handle}\": unknown backend");
+                            results
+                                .insert(handle.clone(), Err((FailureKind::BackendError, message)));
+                        }
+                    }
+                }
+                let mut tasks = tokio::task::JoinSet::new();
+                for (name, members) in groups {
+                    let inner = self.clone();
+                    let name = name.to_owned();
+                    tasks.spawn(async move {
+                        let Routing::Multi(backends) = &inner.routing else {
+                            return Vec::new();
+                        };
+                        let Some(spec) = backends.get(&name) else {
+                            return Vec::new();
+                        };
+                        let (full, keys): (Vec<String>, Vec<String>) = members.into_iter().unzip();
+                        let fetched = inner.fetch_group(spec, keys, Some(&full)).await;
+                        full.into_iter()
+                            .zip(fetched)
+                            .map(|(full, (_, lookup))| (full, lookup))
+                            .collect()
+                    });
+                }
+                while let Some(joined) = tasks.join_next().await {
+                    if let Ok(group) = joined {
+                        results.extend(group);
+                    }
+                }
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        let lookup = results.remove(&h).unwrap_or_else(|| {
+                            Err((
+                                FailureKind::BackendError,
+                                format!("handle \"{h}\": backend run was interrupted"),
+                            ))
+                        });
+                        (h, lookup)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// One backend run for `keys`. `full` are the handles as written (multi backends), used to
+    /// word errors as `handle "<h>": <error>`.
+    async fn fetch_group(
+        &self,
+        spec: &BackendSpec,
+        keys: Vec<String>,
+        full: Option<&[String]>,
+    ) -> Vec<(String, Lookup)> {
+        let wrap = |i: usize, message: String| match full {
+            Some(full) => format!("handle \"{}\": {message}", full[i]),
+            None => message,
+        };
+        match backend::fetch(spec, &self.options, &keys, &self.metrics).await {
+            Ok(fetched) => fetched
+                .into_iter()
+                .enumerate()
+                .map(|(i, (handle, result))| {
+                    let lookup = result.map_err(|e| (e.kind, wrap(i, e.message)));
+                    (handle, lookup)
+                })
+                .collect(),
+            Err(error) => {
+                for _ in &keys {
+                    self.metrics.record_handle_failure(error.kind);
+                }
+                keys.into_iter()
+                    .enumerate()
+                    .map(|(i, handle)| (handle, Err((error.kind, wrap(i, error.message.clone())))))
+                    .collect()
+            }
+        }
+    }
+
+    fn deliver(&self, notifications: Vec<Notification>) {
+        if notifications.is_empty() {
+            return;
+        }
+        let subscribers = self.lock().subscribers.clone();
+        for n in &notifications {
+            let change = Change {
+                handle: &n.handle,
+                origin: &n.origin,
+                path: &n.path,
+                old: &n.old,
+                new: n.new.expose(),
+            };
+            for subscriber in &subscribers {
+                subscriber(&change);
+            }
+        }
+    }
+}
+
+impl State {
+    fn register(&mut self, handle: &str, origin: &str, path: &[String]) {
+        let contexts = self.contexts.entry(handle.to_owned()).or_default();
+        if !contexts
+            .iter()
+            .any(|c| c.origin == origin && c.path == path)
+        {
+            contexts.push(Context {
+                origin: origin.to_owned(),
+                path: path.to_vec(),
+            });
+        }
+    }
+
+    /// Applies a resolve's lookups: caches values, records failures, and with `notify`
+    /// collects a notification for every use of every value that changed.
+    fn apply_lookups(&mut self, results: &[(String, Lookup)], notify: bool) -> Vec<Notification> {
+        let mut notifications = Vec::new();
+        for (handle, lookup) in results {
+            match lookup {
+                Ok(value) => {
+                    let old = self
+                        .cache
+                        .get(handle)
+                        .map(|s| s.expose().to_owned())
+                        .unwrap_or_default();
+                    if notify && old != value.expose() {
+                        for context in self.contexts.get(handle).into_iter().flatten() {
+                            notifications.push(Notification {
+                                handle: handle.clone(),
+                                origin: context.origin.clone(),
+                                path: context.path.clone(),
+                                old: Zeroizing::new(old.clone()),
+                                new: value.clone(),
+                            });
+                        }
+                    }
+                    self.cache.insert(handle.clone(), value.clone());
+                    self.failures.remove(handle);
+                }
+                Err(failure) => {
+                    self.failures.insert(handle.clone(), failure.clone());
+                }
+            }
+        }
+        notifications
+    }
+
+    fn context_matches(&self, context: &Context) -> bool {
+        match self.allowlists.get(&context.origin) {
+            None => true,
+            Some(allowed) => context.path.iter().any(|segment| allowed.contains(segment)),
+        }
+    }
+}
+
+fn routing(settings: &Settings, builtin: &Path) -> Routing {
+    let builtin_spec = |b: &BuiltinBackend| BackendSpec {
+        command: builtin.to_path_buf(),
+        args: settings.arguments.clone(),
+        check: PermissionCheck::Skip,
+        backend_type: Some(b.backend_type.clone()),
+        config: (!b.config.is_empty()).then(|| b.config.clone()),
+    };
+    match &settings.backend {
+        None => Routing::None,
+        Some(BackendSelection::Command { command }) => Routing::Single(BackendSpec {
+            command: command.clone(),
+            args: settings.arguments.clone(),
+            check: if settings.allow_group_exec {
+                PermissionCheck::AllowGroupExec
+            } else {
+                PermissionCheck::Strict
+            },
+            backend_type: None,
+            config: None,
+        }),
+        Some(BackendSelection::Type(b)) => Routing::Single(builtin_spec(b)),
+        Some(BackendSelection::Multi(backends)) => Routing::Multi(
+            backends
+                .iter()
+                .map(|(name, b)| (name.clone(), builtin_spec(b)))
+                .collect(),
+        ),
+    }
+}
+
+/// Finds `keyturn-backend`: `$KEYTURN_BUILTIN_BACKEND`, then beside the running executable, then
+/// the bare name (looked up on `PATH` when run).
+pub fn locate_builtin_backend() -> PathBuf {
+    if let Some(path) = std::env::var_os("KEYTURN_BUILTIN_BACKEND").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let sibling = dir.join(BUILTIN_BACKEND_NAME);
+            if sibling.is_file() {
+                return sibling;
+            }
+            // Test and bench executables live one level down, in `deps/`.
+            if let Some(parent) = dir.parent() {
+                let sibling = parent.join(BUILTIN_BACKEND_NAME);
+                if dir.ends_with("deps") && sibling.is_file() {
+                    return sibling;
+                }
+            }
+        }
+    }
+    PathBuf::from(BUILTIN_BACKEND_NAME)
+}

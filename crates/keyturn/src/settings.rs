@@ -1,0 +1,591 @@
+//! Settings: the `secret_*` keys of a YAML (or JSON) settings file, parsed once into validated
+//! types.
+//!
+//! Key names and defaults are the Datadog Agent's, so a `datadog.yaml` works as a keyturn
+//! settings file: unknown keys are ignored (they are the rest of the Agent's configuration), a
+//! value of 0 for a numeric key means its default, and a value of the wrong type is an error
+//! naming the key. Errors never quote a value: a settings file may hold credentials in
+//! `secret_backend_config`.
+//!
+//! Parse, don't validate: [`Settings::from_yaml_str`] turns raw text into a tree, [`Settings::
+//! from_tree`] reads every key once, and the rest of keyturn only sees [`Settings`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// Default of `secret_backend_timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `secret_backend_output_max_size`, in bytes.
+pub const DEFAULT_OUTPUT_MAX_SIZE: usize = 1024 * 1024;
+/// Default of `secret_audit_file_max_size`, in bytes.
+pub const DEFAULT_AUDIT_FILE_MAX_SIZE: u64 = 1024 * 1024;
+
+/// Validated settings of one resolver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Which backend resolves handles; `None` when no backend is configured.
+    pub backend: Option<BackendSelection>,
+    /// `secret_backend_arguments`: passed to the command (and to the built-in backend).
+    pub arguments: Vec<String>,
+    /// `secret_backend_timeout`.
+    pub timeout: Duration,
+    /// `secret_backend_output_max_size`: cap on each of stdout and stderr.
+    pub output_max_size: usize,
+    /// `secret_backend_command_allow_group_exec_perm`.
+    pub allow_group_exec: bool,
+    /// `secret_backend_remove_trailing_line_break`.
+    pub remove_trailing_line_break: bool,
+    /// `secret_refresh_interval`; `None` when periodic refresh is off.
+    pub refresh_interval: Option<Duration>,
+    /// `secret_refresh_scatter`.
+    pub refresh_scatter: bool,
+    /// `secret_refresh_on_api_key_failure_interval` (minutes in the file): minimum spacing of
+    /// refreshes triggered from outside; `None` when such triggers are not throttled.
+    pub refresh_trigger_interval: Option<Duration>,
+    /// `secret_audit_file_max_size`.
+    pub audit_file_max_size: u64,
+    /// `run_path`: directory of the audit file and the API token.
+    pub run_path: Option<PathBuf>,
+    /// Warnings found while reading (settings that were ignored), for the caller to log.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            backend: None,
+            arguments: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            output_max_size: DEFAULT_OUTPUT_MAX_SIZE,
+            allow_group_exec: false,
+            remove_trailing_line_break: false,
+            refresh_interval: None,
+            refresh_scatter: true,
+            refresh_trigger_interval: None,
+            audit_file_max_size: DEFAULT_AUDIT_FILE_MAX_SIZE,
+            run_path: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The active backend, after the precedence rule command > type > multi.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendSelection {
+    /// `secret_backend_command`: an executable the operator provides.
+    Command {
+        /// Path (or bare name looked up on `PATH`).
+        command: PathBuf,
+    },
+    /// `secret_backend_type`: keyturn's built-in backend with this type and config.
+    Type(BuiltinBackend),
+    /// `multi_secret_backends`: named built-in backends, selected by the handle prefix
+    /// `ENC[name;key]`. Names are lower-case.
+    Multi(BTreeMap<String, BuiltinBackend>),
+}
+
+/// A built-in backend type and its configuration, as sent in the payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltinBackend {
+    /// Payload `type`, e.g. `file.json`.
+    pub backend_type: String,
+    /// Payload `config`.
+    pub config: Map<String, Value>,
+}
+
+/// Why settings could not be read. Never quotes a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// The text is not valid YAML/JSON.
+    #[error("invalid settings syntax at line {line}, column {column}: {message}")]
+    Syntax {
+        /// What the parser reported (no source text).
+        message: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// The top level is not a mapping.
+    #[error("settings must be a mapping of keys to values")]
+    NotAMapping,
+    /// A key holds a value it cannot hold.
+    #[error("invalid setting '{key}': {problem}")]
+    Invalid {
+        /// The key path, dotted for nested keys.
+        key: String,
+        /// What is wrong, without the value.
+        problem: String,
+    },
+}
+
+impl Settings {
+    /// Reads settings from YAML (JSON is accepted too: it is YAML).
+    pub fn from_yaml_str(text: &str) -> Result<Settings, SettingsError> {
+        Settings::from_tree(&yaml_to_tree(text)?)
+    }
+
+    /// Reads settings from an already parsed tree.
+    pub fn from_tree(tree: &Value) -> Result<Settings, SettingsError> {
+        let Some(map) = tree.as_object() else {
+            // An empty file is no settings at all.
+            return if tree.is_null() {
+                Ok(Settings::default())
+            } else {
+                Err(SettingsError::NotAMapping)
+            };
+        };
+        let keys = Keys { map, prefix: "" };
+        let mut settings = Settings::default();
+
+        let command = keys
+            .string("secret_backend_command")?
+            .filter(|c| !c.is_empty());
+        let backend_type = keys
+            .string("secret_backend_type")?
+            .filter(|t| !t.is_empty());
+        let backend_config = keys.map("secret_backend_config")?.unwrap_or_default();
+        let multi = match keys.map("multi_secret_backends")? {
+            Some(map) => read_multi(&map)?,
+            None => BTreeMap::new(),
+        };
+        settings.arguments = keys
+            .string_list("secret_backend_arguments")?
+            .unwrap_or_default();
+
+        let mut active = Vec::new();
+        if command.is_some() {
+            active.push("secret_backend_command");
+        }
+        if backend_type.is_some() {
+            active.push("secret_backend_type");
+        }
+        if !multi.is_empty() {
+            active.push("multi_secret_backends");
+        }
+        if active.len() > 1 {
+            settings.warnings.push(format!(
+                "{} takes precedence over {}. Remove {} from your settings to switch. Docs: {}",
+                active[0],
+                active[1..].join(" and "),
+                active[0],
+                crate::DOCS_URL
+            ));
+        }
+        settings.backend = if let Some(command) = command {
+            Some(BackendSelection::Command {
+                command: PathBuf::from(command),
+            })
+        } else if let Some(backend_type) = backend_type {
+            Some(BackendSelection::Type(BuiltinBackend {
+                backend_type,
+                config: backend_config,
+            }))
+        } else if !multi.is_empty() {
+            Some(BackendSelection::Multi(multi))
+        } else {
+            None
+        };
+
+        if let Some(secs) = keys
+            .non_negative("secret_backend_timeout")?
+            .filter(|&s| s > 0)
+        {
+            settings.timeout = Duration::from_secs(secs);
+        }
+        if let Some(size) = keys
+            .non_negative("secret_backend_output_max_size")?
+            .filter(|&s| s > 0)
+        {
+            settings.output_max_size = usize::try_from(size).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = keys.boolean("secret_backend_command_allow_group_exec_perm")? {
+            settings.allow_group_exec = v;
+        }
+        if let Some(v) = keys.boolean("secret_backend_remove_trailing_line_break")? {
+            settings.remove_trailing_line_break = v;
+        }
+        settings.refresh_interval = keys
+            .non_negative("secret_refresh_interval")?
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs);
+        if let Some(v) = keys.boolean("secret_refresh_scatter")? {
+            settings.refresh_scatter = v;
+        }
+        settings.refresh_trigger_interval = keys
+            .non_negative("secret_refresh_on_api_key_failure_interval")?
+            .filter(|&m| m > 0)
+            .map(|m| Duration::from_secs(m.saturating_mul(60)));
+        if let Some(size) = keys
+            .non_negative("secret_audit_file_max_size")?
+            .filter(|&s| s > 0)
+        {
+            settings.audit_file_max_size = size;
+        }
+        settings.run_path = keys
+            .string("run_path")?
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        Ok(settings)
+    }
+
+    /// Whether any backend is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.backend.is_some()
+    }
+}
+
+fn read_multi(map: &Map<String, Value>) -> Result<BTreeMap<String, BuiltinBackend>, SettingsError> {
+    let mut backends = BTreeMap::new();
+    for (name, entry) in map {
+        let key = format!("multi_secret_backends.{name}");
+        if name.is_empty() || name.contains(';') {
+            return Err(SettingsError::Invalid {
+                key,
+                problem: "a backend name must be non-empty and must not contain ';'".into(),
+            });
+        }
+        let Some(entry) = entry.as_object() else {
+            return Err(SettingsError::Invalid {
+                key,
+                problem: format!(
+                    "expected a mapping with 'type' and 'config', found {}",
+                    kind(entry)
+                ),
+            });
+        };
+        let keys = Keys {
+            map: entry,
+            prefix: &key,
+        };
+        let Some(backend_type) = keys.string("type")?.filter(|t| !t.is_empty()) else {
+            return Err(SettingsError::Invalid {
+                key: format!("{key}.type"),
+                problem: "is required".into(),
+            });
+        };
+        let config = keys.map("config")?.unwrap_or_default();
+        let lower = name.to_lowercase();
+        if backends
+            .insert(
+                lower,
+                BuiltinBackend {
+                    backend_type,
+                    config,
+                },
+            )
+            .is_some()
+        {
+            return Err(SettingsError::Invalid {
+                key,
+                problem: "backend names are case-insensitive and this one is defined twice".into(),
+            });
+        }
+    }
+    Ok(backends)
+}
+
+/// Typed reads of one mapping's keys. Absent and `null` read as `None`.
+pub(crate) struct Keys<'a> {
+    pub(crate) map: &'a Map<String, Value>,
+    /// Dotted path of the mapping, for error messages; empty at the top level.
+    pub(crate) prefix: &'a str,
+}
+
+impl Keys<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    pub(crate) fn invalid(&self, key: &str, problem: String) -> SettingsError {
+        let key = if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.prefix)
+        };
+        SettingsError::Invalid { key, problem }
+    }
+
+    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, SettingsError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => {
+                Err(self.invalid(key, format!("expected a string, found {}", kind(other))))
+            }
+        }
+    }
+
+    pub(crate) fn boolean(&self, key: &str) -> Result<Option<bool>, SettingsError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(self.invalid(
+                key,
+                format!("expected true or false, found {}", kind(other)),
+            )),
+        }
+    }
+
+    pub(crate) fn non_negative(&self, key: &str) -> Result<Option<u64>, SettingsError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+                (Some(v), _) => Ok(Some(v)),
+                (None, Some(_)) => Err(self.invalid(key, "must not be negative".into())),
+                (None, None) => {
+                    Err(self.invalid(key, "expected a whole number, found a fraction".into()))
+                }
+            },
+            Some(other) => Err(self.invalid(
+                key,
+                format!("expected a non-negative integer, found {}", kind(other)),
+            )),
+        }
+    }
+
+    pub(crate) fn string_list(&self, key: &str) -> Result<Option<Vec<String>>, SettingsError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(self.invalid(
+                        &format!("{key}.{i}"),
+                        format!("expected a string, found {}", kind(other)),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(self.invalid(
+                key,
+                format!("expected a list of strings, found {}", kind(other)),
+            )),
+        }
+    }
+
+    pub(crate) fn map(&self, key: &str) -> Result<Option<Map<String, Value>>, SettingsError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map.clone())),
+            Some(other) => {
+                Err(self.invalid(key, format!("expected a mapping, found {}", kind(other))))
+            }
+        }
+    }
+}
+
+/// Names a value's type for error messages, never its content.
+pub(crate) fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Parses YAML text into a JSON tree: scalars typed as YAML 1.2 core reads them, mapping keys as
+/// strings. An empty text is `null`; only the first document of a stream is read.
+pub fn yaml_to_tree(text: &str) -> Result<Value, SettingsError> {
+    use saphyr::LoadableYamlNode;
+
+    let docs = saphyr::Yaml::load_from_str(text).map_err(|e| SettingsError::Syntax {
+        message: e.info().to_owned(),
+        line: e.marker().line(),
+        column: e.marker().col() + 1,
+    })?;
+    Ok(docs.first().map(yaml_value).unwrap_or(Value::Null))
+}
+
+fn yaml_value(node: &saphyr::Yaml<'_>) -> Value {
+    use saphyr::{Scalar, Yaml};
+    match node {
+        Yaml::Value(scalar) => match scalar {
+            Scalar::Null => Value::Null,
+            Scalar::Boolean(b) => Value::Bool(*b),
+            Scalar::Integer(i) => Value::from(*i),
+            Scalar::FloatingPoint(f) => {
+                serde_json::Number::from_f64(f.into_inner()).map_or(Value::Null, Value::Number)
+            }
+            Scalar::String(s) => Value::String(s.to_string()),
+        },
+        Yaml::Representation(text, _, _) => Value::String(text.to_string()),
+        Yaml::Sequence(items) => Value::Array(items.iter().map(yaml_value).collect()),
+        Yaml::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = match yaml_value(k) {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, yaml_value(v))
+                })
+                .collect(),
+        ),
+        Yaml::Tagged(_, inner) => yaml_value(inner),
+        Yaml::Alias(_) | Yaml::BadValue => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_err(text: &str, expected: &str) {
+        let err = Settings::from_yaml_str(text).unwrap_err();
+        assert_eq!(err.to_string(), expected);
+    }
+
+    #[test]
+    fn defaults() {
+        let settings = Settings::from_yaml_str("api_key: x\nlogs_enabled: true\n").unwrap();
+        assert_eq!(settings, Settings::default());
+        assert!(!settings.is_enabled());
+        assert_eq!(Settings::from_yaml_str("").unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let settings = Settings::from_yaml_str(
+            "secret_backend_command: /usr/bin/fetch\n\
+             secret_backend_arguments: [a, b]\n\
+             secret_backend_timeout: 5\n\
+             secret_backend_output_max_size: 2048\n\
+             secret_backend_command_allow_group_exec_perm: true\n\
+             secret_backend_remove_trailing_line_break: true\n\
+             secret_refresh_interval: 600\n\
+             secret_refresh_scatter: false\n\
+             secret_refresh_on_api_key_failure_interval: 2\n\
+             secret_audit_file_max_size: 4096\n\
+             run_path: /var/run/keyturn\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.backend,
+            Some(BackendSelection::Command {
+                command: PathBuf::from("/usr/bin/fetch")
+            })
+        );
+        assert_eq!(settings.arguments, ["a", "b"]);
+        assert_eq!(settings.timeout, Duration::from_secs(5));
+        assert_eq!(settings.output_max_size, 2048);
+        assert!(settings.allow_group_exec);
+        assert!(settings.remove_trailing_line_break);
+        assert_eq!(settings.refresh_interval, Some(Duration::from_secs(600)));
+        assert!(!settings.refresh_scatter);
+        assert_eq!(
+            settings.refresh_trigger_interval,
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(settings.audit_file_max_size, 4096);
+        assert_eq!(settings.run_path, Some(PathBuf::from("/var/run/keyturn")));
+    }
+
+    #[test]
+    fn zero_means_default() {
+        let settings = Settings::from_yaml_str(
+            "secret_backend_timeout: 0\nsecret_backend_output_max_size: 0\nsecret_refresh_interval: 0\n",
+        )
+        .unwrap();
+        assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(settings.output_max_size, DEFAULT_OUTPUT_MAX_SIZE);
+        assert_eq!(settings.refresh_interval, None);
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_not_the_value() {
+        check_err(
+            "secret_backend_timeout: -1\n",
+            "invalid setting 'secret_backend_timeout': must not be negative",
+        );
+        check_err(
+            "secret_backend_timeout: soon\n",
+            "invalid setting 'secret_backend_timeout': expected a non-negative integer, found a string",
+        );
+        check_err(
+            "secret_backend_arguments: --token=hunter2\n",
+            "invalid setting 'secret_backend_arguments': expected a list of strings, found a string",
+        );
+        check_err(
+            "secret_backend_arguments: [a, 1]\n",
+            "invalid setting 'secret_backend_arguments.1': expected a string, found a number",
+        );
+        check_err(
+            "secret_backend_remove_trailing_line_break: 'yes'\n",
+            "invalid setting 'secret_backend_remove_trailing_line_break': expected true or false, found a string",
+        );
+        check_err(
+            "secret_backend_config: [1]\n",
+            "invalid setting 'secret_backend_config': expected a mapping, found a list",
+        );
+        check_err("- a\n", "settings must be a mapping of keys to values");
+        check_err(
+            "multi_secret_backends:\n  a:\n    config: {}\n",
+            "invalid setting 'multi_secret_backends.a.type': is required",
+        );
+        check_err(
+            "multi_secret_backends:\n  'a;b':\n    type: file.json\n",
+            "invalid setting 'multi_secret_backends.a;b': a backend name must be non-empty and must not contain ';'",
+        );
+    }
+
+    #[test]
+    fn syntax_error_reports_position() {
+        let err = Settings::from_yaml_str("a: [1, 2\n").unwrap_err();
+        assert!(matches!(err, SettingsError::Syntax { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn type_and_config() {
+        let settings = Settings::from_yaml_str(
+            "secret_backend_type: hashicorp.vault\nsecret_backend_config:\n  vault_address: http://127.0.0.1:8200\n  vault_session:\n    vault_auth_type: approle\n",
+        )
+        .unwrap();
+        let Some(BackendSelection::Type(builtin)) = settings.backend else {
+            panic!()
+        };
+        assert_eq!(builtin.backend_type, "hashicorp.vault");
+        assert_eq!(
+            builtin.config["vault_session"]["vault_auth_type"],
+            "approle"
+        );
+    }
+
+    #[test]
+    fn precedence_command_type_multi_with_warning() {
+        let settings = Settings::from_yaml_str(
+            "secret_backend_command: /bin/x\nsecret_backend_type: file.json\nmulti_secret_backends:\n  A:\n    type: file.yaml\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            settings.backend,
+            Some(BackendSelection::Command { .. })
+        ));
+        assert_eq!(
+            settings.warnings,
+            [format!(
+                "secret_backend_command takes precedence over secret_backend_type and multi_secret_backends. \
+                 Remove secret_backend_command from your settings to switch. Docs: {}",
+                crate::DOCS_URL
+            )]
+        );
+        let settings = Settings::from_yaml_str(
+            "multi_secret_backends:\n  Files:\n    type: file.yaml\n    config: {file_path: /x}\n",
+        )
+        .unwrap();
+        let Some(BackendSelection::Multi(multi)) = settings.backend else {
+            panic!()
+        };
+        assert_eq!(multi.keys().collect::<Vec<_>>(), ["files"]);
+        assert!(settings.warnings.is_empty());
+    }
+}

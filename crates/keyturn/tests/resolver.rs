@@ -1,0 +1,708 @@
+//! Resolver behaviour (spec §4-§6, checklist items 10-37) through a real fixture backend.
+//!
+//! The fixture is a small `/bin/sh` script that answers each requested handle from a "store"
+//! directory (`store/<handle>` holds the value, `store/<handle>.error` an error text), appends
+//! every request it receives to `calls`, and, while a `gate` file exists, waits for it to be
+//! removed before answering. Tests change the store to rotate secrets and count backend runs
+//! from `calls`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keyturn::resolver::{ResolverOptions, Trigger};
+use keyturn::settings::{BackendSelection, BuiltinBackend};
+use keyturn::{Document, Format, Resolver, Settings};
+
+const FIXTURE: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+input=$(cat)
+printf '%s\n' "$input" >> "$dir/calls"
+while [ -f "$dir/gate" ]; do sleep 0.005; done
+list=$(printf '%s' "$input" | sed -e 's/.*"secrets":\[\([^]]*\)\].*/\1/' | tr ',' '\n' | tr -d '"')
+printf '{'
+sep=''
+for h in $list; do
+  if [ -f "$dir/store/$h.error" ]; then
+    printf '%s"%s":{"value":null,"error":"%s"}' "$sep" "$h" "$(cat "$dir/store/$h.error")"; sep=','
+  elif [ -f "$dir/store/$h" ]; then
+    printf '%s"%s":{"value":"%s","error":null}' "$sep" "$h" "$(cat "$dir/store/$h")"; sep=','
+  fi
+done
+printf '}'
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("store")).unwrap();
+        let script = dir.path().join("backend.sh");
+        fs::write(&script, FIXTURE).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+        Fixture { dir }
+    }
+
+    fn script(&self) -> PathBuf {
+        self.dir.path().join("backend.sh")
+    }
+
+    fn set(&self, handle: &str, value: &str) -> &Fixture {
+        fs::write(self.dir.path().join("store").join(handle), value).unwrap();
+        let _ = fs::remove_file(
+            self.dir
+                .path()
+                .join("store")
+                .join(format!("{handle}.error")),
+        );
+        self
+    }
+
+    fn fail(&self, handle: &str, error: &str) -> &Fixture {
+        fs::write(
+            self.dir
+                .path()
+                .join("store")
+                .join(format!("{handle}.error")),
+            error,
+        )
+        .unwrap();
+        self
+    }
+
+    fn close_gate(&self) {
+        fs::write(self.dir.path().join("gate"), "").unwrap();
+    }
+
+    fn open_gate(&self) {
+        fs::remove_file(self.dir.path().join("gate")).unwrap();
+    }
+
+    /// The `secrets` array of every request, in order.
+    fn calls(&self) -> Vec<Vec<String>> {
+        let text = fs::read_to_string(self.dir.path().join("calls")).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let request: serde_json::Value = serde_json::from_str(line).unwrap();
+                request["secrets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn requests(&self) -> Vec<serde_json::Value> {
+        let text = fs::read_to_string(self.dir.path().join("calls")).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            backend: Some(BackendSelection::Command {
+                command: self.script(),
+            }),
+            ..Settings::default()
+        }
+    }
+
+    fn resolver(&self) -> Resolver {
+        Resolver::new(self.settings())
+    }
+}
+
+fn yaml(text: &str) -> Document {
+    Document::parse(text.to_owned(), Format::Yaml).unwrap()
+}
+
+fn tree(text: &str) -> serde_json::Value {
+    keyturn::settings::yaml_to_tree(text).unwrap()
+}
+
+/// Records every change delivered to a subscriber as `(handle, origin, path, old, new)`.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<(String, String, String, String, String)>>>);
+
+impl Recorder {
+    fn attach(resolver: &Resolver) -> Recorder {
+        let recorder = Recorder::default();
+        let sink = recorder.0.clone();
+        resolver.subscribe(move |change| {
+            sink.lock().unwrap().push((
+                change.handle.to_owned(),
+                change.origin.to_owned(),
+                change.path.join("/"),
+                change.old.to_owned(),
+                change.new.to_owned(),
+            ));
+        });
+        recorder
+    }
+
+    fn take(&self) -> Vec<(String, String, String, String, String)> {
+        let mut changes = std::mem::take(&mut *self.0.lock().unwrap());
+        changes.sort();
+        changes
+    }
+}
+
+fn change(
+    handle: &str,
+    origin: &str,
+    path: &str,
+    old: &str,
+    new: &str,
+) -> (String, String, String, String, String) {
+    (
+        handle.into(),
+        origin.into(),
+        path.into(),
+        old.into(),
+        new.into(),
+    )
+}
+
+fn handles(resolver: &Resolver) -> BTreeMap<String, Vec<(String, String)>> {
+    resolver.handles()
+}
+
+fn places(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(o, p)| ((*o).to_owned(), (*p).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn no_backend_returns_input_unchanged() {
+    let text = "a: ENC[x]\n# comment\n";
+    let resolution = Resolver::new(Settings::default())
+        .resolve(&yaml(text), "test", true)
+        .await;
+    assert_eq!(resolution.output.as_str(), text);
+    assert!(resolution.failures.is_empty());
+}
+
+#[tokio::test]
+async fn resolves_nested_paths_and_fetches_each_handle_once() {
+    let fixture = Fixture::new();
+    fixture.set("pass1", "password1").set("pass2", "password2");
+    let resolver = fixture.resolver();
+    let doc = yaml(
+        "secret_backend_arguments:\n  - ENC[pass1]\nsome:\n  encoded:\n    - data: ENC[pass2]\n      other: '-'\nagain: ENC[pass1]\n",
+    );
+    let resolution = resolver.resolve(&doc, "test", false).await;
+    assert!(resolution.is_complete(), "{:?}", resolution.failures);
+    assert_eq!(
+        tree(&resolution.output),
+        tree(
+            "secret_backend_arguments: [password1]\nsome: {encoded: [{data: password2, other: '-'}]}\nagain: password1\n"
+        )
+    );
+    assert_eq!(fixture.calls(), [["pass1", "pass2"]]);
+    assert_eq!(
+        handles(&resolver),
+        BTreeMap::from([
+            (
+                "pass1".to_owned(),
+                places(&[("test", "secret_backend_arguments/0"), ("test", "again")])
+            ),
+            (
+                "pass2".to_owned(),
+                places(&[("test", "some/encoded/0/data")])
+            ),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn cache_partial_full_and_origins() {
+    let fixture = Fixture::new();
+    fixture.set("pass1", "password1").set("pass2", "password2");
+    let resolver = fixture.resolver();
+    resolver
+        .resolve(&yaml("a: ENC[pass1]\n"), "first", false)
+        .await;
+    let resolution = resolver
+        .resolve(&yaml("a: ENC[pass1]\nb: ENC[pass2]\n"), "second", false)
+        .await;
+    assert!(resolution.is_complete());
+    assert_eq!(fixture.calls(), [vec!["pass1"], vec!["pass2"]]);
+    let resolution = resolver
+        .resolve(&yaml("x: [ENC[pass2], ENC[pass1]]\n"), "third", false)
+        .await;
+    assert_eq!(tree(&resolution.output), tree("x: [password2, password1]"));
+    assert_eq!(
+        fixture.calls().len(),
+        2,
+        "a fully cached document runs no backend"
+    );
+    assert_eq!(
+        handles(&resolver)["pass1"],
+        places(&[("first", "a"), ("second", "a"), ("third", "x/1")])
+    );
+}
+
+#[tokio::test]
+async fn partial_success_reports_every_failure_with_paths() {
+    let fixture = Fixture::new();
+    fixture
+        .set("good", "resolved-good")
+        .set("empty", "")
+        .fail("bad", "vault said no");
+    let resolver = fixture.resolver();
+    let doc = yaml("password: ENC[bad]\nusername: ENC[good]\nlist: [ENC[missing], ENC[empty]]\n");
+    let resolution = resolver.resolve(&doc, "config-id", false).await;
+    let failures: Vec<_> = resolution
+        .failures
+        .iter()
+        .map(|f| {
+            (
+                f.handle.as_str(),
+                f.kind.as_str(),
+                f.paths.iter().map(|p| p.join("/")).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            ("bad", "error", vec!["password".to_owned()]),
+            ("missing", "missing", vec!["list/0".to_owned()]),
+            ("empty", "empty", vec!["list/1".to_owned()]),
+        ]
+    );
+    assert_eq!(
+        resolution.failures[0].message,
+        "an error occurred while resolving 'bad': vault said no"
+    );
+    assert_eq!(
+        tree(&resolution.output),
+        tree("password: ENC[bad]\nusername: resolved-good\nlist: [ENC[missing], ENC[empty]]\n")
+    );
+    assert_eq!(
+        resolver
+            .cached("good")
+            .map(|s| s.expose().to_owned())
+            .as_deref(),
+        Some("resolved-good")
+    );
+    assert_eq!(resolver.failures().len(), 3);
+}
+
+#[tokio::test]
+async fn whole_batch_failure_fails_every_handle() {
+    let fixture = Fixture::new();
+    let settings = Settings {
+        backend: Some(BackendSelection::Command {
+            command: fixture.dir.path().join("absent"),
+        }),
+        ..Settings::default()
+    };
+    let resolution = Resolver::new(settings)
+        .resolve(&yaml("a: ENC[x]\nb: ENC[y]\n"), "o", false)
+        .await;
+    assert_eq!(resolution.failures.len(), 2);
+    assert!(
+        resolution
+            .failures
+            .iter()
+            .all(|f| f.kind.as_str() == "backend_error")
+    );
+    assert!(
+        resolution.failures[0].message.contains("can't stat it"),
+        "{}",
+        resolution.failures[0].message
+    );
+}
+
+#[tokio::test]
+async fn subscriptions_on_resolve() {
+    let fixture = Fixture::new();
+    fixture
+        .set("pass1", "password1")
+        .set("pass2", "password2")
+        .set("pass3", "password3");
+    let resolver = fixture.resolver();
+    resolver
+        .resolve(&yaml("x: ENC[pass1]\n"), "warm", false)
+        .await;
+    let recorder = Recorder::attach(&resolver);
+
+    // notify=false: no callback at all (item 37).
+    resolver
+        .resolve(&yaml("a: ENC[pass1]\n"), "quiet", false)
+        .await;
+    assert!(recorder.take().is_empty());
+
+    // One cached and two fetched handles: one call per path (items 22-23).
+    resolver
+        .resolve(
+            &yaml("a: ENC[pass1]\nb: ENC[pass2]\nc: {d: ENC[pass3]}\n"),
+            "doc",
+            true,
+        )
+        .await;
+    assert_eq!(
+        recorder.take(),
+        [
+            change("pass1", "doc", "a", "ENC[pass1]", "password1"),
+            change("pass2", "doc", "b", "", "password2"),
+            change("pass3", "doc", "c/d", "", "password3"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn refresh_notifies_only_changed_paths_and_reports_without_values() {
+    let fixture = Fixture::new();
+    fixture.set("pass1", "password1").set("pass2", "password2");
+    let resolver = fixture.resolver();
+    let recorder = Recorder::attach(&resolver);
+    resolver
+        .resolve(
+            &yaml("first: ENC[pass1]\nsome: {second_level: ENC[pass2]}\n"),
+            "origin",
+            true,
+        )
+        .await;
+    assert_eq!(recorder.take().len(), 2);
+
+    fixture.set("pass2", "update-second");
+    let report = resolver.refresh(Trigger::Api).await;
+    assert_eq!(
+        recorder.take(),
+        [change(
+            "pass2",
+            "origin",
+            "some/second_level",
+            "password2",
+            "update-second"
+        )]
+    );
+    let text = report.to_text();
+    assert!(
+        text.contains("'pass2'") && text.contains("'some/second_level'"),
+        "{text}"
+    );
+    assert!(!text.contains("update-second") && !text.contains("password2"));
+    assert!(report.is_success());
+    assert_eq!(fixture.calls().last().unwrap(), &["pass1", "pass2"]);
+
+    // Nothing changed: the report lists nothing, nobody is notified.
+    let report = resolver.refresh(Trigger::Api).await;
+    assert!(report.changed.is_empty());
+    assert!(recorder.take().is_empty());
+}
+
+#[tokio::test]
+async fn refresh_heals_a_handle_that_failed_at_startup_and_keeps_last_good_values() {
+    let fixture = Fixture::new();
+    fixture.set("a", "one");
+    let resolver = fixture.resolver();
+    let resolution = resolver
+        .resolve(&yaml("a: ENC[a]\nb: ENC[b]\n"), "o", false)
+        .await;
+    assert_eq!(resolution.failures.len(), 1);
+
+    // b appears; a fails: a keeps its last good value.
+    fixture.set("b", "two").fail("a", "down");
+    let report = resolver.refresh(Trigger::Timer).await;
+    assert_eq!(
+        report
+            .changed
+            .iter()
+            .map(|c| c.handle.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert_eq!(report.failures.len(), 1);
+    assert!(!report.is_success());
+    assert_eq!(resolver.cached("a").unwrap().expose(), "one");
+    assert_eq!(
+        resolver
+            .failures()
+            .iter()
+            .map(|f| f.handle.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+
+    // Healed: the failure is cleared even though the value did not change.
+    fixture.set("a", "one");
+    let report = resolver.refresh(Trigger::Timer).await;
+    assert!(report.is_success() && report.changed.is_empty());
+    assert!(resolver.failures().is_empty());
+}
+
+#[tokio::test]
+async fn refresh_allowlist_is_per_origin_and_whole_segment() {
+    let fixture = Fixture::new();
+    fixture.set("h1", "v1").set("h2", "v2");
+    let resolver = fixture.resolver();
+    let recorder = Recorder::attach(&resolver);
+    resolver
+        .resolve(&yaml("instances: [{password: ENC[h1]}]\nmore_endpoints: {'http://x': [ENC[h1]]}\nsetting: ENC[h2]\n"), "main.yaml", false)
+        .await;
+    resolver
+        .resolve(&yaml("db_password: ENC[h2]\n"), "postgres", false)
+        .await;
+    resolver.set_refresh_allowlist("main.yaml", Some(vec!["instances".into(), "sett".into()]));
+
+    fixture.set("h1", "w1").set("h2", "w2");
+    let report = resolver.refresh(Trigger::Api).await;
+    assert_eq!(
+        recorder.take(),
+        [
+            change("h1", "main.yaml", "instances/0/password", "v1", "w1"),
+            change("h2", "postgres", "db_password", "v2", "w2")
+        ]
+    );
+    assert_eq!(report.changed.len(), 2);
+
+    // Only segments that match exactly: nothing under main.yaml is refreshable any more.
+    resolver.set_refresh_allowlist("main.yaml", Some(vec!["instance".into()]));
+    resolver.remove_origin("postgres");
+    fixture.set("h1", "x1").set("h2", "x2");
+    let report = resolver.refresh(Trigger::Api).await;
+    assert_eq!(report.candidates, 0);
+    assert_eq!(report.to_text(), "");
+    assert!(recorder.take().is_empty());
+}
+
+#[tokio::test]
+async fn refresh_of_selected_handles() {
+    let fixture = Fixture::new();
+    fixture.set("a", "1").set("b", "2");
+    let resolver = fixture.resolver();
+    resolver
+        .resolve(&yaml("a: ENC[a]\nb: ENC[b]\n"), "o", false)
+        .await;
+    fixture.set("a", "10").set("b", "20");
+    let report = resolver
+        .refresh_handles(&["b".to_owned(), "unknown".to_owned()], Trigger::Cli)
+        .await;
+    assert_eq!(fixture.calls().last().unwrap(), &["b"]);
+    assert_eq!(report.changed.len(), 1);
+    assert_eq!(resolver.cached("a").unwrap().expose(), "1");
+}
+
+#[tokio::test]
+async fn remove_origin() {
+    let fixture = Fixture::new();
+    fixture
+        .set("pass1", "1")
+        .set("pass2", "2")
+        .set("pass3", "3");
+    let resolver = fixture.resolver();
+    let doc = yaml("a: ENC[pass1]\nb: ENC[pass2]\n");
+    resolver.resolve(&doc, "origin1", false).await;
+    resolver.resolve(&doc, "origin2", false).await;
+    resolver
+        .resolve(&yaml("c: ENC[pass3]\n"), "origin3", false)
+        .await;
+    resolver.remove_origin("origin2");
+    assert_eq!(handles(&resolver)["pass1"], places(&[("origin1", "a")]));
+    resolver.remove_origin("unknown");
+    assert_eq!(handles(&resolver).len(), 3);
+    resolver.remove_origin("origin1");
+    assert_eq!(handles(&resolver).keys().collect::<Vec<_>>(), ["pass3"]);
+    resolver.remove_origin("origin3");
+    assert!(handles(&resolver).is_empty());
+    assert!(
+        resolver.cached("pass1").is_some(),
+        "the cache is not evicted"
+    );
+}
+
+#[tokio::test]
+async fn resolved_value_that_looks_like_a_handle_is_used_literally() {
+    let fixture = Fixture::new();
+    fixture.set("h", "ENC[literal-value]");
+    let resolver = fixture.resolver();
+    let resolution = resolver.resolve(&yaml("a: ENC[h]\n"), "o", false).await;
+    assert!(resolution.is_complete());
+    assert_eq!(tree(&resolution.output)["a"], "ENC[literal-value]");
+    assert_eq!(fixture.calls().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_resolve_does_not_wait_for_a_slow_backend() {
+    let fixture = Fixture::new();
+    fixture.set("cached", "c").set("slow", "s");
+    let resolver = fixture.resolver();
+    resolver
+        .resolve(&yaml("a: ENC[cached]\n"), "o", false)
+        .await;
+
+    fixture.close_gate();
+    let slow = tokio::spawn({
+        let resolver = resolver.clone();
+        async move { resolver.resolve(&yaml("b: ENC[slow]\n"), "o", false).await }
+    });
+    // The cached resolve completes while the other waits on the gated backend; if it blocked,
+    // this would time out instead of hanging the suite.
+    let fast = tokio::time::timeout(
+        Duration::from_secs(60),
+        resolver.resolve(&yaml("a: ENC[cached]\n"), "o2", false),
+    )
+    .await
+    .expect("a cached resolve must not wait for a backend run");
+    assert_eq!(tree(&fast.output)["a"], "c");
+    assert!(!slow.is_finished());
+    fixture.open_gate();
+    assert!(slow.await.unwrap().is_complete());
+}
+
+#[tokio::test]
+async fn concurrent_resolves_share_one_backend_run() {
+    let fixture = Fixture::new();
+    fixture.set("shared", "v").set("own", "w");
+    let resolver = fixture.resolver();
+    fixture.close_gate();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let resolver = resolver.clone();
+        let text = if i == 0 {
+            "a: ENC[shared]\nb: ENC[own]\n"
+        } else {
+            "a: ENC[shared]\n"
+        };
+        tasks.spawn(async move {
+            resolver
+                .resolve(&yaml(text), &format!("doc{i}"), false)
+                .await
+        });
+    }
+    // Every task registers its need before the gated backend can answer (see the refresh test).
+    tokio::task::yield_now().await;
+    fixture.open_gate();
+    while let Some(resolution) = tasks.join_next().await {
+        assert!(resolution.unwrap().is_complete());
+    }
+    assert_eq!(fixture.calls(), [["shared", "own"]]);
+    assert_eq!(handles(&resolver)["shared"].len(), 20);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_refreshes_cause_at_most_two_backend_runs() {
+    let fixture = Fixture::new();
+    fixture.set("a", "1");
+    let resolver = fixture.resolver();
+    resolver.resolve(&yaml("a: ENC[a]\n"), "o", false).await;
+    fixture.set("a", "2");
+    fixture.close_gate();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let resolver = resolver.clone();
+        tasks.spawn(async move { resolver.refresh(Trigger::Api).await });
+    }
+    // On this current-thread runtime every spawned task runs up to its first await (where it
+    // has registered its request) before this task is polled again.
+    tokio::task::yield_now().await;
+    fixture.open_gate();
+
+    let mut changed = 0;
+    let mut total = 0;
+    while let Some(report) = tasks.join_next().await {
+        let report = report.unwrap();
+        assert!(report.is_success());
+        assert_eq!(report.candidates, 1);
+        changed += usize::from(!report.changed.is_empty());
+        total += 1;
+    }
+    assert_eq!(total, 200);
+    let runs = fixture.calls().len() - 1;
+    assert!(
+        runs <= 2,
+        "{runs} backend runs for 200 concurrent refreshes"
+    );
+    assert!(changed >= 1, "the run that saw the new value reported it");
+    assert_eq!(resolver.cached("a").unwrap().expose(), "2");
+}
+
+#[tokio::test]
+async fn multi_backends_route_by_prefix_and_send_type_and_config() {
+    let fixture = Fixture::new();
+    fixture.set("key", "v").set("other", "w");
+    let mut backends = BTreeMap::new();
+    let config = |file: &str| {
+        let mut map = serde_json::Map::new();
+        map.insert("file_path".into(), file.into());
+        map
+    };
+    backends.insert(
+        "one".to_owned(),
+        BuiltinBackend {
+            backend_type: "file.json".into(),
+            config: config("one-file"),
+        },
+    );
+    backends.insert(
+        "two".to_owned(),
+        BuiltinBackend {
+            backend_type: "file.yaml".into(),
+            config: config("two-file"),
+        },
+    );
+    let settings = Settings {
+        backend: Some(BackendSelection::Multi(backends)),
+        ..Settings::default()
+    };
+    let options = ResolverOptions {
+        builtin_backend: Some(fixture.script()),
+        ..ResolverOptions::default()
+    };
+    let resolver = Resolver::with_options(settings, options);
+    let resolution = resolver
+        .resolve(
+            &yaml("a: ENC[one;key]\nb: ENC[TWO;other]\nc: ENC[nope;x]\nd: ENC[plain]\n"),
+            "o",
+            false,
+        )
+        .await;
+    assert_eq!(tree(&resolution.output)["a"], "v");
+    assert_eq!(tree(&resolution.output)["b"], "w");
+    let messages: Vec<_> = resolution
+        .failures
+        .iter()
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "handle \"nope;x\": unknown backend \"nope\"",
+            "handle \"plain\": unknown backend"
+        ]
+    );
+    let mut requests = fixture.requests();
+    requests.sort_by_key(|r| r["type"].as_str().unwrap().to_owned());
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["secrets"], serde_json::json!(["key"]));
+    assert_eq!(requests[0]["type"], "file.json");
+    assert_eq!(requests[0]["config"]["file_path"], "one-file");
+    assert_eq!(requests[1]["secrets"], serde_json::json!(["other"]));
+    assert_eq!(requests[1]["version"], "1.1");
+    assert!(
+        resolver.cached("one;key").is_some(),
+        "cached under the full handle"
+    );
+}
+
+#[test]
+fn fixture_is_private() {
+    let fixture = Fixture::new();
+    let mode = fs::metadata(fixture.script()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0);
+    assert!(Path::new(&fixture.script()).exists());
+}
