@@ -18,12 +18,14 @@
 //! - Values only ever enter the cache from a successful backend answer, and live in [`Secret`]s.
 
 pub mod refresh;
+pub mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -140,6 +142,8 @@ struct Inner {
     routing: Routing,
     options: FetchOptions,
     metrics: Arc<Metrics>,
+    /// Delay of the first periodic refresh (scattered), when periodic refresh is on.
+    first_refresh_delay: Option<Duration>,
     state: Mutex<State>,
     refresh: refresh::Coordinator,
 }
@@ -201,8 +205,16 @@ impl Resolver {
             output_max_size: settings.output_max_size,
             remove_trailing_line_break: settings.remove_trailing_line_break,
         };
+        let first_refresh_delay = settings.refresh_interval.map(|interval| {
+            if settings.refresh_scatter {
+                refresh::scatter(interval, &mut rand::rng())
+            } else {
+                interval
+            }
+        });
         Resolver {
             inner: Arc::new(Inner {
+                first_refresh_delay,
                 settings,
                 routing,
                 options: fetch_options,
@@ -221,6 +233,13 @@ impl Resolver {
     /// The metrics this resolver records into.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// When the first periodic refresh is due after start-up: uniform in
+    /// `[1 s, interval + 1 s)` with `secret_refresh_scatter`, else the interval. `None` when
+    /// periodic refresh is off.
+    pub fn first_refresh_delay(&self) -> Option<Duration> {
+        self.inner.first_refresh_delay
     }
 
     /// Whether a backend is configured. Without one, documents are returned unchanged.

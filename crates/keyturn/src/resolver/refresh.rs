@@ -124,6 +124,14 @@ impl RefreshReport {
     }
 }
 
+/// The first periodic refresh's delay: uniform in `[1 s, interval + 1 s)`, never zero.
+pub fn scatter(interval: std::time::Duration, rng: &mut impl rand::Rng) -> std::time::Duration {
+    let nanos = u64::try_from(interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    std::time::Duration::from_nanos(rng.random_range(0..nanos)) + std::time::Duration::from_secs(1)
+}
+
 /// Coalesces concurrent full refreshes (see the module docs).
 pub(super) struct Coordinator {
     generations: Mutex<Generations>,
@@ -390,6 +398,37 @@ mod tests {
             "=== Secret stats ===\nNumber of secrets reloaded: 0\nSecrets handle reloaded:\n\n"
         );
         assert_eq!(RefreshReport::default().to_text(), "");
+    }
+
+    #[test]
+    fn scatter_is_within_one_second_and_interval_plus_one() {
+        use rand::SeedableRng;
+        let interval = std::time::Duration::from_secs(10);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12345);
+        for _ in 0..1000 {
+            let delay = scatter(interval, &mut rng);
+            assert!(
+                delay >= std::time::Duration::from_secs(1)
+                    && delay < interval + std::time::Duration::from_secs(1)
+            );
+        }
+        // A generator that always yields 0 still gives one second (item 31).
+        struct Zero;
+        impl rand::RngCore for Zero {
+            fn next_u32(&mut self) -> u32 {
+                0
+            }
+            fn next_u64(&mut self) -> u64 {
+                0
+            }
+            fn fill_bytes(&mut self, dest: &mut [u8]) {
+                dest.fill(0);
+            }
+        }
+        assert_eq!(
+            scatter(interval, &mut Zero),
+            std::time::Duration::from_secs(1)
+        );
     }
 
     #[test]

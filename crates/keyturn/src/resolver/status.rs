@@ -1,0 +1,353 @@
+//! What the resolver knows, for people: the executable report, the handles and where they are
+//! used, the refresh schedule, and what failed (spec §4.3 JSON keys, §4.4 text).
+//!
+//! Nothing here carries a value: only handles, origins, paths, file metadata and messages.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{Resolver, Routing};
+use crate::backend::{self, PermissionCheck};
+
+/// Text shown when no backend is configured.
+pub const DISABLED_MESSAGE: &str = "No secret_backend_command set: secrets feature is not enabled";
+
+/// The executable part of the status: which backend runs and whether it may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutableReport {
+    /// The executable as configured (or the built-in backend's path).
+    pub path: String,
+    /// `secret_backend_type`, or the multi backend names joined with `, `.
+    pub backend_type: Option<String>,
+    /// Names of `multi_secret_backends`, sorted.
+    pub multi_backend_names: Vec<String>,
+    /// Whether keyturn's own built-in backend runs (no permission check).
+    pub embedded: bool,
+    /// The permission check's error, if it failed.
+    pub permission_error: Option<String>,
+    /// File mode (octal of `st_mode`), owner and group; or why they could not be read.
+    pub details: Result<backend::FileDetails, String>,
+}
+
+impl ExecutableReport {
+    /// Whether the executable passes the checks.
+    pub fn passes(&self) -> bool {
+        self.permission_error.is_none()
+    }
+
+    /// The verdict line of the Agent (`executablePermissions`).
+    pub fn verdict(&self) -> &'static str {
+        if self.embedded {
+            "OK, native secret generic connector used"
+        } else if self.passes() {
+            "OK, the executable has the correct permissions"
+        } else {
+            "error: the executable does not have the correct permissions"
+        }
+    }
+
+    /// The report as text (the first part of `keyturn status`, all of `keyturn check`).
+    pub fn to_text(&self) -> String {
+        let mut text = String::from("=== Checking executable permissions ===\n");
+        if !self.multi_backend_names.is_empty() {
+            let _ = writeln!(text, "Backends: {}", self.multi_backend_names.join(", "));
+        } else if let Some(backend_type) = &self.backend_type {
+            let _ = writeln!(text, "Secret backend type: {backend_type}");
+        }
+        if self.embedded {
+            let _ = writeln!(text, "Using embedded executable: {}", self.path);
+            return text;
+        }
+        let _ = writeln!(text, "Executable path: {}", self.path);
+        let _ = writeln!(text, "Executable permissions: {}", self.verdict());
+        if let Some(error) = &self.permission_error {
+            let _ = writeln!(text, "Permissions error: {error}");
+        }
+        text.push_str("\nPermissions Detail:\n");
+        match &self.details {
+            Ok(details) => {
+                let _ = writeln!(text, "File mode: {}", details.file_mode);
+                let _ = writeln!(text, "Owner: {}", details.owner);
+                let _ = writeln!(text, "Group: {}", details.group);
+            }
+            Err(error) => {
+                let _ = writeln!(text, "{error}");
+            }
+        }
+        text
+    }
+}
+
+/// The resolver's state as the Agent's status JSON (spec §4.3 keys).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DebugInfo {
+    /// Whether a backend is configured.
+    pub backend_command_set: bool,
+    /// Set when no backend is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The executable path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    /// `secret_backend_type` or "".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_type: Option<String>,
+    /// Whether keyturn's built-in backend runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded_secret_backend: Option<bool>,
+    /// Multi backend names, sorted, joined with `, ` (multi mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_backend_names: Option<String>,
+    /// Permission verdict text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable_permissions: Option<String>,
+    /// Whether the permission check passed.
+    #[serde(
+        rename = "executablePermissionsOK",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub executable_permissions_ok: Option<bool>,
+    /// The permission check's error text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable_permissions_error: Option<String>,
+    /// File mode, owner, group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable_permissions_details: Option<PermissionDetails>,
+    /// Why the details could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable_permissions_details_error: Option<String>,
+    /// handle -> `[origin, path]` pairs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handles: Option<BTreeMap<String, Vec<[String; 2]>>>,
+    /// Whether periodic refresh is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_interval_enabled: Option<bool>,
+    /// The interval, e.g. `15s`, `1h0m0s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<String>,
+    /// The first refresh's delay, e.g. `6.48s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scatter_duration: Option<String>,
+    /// One message per failed handle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unresolved_secrets: Option<Vec<String>>,
+}
+
+/// File details in the Agent's JSON spelling.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PermissionDetails {
+    /// Octal `st_mode`.
+    pub file_mode: String,
+    /// Owner name.
+    pub owner: String,
+    /// Group name.
+    pub group: String,
+    /// Always false here.
+    pub is_windows: bool,
+}
+
+/// Checks the executable the resolver would run, now.
+pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
+    let (spec, multi_backend_names) = match &resolver.inner.routing {
+        Routing::None => return None,
+        Routing::Single(spec) => (spec, Vec::new()),
+        Routing::Multi(specs) => (specs.values().next()?, specs.keys().cloned().collect()),
+    };
+    let embedded = spec.check == PermissionCheck::Skip;
+    let permission_error = match spec.check {
+        PermissionCheck::Skip => None,
+        PermissionCheck::Strict => backend::check_executable(&spec.command, false)
+            .err()
+            .map(|e| e.to_string()),
+        PermissionCheck::AllowGroupExec => backend::check_executable(&spec.command, true)
+            .err()
+            .map(|e| e.to_string()),
+    };
+    Some(ExecutableReport {
+        path: spec.command.display().to_string(),
+        backend_type: if multi_backend_names.is_empty() {
+            spec.backend_type.clone()
+        } else {
+            None
+        },
+        multi_backend_names,
+        embedded,
+        permission_error,
+        details: backend::file_details(&spec.command),
+    })
+}
+
+impl DebugInfo {
+    /// Collects the resolver's state.
+    pub fn collect(resolver: &Resolver) -> DebugInfo {
+        let Some(report) = executable_report(resolver) else {
+            return DebugInfo::disabled();
+        };
+        let handles = resolver
+            .handles()
+            .into_iter()
+            .map(|(handle, places)| (handle, places.into_iter().map(|(o, p)| [o, p]).collect()))
+            .collect();
+        let failures = resolver.failures();
+        let settings = resolver.settings();
+        let (details, details_error) = match (&report.details, report.embedded) {
+            (_, true) => (None, None),
+            (Ok(d), false) => (
+                Some(PermissionDetails {
+                    file_mode: d.file_mode.clone(),
+                    owner: d.owner.clone(),
+                    group: d.group.clone(),
+                    is_windows: false,
+                }),
+                None,
+            ),
+            (Err(e), false) => (None, Some(e.clone())),
+        };
+        DebugInfo {
+            backend_command_set: true,
+            message: None,
+            executable: Some(report.path.clone()),
+            backend_type: Some(report.backend_type.clone().unwrap_or_default()),
+            embedded_secret_backend: Some(report.embedded),
+            multi_backend_names: (!report.multi_backend_names.is_empty())
+                .then(|| report.multi_backend_names.join(", ")),
+            executable_permissions: Some(report.verdict().to_owned()),
+            executable_permissions_ok: Some(report.passes()),
+            executable_permissions_error: report.permission_error.clone(),
+            executable_permissions_details: details,
+            executable_permissions_details_error: details_error,
+            handles: Some(handles),
+            refresh_interval_enabled: Some(settings.refresh_interval.is_some()),
+            refresh_interval: settings.refresh_interval.map(go_duration),
+            scatter_duration: settings.refresh_interval.map(|_| {
+                format!(
+                    "{:.2}s",
+                    resolver
+                        .first_refresh_delay()
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                )
+            }),
+            unresolved_secrets: (!failures.is_empty()).then(|| {
+                failures
+                    .iter()
+                    .map(|f| format!("'{}' ({}): {}", f.handle, f.kind.as_str(), f.message))
+                    .collect()
+            }),
+        }
+    }
+
+    fn disabled() -> DebugInfo {
+        DebugInfo {
+            backend_command_set: false,
+            message: Some(DISABLED_MESSAGE.to_owned()),
+            executable: None,
+            backend_type: None,
+            embedded_secret_backend: None,
+            multi_backend_names: None,
+            executable_permissions: None,
+            executable_permissions_ok: None,
+            executable_permissions_error: None,
+            executable_permissions_details: None,
+            executable_permissions_details_error: None,
+            handles: None,
+            refresh_interval_enabled: None,
+            refresh_interval: None,
+            scatter_duration: None,
+            unresolved_secrets: None,
+        }
+    }
+}
+
+/// The full status text (spec §4.4).
+pub fn status_text(resolver: &Resolver) -> String {
+    let Some(report) = executable_report(resolver) else {
+        return format!("{DISABLED_MESSAGE}\n");
+    };
+    let mut text = report.to_text();
+    let handles = resolver.handles();
+    text.push_str("\n=== Secrets stats ===\n");
+    let _ = writeln!(text, "Number of secrets resolved: {}", handles.len());
+    text.push_str("Secrets handle resolved:\n");
+    for (handle, places) in &handles {
+        let _ = writeln!(text, "- '{handle}':");
+        for (origin, path) in places {
+            let _ = writeln!(
+                text,
+                "  - used in '{origin}' configuration in entry '{path}'"
+            );
+        }
+    }
+    let settings = resolver.settings();
+    match settings.refresh_interval {
+        Some(interval) => {
+            let _ = writeln!(
+                text,
+                "'secret_refresh_interval' is enabled: the first refresh will happen {:.2}s after startup and then every {}",
+                resolver
+                    .first_refresh_delay()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+                go_duration(interval)
+            );
+        }
+        None => text.push_str("'secret_refresh_interval' is disabled\n"),
+    }
+    let failures = resolver.failures();
+    if !failures.is_empty() {
+        text.push_str("Secrets not resolved:\n");
+        for failure in failures {
+            let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+            let _ = writeln!(
+                text,
+                "  - '{}' ({}) at {}: {}",
+                failure.handle,
+                failure.kind.as_str(),
+                paths.join(", "),
+                failure.message
+            );
+        }
+    }
+    text
+}
+
+/// Formats a duration as Go does (`15s`, `1m30s`, `1h0m0s`), for whole seconds.
+pub fn go_duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(Duration::from_secs(15)), "15s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+    }
+
+    #[test]
+    fn disabled_status() {
+        let resolver = Resolver::new(crate::Settings::default());
+        assert_eq!(status_text(&resolver), format!("{DISABLED_MESSAGE}\n"));
+        let json = serde_json::to_value(DebugInfo::collect(&resolver)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"backendCommandSet": false, "message": DISABLED_MESSAGE})
+        );
+    }
+}
