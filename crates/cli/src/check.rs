@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use keyturn::resolver::status::{self, DISABLED_MESSAGE};
+
 use crate::{Failure, Outcome};
 
 #[derive(Debug, clap::Args)]
@@ -14,11 +16,14 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     let settings = crate::read_settings(&args.config)?;
     let resolver = keyturn::Resolver::new(settings);
-    let report = keyturn::resolver::status::executable_report(&resolver);
-    print!("{}", report.to_text());
-    if report.passes() {
-        Ok(Outcome::Success)
-    } else {
-        Ok(Outcome::Incomplete)
+    match status::executable_report(&resolver) {
+        Some(report) => {
+            print!("{}", report.to_text());
+            if report.passes() { Ok(Outcome::Success) } else { Ok(Outcome::Incomplete) }
+        }
+        None => {
+            println!("{DISABLED_MESSAGE}");
+            Ok(Outcome::Incomplete)
+        }
     }
 }
