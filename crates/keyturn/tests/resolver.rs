@@ -131,7 +131,10 @@ fn tree(text: &str) -> serde_json::Value {
 
 /// Records every change delivered to a subscriber as `(handle, origin, path, old, new)`.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<(String, String, String, String, String)>>>);
+struct Recorder(Arc<Mutex<Vec<Seen>>>);
+
+/// `(handle, origin, path, old, new)` of one change.
+type Seen = (String, String, String, String, String);
 
 impl Recorder {
     fn attach(resolver: &Resolver) -> Recorder {
@@ -149,7 +152,7 @@ impl Recorder {
         recorder
     }
 
-    fn take(&self) -> Vec<(String, String, String, String, String)> {
+    fn take(&self) -> Vec<Seen> {
         let mut changes = std::mem::take(&mut *self.0.lock().unwrap());
         changes.sort();
         changes
