@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod backend;
 pub mod document;
 pub mod handle;
