@@ -13,12 +13,15 @@
 //!   output caps, response parsing.
 //! - [`resolver`]: cache, origins, subscriptions, coalesced fetches and refreshes.
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - [`audit`]: the audit trail of refreshes (NDJSON, rotated, never a plain value).
+//! - [`atomic_file`]: writing files that are never seen half-written.
 //!
 //! Invariant: no secret value reaches a log line, an error message, or a `Debug` print.
 
 #![warn(missing_docs)]
 
 pub mod atomic_file;
+pub mod audit;
 pub mod backend;
 pub mod document;
 pub mod handle;

@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditLimits, AuditWriter};
 use crate::backend::{self, BackendSpec, FetchOptions, PermissionCheck};
 use crate::document::Document;
 use crate::metrics::{FailureKind, Metrics};
@@ -56,6 +57,9 @@ pub struct ResolverOptions {
     /// `None`: `$KEYTURN_BUILTIN_BACKEND`, then the directory of the running executable, then
     /// `PATH`.
     pub builtin_backend: Option<PathBuf>,
+    /// Where refreshes that change a value append an audit record (see [`crate::audit`]);
+    /// no audit trail when `None`. Rotated at the settings' `secret_audit_file_max_size`.
+    pub audit_file: Option<PathBuf>,
 }
 
 /// What a resolve produced: the rendered document and every handle that failed.
@@ -144,6 +148,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Delay of the first periodic refresh (scattered), when periodic refresh is on.
     first_refresh_delay: Option<Duration>,
+    /// The audit trail; appended from a blocking task, one record per changing refresh.
+    audit: Option<Arc<Mutex<AuditWriter>>>,
     state: Mutex<State>,
     refresh: refresh::Coordinator,
 }
@@ -212,9 +218,17 @@ impl Resolver {
                 interval
             }
         });
+        let audit = options.audit_file.map(|path| {
+            let limits = AuditLimits {
+                max_size: settings.audit_file_max_size,
+                ..AuditLimits::default()
+            };
+            Arc::new(Mutex::new(AuditWriter::new(path, limits)))
+        });
         Resolver {
             inner: Arc::new(Inner {
                 first_refresh_delay,
+                audit,
                 settings,
                 routing,
                 options: fetch_options,
