@@ -15,13 +15,13 @@ use std::io;
 use std::process::ExitStatus;
 use std::time::Instant;
 
-use keyturn_protocol::{PAYLOAD_VERSION, Request, parse_response};
+use keyturn_protocol::{PAYLOAD_VERSION, Request};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::permissions::{Checked, PermissionError, io_text, resolve_command};
-use super::response::{Scrubber, classify, describe_parse_error, values_in_output};
+use super::response::{Requested, Scrubber, classify, describe_parse_error, values_in_output};
 use super::spawn::{Program, StartError, Started, start};
 use super::{BackendSpec, FetchError, FetchOptions, Fetched, PermissionCheck};
 use crate::DOCS_URL;
@@ -34,8 +34,11 @@ pub(crate) async fn fetch(
     handles: &[String],
     metrics: &Metrics,
 ) -> Result<Fetched, FetchError> {
-    let handles = distinct(handles);
-    let payload = payload(spec, options, &handles);
+    let mut requested = Requested::new(handles);
+    let mut request = request(spec, options, std::mem::take(&mut requested.handles));
+    let payload = request.to_json();
+    requested.handles = std::mem::take(&mut request.secrets);
+    let count = requested.handles.len();
     let began = Instant::now();
     let mut output = Output::default();
     let run = run(spec, options, &payload, &mut output).await;
@@ -46,10 +49,13 @@ pub(crate) async fn fetch(
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
 
     let failure = match run {
-        Ok(status) if status.success() => match parse_response(&output.stdout) {
-            Ok(response) => {
+        Ok(status) if status.success() => match classify(
+            &output.stdout,
+            requested,
+            options.remove_trailing_line_break,
+        ) {
+            Ok(fetched) => {
                 tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
-                let fetched = classify(response, &handles, options.remove_trailing_line_break);
                 for (_, result) in &fetched {
                     if let Err(error) = result {
                         metrics.record_handle_failure(error.kind);
@@ -72,7 +78,7 @@ pub(crate) async fn fetch(
         Err(failure) => backend_error(spec, &failure, options),
     };
     tracing::warn!(%command, %exit, elapsed_ms, kind = failure.kind.as_str(), "secret backend run failed");
-    for _ in &handles {
+    for _ in 0..count {
         metrics.record_handle_failure(failure.kind);
     }
     Err(with_stderr(failure, &output))
@@ -213,32 +219,21 @@ async fn read_capped(
     }
 }
 
-/// The payload of spec §2.2.
-fn payload(spec: &BackendSpec, options: &FetchOptions, handles: &[String]) -> Vec<u8> {
+/// The request of spec §2.2 for the distinct `handles`.
+fn request(spec: &BackendSpec, options: &FetchOptions, handles: Vec<String>) -> Request {
     Request {
         version: PAYLOAD_VERSION.to_owned(),
-        secrets: handles.to_vec(),
+        secrets: handles,
         secret_backend_timeout: Some(timeout_secs(options)),
         backend_type: spec.backend_type.clone(),
         config: spec.config.clone().filter(|config| !config.is_empty()),
     }
-    .to_json()
 }
 
 /// The timeout in whole seconds, rounded up (a sub-second timeout is sent as 1).
 fn timeout_secs(options: &FetchOptions) -> u64 {
     let timeout = options.timeout;
     timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0)
-}
-
-/// `handles` without repeats, in first-seen order.
-fn distinct(handles: &[String]) -> Vec<String> {
-    let mut seen = std::collections::HashSet::with_capacity(handles.len());
-    handles
-        .iter()
-        .filter(|handle| seen.insert(handle.as_str()))
-        .cloned()
-        .collect()
 }
 
 /// The metrics label of a run: `0`, the exit code, `signal`, `timeout`, or `error` (it could

@@ -1,12 +1,22 @@
-//! What a backend answered, as pure functions over bytes: per-handle classification (spec
-//! §2.3), the texts of per-handle failures (§2.4), and the scrubbing of values out of anything
-//! the backend said besides them (its per-handle error texts and its stderr).
+//! What a backend answered, as pure functions over bytes: decoding and per-handle
+//! classification (spec §2.3), the texts of per-handle failures (§2.4), and the scrubbing of
+//! values out of anything the backend said besides them (its per-handle error texts and its
+//! stderr).
+//!
+//! Decoding accepts exactly what [`keyturn_protocol::parse_response`] accepts, but goes
+//! straight from the stdout buffer to one slot per requested handle: names and values are
+//! borrowed from the buffer where they hold no escapes, and only requested values are copied,
+//! once, into a [`Secret`]. This keeps a 10,000-handle answer close to the cost of the spawn.
 //!
 //! Invariant: no text built here contains a value the backend returned in the same answer.
 //! Parse errors are described from their category and position only, never with serde's text
 //! for data errors (which quotes the offending input, e.g. a value given as a bare string).
 
-use keyturn_protocol::{Entry, Response};
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::error::Category;
 use zeroize::Zeroizing;
 
@@ -21,30 +31,61 @@ pub(crate) const MASK: &str = "********";
 /// How much of the end of stderr an error text carries, in bytes.
 pub(crate) const STDERR_TAIL: usize = 1024;
 
-/// Classifies every handle of `handles` (distinct) against `response`, in order.
+/// The distinct handles of one run, in first-seen order, and where each one sits.
+pub(crate) struct Requested<'a> {
+    /// Distinct handles, in first-seen order (the payload's `secrets`).
+    pub(crate) handles: Vec<String>,
+    index: HashMap<&'a str, usize>,
+}
+
+impl<'a> Requested<'a> {
+    /// De-duplicates `handles`, keeping first-seen order.
+    pub(crate) fn new(handles: &'a [String]) -> Requested<'a> {
+        let mut index = HashMap::with_capacity(handles.len());
+        let mut distinct = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let next = distinct.len();
+            index.entry(handle.as_str()).or_insert_with(|| {
+                distinct.push(handle.clone());
+                next
+            });
+        }
+        Requested {
+            handles: distinct,
+            index,
+        }
+    }
+}
+
+/// Decodes `stdout` and classifies every requested handle, in order. Fails, without quoting
+/// any value, when `stdout` is not a valid response.
 pub(crate) fn classify(
-    mut response: Response,
-    handles: &[String],
+    stdout: &[u8],
+    requested: Requested<'_>,
     remove_trailing_line_break: bool,
-) -> Fetched {
-    let any_error = handles.iter().any(|handle| {
-        response
-            .get(handle)
-            .is_some_and(|entry| error_text(entry).is_some())
-    });
+) -> Result<Fetched, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(stdout);
+    let slots = Slots {
+        index: &requested.index,
+    }
+    .deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    let any_error = slots
+        .iter()
+        .flatten()
+        .any(|entry| entry.error_text().is_some());
     let scrubber = if any_error {
-        Scrubber::new(
-            response
-                .values()
-                .filter_map(|entry| entry.value.as_deref().map(String::as_str)),
-        )
+        let values = values_in_output(stdout);
+        Scrubber::new(values.iter().map(|value| value.as_str()))
     } else {
         Scrubber::default()
     };
-    handles
-        .iter()
-        .map(|handle| {
-            let result = match response.remove(handle) {
+    let fetched = requested
+        .handles
+        .into_iter()
+        .zip(slots)
+        .map(|(handle, slot)| {
+            let result = match slot {
                 None => Err(handle_error(
                     FailureKind::Missing,
                     format!(
@@ -53,7 +94,7 @@ pub(crate) fn classify(
                          Docs: {DOCS_URL}"
                     ),
                 )),
-                Some(entry) => match error_text(&entry) {
+                Some(entry) => match entry.error_text() {
                     Some(text) => Err(handle_error(
                         FailureKind::Error,
                         format!(
@@ -61,7 +102,7 @@ pub(crate) fn classify(
                             escape_controls(&scrubber.scrub(text))
                         ),
                     )),
-                    None => resolved(entry, remove_trailing_line_break).ok_or_else(|| {
+                    None => entry.resolved(remove_trailing_line_break).ok_or_else(|| {
                         handle_error(
                             FailureKind::Empty,
                             format!(
@@ -74,9 +115,10 @@ pub(crate) fn classify(
                     }),
                 },
             };
-            (handle.clone(), result)
+            (handle, result)
         })
-        .collect()
+        .collect();
+    Ok(fetched)
 }
 
 /// Describes a response parse error without quoting any of the input.
@@ -211,18 +253,107 @@ fn handle_error(kind: FailureKind, message: String) -> HandleError {
     HandleError { kind, message }
 }
 
-fn error_text(entry: &Entry) -> Option<&str> {
-    entry.error.as_deref().filter(|text| !text.is_empty())
+/// One entry of the answer, as [`keyturn_protocol::Entry`] reads it, borrowing where it can.
+#[derive(Deserialize)]
+struct RawEntry<'a> {
+    #[serde(default, borrow)]
+    value: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    error: Option<Text<'a>>,
 }
 
-/// The value of a non-error entry, `None` when empty (after stripping line breaks if asked).
-fn resolved(entry: Entry, remove_trailing_line_break: bool) -> Option<Secret> {
-    let mut value = entry.value?;
-    if remove_trailing_line_break {
-        let kept = value.trim_end_matches(['\r', '\n']).len();
-        value.truncate(kept);
+impl RawEntry<'_> {
+    fn error_text(&self) -> Option<&str> {
+        self.error
+            .as_ref()
+            .map(Text::as_str)
+            .filter(|text| !text.is_empty())
     }
-    (!value.is_empty()).then(|| Secret::from(value))
+
+    /// The value, `None` when empty (after stripping line breaks if asked).
+    fn resolved(&self, remove_trailing_line_break: bool) -> Option<Secret> {
+        let mut value = self.value.as_ref()?.as_str();
+        if remove_trailing_line_break {
+            value = value.trim_end_matches(['\r', '\n']);
+        }
+        (!value.is_empty()).then(|| Secret::new(value))
+    }
+}
+
+/// A JSON string borrowed from the input, or decoded into a zeroizing buffer when it held
+/// escapes.
+enum Text<'a> {
+    Borrowed(&'a str),
+    Owned(Zeroizing<String>),
+}
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Borrowed(text) => text,
+            Text::Owned(text) => text,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Text<'a>, D::Error> {
+        struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text::Borrowed(text))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'a>, E> {
+                Ok(Text::Owned(Zeroizing::new(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'a>, E> {
+                Ok(Text::Owned(Zeroizing::new(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Decodes the answer object into one slot per requested handle; entries of handles not
+/// requested are decoded (so their shape is checked) and dropped.
+struct Slots<'i> {
+    index: &'i HashMap<&'i str, usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for Slots<'_> {
+    type Value = Vec<Option<RawEntry<'de>>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Slots<'_> {
+    type Value = Vec<Option<RawEntry<'de>>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of handles")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut slots: Vec<Option<RawEntry<'de>>> = Vec::new();
+        slots.resize_with(self.index.len(), || None);
+        while let Some(handle) = map.next_key::<Text<'de>>()? {
+            let entry: RawEntry<'de> = map.next_value()?;
+            if let Some(slot) = self
+                .index
+                .get(handle.as_str())
+                .and_then(|&at| slots.get_mut(at))
+            {
+                *slot = Some(entry);
+            }
+        }
+        Ok(slots)
+    }
 }
 
 /// The index just past the JSON string literal starting at `start` (a `"`), or the end.
@@ -243,6 +374,10 @@ mod tests {
     use super::*;
     use keyturn_protocol::parse_response;
 
+    fn classify_str(output: &str, handles: &[String], strip: bool) -> Fetched {
+        classify(output.as_bytes(), Requested::new(handles), strip).unwrap()
+    }
+
     fn check(
         output: &str,
         handles: &[&str],
@@ -250,7 +385,7 @@ mod tests {
         expected: &[(&str, Result<&str, FailureKind>)],
     ) {
         let handles: Vec<String> = handles.iter().map(|h| (*h).to_owned()).collect();
-        let fetched = classify(parse_response(output.as_bytes()).unwrap(), &handles, strip);
+        let fetched = classify_str(output, &handles, strip);
         let got: Vec<(&str, Result<&str, FailureKind>)> = fetched
             .iter()
             .map(|(h, r)| {
@@ -332,9 +467,8 @@ mod tests {
 
     #[test]
     fn per_handle_texts() {
-        let fetched = classify(
-            parse_response(br#"{"e":{"error":"boom: leaked-v\nline2"},"x":{"value":"leaked-v"},"y":{"value":""}}"#)
-                .unwrap(),
+        let fetched = classify_str(
+            r#"{"e":{"error":"boom: leaked-v\nline2"},"x":{"value":"leaked-v"},"y":{"value":""}}"#,
             &["m".into(), "e".into(), "y".into()],
             false,
         );
@@ -357,6 +491,48 @@ mod tests {
     }
 
     #[test]
+    fn decoding_accepts_what_the_protocol_crate_accepts() {
+        let requested = [String::from("h"), String::from("h\"2")];
+        for input in [
+            r#"{}"#,
+            r#"{"h":{"value":"v"},"x":{"value":"w","error":null,"other":[1]}}"#,
+            r#"{"h":{"value":"a\u00e9\n"},"h\"2":{"error":"e\t"}}"#,
+            r#"{"h":{"value":"first"},"h":{"value":"last"}}"#,
+            r#"{"h":["v","e"]}"#,
+            r#"{"h":{"value":"v","value":"w"}}"#,
+            r#"{"x":{"value":1}}"#,
+            r#"{"h":"v"}"#,
+            r#"[]"#,
+            r#"{"h":{}} {}"#,
+            r#"{"h":{"value":"v"}"#,
+            "",
+        ] {
+            let theirs = parse_response(input.as_bytes());
+            let ours = classify(input.as_bytes(), Requested::new(&requested), false);
+            assert_eq!(ours.is_ok(), theirs.is_ok(), "{input}");
+            if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+                for (handle, result) in ours {
+                    let expected = theirs.get(&handle).and_then(|entry| entry.value.as_deref());
+                    let got = result.as_ref().ok().map(|secret| secret.expose());
+                    if got.is_some() {
+                        assert_eq!(got, expected.map(String::as_str), "{input}");
+                    }
+                }
+            }
+        }
+        let fetched = classify_str(
+            r#"{"h":{"value":"first"},"h":{"value":"last"}}"#,
+            &requested[..1],
+            false,
+        );
+        assert_eq!(fetched[0].1.as_ref().unwrap().expose(), "last");
+        let fetched = classify_str(r#"{"h\"2":{"value":"\u00e9"}}"#, &requested[1..], false);
+        assert_eq!(fetched[0].1.as_ref().unwrap().expose(), "é");
+        let handles = [String::from("a"), String::from("b"), String::from("a")];
+        assert_eq!(Requested::new(&handles).handles, ["a", "b"]);
+    }
+
+    #[test]
     fn parse_errors_never_quote_input() {
         for bad in [
             r#"{"h":"hunter2"}"#,
@@ -370,10 +546,15 @@ mod tests {
             "{\"h\":{\"value\":\"hun\u{1}ter2\"}}",
             r#"{"h":{"value":"hunter2\x"}}"#,
         ] {
-            let error = parse_response(bad.as_bytes()).unwrap_err();
-            let text = describe_parse_error(&error);
-            for secret in ["hunter2", "424242", "hun"] {
-                assert!(!text.contains(secret), "{bad} -> {text}");
+            let requested = [String::from("h")];
+            for error in [
+                parse_response(bad.as_bytes()).unwrap_err(),
+                classify(bad.as_bytes(), Requested::new(&requested), false).unwrap_err(),
+            ] {
+                let text = describe_parse_error(&error);
+                for secret in ["hunter2", "424242", "hun"] {
+                    assert!(!text.contains(secret), "{bad} -> {text}");
+                }
             }
         }
     }

@@ -135,3 +135,93 @@ impl Drop for GroupGuard {
         self.kill();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::backend::PermissionCheck;
+
+    /// Executables are all written before any test spawns (a write descriptor leaked into a
+    /// concurrent spawn makes `execve` fail with ETXTBSY). Each test owns one subdirectory.
+    fn fixture(test: &str, name: &str) -> PathBuf {
+        static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+        let dir = DIR.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let write = |path: PathBuf, body: &[u8]| {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, body).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+            };
+            let echo = std::fs::read("/bin/echo").unwrap();
+            let script = |word: &str| format!("#!/bin/sh\necho {word} \"$0\"\n").into_bytes();
+            write(dir.path().join("binary/target"), &echo);
+            write(dir.path().join("binary/other"), &script("swapped"));
+            write(dir.path().join("script/target"), &script("original"));
+            write(dir.path().join("script/other"), &script("swapped"));
+            write(dir.path().join("mode/target"), &script("original"));
+            write(dir.path().join("plain/target"), &script("original"));
+            dir
+        });
+        dir.path().join(test).join(name)
+    }
+
+    async fn stdout_of(started: Result<Started, StartError>) -> String {
+        // Keep the guard: dropping it would kill the group before the output is read.
+        let Started {
+            mut child,
+            mut group,
+        } = started.unwrap();
+        drop(child.stdin.take());
+        let output = child.wait_with_output().await.unwrap();
+        group.disarm();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_binary_replaced_after_the_check_still_runs_the_checked_file() {
+        let target = fixture("binary", "target");
+        let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
+        assert!(!checked.is_script);
+        std::fs::rename(fixture("binary", "other"), &target).unwrap();
+        let started = start(Program::Checked(&checked), &target, &["checked".to_owned()]);
+        assert_eq!(stdout_of(started).await, "checked\n");
+    }
+
+    #[tokio::test]
+    async fn a_script_replaced_after_the_check_is_refused() {
+        let target = fixture("script", "target");
+        let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
+        assert!(checked.is_script);
+        std::fs::rename(fixture("script", "other"), &target).unwrap();
+        let error = start(Program::Checked(&checked), &target, &[]).unwrap_err();
+        assert!(
+            matches!(error, StartError::Changed(PermissionError::Changed { .. })),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_script_whose_mode_changed_after_the_check_is_refused() {
+        let target = fixture("mode", "target");
+        let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = start(Program::Checked(&checked), &target, &[]).unwrap_err();
+        assert!(matches!(error, StartError::Changed(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_script_runs_with_its_real_path() {
+        let target = fixture("plain", "target");
+        let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
+        let started = start(Program::Checked(&checked), &target, &[]);
+        assert_eq!(
+            stdout_of(started).await,
+            format!("original {}\n", target.display())
+        );
+    }
+}
