@@ -577,6 +577,16 @@ async fn whole_run_failures() {
     for case in cases {
         check_failing(case).await;
     }
+    // No command configured (item 40).
+    let mut empty = spec("answer", &[]);
+    empty.command = PathBuf::new();
+    let error = fetch(&empty, &options(), &handles(&["h"]), &Metrics::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.message,
+        "invalid executable '': can't stat it: no such file or directory (empty command)"
+    );
     // A directory passes the mode checks but cannot be executed.
     let dir = private_dir();
     let mut spec = spec("answer", &[]);
@@ -731,7 +741,7 @@ async fn reading_is_bounded_by_the_deadline() {
 async fn dropped_future_kills_the_group() {
     let dir = private_dir();
     let (child_file, grandchild_file) = (dir.path().join("child"), dir.path().join("grandchild"));
-    let spec = spec(
+    let hang = spec(
         "hang",
         &[
             child_file.to_str().unwrap(),
@@ -739,7 +749,7 @@ async fn dropped_future_kills_the_group() {
         ],
     );
     let task = tokio::spawn(async move {
-        let _ = fetch(&spec, &options(), &handles(&["h"]), &Metrics::new()).await;
+        let _ = fetch(&hang, &options(), &handles(&["h"]), &Metrics::new()).await;
     });
     wait_until("backend started", || {
         read_pid(&child_file).is_some() && read_pid(&grandchild_file).is_some()
@@ -747,10 +757,15 @@ async fn dropped_future_kills_the_group() {
     .await;
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
+    // Item 90: a fetch cancelled before it is first polled never starts the command.
+    let never = dir.path().join("never");
+    let record = spec("record", &[never.to_str().unwrap(), "{}"]);
+    drop(fetch(&record, &options(), &handles(&["h"]), &Metrics::new()));
     let child = read_pid(&child_file).unwrap();
     let grandchild = read_pid(&grandchild_file).unwrap();
     wait_until("grandchild killed", || dead(grandchild)).await;
     wait_until("child reaped", || process_state(child).is_none()).await;
+    assert!(!never.exists());
 }
 
 // More than a pipe buffer of payload, and an answer of 10,000 handles.

@@ -18,7 +18,7 @@ use std::time::Instant;
 use keyturn_protocol::{PAYLOAD_VERSION, Request};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, io_text, resolve_command};
 use super::response::{Requested, Scrubber, classify, describe_parse_error, values_in_output};
@@ -40,7 +40,11 @@ pub(crate) async fn fetch(
     requested.handles = std::mem::take(&mut request.secrets);
     let count = requested.handles.len();
     let began = Instant::now();
-    let mut output = Output::default();
+    let mut output = Output {
+        stdout: Capture::new(options.output_max_size),
+        stderr: Capture::new(options.output_max_size),
+        stdout_complete: false,
+    };
     let run = run(spec, options, &payload, &mut output).await;
     let elapsed = began.elapsed();
     let exit = exit_label(&run);
@@ -85,10 +89,9 @@ pub(crate) async fn fetch(
 }
 
 /// What a run wrote, as far as it was read.
-#[derive(Default)]
 struct Output {
-    stdout: Zeroizing<Vec<u8>>,
-    stderr: Zeroizing<Vec<u8>>,
+    stdout: Capture,
+    stderr: Capture,
     /// stdout was read to EOF: every value the run returned is in `stdout`.
     stdout_complete: bool,
 }
@@ -191,31 +194,69 @@ async fn write_stdin(
 }
 
 /// Reads `stream` to EOF into `buf`, failing as soon as it holds more than `limit` bytes.
-/// Capacity never exceeds `limit + 1`; a regrown buffer's old copy is zeroized.
 async fn read_capped(
     stream: Option<impl AsyncRead + Unpin>,
     limit: usize,
-    buf: &mut Zeroizing<Vec<u8>>,
+    buf: &mut Capture,
 ) -> Result<(), Failure> {
     let Some(mut stream) = stream else {
         return Ok(());
     };
-    let ceiling = limit.saturating_add(1);
     loop {
-        if buf.len() == buf.capacity() {
-            let target = (buf.capacity() * 2).max(8192).min(ceiling);
-            let mut bigger = Vec::with_capacity(target);
-            bigger.extend_from_slice(buf);
-            let mut old = std::mem::replace(&mut **buf, bigger);
-            old.zeroize();
-        }
-        let read = stream.read_buf(&mut **buf).await.map_err(Failure::Io)?;
-        if buf.len() > limit {
+        buf.make_room(limit);
+        let read = stream.read_buf(&mut buf.0).await.map_err(Failure::Io)?;
+        if buf.0.len() > limit {
             return Err(Failure::TooLong);
         }
         if read == 0 {
             return Ok(());
         }
+    }
+}
+
+/// The capture of one output stream: never more than `limit + 1` bytes of capacity, and what
+/// it held is wiped when it is dropped or regrown (stdout holds values; stderr may echo them).
+struct Capture(Vec<u8>);
+
+/// Capacity reserved up front. Untouched capacity costs no memory, and a buffer that never
+/// moves leaves no stale copy behind and costs no copy: the default 1 MiB cap fits.
+const RESERVED: usize = 16 * 1024 * 1024;
+
+impl Capture {
+    fn new(limit: usize) -> Capture {
+        Capture(Vec::with_capacity(limit.saturating_add(1).min(RESERVED)))
+    }
+
+    /// Ensures some spare capacity, up to `limit + 1` in all.
+    fn make_room(&mut self, limit: usize) {
+        if self.0.len() < self.0.capacity() {
+            return;
+        }
+        let target = self
+            .0
+            .capacity()
+            .saturating_mul(2)
+            .max(8192)
+            .min(limit.saturating_add(1));
+        let mut bigger = Vec::with_capacity(target);
+        bigger.extend_from_slice(&self.0);
+        let mut old = std::mem::replace(&mut self.0, bigger);
+        old.as_mut_slice().zeroize();
+    }
+}
+
+impl std::ops::Deref for Capture {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // Only `..len` was ever written; zeroizing the whole capacity would touch every page.
+        self.0.as_mut_slice().zeroize();
     }
 }
 
