@@ -75,6 +75,18 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| bare_spawn(&backend, payload));
             },
         );
+        // The floor plus the protocol crate's decoding of the answer: what fetch adds beyond
+        // spawning is mostly decoding, which the bare floor does not do.
+        group.bench_with_input(
+            BenchmarkId::new("bare_spawn_and_parse", count),
+            &payload,
+            |b, payload| {
+                b.iter(|| {
+                    let stdout = bare_spawn(&backend, payload);
+                    keyturn_protocol::parse_response(&stdout).expect("valid answer")
+                });
+            },
+        );
         group.bench_with_input(BenchmarkId::new("fetch", count), &handles, |b, handles| {
             b.iter(|| {
                 let fetched = runtime

@@ -162,6 +162,20 @@ fn handles(list: &[&str]) -> Vec<String> {
     list.iter().map(|handle| (*handle).to_owned()).collect()
 }
 
+/// One fetch of `requested` with fresh metrics.
+async fn run(
+    spec: &BackendSpec,
+    options: &FetchOptions,
+    requested: &[&str],
+) -> Result<Fetched, FetchError> {
+    fetch(spec, options, &handles(requested), &Metrics::new()).await
+}
+
+/// The outcome of one resolved handle, as [`outcomes`] lists it.
+fn resolved(handle: &str, value: &str) -> Vec<(String, Result<String, FailureKind>)> {
+    vec![(handle.to_owned(), Ok(value.to_owned()))]
+}
+
 /// Handle -> value or failure kind, for compact expectations.
 fn outcomes(fetched: &Fetched) -> Vec<(String, Result<String, FailureKind>)> {
     fetched
@@ -225,13 +239,15 @@ async fn payload_is_exact() {
     let mut config = serde_json::Map::new();
     config.insert("foo".into(), "bar".into());
     config.insert("nested".into(), serde_json::json!({"a": [1, 2]}));
-    let cases: Vec<(
-        Option<&str>,
-        Option<serde_json::Map<_, _>>,
+    // Backend type, config, timeout in seconds, handles, and the exact payload.
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<serde_json::Map<String, serde_json::Value>>,
         u64,
-        Vec<&str>,
-        &str,
-    )> = vec![
+        Vec<&'a str>,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (
             None,
             None,
@@ -580,9 +596,7 @@ async fn whole_run_failures() {
     // No command configured (item 40).
     let mut empty = spec("answer", &[]);
     empty.command = PathBuf::new();
-    let error = fetch(&empty, &options(), &handles(&["h"]), &Metrics::new())
-        .await
-        .unwrap_err();
+    let error = run(&empty, &options(), &["h"]).await.unwrap_err();
     assert_eq!(
         error.message,
         "invalid executable '': can't stat it: no such file or directory (empty command)"
@@ -591,9 +605,7 @@ async fn whole_run_failures() {
     let dir = private_dir();
     let mut spec = spec("answer", &[]);
     spec.command = dir.path().to_owned();
-    let error = fetch(&spec, &options(), &handles(&["h"]), &Metrics::new())
-        .await
-        .unwrap_err();
+    let error = run(&spec, &options(), &["h"]).await.unwrap_err();
     assert_eq!(
         error.message,
         format!(
@@ -612,15 +624,14 @@ async fn output_cap_is_inclusive() {
         ..options()
     };
     let stderr_at_limit = "e".repeat(json.len());
-    let fetched = fetch(
+    let fetched = run(
         &spec("answer", &[json, &stderr_at_limit]),
         &at_limit,
-        &handles(&["h"]),
-        &Metrics::new(),
+        &["h"],
     )
     .await
     .unwrap();
-    assert_eq!(outcomes(&fetched), [("h".to_owned(), Ok("v".to_owned()))]);
+    assert_eq!(outcomes(&fetched), resolved("h", "v"));
     // A flood far over the cap fails fast instead of reading it all.
     let started = tokio::time::Instant::now();
     let error = fetch(
@@ -641,26 +652,13 @@ async fn output_cap_is_inclusive() {
 // Item 39 adapted; the stderr tail and the payload-version hint.
 #[tokio::test]
 async fn helper_contract_and_version_hint() {
-    let fetched = fetch(
-        &spec("version11", &[]),
-        &options(),
-        &handles(&["sec1"]),
-        &Metrics::new(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        outcomes(&fetched),
-        [("sec1".to_owned(), Ok("arg_password".to_owned()))]
-    );
-    let error = fetch(
-        &spec("version10", &[]),
-        &options(),
-        &handles(&["sec1"]),
-        &Metrics::new(),
-    )
-    .await
-    .unwrap_err();
+    let fetched = run(&spec("version11", &[]), &options(), &["sec1"])
+        .await
+        .unwrap();
+    assert_eq!(outcomes(&fetched), resolved("sec1", "arg_password"));
+    let error = run(&spec("version10", &[]), &options(), &["sec1"])
+        .await
+        .unwrap_err();
     assert_eq!(
         error.message,
         format!(
@@ -717,11 +715,10 @@ async fn reading_is_bounded_by_the_deadline() {
         ..options()
     };
     let started = tokio::time::Instant::now();
-    let error = fetch(
+    let error = run(
         &spec("escape", &[escaped_file.to_str().unwrap()]),
         &options,
-        &handles(&["h"]),
-        &Metrics::new(),
+        &["h"],
     )
     .await
     .unwrap_err();
@@ -749,7 +746,7 @@ async fn dropped_future_kills_the_group() {
         ],
     );
     let task = tokio::spawn(async move {
-        let _ = fetch(&hang, &options(), &handles(&["h"]), &Metrics::new()).await;
+        let _ = run(&hang, &options(), &["h"]).await;
     });
     wait_until("backend started", || {
         read_pid(&child_file).is_some() && read_pid(&grandchild_file).is_some()
@@ -760,7 +757,7 @@ async fn dropped_future_kills_the_group() {
     // Item 90: a fetch cancelled before it is first polled never starts the command.
     let never = dir.path().join("never");
     let record = spec("record", &[never.to_str().unwrap(), "{}"]);
-    drop(fetch(&record, &options(), &handles(&["h"]), &Metrics::new()));
+    drop(run(&record, &options(), &["h"]));
     let child = read_pid(&child_file).unwrap();
     let grandchild = read_pid(&grandchild_file).unwrap();
     wait_until("grandchild killed", || dead(grandchild)).await;
@@ -797,26 +794,13 @@ async fn ten_thousand_handles() {
 #[tokio::test]
 async fn binaries_and_scripts_run() {
     let json = r#"{"h":{"value":"from-echo"}}"#;
-    let fetched = fetch(
-        &spec("echo-copy", &["-n", json]),
-        &options(),
-        &handles(&["h"]),
-        &Metrics::new(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        outcomes(&fetched),
-        [("h".to_owned(), Ok("from-echo".to_owned()))]
-    );
-    let fetched = fetch(
-        &spec("dirname", &[]),
-        &options(),
-        &handles(&["h"]),
-        &Metrics::new(),
-    )
-    .await
-    .unwrap();
+    let fetched = run(&spec("echo-copy", &["-n", json]), &options(), &["h"])
+        .await
+        .unwrap();
+    assert_eq!(outcomes(&fetched), resolved("h", "from-echo"));
+    let fetched = run(&spec("dirname", &[]), &options(), &["h"])
+        .await
+        .unwrap();
     assert_eq!(
         outcomes(&fetched),
         [("h".to_owned(), Ok(fixtures().display().to_string()))]
@@ -824,10 +808,8 @@ async fn binaries_and_scripts_run() {
     // AllowGroupExec accepts 0750.
     let mut spec = spec("group-exec", &[]);
     spec.check = PermissionCheck::AllowGroupExec;
-    let fetched = fetch(&spec, &options(), &handles(&["h"]), &Metrics::new())
-        .await
-        .unwrap();
-    assert_eq!(outcomes(&fetched), [("h".to_owned(), Ok("v".to_owned()))]);
+    let fetched = run(&spec, &options(), &["h"]).await.unwrap();
+    assert_eq!(outcomes(&fetched), resolved("h", "v"));
 }
 
 // §2.1: a bare name is looked up on PATH and checked there; Skip runs it unchecked.
@@ -835,9 +817,7 @@ async fn binaries_and_scripts_run() {
 async fn bare_names_and_skip() {
     let mut strict = spec("answer", &[]);
     strict.command = PathBuf::from("sh");
-    let error = fetch(&strict, &options(), &handles(&["h"]), &Metrics::new())
-        .await
-        .unwrap_err();
+    let error = run(&strict, &options(), &["h"]).await.unwrap_err();
     assert!(
         error.message.starts_with("invalid executable '/")
             && error.message.contains("/sh', 'group' or 'others'"),
@@ -853,13 +833,8 @@ async fn bare_names_and_skip() {
         backend_type: None,
         config: None,
     };
-    let fetched = fetch(&skip, &options(), &handles(&["h"]), &Metrics::new())
-        .await
-        .unwrap();
-    assert_eq!(
-        outcomes(&fetched),
-        [("h".to_owned(), Ok("builtin".to_owned()))]
-    );
+    let fetched = run(&skip, &options(), &["h"]).await.unwrap();
+    assert_eq!(outcomes(&fetched), resolved("h", "builtin"));
 }
 
 fn verdict(report: &ExecutableReport) -> Result<(), String> {

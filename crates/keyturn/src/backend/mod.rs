@@ -1,6 +1,6 @@
 //! Running secret backends. This module is the only code in keyturn that starts a process.
 //!
-//! Start reading at [`fetch`]: one run of a backend for a batch of handles, following the
+//! Start reading at [`fetch()`]: one run of a backend for a batch of handles, following the
 //! Datadog Agent's protocol (spec §2) and hardened beyond it.
 //!
 //! Submodules, in the order a run uses them:
