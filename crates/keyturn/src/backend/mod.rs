@@ -107,25 +107,3 @@ pub async fn fetch(
 ) -> Result<Fetched, FetchError> {
     fetch::fetch(spec, options, handles, metrics).await
 }
-
-/// File mode, owner and group of an executable, for status output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileDetails {
-    /// Octal of the full `st_mode`, e.g. `100700`.
-    pub file_mode: String,
-    /// Owner name.
-    pub owner: String,
-    /// Group name.
-    pub group: String,
-}
-
-/// Checks the executable at `path` as a run would.
-pub fn check_executable(path: &std::path::Path, allow_group_exec: bool) -> Result<(), FetchError> {
-    let _ = (path, allow_group_exec);
-    Ok(())
-}
-
-/// Reads the file details of `path`, or says why it cannot.
-pub fn file_details(path: &std::path::Path) -> Result<FileDetails, String> {
-    Err(format!("could not stat {}", path.display()))
-}
