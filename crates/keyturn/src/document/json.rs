@@ -11,6 +11,7 @@ use std::borrow::Cow;
 
 use serde::de::IgnoredAny;
 
+use super::quote::double_quoted_end;
 use super::sites::{Collector, Segment, line_column};
 use super::{DocumentError, MAX_DEPTH, Splice, Walk};
 use crate::handle::parse_handle;
@@ -96,7 +97,7 @@ impl<'t> Scanner<'t> {
                 }
                 b',' | b':' => at += 1,
                 b'"' => {
-                    let end = string_end(bytes, at);
+                    let end = double_quoted_end(bytes, at);
                     let raw = text
                         .get(at + 1..end.saturating_sub(1))
                         .ok_or_else(|| self.layout_error(at))?;
@@ -177,19 +178,6 @@ fn skip_whitespace(bytes: &[u8], at: usize) -> usize {
         .iter()
         .take_while(|&&byte| is_whitespace(byte))
         .count()
-}
-
-/// The end (exclusive, after the closing quote) of the string starting at `start`.
-fn string_end(bytes: &[u8], start: usize) -> usize {
-    let mut at = start + 1;
-    while let Some(&byte) = bytes.get(at) {
-        match byte {
-            b'\\' => at += 2,
-            b'"' => return at + 1,
-            _ => at += 1,
-        }
-    }
-    bytes.len()
 }
 
 /// The value of a validated JSON string's raw text. An unpaired surrogate escape becomes

@@ -35,6 +35,21 @@ pub(super) fn quoted_len(value: &str) -> usize {
         .sum::<usize>()
 }
 
+/// The end (exclusive, after the closing quote) of the quoted text starting at `start` (the
+/// opening `"`): a JSON string or a YAML double-quoted scalar, both of which escape with `\`.
+/// The text's length when it is not closed.
+pub(super) fn double_quoted_end(bytes: &[u8], start: usize) -> usize {
+    let mut at = start + 1;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'\\' => at += 2,
+            b'"' => return at + 1,
+            _ => at += 1,
+        }
+    }
+    bytes.len()
+}
+
 /// How one character that cannot be written as is gets written.
 #[derive(Debug, Clone, Copy)]
 enum Escape {

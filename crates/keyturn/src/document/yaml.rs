@@ -28,6 +28,7 @@ use std::rc::Rc;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, Tag};
 
+use super::quote::double_quoted_end;
 use super::sites::{Collector, Segment};
 use super::{DocumentError, MAX_DEPTH, Splice, Walk};
 use crate::handle::parse_handle;
@@ -637,7 +638,7 @@ impl<'t> Walker<'t> {
         }
         let (end, keep) = match style {
             ScalarStyle::Plain => (token_end, start..start),
-            ScalarStyle::DoubleQuoted => (closing_double_quote(bytes, start), start..start),
+            ScalarStyle::DoubleQuoted => (double_quoted_end(bytes, start), start..start),
             ScalarStyle::SingleQuoted => (closing_single_quote(bytes, start), start..start),
             ScalarStyle::Literal | ScalarStyle::Folded => {
                 let header_end = start
@@ -851,19 +852,6 @@ fn skip_to_content(bytes: &[u8], mut at: usize) -> usize {
             _ => return at,
         }
     }
-}
-
-/// The end (exclusive) of the double-quoted scalar starting at `start`.
-fn closing_double_quote(bytes: &[u8], start: usize) -> usize {
-    let mut at = start + 1;
-    while let Some(&byte) = bytes.get(at) {
-        match byte {
-            b'\\' => at += 2,
-            b'"' => return at + 1,
-            _ => at += 1,
-        }
-    }
-    bytes.len()
 }
 
 /// The end (exclusive) of the single-quoted scalar starting at `start`.

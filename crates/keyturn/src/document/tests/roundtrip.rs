@@ -454,3 +454,27 @@ fn json(node: &Node, spaced: bool) -> String {
         Node::Null => "null".to_owned(),
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the text, parsing does not panic, and a parsed document renders without
+    /// panicking, unchanged when nothing is resolved.
+    #[test]
+    fn any_text_parses_or_fails_cleanly(
+        text in "(ENC\\[|[a-z0-9:#&*!|>?,{}\\[\\]\"'\\\\<%@ \n\t\r-]|é|\u{85}|\u{2028}|\u{feff}){0,40}",
+    ) {
+        for format in [Format::Yaml, Format::Json] {
+            if let Ok(document) = Document::parse(text.clone(), format) {
+                let untouched = document.render(|_| None);
+                prop_assert_eq!(untouched.as_str(), text.as_str());
+                let rendered = document.render(|_| Some("v"));
+                if format == Format::Json {
+                    prop_assert!(serde_json::from_str::<Value>(&rendered).is_ok(), "{}", rendered.as_str());
+                } else {
+                    prop_assert!(yaml_to_json(&rendered).is_ok() || yaml_to_json(&text).is_err(), "{}", rendered.as_str());
+                }
+            }
+        }
+    }
+}
