@@ -18,10 +18,12 @@ use crate::handle::parse_handle;
 
 /// Finds the handle sites of a JSON document.
 pub(super) fn walk(text: &str) -> Result<Walk, DocumentError> {
-    if text.bytes().all(is_whitespace) {
+    // A leading byte order mark is allowed (and kept): editors on Windows write one.
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if body.bytes().all(is_whitespace) {
         return Err(DocumentError::NotACollection);
     }
-    if let Err(error) = serde_json::from_str::<IgnoredAny>(text) {
+    if let Err(error) = serde_json::from_str::<IgnoredAny>(body) {
         return Err(syntax_error(&error));
     }
     Scanner {
@@ -55,7 +57,8 @@ impl<'t> Scanner<'t> {
     fn run(mut self) -> Result<Walk, DocumentError> {
         let text = self.text;
         let bytes = text.as_bytes();
-        let mut at = skip_whitespace(bytes, 0);
+        let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut at = skip_whitespace(bytes, text.len() - body.len());
         if !matches!(bytes.get(at), Some(b'{' | b'[')) {
             return Err(DocumentError::NotACollection);
         }

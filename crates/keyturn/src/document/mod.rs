@@ -31,6 +31,7 @@ mod sites;
 mod yaml;
 
 use std::collections::HashSet;
+use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
@@ -149,8 +150,7 @@ pub enum DocumentError {
     },
 }
 
-/// A parsed document and the handles found in it.
-#[derive(Debug)]
+/// A parsed document and the handles found in it. `Debug` does not print the text.
 pub struct Document {
     text: String,
     format: Format,
@@ -258,6 +258,16 @@ impl Document {
         out.push_str(&self.text[copied..]);
         debug_assert_eq!(out.len(), len);
         Zeroizing::new(out)
+    }
+}
+
+impl fmt::Debug for Document {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Document")
+            .field("format", &self.format)
+            .field("len", &self.text.len())
+            .field("sites", &self.sites)
+            .finish_non_exhaustive()
     }
 }
 

@@ -177,8 +177,8 @@ fn conformance_14_and_16_rendering() {
 fn keys_and_non_string_scalars_are_never_sites() {
     check_sites(
         Yaml,
-        "ENC[key]: 1\nint: 123\nbool: true\nnull: ~\nfloat: 1.5\nquoted: \"123\"\nlist: [1, true, ~]\n",
-        &[],
+        "ENC[key]: 1\nint: 123\nbool: true\nnothing: ~\nfloat: 1.5\nquoted: \"123\"\nlist: [1, true, ~]\ns: ENC[s]\n",
+        &["s @ s"],
     );
     check_sites(
         Json,
@@ -440,7 +440,19 @@ fn top_level_must_be_a_collection() {
             "given data is not of expected type map not slice",
         );
     }
+    // A top-level mapping with a non-string key is not a string-keyed map.
+    check_error(
+        Yaml,
+        "1: ENC[x]\nb: ENC[y]\n",
+        "given data is not of expected type map not slice",
+    );
     check_sites(Yaml, "- ENC[x]\n", &["x @ 0"]);
+    check_render(
+        Json,
+        "\u{feff}{\"a\": \"ENC[x]\"}",
+        &[("x", "v")],
+        "\u{feff}{\"a\": \"v\"}",
+    );
     check_sites(Yaml, "{}", &[]);
 }
 
@@ -523,6 +535,14 @@ fn alias_bombs_are_refused() {
         &text,
         "could not parse YAML: aliases expand into more than 250000 values",
     );
+}
+
+#[test]
+fn debug_does_not_print_the_text() {
+    let document = parse(Yaml, "password: hunter2\ntoken: ENC[t]\n");
+    let shown = format!("{document:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("\"t\""), "{shown}");
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! - A key is a string when it is quoted, a block scalar, tagged `!!str`, or a plain scalar that
 //!   yaml v3 does not resolve to null, bool, int, float or timestamp; `yes`/`on` are strings, as
 //!   in yaml v3. A mapping with any other key (including a collection key) is skipped with all
-//!   its content: its sites are dropped when it closes.
+//!   its content: its sites are dropped when it closes. At the top level such a mapping is
+//!   refused like a scalar (the Agent's walker accepts only string-keyed maps and slices).
 //! - An alias counts as a copy of its anchor's node: each handle under it is a site at the alias'
 //!   path, sharing the anchor's splice (so it is written once).
 //! - A merge key `<<` (plain, or tagged `!!merge`) takes a mapping, an alias to one, or a
@@ -528,6 +529,11 @@ impl<'t> Walker<'t> {
         }
         self.collector.truncate_keys(keys_start);
         if skipped {
+            // yaml v3 decodes such a mapping to an interface-keyed map, which the Agent's walker
+            // skips, and refuses at the top level.
+            if frame.role == Role::Root {
+                return Err(DocumentError::NotACollection);
+            }
             self.collector.truncate_sites(frame.sites_start);
         }
         if !wanted {
