@@ -908,16 +908,30 @@ impl<'t> CharIndex<'t> {
             }
             self.char_at -= 1;
         }
-        while self.char_at < index && self.byte_at < self.bytes.len() {
-            self.byte_at += match self.bytes[self.byte_at] {
+        let (mut char_at, mut byte_at) = (self.char_at, self.byte_at);
+        while char_at < index && byte_at < self.bytes.len() {
+            // Eight ASCII bytes at a time: most of a configuration file is ASCII.
+            if index - char_at >= 8
+                && let Some(Ok(word)) = self
+                    .bytes
+                    .get(byte_at..byte_at + 8)
+                    .map(<[u8; 8]>::try_from)
+                && u64::from_le_bytes(word) & 0x8080_8080_8080_8080 == 0
+            {
+                char_at += 8;
+                byte_at += 8;
+                continue;
+            }
+            byte_at += match self.bytes[byte_at] {
                 0x00..=0x7f => 1,
                 0xc0..=0xdf => 2,
                 0xe0..=0xef => 3,
                 _ => 4,
             };
-            self.char_at += 1;
+            char_at += 1;
         }
-        self.byte_at.min(self.bytes.len())
+        (self.char_at, self.byte_at) = (char_at, byte_at);
+        byte_at.min(self.bytes.len())
     }
 }
 
