@@ -241,7 +241,11 @@ async fn cache_partial_full_and_origins() {
     assert!(resolution.is_complete());
     assert_eq!(fixture.calls(), [vec!["pass1"], vec!["pass2"]]);
     let resolution = resolver
-        .resolve(&yaml("x: [ENC[pass2], ENC[pass1]]\n"), "third", false)
+        .resolve(
+            &yaml("x: [\"ENC[pass2]\", \"ENC[pass1]\"]\n"),
+            "third",
+            false,
+        )
         .await;
     assert_eq!(tree(&resolution.output), tree("x: [password2, password1]"));
     assert_eq!(
@@ -263,7 +267,8 @@ async fn partial_success_reports_every_failure_with_paths() {
         .set("empty", "")
         .fail("bad", "vault said no");
     let resolver = fixture.resolver();
-    let doc = yaml("password: ENC[bad]\nusername: ENC[good]\nlist: [ENC[missing], ENC[empty]]\n");
+    let doc =
+        yaml("password: ENC[bad]\nusername: ENC[good]\nlist:\n  - ENC[missing]\n  - ENC[empty]\n");
     let resolution = resolver.resolve(&doc, "config-id", false).await;
     let failures: Vec<_> = resolution
         .failures
@@ -290,7 +295,9 @@ async fn partial_success_reports_every_failure_with_paths() {
     );
     assert_eq!(
         tree(&resolution.output),
-        tree("password: ENC[bad]\nusername: resolved-good\nlist: [ENC[missing], ENC[empty]]\n")
+        tree(
+            "password: ENC[bad]\nusername: resolved-good\nlist: [\"ENC[missing]\", \"ENC[empty]\"]\n"
+        )
     );
     assert_eq!(
         resolver
@@ -350,7 +357,7 @@ async fn subscriptions_on_resolve() {
     // One cached and two fetched handles: one call per path (items 22-23).
     resolver
         .resolve(
-            &yaml("a: ENC[pass1]\nb: ENC[pass2]\nc: {d: ENC[pass3]}\n"),
+            &yaml("a: ENC[pass1]\nb: ENC[pass2]\nc: {d: \"ENC[pass3]\"}\n"),
             "doc",
             true,
         )
@@ -373,7 +380,7 @@ async fn refresh_notifies_only_changed_paths_and_reports_without_values() {
     let recorder = Recorder::attach(&resolver);
     resolver
         .resolve(
-            &yaml("first: ENC[pass1]\nsome: {second_level: ENC[pass2]}\n"),
+            &yaml("first: ENC[pass1]\nsome:\n  second_level: ENC[pass2]\n"),
             "origin",
             true,
         )
@@ -454,7 +461,7 @@ async fn refresh_allowlist_is_per_origin_and_whole_segment() {
     let resolver = fixture.resolver();
     let recorder = Recorder::attach(&resolver);
     resolver
-        .resolve(&yaml("instances: [{password: ENC[h1]}]\nmore_endpoints: {'http://x': [ENC[h1]]}\nsetting: ENC[h2]\n"), "main.yaml", false)
+        .resolve(&yaml("instances:\n  - password: ENC[h1]\nmore_endpoints:\n  http://x:\n    - ENC[h1]\nsetting: ENC[h2]\n"), "main.yaml", false)
         .await;
     resolver
         .resolve(&yaml("db_password: ENC[h2]\n"), "postgres", false)
@@ -730,7 +737,7 @@ async fn refreshes_that_change_a_value_append_one_audit_record_each() {
     let resolver = audited(&fixture, audit_file.clone());
     resolver
         .resolve(
-            &yaml("db: {password: ENC[pass]}\napi_key: ENC[api]\nold: ENC[gone]\n"),
+            &yaml("db:\n  password: ENC[pass]\napi_key: ENC[api]\nold: ENC[gone]\n"),
             "o",
             false,
         )
