@@ -20,16 +20,9 @@
 //! Exit codes: 0 answered (possibly with per-handle errors), 1 unreadable input, 2 bad usage.
 
 mod backends;
+mod http;
 mod redact;
-#[expect(
-    dead_code,
-    reason = "the remote backends use it; they come in the next commit"
-)]
 mod schedule;
-#[allow(
-    dead_code,
-    reason = "the remote backends use the rest; they come in the next commit"
-)]
 mod settings;
 mod value;
 

@@ -9,8 +9,14 @@
 // protects the library's single spawner, not test harnesses.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "cli/aws.rs"]
+mod aws;
 #[path = "cli/harness.rs"]
 mod harness;
+#[path = "cli/servers.rs"]
+mod servers;
+#[path = "cli/vault.rs"]
+mod vault;
 
 use harness::{Expect, Fixture, backend, backend_args, check, request};
 use serde_json::json;

@@ -8,8 +8,10 @@
 //! Each backend module exposes `resolve(settings, handles, ...) -> Result<Vec<Outcome>, E>`:
 //! `Ok` holds one outcome per handle, in the order given; `Err` fails them all.
 
+pub(crate) mod aws;
 pub(crate) mod dir;
 pub(crate) mod file;
+pub(crate) mod vault;
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -29,12 +31,15 @@ pub(crate) type Outcome = Result<Zeroizing<String>, String>;
 const SUPPORTED_VERSIONS: [&str; 2] = ["1.0", "1.1"];
 
 /// Every backend type, as named in the payload's `type`.
-pub(crate) const TYPES: [&str; 5] = [
+pub(crate) const TYPES: [&str; 8] = [
     "file.json",
     "file.yaml",
     "file.text",
     "k8s.file",
     "docker.secrets",
+    "hashicorp.vault",
+    "aws.secrets",
+    "aws.ssm",
 ];
 
 /// Resolves every handle of `request`, which arrived at `started`.
@@ -83,7 +88,7 @@ fn dispatch(
         );
     }
     let settings = Settings::new(request.config.as_ref());
-    let _ = (deadline, &redactor);
+    let env = |name: &str| std::env::var(name).ok();
     let result = match request.backend_type.as_deref() {
         None => Err(format!(
             "the request names no backend `type`; keyturn-backend needs one of: {}",
@@ -94,6 +99,15 @@ fn dispatch(
         Some("file.text") => dir::resolve(dir::Kind::Text, &settings, handles).map_err(fail),
         Some("k8s.file") => dir::resolve(dir::Kind::Kubernetes, &settings, handles).map_err(fail),
         Some("docker.secrets") => dir::resolve(dir::Kind::Docker, &settings, handles).map_err(fail),
+        Some("hashicorp.vault") => {
+            vault::resolve(&settings, handles, deadline, redactor, &env).map_err(fail)
+        }
+        Some("aws.secrets") => {
+            aws::secrets::resolve(&settings, handles, deadline, redactor, &env).map_err(fail)
+        }
+        Some("aws.ssm") => {
+            aws::ssm::resolve(&settings, handles, deadline, redactor, &env).map_err(fail)
+        }
         Some(other) => Err(format!(
             "unknown backend type {other:?}; keyturn-backend knows: {}",
             TYPES.join(", ")

@@ -1,0 +1,808 @@
+//! `hashicorp.vault`: secrets of HashiCorp Vault or OpenBao, KV v1 and KV v2.
+//!
+//! Handle: `path;key` or `path;key;version` — the secret's full path including its mount
+//! (`secret/myapp/db;password`, a leading `/` is ignored), the key inside the secret's data, and
+//! for KV v2 an optional version number.
+//!
+//! Config (Datadog connector names first, then ours): `vault_address` (or `VAULT_ADDR`),
+//! `vault_token`, `vault_session` (`vault_auth_type`: `approle` with `vault_role_id` and
+//! `vault_secret_id`; `userpass` with `vault_username`, `vault_password`; `ldap` with
+//! `vault_ldap_username`, `vault_ldap_password`; `kubernetes` with `vault_kubernetes_role`,
+//! `vault_kubernetes_jwt` or `vault_kubernetes_jwt_path`; plus ours `vault_secret_id_file`,
+//! `vault_auth_path`), `vault_namespace` (or `VAULT_NAMESPACE`), `vault_tls_config`
+//! (`ca_cert` or `VAULT_CACERT`, `ca_path`, `client_cert`, `client_key`, `insecure`), and ours
+//! `vault_token_file`. Without any of these credentials, `VAULT_TOKEN` is used.
+//!
+//! Requests per run: one login when a `vault_session` is configured, one mount listing
+//! (`sys/internal/ui/mounts`, which every valid token may read, filtered to what it can see),
+//! then one read per distinct `(path, version)`, at most [`MAX_IN_FLIGHT`] at a time, however
+//! many keys are asked of each. When the listing is refused, each path asks for its own mount
+//! (`sys/internal/ui/mounts/<path>`) before its read.
+//!
+//! Invariants: the token travels only in the `X-Vault-Token` header and is registered with the
+//! [`Redactor`] before first use; values are taken from `data` (KV v1 and other engines) or
+//! `data.data` (KV v2) and rendered by [`value::json_text`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use ureq::http::Method;
+use zeroize::Zeroizing;
+
+use crate::backends::Outcome;
+use crate::http::{self, Client, HttpError, Reply, TlsOptions};
+use crate::redact::Redactor;
+use crate::schedule::{Deadline, MAX_IN_FLIGHT, map_bounded};
+use crate::settings::{Settings, SettingsError};
+use crate::value;
+
+/// Where Kubernetes mounts the service account token.
+const KUBERNETES_JWT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// Largest credential file (token, secret id, JWT) read.
+const MAX_CREDENTIAL_FILE: u64 = 64 * 1024;
+
+/// A failure of the whole backend, reported for every handle.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum VaultError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The client could not be built (TLS files).
+    #[error("vault_tls_config: {0}")]
+    Tls(HttpError),
+    /// A credential file could not be read.
+    #[error("config key `{key}`: {reason}")]
+    CredentialFile { key: String, reason: String },
+    /// The server could not be reached.
+    #[error("{0}")]
+    Unreachable(HttpError),
+    /// Logging in failed.
+    #[error("Vault login ({method} at auth/{mount}) failed: {reason}")]
+    Login {
+        method: &'static str,
+        mount: String,
+        reason: String,
+    },
+}
+
+/// How to obtain a token.
+enum Auth {
+    Token(Zeroizing<String>),
+    Login {
+        method: &'static str,
+        mount: String,
+        /// Appended to `auth/<mount>/login` (`/<username>` for userpass and LDAP).
+        suffix: String,
+        body: Zeroizing<String>,
+    },
+}
+
+/// The validated configuration.
+struct VaultConfig {
+    /// `scheme://host:port`, no trailing slash.
+    address: String,
+    namespace: Option<String>,
+    auth: Auth,
+    tls: TlsOptions,
+}
+
+/// One secret to read: a path and, for KV v2, a version.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SecretRef {
+    path: String,
+    version: Option<u64>,
+}
+
+/// A handle parsed: which secret, which key.
+#[derive(Debug, PartialEq, Eq)]
+struct HandleRef {
+    secret: SecretRef,
+    key: String,
+}
+
+/// A mount as far as reading goes: its path (`secret/`) and whether it is KV v2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mount {
+    path: String,
+    kv2: bool,
+}
+
+/// A secret's data: key to raw JSON value.
+type Data = BTreeMap<String, Box<RawValue>>;
+
+/// Resolves `handles` against Vault.
+pub(crate) fn resolve(
+    settings: &Settings<'_>,
+    handles: &[&str],
+    deadline: Deadline,
+    redactor: &mut Redactor,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Outcome>, VaultError> {
+    let parsed: Vec<Result<HandleRef, String>> =
+        handles.iter().map(|handle| parse_handle(handle)).collect();
+    let config = VaultConfig::from_settings(settings, redactor, env)?;
+    let client = Client::new(&config.tls, deadline).map_err(VaultError::Tls)?;
+    let session = Session::login(&client, &config, redactor)?;
+    let secrets: Vec<SecretRef> = {
+        let mut distinct: Vec<SecretRef> = parsed
+            .iter()
+            .filter_map(|handle| handle.as_ref().ok().map(|handle| handle.secret.clone()))
+            .collect();
+        distinct.sort();
+        distinct.dedup();
+        distinct
+    };
+    // Unreachable or silent server: every read would fail the same way, so stop here. A refused
+    // listing falls back to one mount lookup per path.
+    let mounts = if secrets.is_empty() {
+        None
+    } else {
+        match session.list_mounts() {
+            Ok(mounts) => Some(mounts),
+            Err(MountsError::Refused) => None,
+            Err(MountsError::Unreachable(error)) => return Err(VaultError::Unreachable(error)),
+        }
+    };
+    let fetched = map_bounded(&secrets, MAX_IN_FLIGHT, |secret| {
+        session.read(secret, mounts.as_deref())
+    });
+    let by_secret: BTreeMap<&SecretRef, &Result<Data, String>> =
+        secrets.iter().zip(fetched.iter()).collect();
+    Ok(parsed
+        .into_iter()
+        .map(|handle| {
+            let handle = handle?;
+            let data = by_secret
+                .get(&handle.secret)
+                .ok_or_else(|| format!("{} was not fetched", handle.secret.path))?
+                .as_ref()
+                .map_err(Clone::clone)?;
+            let raw = data
+                .get(&handle.key)
+                .ok_or_else(|| format!("key {:?} not found in {}", handle.key, handle.secret))?;
+            value::json_text(raw)
+                .map_err(|error| format!("key {:?} in {} {error}", handle.key, handle.secret))
+        })
+        .collect())
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.version {
+            Some(version) => write!(f, "{} (version {version})", self.path),
+            None => f.write_str(&self.path),
+        }
+    }
+}
+
+/// Parses `path;key` or `path;key;version`.
+fn parse_handle(handle: &str) -> Result<HandleRef, String> {
+    let bad = |reason: &str| {
+        Err(format!(
+            "invalid handle {handle:?}: {reason} (expected `path;key` or `path;key;version`, \
+             e.g. `secret/myapp/db;password`)"
+        ))
+    };
+    let mut parts = handle.split(';');
+    let (Some(path), Some(key)) = (parts.next(), parts.next()) else {
+        return bad("no `;` between the secret path and the key");
+    };
+    let version = parts.next();
+    if parts.next().is_some() {
+        return bad("too many `;`");
+    }
+    let path = path.trim_matches('/');
+    if path.is_empty() {
+        return bad("empty secret path");
+    }
+    if path
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return bad("empty, `.` or `..` segment in the secret path");
+    }
+    if key.is_empty() {
+        return bad("empty key");
+    }
+    let version = match version {
+        None => None,
+        Some(text) => match text.parse::<u64>() {
+            Ok(number) if number > 0 => Some(number),
+            _ => return bad("the version must be a positive integer"),
+        },
+    };
+    Ok(HandleRef {
+        secret: SecretRef {
+            path: path.to_owned(),
+            version,
+        },
+        key: key.to_owned(),
+    })
+}
+
+impl VaultConfig {
+    fn from_settings(
+        settings: &Settings<'_>,
+        redactor: &mut Redactor,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<VaultConfig, VaultError> {
+        let address = match settings.string("vault_address")? {
+            Some(address) => address.to_owned(),
+            None => env("VAULT_ADDR")
+                .filter(|address| !address.is_empty())
+                .ok_or(SettingsError::Missing {
+                    key: "vault_address".to_owned(),
+                    hint: " (or the VAULT_ADDR environment variable)",
+                })?,
+        };
+        if !(address.starts_with("http://") || address.starts_with("https://")) {
+            return Err(settings
+                .invalid("vault_address", "must start with http:// or https://")
+                .into());
+        }
+        let address = address.trim_end_matches('/').to_owned();
+        let namespace = match settings.string("vault_namespace")? {
+            Some(namespace) => Some(namespace.to_owned()),
+            None => env("VAULT_NAMESPACE").filter(|namespace| !namespace.is_empty()),
+        };
+        let tls = tls_options(settings, env)?;
+        let auth = auth(settings, redactor, env)?;
+        Ok(VaultConfig {
+            address,
+            namespace,
+            auth,
+            tls,
+        })
+    }
+}
+
+fn tls_options(
+    settings: &Settings<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TlsOptions, VaultError> {
+    let tls = settings.section("vault_tls_config")?;
+    if tls.string("tls_server")?.is_some() {
+        return Err(tls
+            .invalid("tls_server", "is not supported by keyturn-backend")
+            .into());
+    }
+    let mut ca_files: Vec<PathBuf> = match tls.string("ca_cert")? {
+        Some(path) => vec![PathBuf::from(path)],
+        None => env("VAULT_CACERT")
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from)
+            .into_iter()
+            .collect(),
+    };
+    if let Some(dir) = tls.string("ca_path")? {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|error| tls.invalid("ca_path", format!("cannot be listed: {error}")))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.is_file())
+            .collect();
+        files.sort();
+        ca_files.extend(files);
+    }
+    let client = match (tls.string("client_cert")?, tls.string("client_key")?) {
+        (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(tls
+                .invalid("client_key", "is required with client_cert")
+                .into());
+        }
+        (None, Some(_)) => {
+            return Err(tls
+                .invalid("client_cert", "is required with client_key")
+                .into());
+        }
+    };
+    Ok(TlsOptions {
+        ca_files,
+        client,
+        insecure: tls.bool("insecure")?.unwrap_or(false),
+    })
+}
+
+fn auth(
+    settings: &Settings<'_>,
+    redactor: &mut Redactor,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Auth, VaultError> {
+    let session = settings.section("vault_session")?;
+    let method = match session.string("vault_auth_type")? {
+        Some(method) => method,
+        None if session.string("vault_role_id")?.is_some() => "approle",
+        None if session.string("vault_username")?.is_some() => "userpass",
+        None if session.string("vault_ldap_username")?.is_some() => "ldap",
+        None => "token",
+    };
+    let mount = |default: &str| -> Result<String, SettingsError> {
+        let configured = session.string("vault_auth_path")?.or(session
+            .string("vault_kubernetes_mount_path")?
+            .filter(|_| default == "kubernetes"));
+        Ok(configured.unwrap_or(default).trim_matches('/').to_owned())
+    };
+    let login =
+        |method: &'static str, mount: String, suffix: String, body: serde_json::Value| -> Auth {
+            Auth::Login {
+                method,
+                mount,
+                suffix,
+                body: Zeroizing::new(body.to_string()),
+            }
+        };
+    match method {
+        "token" => token_auth(settings, redactor, env),
+        "approle" => {
+            let role_id = session.required_string("vault_role_id", " (AppRole login)")?;
+            let secret_id = credential(&session, "vault_secret_id", redactor)?.ok_or(
+                SettingsError::Missing {
+                    key: session.key_path("vault_secret_id"),
+                    hint: " (or vault_secret_id_file) for AppRole login",
+                },
+            )?;
+            Ok(login(
+                "approle",
+                mount("approle")?,
+                String::new(),
+                serde_json::json!({"role_id": role_id, "secret_id": secret_id.as_str()}),
+            ))
+        }
+        "userpass" | "ldap" => {
+            let (user_key, password_key, method) = if method == "ldap" {
+                ("vault_ldap_username", "vault_ldap_password", "ldap")
+            } else {
+                ("vault_username", "vault_password", "userpass")
+            };
+            let username = session.required_string(user_key, " (username login)")?;
+            let password = credential(&session, password_key, redactor)?.ok_or(
+                SettingsError::Missing {
+                    key: session.key_path(password_key),
+                    hint: " (username login)",
+                },
+            )?;
+            Ok(login(
+                method,
+                mount(method)?,
+                format!("/{}", http::encode_path(username)),
+                serde_json::json!({"password": password.as_str()}),
+            ))
+        }
+        "kubernetes" => {
+            let role = session.required_string("vault_kubernetes_role", " (Kubernetes login)")?;
+            let jwt = match credential(&session, "vault_kubernetes_jwt", redactor)? {
+                Some(jwt) => jwt,
+                None => {
+                    let path = session
+                        .string("vault_kubernetes_jwt_path")?
+                        .unwrap_or(KUBERNETES_JWT_PATH);
+                    read_credential_file(&session.key_path("vault_kubernetes_jwt_path"), path, redactor)?
+                }
+            };
+            Ok(login(
+                "kubernetes",
+                mount("kubernetes")?,
+                String::new(),
+                serde_json::json!({"role": role, "jwt": jwt.as_str()}),
+            ))
+        }
+        other => Err(session
+            .invalid(
+                "vault_auth_type",
+                format!(
+                    "{other:?} is not supported (supported: approle, userpass, ldap, kubernetes, token)"
+                ),
+            )
+            .into()),
+    }
+}
+
+fn token_auth(
+    settings: &Settings<'_>,
+    redactor: &mut Redactor,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Auth, VaultError> {
+    if let Some(token) = credential(settings, "vault_token", redactor)? {
+        return Ok(Auth::Token(token));
+    }
+    if let Some(token) = env("VAULT_TOKEN").filter(|token| !token.is_empty()) {
+        redactor.add(&token);
+        return Ok(Auth::Token(Zeroizing::new(token)));
+    }
+    Err(SettingsError::Missing {
+        key: "vault_token".to_owned(),
+        hint: " (or vault_token_file, a vault_session login, or the VAULT_TOKEN environment \
+               variable)",
+    }
+    .into())
+}
+
+/// A credential given inline under `key` or in the file named by `<key>_file`.
+fn credential(
+    settings: &Settings<'_>,
+    key: &str,
+    redactor: &mut Redactor,
+) -> Result<Option<Zeroizing<String>>, VaultError> {
+    if let Some(inline) = settings.string(key)? {
+        redactor.add(inline);
+        return Ok(Some(Zeroizing::new(inline.to_owned())));
+    }
+    let file_key = format!("{key}_file");
+    match settings.string(&file_key)? {
+        Some(path) => read_credential_file(&settings.key_path(&file_key), path, redactor).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn read_credential_file(
+    key: &str,
+    path: &str,
+    redactor: &mut Redactor,
+) -> Result<Zeroizing<String>, VaultError> {
+    let text = crate::backends::file::read_text(std::path::Path::new(path), MAX_CREDENTIAL_FILE)
+        .map_err(|error| VaultError::CredentialFile {
+            key: key.to_owned(),
+            reason: error.to_string(),
+        })?;
+    let trimmed = Zeroizing::new(text.trim().to_owned());
+    if trimmed.is_empty() {
+        return Err(VaultError::CredentialFile {
+            key: key.to_owned(),
+            reason: format!("{path}: the file is empty"),
+        });
+    }
+    redactor.add(&trimmed);
+    Ok(trimmed)
+}
+
+/// Why the mount listing is unavailable.
+enum MountsError {
+    /// Vault answered, but not with a listing: look mounts up one path at a time.
+    Refused,
+    /// Vault could not be reached: nothing else will work either.
+    Unreachable(HttpError),
+}
+
+/// A logged-in client.
+struct Session<'a> {
+    client: Client,
+    config: &'a VaultConfig,
+    token: Zeroizing<String>,
+}
+
+/// Mount listing answer: `data.secret` maps mount paths to their type and options.
+#[derive(Deserialize)]
+struct MountList {
+    data: MountListData,
+}
+
+#[derive(Deserialize)]
+struct MountListData {
+    #[serde(default)]
+    secret: BTreeMap<String, MountInfo>,
+}
+
+#[derive(Deserialize)]
+struct MountInfo {
+    /// Present in the per-path answer, absent in the listing (where the map key is the path).
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    options: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+impl MountInfo {
+    fn into_mount(self, path: String) -> Mount {
+        let version = self
+            .options
+            .as_ref()
+            .and_then(|options| options.get("version"))
+            .and_then(|version| version.as_str().map(str::to_owned));
+        Mount {
+            path,
+            kv2: (self.kind == "kv" || self.kind == "generic") && version.as_deref() == Some("2"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct OneMount {
+    data: MountInfo,
+}
+
+#[derive(Deserialize)]
+struct LoginAnswer {
+    auth: Option<LoginAuth>,
+}
+
+#[derive(Deserialize)]
+struct LoginAuth {
+    client_token: String,
+}
+
+#[derive(Deserialize)]
+struct ReadAnswer {
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct Kv2Answer {
+    data: Option<Kv2Data>,
+}
+
+#[derive(Deserialize)]
+struct Kv2Data {
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+impl<'a> Session<'a> {
+    fn login(
+        client: &Client,
+        config: &'a VaultConfig,
+        redactor: &mut Redactor,
+    ) -> Result<Session<'a>, VaultError> {
+        let token = match &config.auth {
+            Auth::Token(token) => token.clone(),
+            Auth::Login {
+                method,
+                mount,
+                suffix,
+                body,
+            } => {
+                let failed = |reason: String| VaultError::Login {
+                    method,
+                    mount: mount.clone(),
+                    reason,
+                };
+                let url = format!(
+                    "{}/v1/auth/{}/login{suffix}",
+                    config.address,
+                    http::encode_path(mount)
+                );
+                let mut headers = vec![("Content-Type", "application/json")];
+                if let Some(namespace) = &config.namespace {
+                    headers.push(("X-Vault-Namespace", namespace));
+                }
+                let reply = client
+                    .send(Method::POST, &url, &headers, Some(body.as_bytes().to_vec()))
+                    .map_err(|error| failed(error.to_string()))?;
+                if reply.status != 200 {
+                    return Err(failed(status_reason(&reply)));
+                }
+                let answer: LoginAnswer = serde_json::from_str(&reply.body)
+                    .map_err(|_| failed("unexpected answer".to_owned()))?;
+                let token = answer
+                    .auth
+                    .map(|auth| Zeroizing::new(auth.client_token))
+                    .filter(|token| !token.is_empty())
+                    .ok_or_else(|| failed("the answer holds no token".to_owned()))?;
+                redactor.add(&token);
+                token
+            }
+        };
+        Ok(Session {
+            client: client.clone(),
+            config,
+            token,
+        })
+    }
+
+    fn get(&self, path_and_query: &str) -> Result<Reply, HttpError> {
+        let url = format!("{}/v1/{path_and_query}", self.config.address);
+        let mut headers = vec![("X-Vault-Token", self.token.as_str())];
+        if let Some(namespace) = &self.config.namespace {
+            headers.push(("X-Vault-Namespace", namespace));
+        }
+        self.client.send(Method::GET, &url, &headers, None)
+    }
+
+    /// Every secret mount the token can see.
+    fn list_mounts(&self) -> Result<Vec<Mount>, MountsError> {
+        let reply = self
+            .get("sys/internal/ui/mounts")
+            .map_err(MountsError::Unreachable)?;
+        if reply.status != 200 {
+            return Err(MountsError::Refused);
+        }
+        let list: MountList =
+            serde_json::from_str(&reply.body).map_err(|_| MountsError::Refused)?;
+        Ok(list
+            .data
+            .secret
+            .into_iter()
+            .map(|(path, info)| info.into_mount(path))
+            .collect())
+    }
+
+    /// The mount of one path, asked of Vault when the listing was refused.
+    fn mount_of(&self, path: &str) -> Result<Mount, String> {
+        let reply = self
+            .get(&format!(
+                "sys/internal/ui/mounts/{}",
+                http::encode_path(path)
+            ))
+            .map_err(|error| format!("cannot find the mount of {path}: {error}"))?;
+        if reply.status == 403 {
+            return Err(format!(
+                "permission denied looking up the mount of {path} (is the token valid?): {}",
+                status_reason(&reply)
+            ));
+        }
+        if reply.status != 200 {
+            return Err(format!(
+                "cannot find the mount of {path}: {}",
+                status_reason(&reply)
+            ));
+        }
+        let one: OneMount = serde_json::from_str(&reply.body)
+            .map_err(|_| format!("cannot find the mount of {path}: unexpected answer"))?;
+        let mount_path = one.data.path.clone().unwrap_or_default();
+        Ok(one.data.into_mount(mount_path))
+    }
+
+    /// Reads one secret's data.
+    fn read(&self, secret: &SecretRef, mounts: Option<&[Mount]>) -> Result<Data, String> {
+        let mount = match mounts {
+            Some(mounts) => longest_mount(mounts, &secret.path),
+            None => Some(self.mount_of(&secret.path)?),
+        };
+        let kv2_mount = mount.filter(|mount| mount.kv2);
+        let request_path = match (&kv2_mount, secret.version) {
+            (Some(mount), version) => {
+                let rest = secret
+                    .path
+                    .strip_prefix(mount.path.as_str())
+                    .filter(|rest| !rest.is_empty())
+                    .ok_or_else(|| format!("{secret} names a mount, not a secret in it"))?;
+                let mut request_path = format!(
+                    "{}data/{}",
+                    http::encode_path(&mount.path),
+                    http::encode_path(rest)
+                );
+                if let Some(version) = version {
+                    request_path.push_str(&format!("?version={version}"));
+                }
+                request_path
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "{secret}: versions exist only on KV v2 mounts, and {} is not on one",
+                    secret.path
+                ));
+            }
+            (None, None) => http::encode_path(&secret.path),
+        };
+        let reply = self
+            .get(&request_path)
+            .map_err(|error| format!("reading {secret}: {error}"))?;
+        match reply.status {
+            200 => {}
+            404 => return Err(format!("no secret at {secret}")),
+            403 => {
+                return Err(format!(
+                    "permission denied reading {secret} (check the token and its policies): {}",
+                    status_reason(&reply)
+                ));
+            }
+            _ => return Err(format!("reading {secret}: {}", status_reason(&reply))),
+        }
+        let unexpected = || format!("reading {secret}: unexpected answer from Vault");
+        let data = if kv2_mount.is_some() {
+            serde_json::from_str::<Kv2Answer>(&reply.body)
+                .map_err(|_| unexpected())?
+                .data
+                .and_then(|data| data.data)
+        } else {
+            serde_json::from_str::<ReadAnswer>(&reply.body)
+                .map_err(|_| unexpected())?
+                .data
+        };
+        data.ok_or_else(|| format!("no data at {secret} (deleted or destroyed version?)"))
+    }
+}
+
+/// The mount `path` lies in: the longest mount path that is a prefix of it.
+fn longest_mount(mounts: &[Mount], path: &str) -> Option<Mount> {
+    let with_slash = format!("{path}/");
+    mounts
+        .iter()
+        .filter(|mount| with_slash.starts_with(mount.path.as_str()))
+        .max_by_key(|mount| mount.path.len())
+        .cloned()
+}
+
+/// `HTTP <status>: <Vault's errors>`.
+fn status_reason(reply: &Reply) -> String {
+    let errors = serde_json::from_str::<ErrorAnswer>(&reply.body)
+        .map(|answer| answer.errors.join("; "))
+        .unwrap_or_default();
+    if errors.trim().is_empty() {
+        format!("HTTP {}", reply.status)
+    } else {
+        format!("HTTP {}: {}", reply.status, http::tidy(&errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles() {
+        let ok = |path: &str, key: &str, version: Option<u64>| {
+            Ok(HandleRef {
+                secret: SecretRef {
+                    path: path.to_owned(),
+                    version,
+                },
+                key: key.to_owned(),
+            })
+        };
+        for (handle, expected) in [
+            (
+                "secret/app/db;password",
+                ok("secret/app/db", "password", None),
+            ),
+            (
+                "/Datadog/Production;apikey",
+                ok("Datadog/Production", "apikey", None),
+            ),
+            (
+                "secret/app/db;password;3",
+                ok("secret/app/db", "password", Some(3)),
+            ),
+        ] {
+            assert_eq!(parse_handle(handle), expected, "{handle}");
+        }
+        for (handle, reason) in [
+            ("secret/app/db", "no `;`"),
+            (";password", "empty secret path"),
+            ("secret/app;", "empty key"),
+            ("secret/app;k;0", "positive integer"),
+            ("secret/app;k;x", "positive integer"),
+            ("secret/app;k;1;2", "too many `;`"),
+            ("secret//app;k", "segment"),
+            ("secret/../sys;k", "segment"),
+        ] {
+            let error = parse_handle(handle).unwrap_err();
+            assert!(error.contains(reason), "{handle}: {error}");
+        }
+    }
+
+    #[test]
+    fn longest_mount_wins() {
+        let mounts = [
+            Mount {
+                path: "secret/".into(),
+                kv2: true,
+            },
+            Mount {
+                path: "secret/team/".into(),
+                kv2: false,
+            },
+            Mount {
+                path: "kv".into(),
+                kv2: false,
+            },
+        ];
+        let found = |path| longest_mount(&mounts, path).map(|mount| mount.path);
+        assert_eq!(found("secret/app/db"), Some("secret/".into()));
+        assert_eq!(found("secret/team/db"), Some("secret/team/".into()));
+        assert_eq!(found("secretive/db"), None);
+        assert_eq!(found("other/db"), None);
+    }
+}
