@@ -17,10 +17,12 @@
 //!   Error texts are additionally scrubbed of every credential the backend handled
 //!   ([`redact::Redactor`]).
 //!
-//! Exit codes: 0 answered (possibly with per-handle errors), 1 unreadable input, 2 bad usage.
+//! Exit codes: 0 answered (possibly with per-handle errors), 1 unreadable input or stdout,
+//! 2 bad usage ([`preset`] parses the arguments).
 
 mod backends;
 mod http;
+mod preset;
 mod redact;
 mod schedule;
 mod settings;
@@ -32,6 +34,8 @@ use std::time::Instant;
 
 use keyturn_protocol::{Request, encode_response};
 
+use crate::preset::Command;
+
 /// Largest request accepted on stdin. The Agent's own payloads are a few kilobytes; 16 MiB leaves
 /// room for hundreds of thousands of handles and stops a runaway writer.
 const MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
@@ -40,7 +44,7 @@ const USAGE: &str = "\
 keyturn-backend: built-in secret backends speaking the Datadog secret backend protocol
 
 USAGE:
-    keyturn-backend < request.json
+    keyturn-backend [--type TYPE [--config JSON | --config-file PATH]] < request.json
     keyturn-backend --version
     keyturn-backend --help
 
@@ -48,6 +52,10 @@ Reads one JSON request on stdin, for example
     {\"version\":\"1.1\",\"secrets\":[\"db;password\"],\"secret_backend_timeout\":30,
      \"type\":\"hashicorp.vault\",\"config\":{\"vault_address\":\"https://vault:8200\"}}
 and writes {\"<handle>\":{\"value\":\"...\",\"error\":null},...} on stdout.
+
+When the request names no `type` (the Datadog Agent's secret_backend_command, Vector's exec
+backend with protocol v1), the backend comes from --type and its config from --config (a JSON
+object) or --config-file (a file holding one; use it for credentials).
 
 Backend types: file.json, file.yaml, file.text, k8s.file, docker.secrets,
                hashicorp.vault, aws.secrets, aws.ssm
@@ -57,26 +65,29 @@ Exit status: 0 answered (failed handles carry an \"error\"), 1 unreadable input,
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None => {}
-        Some("--version" | "-V") if args.len() == 1 => {
+    let preset = match preset::parse_args(&args) {
+        Ok(Command::Version) => {
             return print_stdout(&format!("keyturn-backend {}\n", env!("CARGO_PKG_VERSION")));
         }
-        Some("--help" | "-h") if args.len() == 1 => return print_stdout(USAGE),
-        Some(_) => {
-            eprintln!("keyturn-backend: unexpected arguments; see `keyturn-backend --help`");
+        Ok(Command::Help) => return print_stdout(USAGE),
+        Ok(Command::Answer(preset)) => preset,
+        Err(message) => {
+            eprintln!("keyturn-backend: {message}; see `keyturn-backend --help`");
             return ExitCode::from(2);
         }
-    }
+    };
     let started = Instant::now();
-    let request = match read_request(io::stdin().lock()) {
+    let mut request = match read_request(io::stdin().lock()) {
         Ok(request) => request,
         Err(message) => {
             eprintln!("keyturn-backend: {message}");
             return ExitCode::from(1);
         }
     };
-    let response = backends::resolve(&request, started);
+    let response = match preset.apply(&mut request) {
+        Ok(()) => backends::resolve(&request, started),
+        Err(error) => backends::fail_request(&request, &error),
+    };
     let mut bytes = encode_response(&response);
     bytes.push(b'\n');
     let written = io::stdout().lock().write_all(&bytes);

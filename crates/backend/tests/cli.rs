@@ -18,7 +18,7 @@ mod servers;
 #[path = "cli/vault.rs"]
 mod vault;
 
-use harness::{Expect, Fixture, backend, backend_args, check, request};
+use harness::{Expect, Fixture, backend, backend_args, backend_env, check, request};
 use serde_json::json;
 
 #[test]
@@ -345,4 +345,43 @@ fn duplicate_handles_answer_once() {
         &["a", "a"],
     ));
     assert_eq!(run.response().len(), 1);
+}
+
+#[test]
+fn agent_command_mode_takes_the_backend_from_arguments() {
+    let fixture = Fixture::new();
+    let secrets = fixture.write("s.json", r#"{"api_key":"k-1"}"#);
+    let config_file = fixture.write("backend.json", &json!({"file_path": secrets}).to_string());
+    // What the Agent sends to a secret_backend_command: handles only.
+    let payload = br#"{"version":"1.1","secrets":["api_key"],"secret_backend_timeout":30}"#;
+    let inline = json!({"file_path": secrets}).to_string();
+    for args in [
+        vec!["--type", "file.json", "--config-file", config_file.as_str()],
+        vec!["--type=file.json", "--config", inline.as_str()],
+    ] {
+        let run = backend_env(&args, payload, &[]);
+        assert!(run.status.success(), "{}", run.stderr);
+        assert_eq!(run.response()["api_key"]["value"], "k-1", "{args:?}");
+    }
+    // A payload naming its own backend wins over the arguments.
+    let own = request("file.json", &json!({"file_path": secrets}), &["api_key"]);
+    let run = backend_env(&["--type", "nope"], &own, &[]);
+    assert_eq!(run.response()["api_key"]["value"], "k-1");
+    // A broken config file fails every handle without quoting it.
+    let broken = fixture.write("broken.json", r#"{"vault_token": "hunter2""#);
+    let run = backend_env(
+        &["--type", "hashicorp.vault", "--config-file", &broken],
+        payload,
+        &[],
+    );
+    assert!(run.status.success());
+    assert!(
+        run.error("api_key").contains("invalid JSON at line 1"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("hunter2"));
+    let run = backend_env(&["--config", "{}"], payload, &[]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(run.stderr.contains("need --type"), "{}", run.stderr);
 }

@@ -52,7 +52,14 @@ pub(crate) fn resolve(request: &Request, started: Instant) -> Response {
         .filter(|handle| seen.insert(*handle))
         .collect();
     let mut redactor = Redactor::from_config(request.config.as_ref());
-    let deadline = Deadline::for_request(started, request.secret_backend_timeout);
+    // Vector's `exec` backend sends no timeout: its users can put theirs in the config.
+    let timeout = request.secret_backend_timeout.or_else(|| {
+        Settings::new(request.config.as_ref())
+            .u64("secret_backend_timeout")
+            .ok()
+            .flatten()
+    });
+    let deadline = Deadline::for_request(started, timeout);
     let outcomes = dispatch(request, &handles, deadline, &mut redactor);
     handles
         .iter()
@@ -67,6 +74,17 @@ pub(crate) fn resolve(request: &Request, started: Instant) -> Response {
             };
             ((*handle).to_owned(), entry)
         })
+        .collect()
+}
+
+/// Answers every handle of `request` with the same error (a failure found before any backend
+/// ran, such as an unreadable `--config-file`).
+pub(crate) fn fail_request(request: &Request, error: &str) -> Response {
+    let redactor = Redactor::from_config(request.config.as_ref());
+    request
+        .secrets
+        .iter()
+        .map(|handle| (handle.clone(), Entry::error(redactor.scrub(error))))
         .collect()
 }
 
