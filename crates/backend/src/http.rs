@@ -126,22 +126,8 @@ impl Client {
             reason: error.to_string(),
         };
         let result = match body {
-            Some(bytes) => builder
-                .body(bytes)
-                .map_err(build_error)?
-                .with_agent(&self.agent)
-                .configure()
-                .timeout_global(Some(left))
-                .build()
-                .run(),
-            None => builder
-                .body(())
-                .map_err(build_error)?
-                .with_agent(&self.agent)
-                .configure()
-                .timeout_global(Some(left))
-                .build()
-                .run(),
+            Some(bytes) => self.run(builder.body(bytes).map_err(build_error)?, left),
+            None => self.run(builder.body(()).map_err(build_error)?, left),
         };
         let mut response = result.map_err(|error| transport_error(error, &host, timeout_secs))?;
         let status = response.status().as_u16();
@@ -158,6 +144,21 @@ impl Client {
             status,
             body: Zeroizing::new(body),
         })
+    }
+}
+
+impl Client {
+    fn run(
+        &self,
+        request: http::Request<impl ureq::AsSendBody>,
+        left: std::time::Duration,
+    ) -> Result<http::Response<ureq::Body>, ureq::Error> {
+        request
+            .with_agent(&self.agent)
+            .configure()
+            .timeout_global(Some(left))
+            .build()
+            .run()
     }
 }
 

@@ -26,6 +26,16 @@ use crate::settings::Settings;
 /// The result for one handle: its secret text, or why it could not be resolved.
 pub(crate) type Outcome = Result<Zeroizing<String>, String>;
 
+/// What every remote backend needs besides its settings and handles.
+pub(crate) struct Context<'a> {
+    /// When the answer is due.
+    pub(crate) deadline: Deadline,
+    /// Where credentials are registered as they are read or obtained.
+    pub(crate) redactor: &'a mut Redactor,
+    /// Environment lookup (`std::env::var` in production).
+    pub(crate) env: &'a dyn Fn(&str) -> Option<String>,
+}
+
 /// Payload versions this binary answers: `1.0` (older Agents, docs) and `1.1` (current Agents
 /// and keyturn). They differ only by `secret_backend_timeout`, which is optional here.
 const SUPPORTED_VERSIONS: [&str; 2] = ["1.0", "1.1"];
@@ -107,6 +117,11 @@ fn dispatch(
     }
     let settings = Settings::new(request.config.as_ref());
     let env = |name: &str| std::env::var(name).ok();
+    let mut context = Context {
+        deadline,
+        redactor,
+        env: &env,
+    };
     let result = match request.backend_type.as_deref() {
         None => Err(format!(
             "the request names no backend `type`; keyturn-backend needs one of: {}",
@@ -117,15 +132,11 @@ fn dispatch(
         Some("file.text") => dir::resolve(dir::Kind::Text, &settings, handles).map_err(fail),
         Some("k8s.file") => dir::resolve(dir::Kind::Kubernetes, &settings, handles).map_err(fail),
         Some("docker.secrets") => dir::resolve(dir::Kind::Docker, &settings, handles).map_err(fail),
-        Some("hashicorp.vault") => {
-            vault::resolve(&settings, handles, deadline, redactor, &env).map_err(fail)
-        }
+        Some("hashicorp.vault") => vault::resolve(&settings, handles, &mut context).map_err(fail),
         Some("aws.secrets") => {
-            aws::secrets::resolve(&settings, handles, deadline, redactor, &env).map_err(fail)
+            aws::secrets::resolve(&settings, handles, &mut context).map_err(fail)
         }
-        Some("aws.ssm") => {
-            aws::ssm::resolve(&settings, handles, deadline, redactor, &env).map_err(fail)
-        }
+        Some("aws.ssm") => aws::ssm::resolve(&settings, handles, &mut context).map_err(fail),
         Some(other) => Err(format!(
             "unknown backend type {other:?}; keyturn-backend knows: {}",
             TYPES.join(", ")

@@ -31,10 +31,10 @@ use serde_json::value::RawValue;
 use ureq::http::Method;
 use zeroize::Zeroizing;
 
-use crate::backends::Outcome;
+use crate::backends::{Context, Outcome};
 use crate::http::{self, Client, HttpError, Reply, TlsOptions};
 use crate::redact::Redactor;
-use crate::schedule::{Deadline, MAX_IN_FLIGHT, map_bounded};
+use crate::schedule::{MAX_IN_FLIGHT, map_bounded};
 use crate::settings::{Settings, SettingsError};
 use crate::value;
 
@@ -117,15 +117,13 @@ type Data = BTreeMap<String, Box<RawValue>>;
 pub(crate) fn resolve(
     settings: &Settings<'_>,
     handles: &[&str],
-    deadline: Deadline,
-    redactor: &mut Redactor,
-    env: &dyn Fn(&str) -> Option<String>,
+    context: &mut Context<'_>,
 ) -> Result<Vec<Outcome>, VaultError> {
     let parsed: Vec<Result<HandleRef, String>> =
         handles.iter().map(|handle| parse_handle(handle)).collect();
-    let config = VaultConfig::from_settings(settings, redactor, env)?;
-    let client = Client::new(&config.tls, deadline).map_err(VaultError::Tls)?;
-    let session = Session::login(&client, &config, redactor)?;
+    let config = VaultConfig::from_settings(settings, context.redactor, context.env)?;
+    let client = Client::new(&config.tls, context.deadline).map_err(VaultError::Tls)?;
+    let session = Session::login(&client, &config, context.redactor)?;
     let secrets: Vec<SecretRef> = {
         let mut distinct: Vec<SecretRef> = parsed
             .iter()

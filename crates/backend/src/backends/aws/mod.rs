@@ -27,9 +27,9 @@ use std::path::PathBuf;
 use ureq::http::Method;
 use zeroize::Zeroizing;
 
+use crate::backends::Context;
 use crate::http::{self, Client, HttpError, TlsOptions};
 use crate::redact::Redactor;
-use crate::schedule::Deadline;
 use crate::settings::{Settings, SettingsError};
 
 /// Largest shared credentials or config file read.
@@ -106,10 +106,9 @@ impl Session {
     pub(crate) fn new(
         service: &'static str,
         settings: &Settings<'_>,
-        deadline: Deadline,
-        redactor: &mut Redactor,
-        env: &dyn Fn(&str) -> Option<String>,
+        context: &mut Context<'_>,
     ) -> Result<Session, SessionError> {
+        let (env, redactor) = (context.env, &mut *context.redactor);
         let session = settings.section("aws_session")?;
         for unsupported in ["aws_role_arn", "aws_external_id"] {
             if session.string(unsupported)?.is_some() {
@@ -160,7 +159,7 @@ impl Session {
             .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
             .unwrap_or_default()
             .to_owned();
-        let http = Client::new(&TlsOptions::default(), deadline)?;
+        let http = Client::new(&TlsOptions::default(), context.deadline)?;
         Ok(Session {
             http,
             endpoint,

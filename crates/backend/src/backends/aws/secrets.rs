@@ -19,9 +19,8 @@ use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
 use super::{CallError, Session, SessionError};
-use crate::backends::Outcome;
-use crate::redact::Redactor;
-use crate::schedule::{Deadline, MAX_IN_FLIGHT, map_bounded};
+use crate::backends::{Context, Outcome};
+use crate::schedule::{MAX_IN_FLIGHT, map_bounded};
 use crate::settings::Settings;
 use crate::value;
 
@@ -35,12 +34,10 @@ struct GetSecretValue {
 pub(crate) fn resolve(
     settings: &Settings<'_>,
     handles: &[&str],
-    deadline: Deadline,
-    redactor: &mut Redactor,
-    env: &dyn Fn(&str) -> Option<String>,
+    context: &mut Context<'_>,
 ) -> Result<Vec<Outcome>, SessionError> {
     let force_string = settings.bool("force_string")?.unwrap_or(false);
-    let session = Session::new("secretsmanager", settings, deadline, redactor, env)?;
+    let session = Session::new("secretsmanager", settings, context)?;
     let parsed: Vec<Result<(&str, Option<&str>), String>> =
         handles.iter().map(|handle| parse_handle(handle)).collect();
     let mut ids: Vec<&str> = parsed

@@ -13,9 +13,8 @@ use zeroize::Zeroizing;
 
 use super::secrets::describe;
 use super::{Session, SessionError};
-use crate::backends::Outcome;
-use crate::redact::Redactor;
-use crate::schedule::{Deadline, MAX_IN_FLIGHT, map_bounded};
+use crate::backends::{Context, Outcome};
+use crate::schedule::{MAX_IN_FLIGHT, map_bounded};
 use crate::settings::Settings;
 
 /// Most names one `GetParameters` call accepts.
@@ -57,11 +56,9 @@ impl Parameter {
 pub(crate) fn resolve(
     settings: &Settings<'_>,
     handles: &[&str],
-    deadline: Deadline,
-    redactor: &mut Redactor,
-    env: &dyn Fn(&str) -> Option<String>,
+    context: &mut Context<'_>,
 ) -> Result<Vec<Outcome>, SessionError> {
-    let session = Session::new("ssm", settings, deadline, redactor, env)?;
+    let session = Session::new("ssm", settings, context)?;
     let names: Vec<&str> = handles
         .iter()
         .copied()
