@@ -10,7 +10,17 @@ use crate::harness::{Expect, Fixture, check, check_env, request};
 use crate::servers::{Server, moto};
 
 /// Requests [`seed`] makes before signature checking starts.
-const SEED_ACTIONS: usize = 4 + 3 + 13;
+const SEED_ACTIONS: usize = 4 + 2 + 3 + 13;
+
+/// The role [`seed`] creates, which the IAM user may assume.
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/keyturn-reader";
+
+/// URL-encoded allow-all policy and trust policy documents.
+const ALLOW_ALL: &str = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A\
+                         %22Allow%22%2C%22Action%22%3A%22*%22%2C%22Resource%22%3A%22*%22%7D%5D%7D";
+const TRUST_ALL: &str = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A\
+                         %22Allow%22%2C%22Principal%22%3A%7B%22AWS%22%3A%22*%22%7D%2C%22Action%22%3A\
+                         %22sts%3AAssumeRole%22%7D%5D%7D";
 
 /// The IAM user's key, created in moto.
 struct Key {
@@ -71,17 +81,16 @@ fn xml_tag(xml: &str, tag: &str) -> String {
 fn seed(server: &Server) -> Key {
     iam(server, "Action=CreateUser&UserName=keyturn");
     let key_xml = iam(server, "Action=CreateAccessKey&UserName=keyturn");
-    let policy = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A\
-                  %22Allow%22%2C%22Action%22%3A%22*%22%2C%22Resource%22%3A%22*%22%7D%5D%7D";
     let policy_xml = iam(
         server,
-        &format!("Action=CreatePolicy&PolicyName=all&PolicyDocument={policy}"),
+        &format!("Action=CreatePolicy&PolicyName=all&PolicyDocument={ALLOW_ALL}"),
     );
     let arn = xml_tag(&policy_xml, "Arn");
     iam(
         server,
         &format!("Action=AttachUserPolicy&UserName=keyturn&PolicyArn={arn}"),
     );
+    seed_role(server, &arn);
     for (name, value) in [
         (
             "app/db",
@@ -128,6 +137,18 @@ fn seed(server: &Server) -> Key {
     }
 }
 
+/// The role of [`ROLE_ARN`] with the policy `policy_arn` (two requests).
+fn seed_role(server: &Server, policy_arn: &str) {
+    iam(
+        server,
+        &format!("Action=CreateRole&RoleName=keyturn-reader&AssumeRolePolicyDocument={TRUST_ALL}"),
+    );
+    iam(
+        server,
+        &format!("Action=AttachRolePolicy&RoleName=keyturn-reader&PolicyArn={policy_arn}"),
+    );
+}
+
 fn aws_config(server: &Server, key: &Key, extra: Value) -> Value {
     let mut config = json!({
         "endpoint_url": server.url,
@@ -145,7 +166,7 @@ fn aws_config(server: &Server, key: &Key, extra: Value) -> Value {
 
 #[test]
 fn aws_secrets_manager() {
-    let server = moto(SEED_ACTIONS);
+    let server = moto(Some(SEED_ACTIONS));
     let key = seed(&server);
     check(
         request(
@@ -199,7 +220,7 @@ fn aws_secrets_manager() {
 
 #[test]
 fn aws_parameter_store() {
-    let server = moto(SEED_ACTIONS);
+    let server = moto(Some(SEED_ACTIONS));
     let key = seed(&server);
     let mut handles = vec!["/app/secure", "/app/plain", "/app/missing"];
     let batch: Vec<String> = (0..11).map(|index| format!("/batch/p{index}")).collect();
@@ -224,7 +245,7 @@ fn aws_parameter_store() {
 
 #[test]
 fn aws_credentials_sources_and_wrong_credentials() {
-    let server = moto(SEED_ACTIONS);
+    let server = moto(Some(SEED_ACTIONS));
     let key = seed(&server);
     let handles = ["plain"];
     let ok = [("plain", Expect::Value("just-a-string"))];
@@ -309,4 +330,68 @@ fn aws_credentials_sources_and_wrong_credentials() {
         &[("plain", Expect::Error("HTTP 403"))],
     );
     assert!(!run.stdout.contains(&key.secret));
+}
+
+#[test]
+fn aws_assume_role() {
+    let server = moto(Some(SEED_ACTIONS));
+    let key = seed(&server);
+    let mut config = aws_config(&server, &key, json!({"sts_endpoint_url": server.url}));
+    config["aws_session"]["aws_role_arn"] = json!(ROLE_ARN);
+    config["aws_session"]["aws_external_id"] = json!("ext-1");
+    // Signature checking is on: the assumed role's key and session token must sign correctly.
+    let run = check(
+        request("aws.secrets", &config, &["plain", "app/db;user"]),
+        &[
+            ("plain", Expect::Value("just-a-string")),
+            ("app/db;user", Expect::Value("app")),
+        ],
+    );
+    assert!(!run.stdout.contains(&key.secret));
+}
+
+#[test]
+fn aws_web_identity() {
+    // moto cannot serve AssumeRoleWithWebIdentity while it checks signatures, so this server
+    // checks none: the test shows the exchange is made and its credentials used.
+    let server = moto(None);
+    iam(&server, "Action=CreateUser&UserName=keyturn");
+    let policy_xml = iam(
+        &server,
+        &format!("Action=CreatePolicy&PolicyName=all&PolicyDocument={ALLOW_ALL}"),
+    );
+    seed_role(&server, &xml_tag(&policy_xml, "Arn"));
+    let (status, text) = json_call(
+        &server,
+        "secretsmanager",
+        "secretsmanager.CreateSecret",
+        json!({"Name": "plain", "SecretString": "just-a-string"}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let fixture = Fixture::new();
+    let token = fixture.write("token", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln\n");
+    let config = json!({"endpoint_url": server.url, "aws_session": {"aws_region": "us-east-1"}});
+    for (token_file, expected) in [
+        (token.as_str(), Expect::Value("just-a-string")),
+        (
+            "/nonexistent/token",
+            Expect::Error(
+                "cannot assume the role arn:aws:iam::123456789012:role/keyturn-reader with the \
+                 web identity token: AWS_WEB_IDENTITY_TOKEN_FILE: /nonexistent/token: no such file",
+            ),
+        ),
+    ] {
+        check_env(
+            request("aws.secrets", &config, &["plain"]),
+            &[
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file),
+                ("AWS_ROLE_ARN", ROLE_ARN),
+                ("AWS_ENDPOINT_URL_STS", &server.url),
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+                ("AWS_CONFIG_FILE", "/nonexistent"),
+            ],
+            &[("plain", expected)],
+        );
+    }
 }

@@ -149,16 +149,19 @@ pub(crate) fn openbao(tls: bool) -> Server {
     )
 }
 
-/// A moto server that checks SigV4 signatures after the first `free_actions` requests.
-pub(crate) fn moto(free_actions: usize) -> Server {
+/// A moto server that checks SigV4 signatures after the first `free_actions` requests, or never
+/// when `None`.
+pub(crate) fn moto(free_actions: Option<usize>) -> Server {
     let moto = binary("KEYTURN_TEST_MOTO_SERVER", "moto_server");
     launch(
         "http",
         |port, _| {
             let mut command = Command::new(&moto);
-            command
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .env("INITIAL_NO_AUTH_ACTION_COUNT", free_actions.to_string());
+            command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            match free_actions {
+                Some(count) => command.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string()),
+                None => command.env_remove("INITIAL_NO_AUTH_ACTION_COUNT"),
+            };
             command
         },
         // The dashboard does not count as an action.

@@ -2,16 +2,20 @@
 //! signed JSON call.
 //!
 //! Config, as Datadog's connector names it: `aws_session: {aws_region, aws_access_key_id,
-//! aws_secret_access_key, aws_session_token, aws_profile}`; plus ours `endpoint_url` (another
-//! endpoint: a VPC endpoint, a FIPS endpoint, a test server).
+//! aws_secret_access_key, aws_session_token, aws_profile, aws_role_arn, aws_external_id}`; plus
+//! ours `aws_session.aws_role_session_name`, `endpoint_url` (another endpoint for the service: a
+//! VPC or FIPS endpoint, a test server) and `sts_endpoint_url` (else `AWS_ENDPOINT_URL_STS`).
 //!
-//! Credentials, first found wins: the static keys of `aws_session`; the named `aws_profile` of
-//! the shared files when one is configured; the `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
-//! `AWS_SESSION_TOKEN` environment variables; the profile `AWS_PROFILE` (or `default`) of
+//! Base credentials, first found wins: the static keys of `aws_session`; the named `aws_profile`
+//! of the shared files when one is configured; the `AWS_ACCESS_KEY_ID` /
+//! `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` environment variables; a web identity
+//! (`AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`, as EKS IRSA sets them, exchanged with
+//! `sts:AssumeRoleWithWebIdentity`); the profile `AWS_PROFILE` (or `default`) of
 //! `~/.aws/credentials` and `~/.aws/config` (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`).
+//! With `aws_role_arn`, those credentials then assume that role (`sts:AssumeRole`).
 //! Region: `aws_region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, then the profile's `region`.
-//! Instance roles (IMDS), container credentials, web identity (IRSA), SSO and `aws_role_arn`
-//! are not supported: the configuration is refused with a message saying so.
+//! Not supported: instance roles (IMDS), container credentials, SSO, profiles that assume roles
+//! themselves (`source_profile`).
 //!
 //! Invariant: every secret key and session token is registered with the [`Redactor`] as soon
 //! as it is read; they leave the process only inside a SigV4 signature or the
@@ -20,6 +24,7 @@
 pub(crate) mod secrets;
 mod sigv4;
 pub(crate) mod ssm;
+mod sts;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +32,7 @@ use std::path::PathBuf;
 use ureq::http::Method;
 use zeroize::Zeroizing;
 
+use self::sts::Sts;
 use crate::backends::Context;
 use crate::http::{self, Client, HttpError, TlsOptions};
 use crate::redact::Redactor;
@@ -52,7 +58,7 @@ pub(crate) enum SessionError {
     #[error(
         "no AWS credentials: set aws_session.aws_access_key_id and aws_secret_access_key, \
          the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables, or a profile \
-         in ~/.aws/credentials (instance roles, IRSA and SSO are not supported)"
+         in ~/.aws/credentials (instance roles and SSO are not supported)"
     )]
     NoCredentials,
     /// No region was found anywhere.
@@ -61,6 +67,12 @@ pub(crate) enum SessionError {
     /// A profile was named but is not in the shared files.
     #[error("AWS profile {0:?} not found in the shared credentials or config file")]
     NoProfile(String),
+    /// `aws_role_arn` could not be assumed.
+    #[error("cannot assume the role {role_arn}: {reason}")]
+    AssumeRole { role_arn: String, reason: String },
+    /// The web identity token could not be exchanged.
+    #[error("cannot assume the role {role_arn} with the web identity token: {reason}")]
+    WebIdentity { role_arn: String, reason: String },
     /// The HTTP client could not be built.
     #[error(transparent)]
     Http(#[from] HttpError),
@@ -91,11 +103,39 @@ impl CallError {
     }
 }
 
+/// Where requests to one service go: the URL and the `Host` header it implies.
+pub(crate) struct Endpoint {
+    url: String,
+    host: String,
+}
+
+impl Endpoint {
+    /// The configured URL of `service`, or its regional default.
+    fn new(configured: Option<&str>, service: &str, region: &str) -> Endpoint {
+        let url = match configured {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let suffix = if region.starts_with("cn-") {
+                    "amazonaws.com.cn"
+                } else {
+                    "amazonaws.com"
+                };
+                format!("https://{service}.{region}.{suffix}")
+            }
+        };
+        let host = url
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
+            .unwrap_or_default()
+            .to_owned();
+        Endpoint { url, host }
+    }
+}
+
 /// A signed-call client for one AWS service.
 pub(crate) struct Session {
     http: Client,
-    endpoint: String,
-    host: String,
+    endpoint: Endpoint,
     region: String,
     service: &'static str,
     credentials: Credentials,
@@ -110,13 +150,6 @@ impl Session {
     ) -> Result<Session, SessionError> {
         let (env, redactor) = (context.env, &mut *context.redactor);
         let session = settings.section("aws_session")?;
-        for unsupported in ["aws_role_arn", "aws_external_id"] {
-            if session.string(unsupported)?.is_some() {
-                return Err(session
-                    .invalid(unsupported, "is not supported by keyturn-backend")
-                    .into());
-            }
-        }
         let profile_name = session.string("aws_profile")?.map(str::to_owned);
         let profiles = Profiles::load(env, redactor);
         let profile = match &profile_name {
@@ -127,7 +160,6 @@ impl Session {
             ),
             None => profiles.get(&env("AWS_PROFILE").unwrap_or_else(|| "default".to_owned())),
         };
-        let credentials = credentials(&session, profile_name.is_some(), profile, redactor, env)?;
         let region = match session.string("aws_region")? {
             Some(region) => region.to_owned(),
             None => env("AWS_REGION")
@@ -136,34 +168,49 @@ impl Session {
                 .or_else(|| profile.and_then(|profile| profile.get("region").cloned()))
                 .ok_or(SessionError::NoRegion)?,
         };
-        let endpoint = match settings.string("endpoint_url")? {
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                url.trim_end_matches('/').to_owned()
-            }
-            Some(_) => {
-                return Err(settings
-                    .invalid("endpoint_url", "must start with http:// or https://")
-                    .into());
-            }
-            None => {
-                let suffix = if region.starts_with("cn-") {
-                    "amazonaws.com.cn"
-                } else {
-                    "amazonaws.com"
-                };
-                format!("https://{service}.{region}.{suffix}")
-            }
-        };
-        let host = endpoint
-            .split_once("://")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
-            .unwrap_or_default()
-            .to_owned();
+        let endpoint = Endpoint::new(url_setting(settings, "endpoint_url")?, service, &region);
         let http = Client::new(&TlsOptions::default(), context.deadline)?;
+        let sts = Sts {
+            http: &http,
+            endpoint: Endpoint::new(
+                url_setting(settings, "sts_endpoint_url")?
+                    .map(str::to_owned)
+                    .or_else(|| env("AWS_ENDPOINT_URL_STS").filter(|url| !url.is_empty()))
+                    .as_deref(),
+                "sts",
+                &region,
+            ),
+            region: &region,
+        };
+        let source = Source {
+            session: &session,
+            profile_named: profile_name.is_some(),
+            profile,
+        };
+        let mut credentials = credentials(&source, &sts, redactor, env)?;
+        if let Some(role_arn) = session.string("aws_role_arn")? {
+            let session_name = session
+                .string("aws_role_session_name")?
+                .unwrap_or(sts::SESSION_NAME);
+            credentials = sts
+                .assume_role(
+                    &credentials,
+                    role_arn,
+                    session_name,
+                    session.string("aws_external_id")?,
+                )
+                .map_err(|reason| SessionError::AssumeRole {
+                    role_arn: role_arn.to_owned(),
+                    reason,
+                })?;
+            redactor.add(&credentials.secret_access_key);
+            if let Some(token) = &credentials.session_token {
+                redactor.add(token);
+            }
+        }
         Ok(Session {
             http,
             endpoint,
-            host,
             region,
             service,
             credentials,
@@ -177,50 +224,84 @@ impl Session {
         target: &str,
         body: &serde_json::Value,
     ) -> Result<Zeroizing<String>, CallError> {
-        let body = body.to_string().into_bytes();
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target),
-        ];
-        let signed = sigv4::sign(
-            &sigv4::Unsigned {
-                method: "POST",
-                host: &self.host,
-                path: "/",
-                headers: &headers,
-                body: &body,
-                region: &self.region,
-                service: self.service,
-            },
-            &self.credentials,
-            time::OffsetDateTime::now_utc(),
-        );
-        let mut all: Vec<(&str, &str)> = headers.to_vec();
-        all.extend(signed.iter().map(|(name, value)| (*name, value.as_str())));
-        let reply = self.http.send(
-            Method::POST,
-            &format!("{}/", self.endpoint),
-            &all,
-            Some(body),
-        )?;
-        if reply.status == 200 {
-            return Ok(reply.body);
-        }
-        let (code, message) = error_details(&reply.body);
-        Err(CallError::Api {
-            status: reply.status,
-            code: code.unwrap_or_default(),
-            message: message
-                .map(|message| format!(": {}", http::tidy(&message)))
-                .unwrap_or_default(),
-        })
+        post(
+            &self.http,
+            &self.endpoint,
+            &[
+                ("content-type", "application/x-amz-json-1.1"),
+                ("x-amz-target", target),
+            ],
+            body.to_string().into_bytes(),
+            Some((&self.credentials, &self.region, self.service)),
+        )
     }
 }
 
-fn credentials(
-    session: &Settings<'_>,
+/// POSTs `body` to the endpoint, signed when `signer` is given; the answer's body on HTTP 200.
+fn post(
+    http: &Client,
+    endpoint: &Endpoint,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    signer: Option<(&Credentials, &str, &str)>,
+) -> Result<Zeroizing<String>, CallError> {
+    let signed = match signer {
+        Some((credentials, region, service)) => sigv4::sign(
+            &sigv4::Unsigned {
+                method: "POST",
+                host: &endpoint.host,
+                path: "/",
+                headers,
+                body: &body,
+                region,
+                service,
+            },
+            credentials,
+            time::OffsetDateTime::now_utc(),
+        ),
+        None => Vec::new(),
+    };
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    all.extend(signed.iter().map(|(name, value)| (*name, value.as_str())));
+    let reply = http.send(
+        Method::POST,
+        &format!("{}/", endpoint.url),
+        &all,
+        Some(body),
+    )?;
+    if reply.status == 200 {
+        return Ok(reply.body);
+    }
+    let (code, message) = error_details(&reply.body);
+    Err(CallError::Api {
+        status: reply.status,
+        code: code.unwrap_or_default(),
+        message: message
+            .map(|message| format!(": {}", http::tidy(&message)))
+            .unwrap_or_default(),
+    })
+}
+
+/// An `http://` or `https://` URL setting.
+fn url_setting<'a>(settings: &Settings<'a>, key: &str) -> Result<Option<&'a str>, SettingsError> {
+    match settings.string(key)? {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Ok(Some(url)),
+        Some(_) => Err(settings.invalid(key, "must start with http:// or https://")),
+        None => Ok(None),
+    }
+}
+
+/// Where the base credentials may come from.
+struct Source<'a, 's> {
+    session: &'a Settings<'s>,
+    /// Whether `aws_profile` names the profile (then it wins over the environment).
     profile_named: bool,
-    profile: Option<&BTreeMap<String, String>>,
+    profile: Option<&'a BTreeMap<String, String>>,
+}
+
+fn credentials(
+    source: &Source<'_, '_>,
+    sts: &Sts<'_>,
     redactor: &mut Redactor,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Credentials, SessionError> {
@@ -232,6 +313,7 @@ fn credentials(
             session_token: token.filter(|token| !token.is_empty()).map(Zeroizing::new),
         })
     };
+    let session = source.session;
     let id = session.string("aws_access_key_id")?;
     let secret = session.string("aws_secret_access_key")?;
     let configured = match (id, secret) {
@@ -259,7 +341,7 @@ fn credentials(
         }
     };
     let from_profile = || {
-        let profile = profile?;
+        let profile = source.profile?;
         from(
             profile.get("aws_access_key_id").cloned(),
             profile.get("aws_secret_access_key").cloned(),
@@ -273,10 +355,16 @@ fn credentials(
             env("AWS_SESSION_TOKEN"),
         )
     };
-    let found = if profile_named {
+    let found = if source.profile_named {
         configured.or_else(from_profile)
     } else {
-        configured.or_else(from_env).or_else(from_profile)
+        match configured.or_else(from_env) {
+            Some(found) => Some(found),
+            None => match web_identity(sts, redactor, env)? {
+                Some(found) => Some(found),
+                None => from_profile(),
+            },
+        }
     };
     let found = found.ok_or(SessionError::NoCredentials)?;
     redactor.add(&found.secret_access_key);
@@ -284,6 +372,34 @@ fn credentials(
         redactor.add(token);
     }
     Ok(found)
+}
+
+/// Credentials for the role of `AWS_ROLE_ARN` in exchange for the token in
+/// `AWS_WEB_IDENTITY_TOKEN_FILE` (EKS IRSA), when both are set.
+fn web_identity(
+    sts: &Sts<'_>,
+    redactor: &mut Redactor,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Credentials>, SessionError> {
+    let set = |name: &str| env(name).filter(|value| !value.is_empty());
+    let (Some(token_file), Some(role_arn)) =
+        (set("AWS_WEB_IDENTITY_TOKEN_FILE"), set("AWS_ROLE_ARN"))
+    else {
+        return Ok(None);
+    };
+    let failed = |reason: String| SessionError::WebIdentity {
+        role_arn: role_arn.clone(),
+        reason,
+    };
+    let token =
+        crate::backends::file::read_text(std::path::Path::new(&token_file), MAX_PROFILE_FILE)
+            .map_err(|error| failed(format!("AWS_WEB_IDENTITY_TOKEN_FILE: {error}")))?;
+    let token = Zeroizing::new(token.trim().to_owned());
+    redactor.add(&token);
+    let session_name = set("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| sts::SESSION_NAME.to_owned());
+    sts.assume_role_with_web_identity(&role_arn, &session_name, &token)
+        .map(Some)
+        .map_err(failed)
 }
 
 /// The profiles of the shared credentials and config files, merged (credentials file first).
