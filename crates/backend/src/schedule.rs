@@ -5,7 +5,8 @@
 //! its handles fail with a timeout error instead of making the caller kill the process and lose
 //! every handle. [`map_bounded`] fetches distinct remote secrets on at most a few threads.
 //!
-//! Invariant: nothing here panics on a worker's behalf; results come back in input order.
+//! Invariants: results come back in input order, one per item; the work given to
+//! [`map_bounded`] must not panic (a panic in a worker propagates to the caller).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
