@@ -411,9 +411,10 @@ fn a_silent_server_costs_at_most_the_timeout() {
                 ),
             ],
         );
-        // The answer is due at 90% of the timeout; allow for process start-up on a busy machine.
+        // The answer is due at 90% of the timeout after the process started; allow a second
+        // for starting it on a busy shared machine.
         assert!(
-            started.elapsed() < Duration::from_millis(1500),
+            started.elapsed() < Duration::from_secs(2),
             "{:?}",
             started.elapsed()
         );
