@@ -11,7 +11,9 @@
 //! `vault_kubernetes_jwt` or `vault_kubernetes_jwt_path`; plus ours `vault_secret_id_file`,
 //! `vault_auth_path`), `vault_namespace` (or `VAULT_NAMESPACE`), `vault_tls_config`
 //! (`ca_cert` or `VAULT_CACERT`, `ca_path`, `client_cert`, `client_key`, `insecure`), and ours
-//! `vault_token_file`. Without any of these credentials, `VAULT_TOKEN` is used.
+//! `vault_token_file`, `key_separator` (another separator than `;`, split at its last
+//! occurrence, no version: `secret/myapp/db.password` with `"."`, for callers such as Vector
+//! whose handle syntax cannot hold `;`). Without any credentials, `VAULT_TOKEN` is used.
 //!
 //! Requests per run: one login when a `vault_session` is configured, one mount listing
 //! (`sys/internal/ui/mounts`, which every valid token may read, filtered to what it can see),
@@ -119,8 +121,13 @@ pub(crate) fn resolve(
     handles: &[&str],
     context: &mut Context<'_>,
 ) -> Result<Vec<Outcome>, VaultError> {
-    let parsed: Vec<Result<HandleRef, String>> =
-        handles.iter().map(|handle| parse_handle(handle)).collect();
+    let separator = settings
+        .string("key_separator")?
+        .unwrap_or(DEFAULT_KEY_SEPARATOR);
+    let parsed: Vec<Result<HandleRef, String>> = handles
+        .iter()
+        .map(|handle| parse_handle(handle, separator))
+        .collect();
     let config = VaultConfig::from_settings(settings, context.redactor, context.env)?;
     let client = Client::new(&config.tls, context.deadline).map_err(VaultError::Tls)?;
     let session = Session::login(&client, &config, context.redactor)?;
@@ -176,22 +183,39 @@ impl std::fmt::Display for SecretRef {
     }
 }
 
-/// Parses `path;key` or `path;key;version`.
-fn parse_handle(handle: &str) -> Result<HandleRef, String> {
+/// The default separator between a secret's path (or id) and the key inside it.
+pub(crate) const DEFAULT_KEY_SEPARATOR: &str = ";";
+
+/// Parses `path;key` or `path;key;version`; with another `key_separator`, `path<sep>key` split
+/// at the separator's last occurrence (Vector's `SECRET[...]` cannot hold `;`).
+fn parse_handle(handle: &str, separator: &str) -> Result<HandleRef, String> {
     let bad = |reason: &str| {
         Err(format!(
-            "invalid handle {handle:?}: {reason} (expected `path;key` or `path;key;version`, \
-             e.g. `secret/myapp/db;password`)"
+            "invalid handle {handle:?}: {reason} (expected `path{separator}key`{}, \
+             e.g. `secret/myapp/db{separator}password`)",
+            if separator == DEFAULT_KEY_SEPARATOR {
+                " or `path;key;version`"
+            } else {
+                ""
+            }
         ))
     };
-    let mut parts = handle.split(';');
-    let (Some(path), Some(key)) = (parts.next(), parts.next()) else {
-        return bad("no `;` between the secret path and the key");
+    let (path, key, version) = if separator == DEFAULT_KEY_SEPARATOR {
+        let mut parts = handle.split(';');
+        let (Some(path), Some(key)) = (parts.next(), parts.next()) else {
+            return bad("no `;` between the secret path and the key");
+        };
+        let version = parts.next();
+        if parts.next().is_some() {
+            return bad("too many `;`");
+        }
+        (path, key, version)
+    } else {
+        let Some((path, key)) = handle.rsplit_once(separator) else {
+            return bad("no separator between the secret path and the key");
+        };
+        (path, key, None)
     };
-    let version = parts.next();
-    if parts.next().is_some() {
-        return bad("too many `;`");
-    }
     let path = path.trim_matches('/');
     if path.is_empty() {
         return bad("empty secret path");
@@ -764,7 +788,7 @@ mod tests {
                 ok("secret/app/db", "password", Some(3)),
             ),
         ] {
-            assert_eq!(parse_handle(handle), expected, "{handle}");
+            assert_eq!(parse_handle(handle, ";"), expected, "{handle}");
         }
         for (handle, reason) in [
             ("secret/app/db", "no `;`"),
@@ -776,9 +800,21 @@ mod tests {
             ("secret//app;k", "segment"),
             ("secret/../sys;k", "segment"),
         ] {
-            let error = parse_handle(handle).unwrap_err();
+            let error = parse_handle(handle, ";").unwrap_err();
             assert!(error.contains(reason), "{handle}: {error}");
         }
+    }
+
+    #[test]
+    fn other_separators_split_at_the_last_occurrence() {
+        let parsed = parse_handle("secret/app.prod/db.password", ".").unwrap();
+        assert_eq!(parsed.secret.path, "secret/app.prod/db");
+        assert_eq!(parsed.key, "password");
+        let parsed = parse_handle("secret/app/db/password", "/").unwrap();
+        assert_eq!(parsed.secret.path, "secret/app/db");
+        assert_eq!(parsed.key, "password");
+        let error = parse_handle("secret;x", ".").unwrap_err();
+        assert!(error.contains("no separator"), "{error}");
     }
 
     #[test]

@@ -216,6 +216,17 @@ fn aws_secrets_manager() {
         ),
         &[("plain;anything", Expect::Value("just-a-string"))],
     );
+    check(
+        request(
+            "aws.secrets",
+            &aws_config(&server, &key, json!({"key_separator": "."})),
+            &["app/db.password", "plain"],
+        ),
+        &[
+            ("app/db.password", Expect::Value("db-pass")),
+            ("plain", Expect::Value("just-a-string")),
+        ],
+    );
 }
 
 #[test]

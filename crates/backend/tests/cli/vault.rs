@@ -123,6 +123,27 @@ fn vault_kv_v1_v2_versions_and_missing() {
 }
 
 #[test]
+fn vault_key_separator_for_vector() {
+    let server = openbao(false);
+    seed(&server);
+    // As Vector's exec backend sends it: no timeout, handles without `;`.
+    let input = json!({
+        "version": "1.1",
+        "secrets": ["secret/app/db.password", "kv1/app/db.password", "secret/app/db"],
+        "type": "hashicorp.vault",
+        "config": vault_config(&server, json!({"vault_token": BAO_ROOT, "key_separator": "."})),
+    });
+    check(
+        input.to_string().into_bytes(),
+        &[
+            ("secret/app/db.password", Expect::Value("v2-pass")),
+            ("kv1/app/db.password", Expect::Value("kv1-pass")),
+            ("secret/app/db", Expect::Error("no separator")),
+        ],
+    );
+}
+
+#[test]
 fn vault_reads_each_secret_once_however_many_keys() {
     let server = openbao(false);
     seed(&server);

@@ -3,8 +3,10 @@
 //! Handle: `secretId;jsonKey` (a key of a JSON secret) or `secretId` (the whole secret string);
 //! `secretId` is a name or an ARN. Only the first `;` splits, so a key may contain `;`.
 //!
-//! Config: the [session](super) keys, and `force_string: true` to return the whole secret string
-//! even when a key is given, as Datadog's connector does.
+//! Config: the [session](super) keys, `force_string: true` to return the whole secret string
+//! even when a key is given, as Datadog's connector does, and ours `key_separator` to use
+//! another separator than `;` (split at its last occurrence), for callers such as Vector whose
+//! handle syntax cannot hold `;`.
 //!
 //! Values of JSON secrets follow [`crate::value`]. Unlike Datadog's connector, asking a key of a
 //! secret that is not a JSON object is an error, not the whole string: a wrong handle shows up
@@ -19,6 +21,7 @@ use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
 use super::{CallError, Session, SessionError};
+use crate::backends::vault::DEFAULT_KEY_SEPARATOR;
 use crate::backends::{Context, Outcome};
 use crate::schedule::{MAX_IN_FLIGHT, map_bounded};
 use crate::settings::Settings;
@@ -38,8 +41,13 @@ pub(crate) fn resolve(
 ) -> Result<Vec<Outcome>, SessionError> {
     let force_string = settings.bool("force_string")?.unwrap_or(false);
     let session = Session::new("secretsmanager", settings, context)?;
-    let parsed: Vec<Result<(&str, Option<&str>), String>> =
-        handles.iter().map(|handle| parse_handle(handle)).collect();
+    let separator = settings
+        .string("key_separator")?
+        .unwrap_or(DEFAULT_KEY_SEPARATOR);
+    let parsed: Vec<Result<(&str, Option<&str>), String>> = handles
+        .iter()
+        .map(|handle| parse_handle(handle, separator))
+        .collect();
     let mut ids: Vec<&str> = parsed
         .iter()
         .filter_map(|handle| handle.as_ref().ok().map(|(id, _)| *id))
@@ -67,8 +75,18 @@ pub(crate) fn resolve(
         .collect())
 }
 
-fn parse_handle(handle: &str) -> Result<(&str, Option<&str>), String> {
-    let (id, key) = match handle.split_once(';') {
+/// Splits `secretId;jsonKey` at the first `;` (a key may contain `;`), or with another
+/// `key_separator` at its last occurrence (a secret name may contain `.` or `/`).
+fn parse_handle<'h>(
+    handle: &'h str,
+    separator: &str,
+) -> Result<(&'h str, Option<&'h str>), String> {
+    let split = if separator == DEFAULT_KEY_SEPARATOR {
+        handle.split_once(separator)
+    } else {
+        handle.rsplit_once(separator)
+    };
+    let (id, key) = match split {
         Some((id, key)) => (id, Some(key)),
         None => (handle, None),
     };
@@ -136,14 +154,26 @@ mod tests {
 
     #[test]
     fn handles() {
-        assert_eq!(parse_handle("db;password"), Ok(("db", Some("password"))));
-        assert_eq!(parse_handle("db;a;b"), Ok(("db", Some("a;b"))));
         assert_eq!(
-            parse_handle("arn:aws:secretsmanager:us-east-1:1:secret:db"),
+            parse_handle("db;password", ";"),
+            Ok(("db", Some("password")))
+        );
+        assert_eq!(parse_handle("db;a;b", ";"), Ok(("db", Some("a;b"))));
+        assert_eq!(
+            parse_handle("arn:aws:secretsmanager:us-east-1:1:secret:db", ";"),
             Ok(("arn:aws:secretsmanager:us-east-1:1:secret:db", None))
         );
-        assert!(parse_handle(";k").unwrap_err().contains("empty secret id"));
-        assert!(parse_handle("db;").unwrap_err().contains("empty key"));
+        assert!(
+            parse_handle(";k", ";")
+                .unwrap_err()
+                .contains("empty secret id")
+        );
+        assert!(parse_handle("db;", ";").unwrap_err().contains("empty key"));
+        assert_eq!(
+            parse_handle("prod/db.v2.password", "."),
+            Ok(("prod/db.v2", Some("password")))
+        );
+        assert_eq!(parse_handle("prod/db", "."), Ok(("prod/db", None)));
     }
 
     #[test]
