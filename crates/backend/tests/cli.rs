@@ -66,6 +66,13 @@ fn unreadable_input_exits_1_without_quoting_it() {
 fn whole_request_problems_are_per_handle_errors() {
     let fixture = Fixture::new();
     let missing = fixture.path("missing.json");
+    // Opening a FIFO would block until the caller's timeout.
+    let fifo = fixture.path("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
     for (backend_type, config, expected) in [
         ("nope", json!({}), "unknown backend type \"nope\""),
         ("file.json", json!({}), "config key `file_path` is required"),

@@ -71,6 +71,9 @@ pub(crate) enum ReadError {
     /// The process may not read the file.
     #[error("{path}: permission denied")]
     PermissionDenied { path: PathBuf },
+    /// The path names a directory, a FIFO or a device.
+    #[error("{path}: not a regular file")]
+    NotAFile { path: PathBuf },
     /// The file is over the configured cap.
     #[error("{path}: larger than max_file_read_size ({limit} bytes)")]
     TooLarge { path: PathBuf, limit: u64 },
@@ -113,7 +116,7 @@ pub(crate) fn max_file_read_size(settings: &Settings<'_>) -> Result<u64, Setting
         .unwrap_or(DEFAULT_MAX_FILE_READ_SIZE))
 }
 
-/// Reads a whole UTF-8 file of at most `limit` bytes.
+/// Reads a whole UTF-8 regular file of at most `limit` bytes.
 pub(crate) fn read_text(path: &Path, limit: u64) -> Result<Zeroizing<String>, ReadError> {
     let io_error = |source: io::Error| match source.kind() {
         io::ErrorKind::NotFound => ReadError::NotFound {
@@ -127,6 +130,12 @@ pub(crate) fn read_text(path: &Path, limit: u64) -> Result<Zeroizing<String>, Re
             source,
         },
     };
+    // Opening a FIFO would block until a writer comes: only regular files are opened.
+    if !std::fs::metadata(path).map_err(io_error)?.is_file() {
+        return Err(ReadError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
     let file = File::open(path).map_err(io_error)?;
     let too_large = || ReadError::TooLarge {
         path: path.to_owned(),

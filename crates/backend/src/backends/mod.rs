@@ -142,7 +142,14 @@ fn dispatch(
             TYPES.join(", ")
         )),
     };
-    result.unwrap_or_else(|error| fail_all(handles, error))
+    match result {
+        Ok(outcomes) if outcomes.len() == handles.len() => outcomes,
+        Ok(_) => fail_all(
+            handles,
+            "internal error: the backend did not answer every handle".to_owned(),
+        ),
+        Err(error) => fail_all(handles, error),
+    }
 }
 
 fn fail(error: impl std::fmt::Display) -> String {
