@@ -40,6 +40,17 @@ pub(crate) fn backend_env(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> 
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The test servers are on 127.0.0.1: a developer's proxy must not intercept them.
+    for proxy in [
+        "ALL_PROXY",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "all_proxy",
+        "https_proxy",
+        "http_proxy",
+    ] {
+        command.env_remove(proxy);
+    }
     for (key, value) in env {
         command.env(key, value);
     }

@@ -165,13 +165,19 @@ pub(crate) fn moto(free_actions: Option<usize>) -> Server {
             command
         },
         // The dashboard does not count as an action.
-        |url| ureq::get(format!("{url}/moto-api/")).call().is_ok(),
+        |url| {
+            insecure_agent()
+                .get(format!("{url}/moto-api/"))
+                .call()
+                .is_ok()
+        },
     )
 }
 
 /// An agent that accepts the dev server's self-signed certificate and any status.
 pub(crate) fn insecure_agent() -> ureq::Agent {
     ureq::Agent::config_builder()
+        .proxy(None)
         .http_status_as_error(false)
         .tls_config(
             ureq::tls::TlsConfig::builder()
