@@ -145,9 +145,8 @@ impl Client {
             body: Zeroizing::new(body),
         })
     }
-}
 
-impl Client {
+    /// Runs a built request with the time left as its global timeout.
     fn run(
         &self,
         request: http::Request<impl ureq::AsSendBody>,
