@@ -1,0 +1,151 @@
+//! [`Redactor`]: the last line of defence that keeps credentials out of error texts.
+//!
+//! Error texts are built from handles, paths, keys and status codes, never from credentials; but
+//! some carry text chosen by a remote server (Vault's `errors`, AWS's `message`), and a server may
+//! echo what it was sent. Before the answer is written, every error text is scrubbed of every
+//! credential the backend handled: the configuration's credential-like values plus whatever a
+//! backend registers (tokens read from files or the environment, tokens obtained by logging in).
+//!
+//! Invariant: every credential a backend reads or obtains is registered here before any request
+//! that uses it is sent.
+
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+/// What replaces a credential found in an error text.
+pub(crate) const REDACTED: &str = "<redacted>";
+
+/// Credentials shorter than this are not searched for: replacing every `abc` in an error text
+/// would mangle it, and such a credential protects nothing.
+const MIN_CREDENTIAL_LEN: usize = 4;
+
+/// The credentials to scrub from error texts.
+#[derive(Default)]
+pub(crate) struct Redactor {
+    needles: Vec<Zeroizing<String>>,
+}
+
+impl Redactor {
+    /// A redactor that knows the credential-like values of the payload's `config`: string values
+    /// whose key names a token, secret, password or JWT, except keys naming a path or file.
+    pub(crate) fn from_config(config: Option<&Map<String, Value>>) -> Redactor {
+        let mut redactor = Redactor::default();
+        if let Some(map) = config {
+            redactor.walk_map(map);
+        }
+        redactor
+    }
+
+    /// Registers a credential.
+    pub(crate) fn add(&mut self, credential: &str) {
+        let credential = credential.trim();
+        if credential.len() >= MIN_CREDENTIAL_LEN
+            && !self
+                .needles
+                .iter()
+                .any(|known| known.as_str() == credential)
+        {
+            self.needles.push(Zeroizing::new(credential.to_owned()));
+            // Longest first, so a credential containing another is replaced whole.
+            self.needles
+                .sort_by_key(|needle| std::cmp::Reverse(needle.len()));
+        }
+    }
+
+    /// `text` with every registered credential replaced by [`REDACTED`].
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for needle in &self.needles {
+            if out.contains(needle.as_str()) {
+                out = out.replace(needle.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+
+    fn walk_map(&mut self, map: &Map<String, Value>) {
+        for (key, value) in map {
+            match value {
+                Value::String(text) if is_credential_key(key) => self.add(text),
+                Value::Object(inner) => self.walk_map(inner),
+                Value::Array(items) => {
+                    for item in items {
+                        if let Value::Object(inner) = item {
+                            self.walk_map(inner);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Whether a configuration key names a credential (`vault_token`, `aws_secret_access_key`,
+/// `vault_password`, `vault_kubernetes_jwt`) rather than where one is stored (`vault_token_file`,
+/// `secrets_path`).
+fn is_credential_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    let names_location = ["_path", "_file", "_dir"]
+        .iter()
+        .any(|suffix| key.ends_with(suffix));
+    !names_location
+        && ["token", "secret", "password", "passwd", "jwt", "credential"]
+            .iter()
+            .any(|word| key.contains(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_keys_are_recognised_and_locations_are_not() {
+        for (key, expected) in [
+            ("vault_token", true),
+            ("aws_secret_access_key", true),
+            ("aws_session_token", true),
+            ("vault_secret_id", true),
+            ("vault_password", true),
+            ("vault_ldap_password", true),
+            ("vault_kubernetes_jwt", true),
+            ("vault_token_file", false),
+            ("vault_secret_id_file", false),
+            ("secrets_path", false),
+            ("vault_address", false),
+            ("aws_access_key_id", false),
+            ("file_path", false),
+        ] {
+            assert_eq!(is_credential_key(key), expected, "{key}");
+        }
+    }
+
+    #[test]
+    fn scrubs_config_credentials_and_registered_ones() {
+        let config: Map<String, Value> = serde_json::from_str(
+            r#"{"vault_token":"s.ABCDEFGH","vault_address":"http://vault:8200",
+                "vault_session":{"vault_secret_id":"sid-123456"},"short":"x",
+                "list":[{"password":"pw-987654"}]}"#,
+        )
+        .unwrap();
+        let mut redactor = Redactor::from_config(Some(&config));
+        redactor.add("hvs.login-token");
+        redactor.add("ab");
+        let text = "token s.ABCDEFGH sid-123456 pw-987654 hvs.login-token at http://vault:8200 ab";
+        assert_eq!(
+            redactor.scrub(text),
+            "token <redacted> <redacted> <redacted> <redacted> at http://vault:8200 ab"
+        );
+    }
+
+    #[test]
+    fn longer_credentials_are_replaced_whole() {
+        let mut redactor = Redactor::default();
+        redactor.add("abcd");
+        redactor.add("abcdefgh");
+        assert_eq!(
+            redactor.scrub("x abcdefgh y abcd"),
+            "x <redacted> y <redacted>"
+        );
+    }
+}
