@@ -12,6 +12,9 @@
 //!
 //! Logs go to stderr, data to stdout.
 
+// Doc comments double as `--help` text, where `ENC[handle]` is literal, not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod check;
 mod resolve;
 

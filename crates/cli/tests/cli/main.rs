@@ -18,6 +18,12 @@ pub struct Sandbox {
     dir: tempfile::TempDir,
 }
 
+impl Default for Sandbox {
+    fn default() -> Sandbox {
+        Sandbox::new()
+    }
+}
+
 impl Sandbox {
     pub fn new() -> Sandbox {
         Sandbox {

@@ -49,7 +49,7 @@ fn settings_come_from_the_file_itself_without_config() {
 #[test]
 fn json_documents() {
     let sandbox = Sandbox::new();
-    table_backend(&sandbox, &[("a", "x\"y")]);
+    table_backend(&sandbox, &[("a", "x\\\"y")]);
     sandbox.write("keyturn.yaml", &settings(&sandbox));
     sandbox.write("app.json", "{\n  \"a\": \"ENC[a]\",\n  \"n\": 1\n}\n");
     let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.json"]);
@@ -93,7 +93,7 @@ fn unresolved_handles_exit_1_with_nothing_written() {
     sandbox.write("keyturn.yaml", &settings(&sandbox));
     sandbox.write(
         "app.yaml",
-        "a: ENC[good]\nlist:\n  - ENC[bad]\nnested: {x: ENC[gone]}\n",
+        "a: ENC[good]\nlist:\n  - ENC[bad]\nnested:\n  x: ENC[gone]\n",
     );
     let run = sandbox.keyturn(&[
         "resolve",
@@ -127,7 +127,7 @@ fn unresolved_handles_exit_1_with_nothing_written() {
     run.expect_code(1);
     assert_eq!(
         run.stdout(),
-        "a: \"fine\"\nlist:\n  - ENC[bad]\nnested: {x: ENC[gone]}\n"
+        "a: \"fine\"\nlist:\n  - ENC[bad]\nnested:\n  x: ENC[gone]\n"
     );
 }
 
@@ -246,7 +246,11 @@ fn bundled_example_resolves() {
         "stderr: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(!stdout.contains("ENC["), "{stdout}");
+    assert!(!stdout.contains(": ENC["), "{stdout}");
+    assert!(
+        stdout.contains("password: \"s3cr3t: with a colon # and a hash\""),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("# resolved from the backend"),
         "comments are kept: {stdout}"

@@ -1,6 +1,6 @@
 //! Refresh: re-fetch known handles, apply what changed, report it.
 //!
-//! Coalescing: full refreshes go through a [`Coordinator`] that keeps `started` (the generation
+//! Coalescing: full refreshes go through a `Coordinator` that keeps `started` (the generation
 //! of the last run that began) under a short-held mutex. A requester needs generation
 //! `started + 1` when a run is in progress (it must be answered by a run that started after its
 //! request), or starts generation `started + 1` itself when none is. When a run completes and
