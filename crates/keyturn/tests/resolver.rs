@@ -806,3 +806,207 @@ async fn an_audit_error_is_reported_but_values_still_apply() {
     );
     assert_eq!(resolver.cached("a").unwrap().expose(), "2");
 }
+
+mod status {
+    use super::*;
+    use keyturn::resolver::status::{self, DebugInfo};
+
+    fn info(resolver: &Resolver) -> serde_json::Value {
+        serde_json::to_value(DebugInfo::collect(resolver)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn debug_info_and_text_after_two_documents() {
+        let fixture = Fixture::new();
+        fixture
+            .set("pass1", "1")
+            .set("pass2", "2")
+            .set("pass3", "3");
+        let resolver = fixture.resolver();
+        resolver
+            .resolve(
+                &yaml("instances:\n  - password: ENC[pass1]\n  - password: ENC[pass2]\n"),
+                "test",
+                false,
+            )
+            .await;
+        resolver
+            .resolve(
+                &yaml("instances:\n  - password: ENC[pass3]\n  - password: ENC[pass2]\n"),
+                "test2",
+                false,
+            )
+            .await;
+        let json = info(&resolver);
+        assert_eq!(
+            json["handles"],
+            serde_json::json!({
+                "pass1": [["test", "instances/0/password"]],
+                "pass2": [["test", "instances/1/password"], ["test2", "instances/1/password"]],
+                "pass3": [["test2", "instances/0/password"]],
+            })
+        );
+        assert_eq!(json["backendCommandSet"], true);
+        assert_eq!(
+            json["executablePermissions"],
+            "OK, the executable has the correct permissions"
+        );
+        assert_eq!(json["executablePermissionsOK"], true);
+        assert_eq!(json["refreshIntervalEnabled"], false);
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap()
+            .name;
+        let group = nix::unistd::Group::from_gid(nix::unistd::getgid())
+            .unwrap()
+            .unwrap()
+            .name;
+        assert_eq!(
+            json["executablePermissionsDetails"],
+            serde_json::json!({"FileMode": "100700", "Owner": user, "Group": group, "IsWindows": false})
+        );
+        let text = status::status_text(&resolver);
+        for expected in [
+            format!("Executable path: {}", fixture.script().display()),
+            "Executable permissions: OK, the executable has the correct permissions".to_owned(),
+            format!("Owner: {user}"),
+            format!("Group: {group}"),
+            "Number of secrets resolved: 3".to_owned(),
+            "- 'pass2':\n  - used in 'test' configuration in entry 'instances/1/password'\n  - used in 'test2' configuration in entry 'instances/1/password'".to_owned(),
+            "'secret_refresh_interval' is disabled".to_owned(),
+        ] {
+            assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("Secrets not resolved"));
+    }
+
+    #[tokio::test]
+    async fn missing_command_and_unresolved_handles() {
+        let settings = Settings {
+            backend: Some(BackendSelection::Command {
+                command: PathBuf::from("some_command"),
+            }),
+            ..Settings::default()
+        };
+        let resolver = Resolver::new(settings);
+        resolver.resolve(&yaml("a: ENC[x]\n"), "o", false).await;
+        let json = info(&resolver);
+        assert_eq!(
+            json["executablePermissions"],
+            "error: the executable does not have the correct permissions"
+        );
+        assert_eq!(json["executablePermissionsOK"], false);
+        let details = json["executablePermissionsDetailsError"].as_str().unwrap();
+        assert!(details.contains("no such file or directory"), "{details}");
+        assert!(
+            json["executablePermissionsError"]
+                .as_str()
+                .unwrap()
+                .contains("some_command")
+        );
+        assert_eq!(json["unresolvedSecrets"].as_array().unwrap().len(), 1);
+        let text = status::status_text(&resolver);
+        assert!(
+            text.contains("error: the executable does not have the correct permissions"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Secrets not resolved:\n  - 'x' (backend_error) at a: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn builtin_type_and_refresh_interval() {
+        let settings = Settings::from_yaml_str(
+            "secret_backend_type: aws.secrets\nsecret_refresh_interval: 15\nsecret_refresh_scatter: false\n",
+        )
+        .unwrap();
+        let json = info(&Resolver::new(settings));
+        assert_eq!(
+            json["executablePermissions"],
+            "OK, native secret generic connector used"
+        );
+        assert_eq!(json["executablePermissionsOK"], true);
+        assert_eq!(json["embeddedSecretBackend"], true);
+        assert_eq!(json["backendType"], "aws.secrets");
+        assert_eq!(json["refreshIntervalEnabled"], true);
+        assert_eq!(json["refreshInterval"], "15s");
+        assert_eq!(json["scatterDuration"], "15.00s");
+        let multi = Settings::from_yaml_str(
+            "multi_secret_backends:\n  b: {type: file.json}\n  a: {type: file.yaml}\n",
+        )
+        .unwrap();
+        let resolver = Resolver::new(multi);
+        assert_eq!(info(&resolver)["multiBackendNames"], "a, b");
+        assert!(status::status_text(&resolver).contains("Backends: a, b"));
+    }
+
+    #[tokio::test]
+    async fn version_probe() {
+        let fixture = Fixture::new();
+        let script = fixture.dir.path().join("versioned.sh");
+        fs::write(&script, "#!/bin/sh\nif [ \"$1\" = --version ]; then [ -f \"$(dirname \"$0\")/hang\" ] && sleep 30; echo ' v1.2.3 '; fi\n").unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+        let typed = Settings::from_yaml_str("secret_backend_type: file.json\n").unwrap();
+        let options = ResolverOptions {
+            builtin_backend: Some(script.clone()),
+            ..ResolverOptions::default()
+        };
+        let resolver = Resolver::with_options(typed, options.clone());
+        let report = status::executable_report_with_version(&resolver)
+            .await
+            .unwrap();
+        assert_eq!(report.version.as_deref(), Some("v1.2.3"));
+        assert!(report.to_text().contains("Executable version: v1.2.3"));
+
+        fs::write(fixture.dir.path().join("hang"), "").unwrap();
+        let started = std::time::Instant::now();
+        let report = status::executable_report_with_version(&resolver)
+            .await
+            .unwrap();
+        assert_eq!(report.version, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the probe is bounded by one second"
+        );
+
+        // A plain command is never asked for its version.
+        let command = Settings {
+            backend: Some(BackendSelection::Command { command: script }),
+            ..Settings::default()
+        };
+        let report = status::executable_report_with_version(&Resolver::new(command))
+            .await
+            .unwrap();
+        assert_eq!(report.version, None);
+    }
+
+    #[tokio::test]
+    async fn version_errors() {
+        use keyturn::backend::{self, BackendSpec, FetchOptions, PermissionCheck};
+        let fixture = Fixture::new();
+        let script = fixture.dir.path().join("slow.sh");
+        fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+        let options = FetchOptions {
+            timeout: Duration::from_secs(30),
+            output_max_size: 1024,
+            remove_trailing_line_break: false,
+        };
+        let mut spec = BackendSpec {
+            command: script,
+            args: vec![],
+            check: PermissionCheck::Skip,
+            backend_type: None,
+            config: None,
+        };
+        let error = backend::version(&spec, &options).await.unwrap_err();
+        assert!(error.contains("secret_backend_type"), "{error}");
+        spec.backend_type = Some("file.json".into());
+        assert_eq!(
+            backend::version(&spec, &options).await.unwrap_err(),
+            "version command timeout"
+        );
+    }
+}

@@ -363,3 +363,38 @@ fn with_stderr(mut error: FetchError, output: &Output) -> FetchError {
     error.message.push_str(&tail);
     error
 }
+
+/// Runs `<command> --version` (spec §2.7) with the run's checks and caps and a deadline of
+/// `min(timeout, 1 s)`; the answer is stdout, trimmed.
+pub(crate) async fn version(spec: &BackendSpec, options: &FetchOptions) -> Result<String, String> {
+    if spec.backend_type.is_none() {
+        return Err(
+            "version only supported when secret_backend_type or multi_secret_backends is configured"
+                .to_owned(),
+        );
+    }
+    let probe = BackendSpec {
+        args: vec!["--version".to_owned()],
+        ..spec.clone()
+    };
+    let options = FetchOptions {
+        timeout: options.timeout.min(std::time::Duration::from_secs(1)),
+        ..options.clone()
+    };
+    let mut output = Output {
+        stdout: Capture::new(options.output_max_size),
+        stderr: Capture::new(options.output_max_size),
+        stdout_complete: false,
+    };
+    match run(&probe, &options, b"", &mut output).await {
+        Ok(status) if status.success() => {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        }
+        Ok(status) => Err(format!("version command failed: {}", exit_text(status))),
+        Err(Failure::Timeout) => Err("version command timeout".to_owned()),
+        Err(failure) => Err(format!(
+            "version command failed: {}",
+            backend_error(&probe, &failure, &options).message
+        )),
+    }
+}

@@ -107,3 +107,9 @@ pub async fn fetch(
 ) -> Result<Fetched, FetchError> {
     fetch::fetch(spec, options, handles, metrics).await
 }
+
+/// Asks the backend for its version (`<command> --version`, spec §2.7). Only for built-in
+/// backend types: a backend script is not expected to understand `--version`.
+pub async fn version(spec: &BackendSpec, options: &FetchOptions) -> Result<String, String> {
+    fetch::version(spec, options).await
+}

@@ -685,6 +685,18 @@ impl State {
     }
 }
 
+impl Routing {
+    /// The spec whose executable status output describes: the only one, or the first of the
+    /// multi backends (they all run `keyturn-backend`).
+    fn first_spec(&self) -> Option<&BackendSpec> {
+        match self {
+            Routing::None => None,
+            Routing::Single(spec) => Some(spec),
+            Routing::Multi(specs) => specs.values().next(),
+        }
+    }
+}
+
 fn routing(settings: &Settings, builtin: &Path) -> Routing {
     let builtin_spec = |b: &BuiltinBackend| BackendSpec {
         command: builtin.to_path_buf(),

@@ -29,6 +29,8 @@ pub struct ExecutableReport {
     pub permission_error: Option<String>,
     /// File mode (octal of `st_mode`), owner and group; or why they could not be read.
     pub details: Result<backend::FileDetails, String>,
+    /// The backend's `--version` answer, when it was asked and answered.
+    pub version: Option<String>,
 }
 
 impl ExecutableReport {
@@ -58,10 +60,16 @@ impl ExecutableReport {
         }
         if self.embedded {
             let _ = writeln!(text, "Using embedded executable: {}", self.path);
+            if let Some(version) = &self.version {
+                let _ = writeln!(text, "Executable version: {version}");
+            }
             return text;
         }
         let _ = writeln!(text, "Executable path: {}", self.path);
         let _ = writeln!(text, "Executable permissions: {}", self.verdict());
+        if let Some(version) = &self.version {
+            let _ = writeln!(text, "Executable version: {version}");
+        }
         if let Some(error) = &self.permission_error {
             let _ = writeln!(text, "Permissions error: {error}");
         }
@@ -95,6 +103,9 @@ pub struct DebugInfo {
     /// `secret_backend_type` or "".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_type: Option<String>,
+    /// The backend's version, when asked and known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable_version: Option<String>,
     /// Whether keyturn's built-in backend runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedded_secret_backend: Option<bool>,
@@ -152,10 +163,10 @@ pub struct PermissionDetails {
 
 /// Checks the executable the resolver would run, now. `None` when no backend is configured.
 pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
-    let (spec, multi_backend_names) = match &resolver.inner.routing {
-        Routing::None => return None,
-        Routing::Single(spec) => (spec, Vec::new()),
-        Routing::Multi(specs) => (specs.values().next()?, specs.keys().cloned().collect()),
+    let spec = resolver.inner.routing.first_spec()?;
+    let multi_backend_names = match &resolver.inner.routing {
+        Routing::Multi(specs) => specs.keys().cloned().collect(),
+        Routing::None | Routing::Single(_) => Vec::new(),
     };
     let checked = backend::executable_report(&spec.command, spec.check);
     Some(ExecutableReport {
@@ -172,13 +183,32 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
             Verdict::Ok | Verdict::NotChecked => None,
         },
         details: checked.details,
+        version: None,
     })
 }
 
+/// [`executable_report`] plus the backend's version (spec §2.7), asked only of built-in
+/// backend types.
+pub async fn executable_report_with_version(resolver: &Resolver) -> Option<ExecutableReport> {
+    let mut report = executable_report(resolver)?;
+    if let Some(spec) = resolver.inner.routing.first_spec() {
+        match backend::version(spec, &resolver.inner.options).await {
+            Ok(version) => report.version = Some(version),
+            Err(error) => tracing::debug!(%error, "no backend version"),
+        }
+    }
+    Some(report)
+}
+
 impl DebugInfo {
-    /// Collects the resolver's state.
+    /// Collects the resolver's state (without asking the backend for its version).
     pub fn collect(resolver: &Resolver) -> DebugInfo {
-        let Some(report) = executable_report(resolver) else {
+        DebugInfo::from_report(resolver, executable_report(resolver))
+    }
+
+    /// Collects the resolver's state with `report` (see [`executable_report_with_version`]).
+    pub fn from_report(resolver: &Resolver, report: Option<ExecutableReport>) -> DebugInfo {
+        let Some(report) = report else {
             return DebugInfo::disabled();
         };
         let handles = resolver
@@ -206,6 +236,7 @@ impl DebugInfo {
             message: None,
             executable: Some(report.path.clone()),
             backend_type: Some(report.backend_type.clone().unwrap_or_default()),
+            executable_version: report.version.clone(),
             embedded_secret_backend: Some(report.embedded),
             multi_backend_names: (!report.multi_backend_names.is_empty())
                 .then(|| report.multi_backend_names.join(", ")),
@@ -241,6 +272,7 @@ impl DebugInfo {
             message: Some(DISABLED_MESSAGE.to_owned()),
             executable: None,
             backend_type: None,
+            executable_version: None,
             embedded_secret_backend: None,
             multi_backend_names: None,
             executable_permissions: None,
@@ -257,9 +289,14 @@ impl DebugInfo {
     }
 }
 
-/// The full status text (spec §4.4).
+/// The full status text (spec §4.4), without asking the backend for its version.
 pub fn status_text(resolver: &Resolver) -> String {
-    let Some(report) = executable_report(resolver) else {
+    render_status(resolver, executable_report(resolver))
+}
+
+/// The full status text (spec §4.4) with `report`.
+pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> String {
+    let Some(report) = report else {
         return format!("{DISABLED_MESSAGE}\n");
     };
     let mut text = report.to_text();
