@@ -19,7 +19,11 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     match status::executable_report(&resolver) {
         Some(report) => {
             print!("{}", report.to_text());
-            if report.passes() { Ok(Outcome::Success) } else { Ok(Outcome::Incomplete) }
+            if report.passes() {
+                Ok(Outcome::Success)
+            } else {
+                Ok(Outcome::Incomplete)
+            }
         }
         None => {
             println!("{DISABLED_MESSAGE}");

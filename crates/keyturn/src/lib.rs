@@ -13,13 +13,17 @@
 //!   output caps, response parsing.
 //! - [`resolver`]: cache, origins, subscriptions, coalesced fetches and refreshes.
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - [`daemon`]: `keyturn serve`: templates kept resolved, refresh schedule, reloads.
+//! - [`api`]: the daemon's HTTP API (status, refresh, metrics) behind a bearer token.
 //!
 //! Invariant: no secret value reaches a log line, an error message, or a `Debug` print.
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod atomic_file;
 pub mod backend;
+pub mod daemon;
 pub mod document;
 pub mod handle;
 pub mod metrics;
