@@ -20,7 +20,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        Sandbox { dir: tempfile::tempdir().unwrap() }
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -48,7 +50,10 @@ impl Sandbox {
     /// Runs `keyturn ARGS` with `KEYTURN_LOG` set to `filter` (empty: unset).
     pub fn keyturn_with_log(&self, args: &[&str], filter: &str) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyturn"));
-        command.args(args).current_dir(self.dir.path()).env_remove("KEYTURN_LOG");
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("KEYTURN_LOG");
         if !filter.is_empty() {
             command.env("KEYTURN_LOG", filter);
         }
@@ -74,14 +79,24 @@ impl Run {
 
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Run {
-        assert_eq!(self.code(), code, "stdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        assert_eq!(
+            self.code(),
+            code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
 }
 
 /// The repository root (for the bundled example).
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
 }
 
 /// A fixture backend that answers from a fixed table: `handle=value` lines; a value written
@@ -95,7 +110,9 @@ pub fn table_backend(sandbox: &Sandbox, table: &[(&str, &str)]) -> PathBuf {
             Some(error) => format!("{{\"value\":null,\"error\":\"{error}\"}}"),
             None => format!("{{\"value\":\"{value}\"}}"),
         };
-        body.push_str(&format!("    {handle}) printf '%s\"%s\":{entry}' \"$sep\" \"$h\"; sep=',';;\n"));
+        body.push_str(&format!(
+            "    {handle}) printf '%s\"%s\":{entry}' \"$sep\" \"$h\"; sep=',';;\n"
+        ));
     }
     body.push_str("  esac\ndone\nprintf '}'\n");
     sandbox.script("backend.sh", &body, 0o700)

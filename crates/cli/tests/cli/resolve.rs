@@ -8,7 +8,10 @@ use crate::{Sandbox, repo_root, table_backend};
 const DOC: &str = "# app config\nservice: billing\ndb:\n  password: ENC[db_pass]   # from the backend\n  port: 5432\nflag: yes\n";
 
 fn settings(sandbox: &Sandbox) -> String {
-    format!("secret_backend_command: {}\n", sandbox.path("backend.sh").display())
+    format!(
+        "secret_backend_command: {}\n",
+        sandbox.path("backend.sh").display()
+    )
 }
 
 #[test]
@@ -30,10 +33,17 @@ fn resolves_to_stdout_keeping_everything_else() {
 fn settings_come_from_the_file_itself_without_config() {
     let sandbox = Sandbox::new();
     table_backend(&sandbox, &[("db_pass", "hunter2")]);
-    sandbox.write("datadog.yaml", &format!("{}api_key: ENC[db_pass]\n", settings(&sandbox)));
+    sandbox.write(
+        "datadog.yaml",
+        &format!("{}api_key: ENC[db_pass]\n", settings(&sandbox)),
+    );
     let run = sandbox.keyturn(&["resolve", "datadog.yaml"]);
     run.expect_code(0);
-    assert!(run.stdout().ends_with("api_key: \"hunter2\"\n"), "{}", run.stdout());
+    assert!(
+        run.stdout().ends_with("api_key: \"hunter2\"\n"),
+        "{}",
+        run.stdout()
+    );
 }
 
 #[test]
@@ -54,12 +64,26 @@ fn output_file_is_written_atomically_with_mode_0600() {
     table_backend(&sandbox, &[("db_pass", "hunter2")]);
     sandbox.write("keyturn.yaml", &settings(&sandbox));
     sandbox.write("app.yaml", DOC);
-    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "--output", "out.yaml", "app.yaml"]);
+    let run = sandbox.keyturn(&[
+        "resolve",
+        "--config",
+        "keyturn.yaml",
+        "--output",
+        "out.yaml",
+        "app.yaml",
+    ]);
     run.expect_code(0);
     assert_eq!(run.stdout(), "");
     let out = sandbox.path("out.yaml");
-    assert!(fs::read_to_string(&out).unwrap().contains("password: \"hunter2\""));
-    assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        fs::read_to_string(&out)
+            .unwrap()
+            .contains("password: \"hunter2\"")
+    );
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -67,19 +91,44 @@ fn unresolved_handles_exit_1_with_nothing_written() {
     let sandbox = Sandbox::new();
     table_backend(&sandbox, &[("good", "fine"), ("bad", "!no such secret")]);
     sandbox.write("keyturn.yaml", &settings(&sandbox));
-    sandbox.write("app.yaml", "a: ENC[good]\nlist:\n  - ENC[bad]\nnested: {x: ENC[gone]}\n");
-    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "--output", "out.yaml", "app.yaml"]);
+    sandbox.write(
+        "app.yaml",
+        "a: ENC[good]\nlist:\n  - ENC[bad]\nnested: {x: ENC[gone]}\n",
+    );
+    let run = sandbox.keyturn(&[
+        "resolve",
+        "--config",
+        "keyturn.yaml",
+        "--output",
+        "out.yaml",
+        "app.yaml",
+    ]);
     run.expect_code(1);
     assert_eq!(run.stdout(), "");
     assert!(!sandbox.path("out.yaml").exists());
     let stderr = run.stderr();
     assert!(stderr.contains("handle 'bad' (error) at list/0: an error occurred while resolving 'bad': no such secret"), "{stderr}");
-    assert!(stderr.contains("handle 'gone' (missing) at nested/x"), "{stderr}");
-    assert!(!stderr.contains("fine"), "a resolved value leaked into stderr: {stderr}");
+    assert!(
+        stderr.contains("handle 'gone' (missing) at nested/x"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("fine"),
+        "a resolved value leaked into stderr: {stderr}"
+    );
 
-    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "--allow-partial", "app.yaml"]);
+    let run = sandbox.keyturn(&[
+        "resolve",
+        "--config",
+        "keyturn.yaml",
+        "--allow-partial",
+        "app.yaml",
+    ]);
     run.expect_code(1);
-    assert_eq!(run.stdout(), "a: \"fine\"\nlist:\n  - ENC[bad]\nnested: {x: ENC[gone]}\n");
+    assert_eq!(
+        run.stdout(),
+        "a: \"fine\"\nlist:\n  - ENC[bad]\nnested: {x: ENC[gone]}\n"
+    );
 }
 
 #[test]
@@ -92,11 +141,26 @@ fn bad_input_exits_2_naming_the_problem() {
     sandbox.write("bad-settings.yaml", "secret_backend_timeout: -5\n");
     sandbox.write("app.yaml", "a: ENC[x]\n");
     let cases: &[(&[&str], &str)] = &[
-        (&["resolve", "--config", "keyturn.yaml", "missing.yaml"], "cannot read missing.yaml"),
-        (&["resolve", "--config", "keyturn.yaml", "broken.yaml"], "broken.yaml: could not parse YAML"),
-        (&["resolve", "--config", "keyturn.yaml", "scalar.yaml"], "given data is not of expected type map not slice"),
-        (&["resolve", "--config", "bad-settings.yaml", "app.yaml"], "invalid setting 'secret_backend_timeout': must not be negative"),
-        (&["resolve", "--config", "nope.yaml", "app.yaml"], "cannot read settings file nope.yaml"),
+        (
+            &["resolve", "--config", "keyturn.yaml", "missing.yaml"],
+            "cannot read missing.yaml",
+        ),
+        (
+            &["resolve", "--config", "keyturn.yaml", "broken.yaml"],
+            "broken.yaml: could not parse YAML",
+        ),
+        (
+            &["resolve", "--config", "keyturn.yaml", "scalar.yaml"],
+            "given data is not of expected type map not slice",
+        ),
+        (
+            &["resolve", "--config", "bad-settings.yaml", "app.yaml"],
+            "invalid setting 'secret_backend_timeout': must not be negative",
+        ),
+        (
+            &["resolve", "--config", "nope.yaml", "app.yaml"],
+            "cannot read settings file nope.yaml",
+        ),
         (&["resolve", "app.yaml"], "no secret backend is configured"),
         (&["resolve"], "FILE"),
         (&["resolve", "--format", "toml", "app.yaml"], "toml"),
@@ -104,7 +168,11 @@ fn bad_input_exits_2_naming_the_problem() {
     for (args, expected) in cases {
         let run = sandbox.keyturn(args);
         run.expect_code(2);
-        assert!(run.stderr().contains(expected), "{args:?}: {}", run.stderr());
+        assert!(
+            run.stderr().contains(expected),
+            "{args:?}: {}",
+            run.stderr()
+        );
         assert_eq!(run.stdout(), "");
     }
 }
@@ -114,7 +182,10 @@ fn version_and_help() {
     let sandbox = Sandbox::new();
     let run = sandbox.keyturn(&["--version"]);
     run.expect_code(0);
-    assert_eq!(run.stdout(), format!("keyturn {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        run.stdout(),
+        format!("keyturn {}\n", env!("CARGO_PKG_VERSION"))
+    );
     for command in ["resolve", "check"] {
         let run = sandbox.keyturn(&[command, "--help"]);
         run.expect_code(0);
@@ -130,17 +201,29 @@ fn check_reports_and_exits_by_verdict() {
     let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
     run.expect_code(0);
     let stdout = run.stdout();
-    assert!(stdout.contains(&format!("Executable path: {}", backend.display())), "{stdout}");
-    assert!(stdout.contains("Executable permissions: OK, the executable has the correct permissions"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Executable path: {}", backend.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Executable permissions: OK, the executable has the correct permissions"),
+        "{stdout}"
+    );
     assert!(stdout.contains("File mode: 100700"), "{stdout}");
 
     fs::set_permissions(&backend, fs::Permissions::from_mode(0o755)).unwrap();
     let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
     run.expect_code(1);
     let stdout = run.stdout();
-    assert!(stdout.contains("error: the executable does not have the correct permissions"), "{stdout}");
     assert!(
-        stdout.contains(&format!("invalid executable '{}', 'group' or 'others' have rights on it", backend.display())),
+        stdout.contains("error: the executable does not have the correct permissions"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "invalid executable '{}', 'group' or 'others' have rights on it",
+            backend.display()
+        )),
         "{stdout}"
     );
 }
@@ -148,15 +231,30 @@ fn check_reports_and_exits_by_verdict() {
 #[test]
 fn bundled_example_resolves() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))
-        .args(["resolve", "--config", "examples/keyturn.yaml", "examples/app.yaml"])
+        .args([
+            "resolve",
+            "--config",
+            "examples/keyturn.yaml",
+            "examples/app.yaml",
+        ])
         .current_dir(repo_root())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(!stdout.contains("ENC["), "{stdout}");
-    assert!(stdout.contains("# resolved from the backend"), "comments are kept: {stdout}");
-    assert!(stdout.contains("enabled: yes"), "other values keep their spelling: {stdout}");
+    assert!(
+        stdout.contains("# resolved from the backend"),
+        "comments are kept: {stdout}"
+    );
+    assert!(
+        stdout.contains("enabled: yes"),
+        "other values keep their spelling: {stdout}"
+    );
 }
 
 #[test]
@@ -167,11 +265,19 @@ fn no_value_reaches_stderr_on_any_failure_path() {
     // Each backend returns the marker for `a` and then fails in its own way.
     let answer = format!("{{\"a\":{{\"value\":\"{MARK}\"}},\"b\":{{\"error\":\"boom\"}}}}");
     let backends = [
-        format!("#!/bin/sh\ncat >/dev/null\nprintf '%s' '{answer}'\necho 'leaking {MARK} to stderr' >&2\nexit 1\n"),
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nprintf '%s' '{answer}'\necho 'leaking {MARK} to stderr' >&2\nexit 1\n"
+        ),
         format!("#!/bin/sh\ncat >/dev/null\nprintf '%s' '{answer}'\necho 'debug: {MARK}' >&2\n"),
-        format!("#!/bin/sh\ncat >/dev/null\nprintf '{{\"a\":{{\"value\":\"{MARK}\"}}, oops'\necho '{MARK}' >&2\n"),
-        format!("#!/bin/sh\ncat >/dev/null\nprintf '{{\"a\":{{\"value\":\"{MARK}\"}}}}'\nkill -9 $$\n"),
-        format!("#!/bin/sh\ncat >/dev/null\nprintf '{{\"a\":{{\"value\":\"{MARK}{MARK}{MARK}\"}}}}'\n"),
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nprintf '{{\"a\":{{\"value\":\"{MARK}\"}}, oops'\necho '{MARK}' >&2\n"
+        ),
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nprintf '{{\"a\":{{\"value\":\"{MARK}\"}}}}'\nkill -9 $$\n"
+        ),
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nprintf '{{\"a\":{{\"value\":\"{MARK}{MARK}{MARK}\"}}}}'\n"
+        ),
     ];
     for (i, body) in backends.iter().enumerate() {
         sandbox.script("backend.sh", body, 0o700);
@@ -183,9 +289,24 @@ fn no_value_reaches_stderr_on_any_failure_path() {
         sandbox.write("keyturn.yaml", &config);
         let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
         run.expect_code(1);
-        assert!(!run.stderr().contains(MARK), "backend {i} leaked: {}", run.stderr());
-        assert!(!run.stdout().contains(MARK), "backend {i} leaked to stdout: {}", run.stdout());
-        let traced = sandbox.keyturn_with_log(&["resolve", "--config", "keyturn.yaml", "app.yaml"], "trace");
-        assert!(!traced.stderr().contains(MARK), "backend {i} leaked at trace level: {}", traced.stderr());
+        assert!(
+            !run.stderr().contains(MARK),
+            "backend {i} leaked: {}",
+            run.stderr()
+        );
+        assert!(
+            !run.stdout().contains(MARK),
+            "backend {i} leaked to stdout: {}",
+            run.stdout()
+        );
+        let traced = sandbox.keyturn_with_log(
+            &["resolve", "--config", "keyturn.yaml", "app.yaml"],
+            "trace",
+        );
+        assert!(
+            !traced.stderr().contains(MARK),
+            "backend {i} leaked at trace level: {}",
+            traced.stderr()
+        );
     }
 }

@@ -25,6 +25,8 @@ pub mod config;
 pub mod hook;
 pub mod schedule;
 pub mod template;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;
