@@ -24,6 +24,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -105,9 +106,17 @@ pub enum ApiError {
 #[derive(Debug, Clone, Serialize)]
 pub struct RefreshBody {
     /// What the refresh did.
-    pub report: RefreshReport,
+    #[serde(serialize_with = "serialize_report")]
+    pub report: Arc<RefreshReport>,
     /// The report as text (as the text form answers it).
     pub text: String,
+}
+
+fn serialize_report<S: serde::Serializer>(
+    report: &Arc<RefreshReport>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    report.as_ref().serialize(serializer)
 }
 
 impl ApiError {
@@ -681,7 +690,7 @@ mod tests {
             message: report.error_text().unwrap(),
             details: Some(Box::new(RefreshBody {
                 text: report.to_text(),
-                report,
+                report: Arc::new(report),
             })),
         };
         let body = with_details

@@ -62,6 +62,12 @@ impl Sandbox {
     }
 }
 
+impl Default for Sandbox {
+    fn default() -> Sandbox {
+        Sandbox::new()
+    }
+}
+
 /// What a run printed and how it exited.
 pub struct Run(pub Output);
 

@@ -165,7 +165,11 @@ impl Daemon {
     /// Refreshes every refreshable handle (coalesced with concurrent refreshes), or only
     /// `handles`, re-renders the templates whose values changed and runs their `on_change`
     /// commands. Write and `on_change` failures are added to the report's `error`.
-    pub async fn refresh(&self, trigger: Trigger, handles: Option<&[String]>) -> RefreshReport {
+    pub async fn refresh(
+        &self,
+        trigger: Trigger,
+        handles: Option<&[String]>,
+    ) -> Arc<RefreshReport> {
         let (report, success) = self.refresh_and_render(trigger, handles).await;
         if handles.is_none() {
             self.shared.scheduler.completed(success);
@@ -252,15 +256,18 @@ impl Daemon {
         &self,
         trigger: Trigger,
         handles: Option<&[String]>,
-    ) -> (RefreshReport, bool) {
+    ) -> (Arc<RefreshReport>, bool) {
         let generation = self.current();
+        // Full refreshes share their report with every coalesced caller: it is copied only
+        // when render errors must be added to it.
         let mut report = match handles {
-            None => RefreshReport::clone(&*generation.resolver.refresh(trigger).await),
-            Some(handles) => generation.resolver.refresh_handles(handles, trigger).await,
+            None => generation.resolver.refresh(trigger).await,
+            Some(handles) => Arc::new(generation.resolver.refresh_handles(handles, trigger).await),
         };
         let rendered = self.render(&generation).await;
         let success = report.is_success() && rendered.write_failures == 0;
         if !rendered.errors.is_empty() {
+            let report = Arc::make_mut(&mut report);
             let mut errors: Vec<String> = report.error.take().into_iter().collect();
             errors.extend(rendered.errors);
             report.error = Some(errors.join("\n"));
