@@ -426,7 +426,13 @@ impl Generation {
             success &= joined.unwrap_or(false);
         }
         let settings = generation.resolver.settings();
-        let first_delay = generation.resolver.first_refresh_delay();
+        // Without a backend there is nothing to refresh: no schedule, no triggers.
+        let enabled = generation.resolver.is_enabled();
+        let interval = settings.refresh_interval.filter(|_| enabled);
+        let first_delay = generation
+            .resolver
+            .first_refresh_delay()
+            .filter(|_| enabled);
         if let Some(delay) = first_delay {
             tracing::info!(
                 "periodic refresh is on: the first in {:.2}s, then every {}",
@@ -436,9 +442,9 @@ impl Generation {
         }
         let schedule = Schedule::new(
             Instant::now(),
-            settings.refresh_interval,
+            interval,
             first_delay,
-            settings.refresh_trigger_interval,
+            settings.refresh_trigger_interval.filter(|_| enabled),
             schedule::os_rng(),
         );
         (generation, schedule, success)

@@ -287,6 +287,21 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
+    /// A generator that always yields 0.
+    struct Zero;
+
+    impl rand::RngCore for Zero {
+        fn next_u32(&mut self) -> u32 {
+            0
+        }
+        fn next_u64(&mut self) -> u64 {
+            0
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            dest.fill(0);
+        }
+    }
+
     fn seeded() -> StdRng {
         StdRng::seed_from_u64(12345)
     }
@@ -342,6 +357,22 @@ mod tests {
         schedule.completed(t0, false, false);
         assert_eq!(schedule.next_due(), None, "no retries without an interval");
         assert!(!schedule.accept_trigger(t0));
+    }
+
+    /// Checklist items 30-31 at this level: the scattered delay the resolver computes is used
+    /// as is, and an RNG that always yields 0 still gives 1 s, never an immediate refresh.
+    #[test]
+    fn first_refresh_uses_the_scattered_delay() {
+        let t0 = Instant::now();
+        let interval = 10 * SECOND;
+        let first = crate::resolver::refresh::scatter(interval, &mut Zero);
+        let schedule = Schedule::new(t0, Some(interval), Some(first), None, seeded());
+        assert_eq!(schedule.next_due(), Some(t0 + SECOND));
+        let mut rng = seeded();
+        let first = crate::resolver::refresh::scatter(interval, &mut rng);
+        let schedule = Schedule::new(t0, Some(interval), Some(first), None, seeded());
+        let next = schedule.next_due().unwrap();
+        assert!(next >= t0 + SECOND && next < t0 + interval + SECOND);
     }
 
     #[test]
@@ -412,18 +443,6 @@ mod tests {
 
     #[test]
     fn backoff_bounds() {
-        struct Zero;
-        impl rand::RngCore for Zero {
-            fn next_u32(&mut self) -> u32 {
-                0
-            }
-            fn next_u64(&mut self) -> u64 {
-                0
-            }
-            fn fill_bytes(&mut self, dest: &mut [u8]) {
-                dest.fill(0);
-            }
-        }
         assert_eq!(backoff(0, 10 * SECOND, &mut Zero), MIN_RETRY_DELAY);
         assert_eq!(backoff(0, SECOND / 20, &mut Zero), SECOND / 20);
         let mut rng = seeded();

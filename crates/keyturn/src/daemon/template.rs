@@ -3,7 +3,7 @@
 //!
 //! The source is read and parsed once (per start or reload) and kept; every later render
 //! splices values into that cached [`Document`]. Values only arrive through resolver change
-//! notifications ([`Template::record`]), which is also what marks the template dirty, so a
+//! notifications (`Template::record`), which is also what marks the template dirty, so a
 //! refresh re-renders exactly the templates whose values changed, and a refresh allowlist that
 //! keeps a use from being notified keeps its old value in the output.
 //!
