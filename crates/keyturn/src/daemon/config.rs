@@ -31,7 +31,7 @@ pub const DEFAULT_ON_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Everything `keyturn serve` reads from its settings file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
-    /// The resolver's settings.
+    /// The resolver's settings; their `run_path` is set to [`DaemonConfig::run_path`].
     pub settings: Settings,
     /// `run_path`, made absolute; the settings file's directory when unset.
     pub run_path: PathBuf,
@@ -120,13 +120,15 @@ impl DaemonConfig {
     /// directory).
     pub fn from_yaml_str(text: &str, base: &Path) -> Result<DaemonConfig, SettingsError> {
         let tree = yaml_to_tree(text)?;
-        let settings = Settings::from_tree(&tree)?;
+        let mut settings = Settings::from_tree(&tree)?;
         let empty = Map::new();
         let map = tree.as_object().unwrap_or(&empty);
         let run_path = match &settings.run_path {
             Some(path) => base.join(path),
             None => base.to_path_buf(),
         };
+        // The resolver (audit file) and the API token use the same, absolute, run path.
+        settings.run_path = Some(run_path.clone());
         let top = Keys { map, prefix: "" };
         let api = match top.map("api")? {
             Some(section) => read_api(&section, base, &run_path)?,
@@ -366,6 +368,7 @@ mod tests {
     fn defaults() {
         let config = parse("secret_backend_command: /bin/x\n").unwrap();
         assert_eq!(config.run_path, Path::new(BASE));
+        assert_eq!(config.settings.run_path.as_deref(), Some(Path::new(BASE)));
         assert_eq!(
             config.api,
             ApiConfig {
@@ -396,6 +399,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.run_path, Path::new("/etc/keyturn/run"));
+        assert_eq!(
+            config.settings.run_path.as_deref(),
+            Some(config.run_path.as_path())
+        );
         assert_eq!(config.api.listen, "[::1]:7000".parse().unwrap());
         assert_eq!(config.api.auth_token_file, Path::new("/secret/token"));
         assert_eq!(
