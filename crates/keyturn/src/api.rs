@@ -726,7 +726,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let enabled = daemon(
             dir.path(),
-            "secret_refresh_on_api_key_failure_interval: 1\n",
+            // A backend is configured (never run here: there are no templates).
+            "secret_backend_command: /nonexistent/backend\nsecret_refresh_on_api_key_failure_interval: 1\n",
         )
         .await;
         let first = send(&enabled, authed(Method::POST, "/secret/trigger")).await;

@@ -13,6 +13,8 @@
 //!   output caps, response parsing.
 //! - [`resolver`]: cache, origins, subscriptions, coalesced fetches and refreshes.
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - [`audit`]: the audit trail of refreshes (NDJSON, rotated, never a plain value).
+//! - [`atomic_file`]: writing files that are never seen half-written.
 //! - [`daemon`]: `keyturn serve`: templates kept resolved, refresh schedule, reloads.
 //! - [`api`]: the daemon's HTTP API (status, refresh, metrics) behind a bearer token.
 //!
@@ -22,6 +24,7 @@
 
 pub mod api;
 pub mod atomic_file;
+pub mod audit;
 pub mod backend;
 pub mod daemon;
 pub mod document;

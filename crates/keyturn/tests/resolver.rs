@@ -709,3 +709,93 @@ fn fixture_is_private() {
     assert_eq!(mode & 0o077, 0);
     assert!(Path::new(&fixture.script()).exists());
 }
+
+fn audited(fixture: &Fixture, audit_file: PathBuf) -> Resolver {
+    let options = ResolverOptions {
+        audit_file: Some(audit_file),
+        ..ResolverOptions::default()
+    };
+    Resolver::with_options(fixture.settings(), options)
+}
+
+#[tokio::test]
+async fn refreshes_that_change_a_value_append_one_audit_record_each() {
+    let fixture = Fixture::new();
+    let key = "0123456789abcdef0123456789abcdef";
+    fixture
+        .set("pass", "password1")
+        .set("api", key)
+        .set("gone", "x");
+    let audit_file = fixture.dir.path().join("secret-audit-file.json");
+    let resolver = audited(&fixture, audit_file.clone());
+    resolver
+        .resolve(
+            &yaml("db: {password: ENC[pass]}\napi_key: ENC[api]\nold: ENC[gone]\n"),
+            "o",
+            false,
+        )
+        .await;
+    assert!(
+        !audit_file.exists(),
+        "the initial resolve writes no audit record"
+    );
+
+    resolver.refresh(Trigger::Timer).await;
+    assert!(
+        !audit_file.exists(),
+        "a refresh that changed nothing writes no record"
+    );
+
+    fixture.set("pass", "password2");
+    fs::remove_file(fixture.dir.path().join("store/gone")).unwrap();
+    let report = resolver.refresh(Trigger::Api).await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    let text = fs::read_to_string(&audit_file).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    let record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        record["data"],
+        serde_json::json!([{"handle": "api", "value": "***************************bcdef"}, {"handle": "pass"}])
+    );
+    assert_eq!(record["trigger"], "api");
+    assert_eq!(
+        record["failed"],
+        serde_json::json!([{"handle": "gone", "reason": "missing"}])
+    );
+    assert!(!text.contains("password"), "{text}");
+    assert_eq!(
+        fs::metadata(&audit_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    fixture.set("pass", "password3");
+    resolver.refresh(Trigger::Timer).await;
+    assert_eq!(fs::read_to_string(&audit_file).unwrap().lines().count(), 2);
+}
+
+#[tokio::test]
+async fn an_audit_error_is_reported_but_values_still_apply() {
+    let fixture = Fixture::new();
+    fixture.set("a", "1");
+    let audit_dir = fixture.dir.path().join("audit-is-a-directory");
+    fs::create_dir(&audit_dir).unwrap();
+    let resolver = audited(&fixture, audit_dir);
+    resolver.resolve(&yaml("a: ENC[a]\n"), "o", false).await;
+    fixture.set("a", "2");
+    let report = resolver.refresh(Trigger::Api).await;
+    assert!(
+        report
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("audit"),
+        "{:?}",
+        report.error
+    );
+    assert!(!report.is_success());
+    assert!(
+        report.failures.is_empty(),
+        "an audit error is not a handle failure"
+    );
+    assert_eq!(resolver.cached("a").unwrap().expose(), "2");
+}

@@ -126,7 +126,6 @@ impl Sandbox {
 }
 
 #[test]
-#[ignore = "needs the backend spawner and the document parser"]
 fn serve_resolves_refreshes_and_stops_on_sigterm() {
     let sandbox = Sandbox::new();
     fs::create_dir(sandbox.path("store")).unwrap();

@@ -1,9 +1,33 @@
 //! Running secret backends. This module is the only code in keyturn that starts a process.
 //!
-//! STUB: the real implementation is being written; this placeholder only fixes the interface.
+//! Start reading at [`fetch()`]: one run of a backend for a batch of handles, following the
+//! Datadog Agent's protocol (spec §2) and hardened beyond it.
+//!
+//! Submodules, in the order a run uses them:
+//! - `permissions`: `PATH` lookup, the permission check on an open descriptor, and
+//!   [`executable_report`] for status output.
+//! - `spawn`: the one place that starts a process (own process group, a guard that kills it);
+//!   its doc explains how the checked file is the file that runs.
+//! - `fetch`: payload, deadline, concurrent stdin/stdout/stderr with output caps, exit status,
+//!   error texts, metrics.
+//! - `response`: pure classification of the answer and scrubbing of values from backend text.
+//!
+//! Invariants:
+//! - The permission check runs before every run (unless [`PermissionCheck::Skip`]).
+//! - A run never outlives its deadline, and never leaves its process group running when it
+//!   ends early or its future is dropped.
+//! - No value reaches a log line, an error text or a `Debug` print; backend stderr only reaches
+//!   error texts as a scrubbed tail of at most 1 KiB, and is never logged.
+
+mod fetch;
+mod permissions;
+mod response;
+mod spawn;
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use permissions::{ExecutableReport, FileDetails, PermissionError, Verdict, executable_report};
 
 use crate::metrics::{FailureKind, Metrics};
 use crate::secret::Secret;
@@ -68,37 +92,18 @@ pub struct FetchError {
 pub type Fetched = Vec<(String, Result<Secret, HandleError>)>;
 
 /// Runs `spec` once for `handles` and classifies every handle.
+///
+/// The payload asks for the distinct handles in first-seen order, and the result has one entry
+/// per distinct handle in that order. A whole-run failure (permission check, start, timeout,
+/// output over the cap, unsuccessful exit, invalid JSON) fails every handle: it is returned as
+/// [`FetchError`] and counted once per handle in `keyturn_handle_failures_total`, as are the
+/// per-handle failures of a successful run. Dropping the future kills the backend's process
+/// group.
 pub async fn fetch(
     spec: &BackendSpec,
     options: &FetchOptions,
     handles: &[String],
     metrics: &Metrics,
 ) -> Result<Fetched, FetchError> {
-    let _ = (spec, options, handles, metrics);
-    Err(FetchError {
-        kind: FailureKind::BackendError,
-        message: "not implemented".into(),
-    })
-}
-
-/// File mode, owner and group of an executable, for status output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileDetails {
-    /// Octal of the full `st_mode`, e.g. `100700`.
-    pub file_mode: String,
-    /// Owner name.
-    pub owner: String,
-    /// Group name.
-    pub group: String,
-}
-
-/// Checks the executable at `path` as a run would.
-pub fn check_executable(path: &std::path::Path, allow_group_exec: bool) -> Result<(), FetchError> {
-    let _ = (path, allow_group_exec);
-    Ok(())
-}
-
-/// Reads the file details of `path`, or says why it cannot.
-pub fn file_details(path: &std::path::Path) -> Result<FileDetails, String> {
-    Err(format!("could not stat {}", path.display()))
+    fetch::fetch(spec, options, handles, metrics).await
 }

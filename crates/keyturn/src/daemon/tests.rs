@@ -111,7 +111,6 @@ fn mode(path: &Path) -> u32 {
 }
 
 #[tokio::test]
-#[ignore = "needs the backend spawner and the document parser"]
 async fn start_writes_resolved_templates_and_skips_unresolved_ones() {
     let setup = Setup::new();
     setup.set("db", "hunter2");
@@ -155,7 +154,6 @@ async fn start_writes_resolved_templates_and_skips_unresolved_ones() {
 }
 
 #[tokio::test]
-#[ignore = "needs the backend spawner and the document parser"]
 async fn refresh_rewrites_only_changed_templates_and_runs_their_on_change() {
     let setup = Setup::new();
     setup.set("a", "one").set("b", "two");
@@ -194,7 +192,6 @@ async fn refresh_rewrites_only_changed_templates_and_runs_their_on_change() {
 }
 
 #[tokio::test]
-#[ignore = "needs the backend spawner and the document parser"]
 async fn a_template_is_written_once_its_failed_handle_heals() {
     let setup = Setup::new();
     setup.set("a", "one").fail("b", "vault is sealed");
@@ -222,7 +219,6 @@ async fn a_template_is_written_once_its_failed_handle_heals() {
 }
 
 #[tokio::test]
-#[ignore = "needs the backend spawner and the document parser"]
 async fn refresh_allowlist_keeps_other_uses_at_their_old_value() {
     let setup = Setup::new();
     setup.set("h1", "v1").set("h2", "v2");
@@ -244,7 +240,6 @@ async fn refresh_allowlist_keeps_other_uses_at_their_old_value() {
 }
 
 #[tokio::test]
-#[ignore = "needs the backend spawner and the document parser"]
 async fn api_refresh_of_selected_handles_and_failures() {
     let setup = Setup::new();
     setup.set("a", "a-1").set("b", "b-1");

@@ -1,16 +1,44 @@
 //! Configuration documents (YAML or JSON), the handles in them, and format-preserving
 //! substitution.
 //!
-//! [`Document::parse`] finds every string value written `ENC[...]` and records where it is
-//! (its key path and its byte span in the source). [`Document::render`] splices resolved values
-//! into the original text at those spans, each emitted as a correctly quoted scalar, so that
-//! everything else (comments, order, spacing, other values) stays byte for byte.
+//! [`Document::parse`] finds every string value written `ENC[...]` and records where it is: its
+//! key path (the [`HandleSite`]s) and the byte range of its source text (a private splice).
+//! [`Document::render`] splices resolved values into the original text at those ranges, each
+//! emitted as a double-quoted scalar, so that everything else (comments, key order, spacing,
+//! anchors, the spelling of every other value) stays byte for byte.
 //!
-//! STUB: the real implementation is being written; this placeholder only fixes the interface.
+//! Which values are visited follows the Datadog Agent's walker (its newest, yaml v3 based one):
+//! string values at any depth (mapping values and sequence elements), never keys, never
+//! non-string scalars; a mapping with any non-string key is skipped with everything below it;
+//! the top level must be a mapping or a sequence. YAML aliases and merge keys (`<<`) are expanded
+//! for the purpose of paths the way yaml v3 expands them when decoding; see `yaml.rs` for the
+//! details, and `json.rs` for the JSON scanner.
+//!
+//! Code map: `yaml.rs` and `json.rs` turn text into sites and splices, both through the shared
+//! collector of `sites.rs` (key paths, duplicate keys); `quote.rs` writes a value as a quoted
+//! scalar. Tests: `tests.rs` (examples) and `tests/roundtrip.rs` (property tests).
+//!
+//! Invariants:
+//! - Splices are sorted by start, do not overlap, and each lies on `char` boundaries of the text.
+//!   Every splice is used by at least one site (a handle in a skipped mapping is never replaced).
+//! - Several sites may share a splice (a YAML alias shares its anchor's text); it is written once.
+//! - Errors never quote the document: a document may already hold resolved secrets.
+//! - [`Document::render`] with no value resolved returns the source byte for byte.
 
+mod json;
+mod quote;
+mod sites;
+mod yaml;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 
 use zeroize::Zeroizing;
+
+/// How deep collections may nest (serde_json's own default limit). Bounds the cost of key paths.
+pub const MAX_DEPTH: usize = 128;
 
 /// The syntax of a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +76,12 @@ pub struct HandleSite {
     pub handle: String,
     /// Key path from the root: map keys as written, sequence indexes in decimal.
     pub path: Vec<String>,
-    span: std::ops::Range<usize>,
+    /// Index into the document's splices: the source text this site's value comes from.
+    splice: usize,
 }
 
-/// Why a document could not be read. Never quotes the document's text.
+/// Why a document could not be read. Never quotes the document's text (keys in a path are
+/// quoted: they are never secret).
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
     /// The text is not valid YAML or JSON.
@@ -69,23 +99,96 @@ pub enum DocumentError {
     /// The top level is a scalar or empty.
     #[error("given data is not of expected type map not slice")]
     NotACollection,
+    /// The YAML text holds more than one document (`---` after the first one).
+    #[error(
+        "could not parse YAML: a second document starts at line {line}; only one document per \
+         file is supported"
+    )]
+    MultipleDocuments {
+        /// 1-based line of the second document.
+        line: usize,
+    },
+    /// A mapping has the same key twice.
+    #[error("could not parse {format}: duplicate key at '{path}'")]
+    DuplicateKey {
+        /// `YAML` or `JSON`.
+        format: &'static str,
+        /// Path of the duplicated key, segments joined with `/`.
+        path: String,
+    },
+    /// A YAML merge key (`<<`) whose value is not a mapping or a sequence of mappings.
+    #[error(
+        "could not parse YAML: merge key '<<' at '{path}' needs a mapping or a sequence of \
+         mappings"
+    )]
+    InvalidMerge {
+        /// Path of the mapping holding the merge key, segments joined with `/`.
+        path: String,
+    },
+    /// Collections nest deeper than [`MAX_DEPTH`] levels.
+    #[error("could not parse {format}: collections nest deeper than {limit} levels")]
+    TooDeep {
+        /// `YAML` or `JSON`.
+        format: &'static str,
+        /// The limit that was passed.
+        limit: usize,
+    },
+    /// YAML aliases expand into too many values (an "alias bomb").
+    #[error("could not parse YAML: aliases expand into more than {limit} values")]
+    ExcessiveAliasing {
+        /// The limit that was passed.
+        limit: usize,
+    },
+    /// The source text of a handle's value could not be located. A bug, not a user error:
+    /// reported instead of risking a corrupt output.
+    #[error("could not locate the text of the value at line {line}, column {column}")]
+    Layout {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
 }
 
-/// A parsed document and the handles found in it.
-#[derive(Debug)]
+/// A parsed document and the handles found in it. `Debug` does not print the text.
 pub struct Document {
     text: String,
     format: Format,
     sites: Vec<HandleSite>,
+    splices: Vec<Splice>,
+}
+
+/// One range of the source text that render replaces with a quoted value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Splice {
+    /// Byte range replaced.
+    span: Range<usize>,
+    /// Byte range inside `span` written again after the value: the comment of a YAML block
+    /// scalar's header line (`|- # note`), which would otherwise be lost. Empty otherwise.
+    keep: Range<usize>,
+    /// The handle written there.
+    handle: String,
+}
+
+/// What a format's walker produces.
+#[derive(Debug, Default)]
+struct Walk {
+    sites: Vec<HandleSite>,
+    splices: Vec<Splice>,
 }
 
 impl Document {
     /// Parses `text` and finds every handle.
     pub fn parse(text: String, format: Format) -> Result<Document, DocumentError> {
+        let walk = match format {
+            Format::Yaml => yaml::walk(&text)?,
+            Format::Json => json::walk(&text)?,
+        };
         Ok(Document {
             text,
             format,
-            sites: Vec::new(),
+            sites: walk.sites,
+            splices: walk.splices,
         })
     }
 
@@ -94,23 +197,79 @@ impl Document {
         &self.text
     }
 
+    /// The source text, without copying it.
+    pub fn into_text(self) -> String {
+        self.text
+    }
+
     /// The document's format.
     pub fn format(&self) -> Format {
         self.format
     }
 
-    /// Every handle site, in document order.
+    /// Every handle site, in document order (a YAML alias counts where the alias is written;
+    /// values merged with `<<` count at the end of the mapping they are merged into).
     pub fn sites(&self) -> &[HandleSite] {
         &self.sites
     }
 
+    /// The distinct handles, in the order they are first seen.
+    pub fn handles(&self) -> Vec<&str> {
+        let mut seen = HashSet::new();
+        self.sites
+            .iter()
+            .map(|site| site.handle.as_str())
+            .filter(|handle| seen.insert(*handle))
+            .collect()
+    }
+
     /// The text with each site whose handle `lookup` resolves replaced by that value, quoted for
-    /// the format. Sites `lookup` returns `None` for are left as written. With no site replaced
-    /// the result equals the source byte for byte.
+    /// the format (a double-quoted, fully escaped, single-line scalar: the value reads back as
+    /// the same string under JSON, YAML 1.2 and YAML 1.1 readers). Sites `lookup` returns `None`
+    /// for are left as written. With no site replaced the result equals the source byte for
+    /// byte. Values are written literally: one that looks like `ENC[...]` is not resolved again.
+    ///
+    /// `lookup` is called once per distinct source location, in text order (a YAML alias shares
+    /// its anchor's location).
     pub fn render<'a>(&self, mut lookup: impl FnMut(&str) -> Option<&'a str>) -> Zeroizing<String> {
-        for site in &self.sites {
-            let _ = (lookup(&site.handle), &site.span);
+        let values: Vec<Option<&'a str>> = self
+            .splices
+            .iter()
+            .map(|splice| lookup(&splice.handle))
+            .collect();
+        // Size the output exactly, so that no partial copy of a value is left behind in a
+        // reallocated buffer.
+        let mut len = self.text.len();
+        for (splice, value) in self.splices.iter().zip(&values) {
+            if let Some(value) = value {
+                len = len - splice.span.len() + quote::quoted_len(value) + splice.keep.len();
+            }
         }
-        Zeroizing::new(self.text.clone())
+        let mut out = String::with_capacity(len);
+        let mut copied = 0;
+        for (splice, value) in self.splices.iter().zip(values) {
+            if let Some(value) = value {
+                out.push_str(&self.text[copied..splice.span.start]);
+                quote::push_quoted(&mut out, value);
+                out.push_str(&self.text[splice.keep.clone()]);
+                copied = splice.span.end;
+            }
+        }
+        out.push_str(&self.text[copied..]);
+        debug_assert_eq!(out.len(), len);
+        Zeroizing::new(out)
     }
 }
+
+impl fmt::Debug for Document {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Document")
+            .field("format", &self.format)
+            .field("len", &self.text.len())
+            .field("sites", &self.sites)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

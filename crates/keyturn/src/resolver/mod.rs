@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditLimits, AuditWriter};
 use crate::backend::{self, BackendSpec, FetchOptions, PermissionCheck};
 use crate::document::Document;
 use crate::metrics::{FailureKind, Metrics};
@@ -56,6 +57,9 @@ pub struct ResolverOptions {
     /// `None`: `$KEYTURN_BUILTIN_BACKEND`, then the directory of the running executable, then
     /// `PATH`.
     pub builtin_backend: Option<PathBuf>,
+    /// Where refreshes that change a value append an audit record (see [`crate::audit`]);
+    /// no audit trail when `None`. Rotated at the settings' `secret_audit_file_max_size`.
+    pub audit_file: Option<PathBuf>,
 }
 
 /// What a resolve produced: the rendered document and every handle that failed.
@@ -144,6 +148,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Delay of the first periodic refresh (scattered), when periodic refresh is on.
     first_refresh_delay: Option<Duration>,
+    /// The audit trail; appended from a blocking task, one record per changing refresh.
+    audit: Option<Arc<Mutex<AuditWriter>>>,
     state: Mutex<State>,
     refresh: refresh::Coordinator,
 }
@@ -212,9 +218,17 @@ impl Resolver {
                 interval
             }
         });
+        let audit = options.audit_file.map(|path| {
+            let limits = AuditLimits {
+                max_size: settings.audit_file_max_size,
+                ..AuditLimits::default()
+            };
+            Arc::new(Mutex::new(AuditWriter::new(path, limits)))
+        });
         Resolver {
             inner: Arc::new(Inner {
                 first_refresh_delay,
+                audit,
                 settings,
                 routing,
                 options: fetch_options,
@@ -494,7 +508,7 @@ impl Inner {
                     )
                 })
                 .collect(),
-            Routing::Single(spec) => self.fetch_group(spec, handles, None).await,
+            Routing::Single(spec) => self.fetch_group(spec, handles).await,
             Routing::Multi(backends) => {
                 let mut groups: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
                 let mut results = HashMap::new();
@@ -534,12 +548,30 @@ impl Inner {
                         let Some(spec) = backends.get(&name) else {
                             return Vec::new();
                         };
-                        let (full, keys): (Vec<String>, Vec<String>) = members.into_iter().unzip();
-                        let fetched = inner.fetch_group(spec, keys, Some(&full)).await;
-                        full.into_iter()
-                            .zip(fetched)
-                            .map(|(full, (_, lookup))| (full, lookup))
-                            .collect()
+                        let mut keys: Vec<String> = Vec::new();
+                        for (_, key) in &members {
+                            if !keys.contains(key) {
+                                keys.push(key.clone());
+                            }
+                        }
+                        let fetched: HashMap<String, Lookup> =
+                            inner.fetch_group(spec, keys).await.into_iter().collect();
+                        members
+                            .into_iter()
+                            .map(|(full, key)| {
+                                let lookup = match fetched.get(&key) {
+                                    Some(Ok(value)) => Ok(value.clone()),
+                                    Some(Err((kind, message))) => {
+                                        Err((*kind, format!("handle \"{full}\": {message}")))
+                                    }
+                                    None => Err((
+                                        FailureKind::BackendError,
+                                        format!("handle \"{full}\": backend run was interrupted"),
+                                    )),
+                                };
+                                (full, lookup)
+                            })
+                            .collect::<Vec<_>>()
                     });
                 }
                 while let Some(joined) = tasks.join_next().await {
@@ -563,36 +595,17 @@ impl Inner {
         }
     }
 
-    /// One backend run for `keys`. `full` are the handles as written (multi backends), used to
-    /// word errors as `handle "<h>": <error>`.
-    async fn fetch_group(
-        &self,
-        spec: &BackendSpec,
-        keys: Vec<String>,
-        full: Option<&[String]>,
-    ) -> Vec<(String, Lookup)> {
-        let wrap = |i: usize, message: String| match full {
-            Some(full) => format!("handle \"{}\": {message}", full[i]),
-            None => message,
-        };
+    /// One backend run for `keys` (distinct): one lookup per key, in order.
+    async fn fetch_group(&self, spec: &BackendSpec, keys: Vec<String>) -> Vec<(String, Lookup)> {
         match backend::fetch(spec, &self.options, &keys, &self.metrics).await {
             Ok(fetched) => fetched
                 .into_iter()
-                .enumerate()
-                .map(|(i, (handle, result))| {
-                    let lookup = result.map_err(|e| (e.kind, wrap(i, e.message)));
-                    (handle, lookup)
-                })
+                .map(|(handle, result)| (handle, result.map_err(|e| (e.kind, e.message))))
                 .collect(),
-            Err(error) => {
-                for _ in &keys {
-                    self.metrics.record_handle_failure(error.kind);
-                }
-                keys.into_iter()
-                    .enumerate()
-                    .map(|(i, handle)| (handle, Err((error.kind, wrap(i, error.message.clone())))))
-                    .collect()
-            }
+            Err(error) => keys
+                .into_iter()
+                .map(|handle| (handle, Err((error.kind, error.message.clone()))))
+                .collect(),
         }
     }
 

@@ -17,35 +17,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::{Failure, Inner, Lookup, Notification, Resolver};
+use crate::audit::{AuditEntry, AuditWriter, FailedHandle, Record};
 
-/// What asked for a refresh. Recorded in metrics and the audit file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// The first resolve of a daemon.
-    Startup,
-    /// The periodic schedule.
-    Timer,
-    /// The HTTP API.
-    Api,
-    /// The command line (through the API).
-    Cli,
-    /// A signal (SIGHUP).
-    Signal,
-}
-
-impl Trigger {
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Timer => "timer",
-            Trigger::Api => "api",
-            Trigger::Cli => "cli",
-            Trigger::Signal => "signal",
-        }
-    }
-}
+pub use crate::audit::Trigger;
 
 /// What one refresh run did. Never carries a value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -268,13 +242,34 @@ impl Inner {
         );
         let results = self.fetch_all(candidates.clone()).await;
 
-        let (report, notifications) = {
+        let (mut report, notifications, entries) = {
             let mut state = self.lock();
-            state.apply_refresh(candidates.len(), results)
+            state.apply_refresh(candidates.len(), results, self.audit.is_some())
         };
         self.deliver(notifications);
+        if !report.changed.is_empty() {
+            if let Some(audit) = &self.audit {
+                let failed = report
+                    .failures
+                    .iter()
+                    .map(|f| FailedHandle {
+                        handle: f.handle.clone(),
+                        reason: f.kind,
+                    })
+                    .collect();
+                let record = Record {
+                    trigger,
+                    entries,
+                    failed,
+                };
+                if let Err(error) = append_audit(audit.clone(), record).await {
+                    tracing::error!(%error, "could not write the audit file");
+                    report.error = Some(format!("could not write the audit file: {error}"));
+                }
+            }
+        }
 
-        let outcome = if report.candidates == report.failures.len() {
+        let outcome = if report.candidates == report.failures.len() && report.candidates > 0 {
             "failed"
         } else if report.failures.is_empty() {
             "ok"
@@ -297,18 +292,34 @@ impl Inner {
     }
 }
 
+/// Appends `record` from a blocking task (the append fsyncs).
+async fn append_audit(audit: Arc<Mutex<AuditWriter>>, record: Record) -> Result<(), String> {
+    let now = time::OffsetDateTime::now_utc();
+    let appended = tokio::task::spawn_blocking(move || {
+        let mut writer = audit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        writer.append(&record, now).map_err(|e| e.to_string())
+    })
+    .await;
+    appended.unwrap_or_else(|e| Err(format!("audit task failed: {e}")))
+}
+
 impl super::State {
-    /// Applies a refresh's lookups (§6.3 with the allowlist on and notifications on).
+    /// Applies a refresh's lookups (§6.3 with the allowlist on and notifications on). With
+    /// `audit`, also returns an audit entry (masked) for every handle of the response.
     fn apply_refresh(
         &mut self,
         candidates: usize,
         results: Vec<(String, Lookup)>,
-    ) -> (RefreshReport, Vec<Notification>) {
+        audit: bool,
+    ) -> (RefreshReport, Vec<Notification>, Vec<AuditEntry>) {
         let mut report = RefreshReport {
             candidates,
             ..RefreshReport::default()
         };
         let mut notifications = Vec::new();
+        let mut entries = Vec::new();
         for (handle, lookup) in results {
             let value = match lookup {
                 Ok(value) => value,
@@ -337,6 +348,12 @@ impl super::State {
                 .map(|s| s.expose().to_owned())
                 .unwrap_or_default();
             let contexts = self.contexts.get(&handle).cloned().unwrap_or_default();
+            if audit {
+                let last_segments = contexts
+                    .iter()
+                    .filter_map(|c| c.path.last().map(String::as_str));
+                entries.push(AuditEntry::new(handle.clone(), &value, last_segments));
+            }
             if old != value.expose() && contexts.iter().any(|c| self.context_matches(c)) {
                 let mut places = Vec::new();
                 for context in &contexts {
@@ -363,7 +380,7 @@ impl super::State {
         }
         report.changed.sort_by(|a, b| a.handle.cmp(&b.handle));
         report.failures.sort_by(|a, b| a.handle.cmp(&b.handle));
-        (report, notifications)
+        (report, notifications, entries)
     }
 }
 

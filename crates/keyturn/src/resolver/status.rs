@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{Resolver, Routing};
-use crate::backend::{self, PermissionCheck};
+use crate::backend::{self, PermissionCheck, Verdict};
 
 /// Text shown when no backend is configured.
 pub const DISABLED_MESSAGE: &str = "No secret_backend_command set: secrets feature is not enabled";
@@ -150,34 +150,28 @@ pub struct PermissionDetails {
     pub is_windows: bool,
 }
 
-/// Checks the executable the resolver would run, now.
+/// Checks the executable the resolver would run, now. `None` when no backend is configured.
 pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
     let (spec, multi_backend_names) = match &resolver.inner.routing {
         Routing::None => return None,
         Routing::Single(spec) => (spec, Vec::new()),
         Routing::Multi(specs) => (specs.values().next()?, specs.keys().cloned().collect()),
     };
-    let embedded = spec.check == PermissionCheck::Skip;
-    let permission_error = match spec.check {
-        PermissionCheck::Skip => None,
-        PermissionCheck::Strict => backend::check_executable(&spec.command, false)
-            .err()
-            .map(|e| e.to_string()),
-        PermissionCheck::AllowGroupExec => backend::check_executable(&spec.command, true)
-            .err()
-            .map(|e| e.to_string()),
-    };
+    let checked = backend::executable_report(&spec.command, spec.check);
     Some(ExecutableReport {
-        path: spec.command.display().to_string(),
+        path: checked.path.display().to_string(),
         backend_type: if multi_backend_names.is_empty() {
             spec.backend_type.clone()
         } else {
             None
         },
         multi_backend_names,
-        embedded,
-        permission_error,
-        details: backend::file_details(&spec.command),
+        embedded: spec.check == PermissionCheck::Skip,
+        permission_error: match checked.verdict {
+            Verdict::Denied(error) => Some(error.to_string()),
+            Verdict::Ok | Verdict::NotChecked => None,
+        },
+        details: checked.details,
     })
 }
 

@@ -1,0 +1,365 @@
+//! One backend run, from payload to classified handles: check, start, feed stdin, read capped
+//! stdout and stderr concurrently, all bounded by one deadline; then decide.
+//!
+//! Invariants:
+//! - Everything after the start — writing stdin, reading both streams until EOF, waiting for
+//!   the exit — happens under one deadline, so a grandchild that keeps a pipe open cannot hold
+//!   a fetch past it. Any early end (timeout, output over the cap, I/O error, the future being
+//!   dropped) kills the whole process group.
+//! - stdout and stderr are read into buffers that never grow past `output_max_size + 1` bytes
+//!   and are zeroized when dropped or regrown (stdout holds values; stderr may echo them).
+//! - Logs carry only the command path, the exit label and the elapsed time; error texts carry
+//!   a scrubbed, bounded stderr tail, never raw backend output.
+
+use std::io;
+use std::process::ExitStatus;
+use std::time::Instant;
+
+use keyturn_protocol::{PAYLOAD_VERSION, Request};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroize;
+
+use super::permissions::{Checked, PermissionError, io_text, resolve_command};
+use super::response::{Requested, Scrubber, classify, describe_parse_error, values_in_output};
+use super::spawn::{Program, StartError, Started, start};
+use super::{BackendSpec, FetchError, FetchOptions, Fetched, PermissionCheck};
+use crate::DOCS_URL;
+use crate::metrics::{FailureKind, Metrics};
+
+/// Runs `spec` once for the distinct `handles` and classifies every one of them.
+pub(crate) async fn fetch(
+    spec: &BackendSpec,
+    options: &FetchOptions,
+    handles: &[String],
+    metrics: &Metrics,
+) -> Result<Fetched, FetchError> {
+    let mut requested = Requested::new(handles);
+    let mut request = request(spec, options, std::mem::take(&mut requested.handles));
+    let payload = request.to_json();
+    requested.handles = std::mem::take(&mut request.secrets);
+    let count = requested.handles.len();
+    let began = Instant::now();
+    let mut output = Output {
+        stdout: Capture::new(options.output_max_size),
+        stderr: Capture::new(options.output_max_size),
+        stdout_complete: false,
+    };
+    let run = run(spec, options, &payload, &mut output).await;
+    let elapsed = began.elapsed();
+    let exit = exit_label(&run);
+    metrics.record_backend_run(&exit, elapsed);
+    let command = spec.command.display();
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+
+    let failure = match run {
+        Ok(status) if status.success() => match classify(
+            &output.stdout,
+            requested,
+            options.remove_trailing_line_break,
+        ) {
+            Ok(fetched) => {
+                tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
+                for (_, result) in &fetched {
+                    if let Err(error) = result {
+                        metrics.record_handle_failure(error.kind);
+                    }
+                }
+                return Ok(fetched);
+            }
+            Err(error) => {
+                metrics.record_unparsable_output();
+                FetchError {
+                    kind: FailureKind::InvalidResponse,
+                    message: format!(
+                        "'{command}' returned invalid JSON: '{}'. See docs for expected format: {DOCS_URL}",
+                        describe_parse_error(&error)
+                    ),
+                }
+            }
+        },
+        Ok(status) => backend_error(spec, &Failure::Exit(status), options),
+        Err(failure) => backend_error(spec, &failure, options),
+    };
+    tracing::warn!(%command, %exit, elapsed_ms, kind = failure.kind.as_str(), "secret backend run failed");
+    for _ in 0..count {
+        metrics.record_handle_failure(failure.kind);
+    }
+    Err(with_stderr(failure, &output))
+}
+
+/// What a run wrote, as far as it was read.
+struct Output {
+    stdout: Capture,
+    stderr: Capture,
+    /// stdout was read to EOF: every value the run returned is in `stdout`.
+    stdout_complete: bool,
+}
+
+/// Why a run ended without a usable exit status.
+#[derive(Debug)]
+enum Failure {
+    /// The permission check refused the executable.
+    Permission(PermissionError),
+    /// The process could not be started.
+    Start(io::Error),
+    /// The deadline passed.
+    Timeout,
+    /// stdout or stderr went over the cap.
+    TooLong,
+    /// Reading the pipes or waiting failed.
+    Io(io::Error),
+    /// The process ended unsuccessfully.
+    Exit(ExitStatus),
+}
+
+/// Checks, starts and drives the backend; fills `output` as far as it got.
+async fn run(
+    spec: &BackendSpec,
+    options: &FetchOptions,
+    payload: &[u8],
+    output: &mut Output,
+) -> Result<ExitStatus, Failure> {
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    let Started {
+        mut child,
+        mut group,
+    } = checked_start(spec)?;
+    let stdin = child.stdin.take();
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let limit = options.output_max_size;
+    let io = async {
+        tokio::try_join!(
+            write_stdin(stdin, payload),
+            async {
+                read_capped(out, limit, &mut output.stdout).await?;
+                output.stdout_complete = true;
+                Ok(())
+            },
+            read_capped(err, limit, &mut output.stderr),
+        )?;
+        child.wait().await.map_err(Failure::Io)
+    };
+    match tokio::time::timeout_at(deadline, io).await {
+        Ok(Ok(status)) => {
+            // The leader was reaped: its group ID may be reused from now on.
+            group.disarm();
+            Ok(status)
+        }
+        Ok(Err(failure)) => {
+            group.kill();
+            Err(failure)
+        }
+        Err(_) => {
+            group.kill();
+            Err(Failure::Timeout)
+        }
+    }
+}
+
+/// The permission check (unless skipped) and the start. The checked descriptor is closed once
+/// the child has started.
+fn checked_start(spec: &BackendSpec) -> Result<Started, Failure> {
+    let path = resolve_command(&spec.command).map_err(|reason| {
+        Failure::Permission(PermissionError::Stat {
+            path: spec.command.clone(),
+            reason,
+        })
+    })?;
+    let checked;
+    let program = match spec.check {
+        PermissionCheck::Skip => Program::Unchecked(&path),
+        check => {
+            checked = Checked::open(&path, check).map_err(Failure::Permission)?;
+            Program::Checked(&checked)
+        }
+    };
+    start(program, &spec.command, &spec.args).map_err(|error| match error {
+        StartError::Changed(error) => Failure::Permission(error),
+        StartError::Io(error) => Failure::Start(error),
+    })
+}
+
+/// Writes the payload and closes stdin. Errors are ignored like the reference does: a backend
+/// that exits without reading (`EPIPE`) is judged by its exit status and output.
+async fn write_stdin(
+    stdin: Option<tokio::process::ChildStdin>,
+    payload: &[u8],
+) -> Result<(), Failure> {
+    if let Some(mut stdin) = stdin {
+        let _ = stdin.write_all(payload).await;
+    }
+    Ok(())
+}
+
+/// Reads `stream` to EOF into `buf`, failing as soon as it holds more than `limit` bytes.
+async fn read_capped(
+    stream: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    buf: &mut Capture,
+) -> Result<(), Failure> {
+    let Some(mut stream) = stream else {
+        return Ok(());
+    };
+    loop {
+        buf.make_room(limit);
+        let read = stream.read_buf(&mut buf.0).await.map_err(Failure::Io)?;
+        if buf.0.len() > limit {
+            return Err(Failure::TooLong);
+        }
+        if read == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// The capture of one output stream: never more than `limit + 1` bytes of capacity, and what
+/// it held is wiped when it is dropped or regrown (stdout holds values; stderr may echo them).
+struct Capture(Vec<u8>);
+
+/// Capacity reserved up front. Untouched capacity costs no memory, and a buffer that never
+/// moves leaves no stale copy behind and costs no copy: the default 1 MiB cap fits.
+const RESERVED: usize = 16 * 1024 * 1024;
+
+impl Capture {
+    fn new(limit: usize) -> Capture {
+        Capture(Vec::with_capacity(limit.saturating_add(1).min(RESERVED)))
+    }
+
+    /// Ensures some spare capacity, up to `limit + 1` in all.
+    fn make_room(&mut self, limit: usize) {
+        if self.0.len() < self.0.capacity() {
+            return;
+        }
+        let target = self
+            .0
+            .capacity()
+            .saturating_mul(2)
+            .max(8192)
+            .min(limit.saturating_add(1));
+        let mut bigger = Vec::with_capacity(target);
+        bigger.extend_from_slice(&self.0);
+        let mut old = std::mem::replace(&mut self.0, bigger);
+        old.as_mut_slice().zeroize();
+    }
+}
+
+impl std::ops::Deref for Capture {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // Only `..len` was ever written; zeroizing the whole capacity would touch every page.
+        self.0.as_mut_slice().zeroize();
+    }
+}
+
+/// The request of spec §2.2 for the distinct `handles`.
+fn request(spec: &BackendSpec, options: &FetchOptions, handles: Vec<String>) -> Request {
+    Request {
+        version: PAYLOAD_VERSION.to_owned(),
+        secrets: handles,
+        secret_backend_timeout: Some(timeout_secs(options)),
+        backend_type: spec.backend_type.clone(),
+        config: spec.config.clone().filter(|config| !config.is_empty()),
+    }
+}
+
+/// The timeout in whole seconds, rounded up (a sub-second timeout is sent as 1).
+fn timeout_secs(options: &FetchOptions) -> u64 {
+    let timeout = options.timeout;
+    timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0)
+}
+
+/// The metrics label of a run: `0`, the exit code, `signal`, `timeout`, or `error` (it could
+/// not be started, or its output could not be read or was over the cap).
+fn exit_label(run: &Result<ExitStatus, Failure>) -> String {
+    match run {
+        Ok(status) | Err(Failure::Exit(status)) => match status.code() {
+            Some(code) => code.to_string(),
+            None => "signal".to_owned(),
+        },
+        Err(Failure::Timeout) => "timeout".to_owned(),
+        Err(_) => "error".to_owned(),
+    }
+}
+
+/// The spec §2.4 text of a whole-run failure.
+fn backend_error(spec: &BackendSpec, failure: &Failure, options: &FetchOptions) -> FetchError {
+    let command = spec.command.display();
+    let other = |reason: String| {
+        format!(
+            "error while running '{command}': {reason}. See docs for FAQ and troubleshooting methods: {DOCS_URL}"
+        )
+    };
+    let message = match failure {
+        Failure::Permission(error) => error.to_string(),
+        Failure::Start(error)
+            if matches!(error.raw_os_error(), Some(libc::EACCES | libc::EPERM)) =>
+        {
+            format!("permission denied executing secret command '{command}'")
+        }
+        Failure::Start(error) | Failure::Io(error) => other(io_text(error)),
+        Failure::Timeout => format!(
+            "'{command}' timed out after {} seconds. You can increase secret_backend_timeout in your settings. Docs: {DOCS_URL}",
+            timeout_secs(options)
+        ),
+        Failure::TooLong => other(format!(
+            "command output was too long: exceeded {} bytes",
+            options.output_max_size
+        )),
+        Failure::Exit(status) => other(exit_text(*status)),
+    };
+    FetchError {
+        kind: FailureKind::BackendError,
+        message,
+    }
+}
+
+fn exit_text(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => match Signal::try_from(signal) {
+            Ok(signal) => format!("killed by signal {}", signal.as_str()),
+            Err(_) => format!("killed by signal {signal}"),
+        },
+        (None, None) => status.to_string(),
+    }
+}
+
+/// Appends the scrubbed stderr tail, and the payload-version hint when stderr asks for it.
+///
+/// The tail is left out when stdout was not read to its end (timeout, output cap): values the
+/// backend wrote there but we did not read, or read only half of, could not be scrubbed.
+fn with_stderr(mut error: FetchError, output: &Output) -> FetchError {
+    if output.stderr.is_empty() {
+        return error;
+    }
+    if !output.stdout_complete {
+        error
+            .message
+            .push_str("; stderr not shown: stdout was not read to its end");
+        return error;
+    }
+    let values = values_in_output(&output.stdout);
+    let scrubber = Scrubber::new(values.iter().map(|value| value.as_str()));
+    let tail = scrubber.stderr_tail(&output.stderr);
+    if tail.is_empty() {
+        return error;
+    }
+    if tail.contains("invalid version") || tail.contains("expected 1.0") {
+        error.message.push_str(&format!(
+            " (keyturn sends payload version {PAYLOAD_VERSION}; the backend seems to expect 1.0)"
+        ));
+    }
+    error.message.push_str("; stderr: ");
+    error.message.push_str(&tail);
+    error
+}

@@ -1,0 +1,227 @@
+//! Starting a backend process: the only code in keyturn that does (`clippy.toml` bans
+//! `Command::new` everywhere else).
+//!
+//! Every backend starts in a process group of its own (`process_group(0)`, which keeps
+//! `std::process::Command` on its posix_spawn fast path; no `pre_exec`), with stdin, stdout and
+//! stderr piped. The [`GroupGuard`] returned with the child kills the whole group with `SIGKILL`
+//! when it is dropped armed: on timeout, on an output over the cap, on an I/O error, and when
+//! the caller drops the fetch future. A child we did not wait for is reaped by tokio's orphan
+//! queue, so no zombie is left behind.
+//!
+//! # Running the file that was checked
+//!
+//! The permission check opens the executable once and checks the open descriptor
+//! ([`Checked`]). What runs depends on the file's first two bytes:
+//!
+//! - **Compiled binaries** are started as `/proc/self/fd/N`, the checked descriptor itself.
+//!   The kernel resolves that path to the checked inode before close-on-exec closes `N`, so
+//!   there is no window at all: replacing or editing the path after the check changes nothing.
+//!   `argv[0]` is the configured command.
+//! - **`#!` scripts** cannot run that way without breaking compatibility: the kernel would hand
+//!   the interpreter `/proc/self/fd/N` as the script path, the interpreter opens it after `N`
+//!   was closed, and `$0` would no longer be the real path (Datadog backends use
+//!   `dirname "$0"`). Scripts are therefore started by their resolved path, right after
+//!   re-checking that the path still names the checked `(dev, inode)` with the checked mode and
+//!   owner. The window left is narrow but not zero: from that `stat` to the kernel's open in
+//!   `execve` (microseconds), and from then to the interpreter opening the script by path (the
+//!   interpreter's start-up). Exploiting it needs write access to a directory on the path,
+//!   which the permission check does not cover in the reference either.
+//! - [`PermissionCheck::Skip`](super::PermissionCheck::Skip) (keyturn's own backend) is started
+//!   by path without any check.
+
+use std::io;
+use std::path::Path;
+use std::process::Stdio;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::permissions::{Checked, PermissionError};
+
+/// What to start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Program<'a> {
+    /// A checked executable.
+    Checked(&'a Checked),
+    /// An executable exempt from the check, by path.
+    Unchecked(&'a Path),
+}
+
+/// A started backend and the guard over its process group.
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// The child, with stdin, stdout and stderr piped.
+    pub(crate) child: tokio::process::Child,
+    /// Kills the group when dropped armed.
+    pub(crate) group: GroupGuard,
+}
+
+/// Why a backend could not be started.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// A script's path no longer names the checked file.
+    Changed(PermissionError),
+    /// The spawn itself failed.
+    Io(io::Error),
+}
+
+/// Kills a process group with `SIGKILL` when dropped, unless disarmed.
+///
+/// Only disarm after the group leader was reaped: until then its PID (the group ID) cannot be
+/// reused, so the kill cannot reach an unrelated group.
+#[derive(Debug)]
+pub(crate) struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+/// Starts `program` with `args`, `argv[0]` = `arg0`, in a new process group.
+pub(crate) fn start(
+    program: Program<'_>,
+    arg0: &Path,
+    args: &[String],
+) -> Result<Started, StartError> {
+    let path = match program {
+        Program::Checked(checked) if !checked.is_script => checked.descriptor_path(),
+        Program::Checked(checked) => checked.path.clone(),
+        Program::Unchecked(path) => path.to_owned(),
+    };
+    // The one sanctioned process start in keyturn; see the module doc for why it is safe.
+    #[allow(clippy::disallowed_methods)]
+    let mut command = tokio::process::Command::new(&path);
+    command
+        .arg0(arg0)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Program::Checked(
+        checked @ Checked {
+            is_script: true, ..
+        },
+    ) = program
+    {
+        checked.recheck_path().map_err(StartError::Changed)?;
+    }
+    let child = command.spawn().map_err(StartError::Io)?;
+    let pgid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(Pid::from_raw);
+    // `program` (and so the checked descriptor) is borrowed until here: it outlives the spawn.
+    Ok(Started {
+        child,
+        group: GroupGuard { pgid },
+    })
+}
+
+impl GroupGuard {
+    /// Kills the group now (once).
+    pub(crate) fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // ESRCH (nothing left in the group) is the only expected failure.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// Leaves the group alone from now on.
+    pub(crate) fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::backend::PermissionCheck;
+
+    /// Executables are all written before any test spawns (a write descriptor leaked into a
+    /// concurrent spawn makes `execve` fail with ETXTBSY). Each test owns one subdirectory.
+    fn fixture(test: &str, name: &str) -> PathBuf {
+        static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+        let dir = DIR.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let write = |path: PathBuf, body: &[u8]| {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, body).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+            };
+            let echo = std::fs::read("/bin/echo").unwrap();
+            let script = |word: &str| format!("#!/bin/sh\necho {word} \"$0\"\n").into_bytes();
+            write(dir.path().join("binary/target"), &echo);
+            write(dir.path().join("binary/other"), &script("swapped"));
+            write(dir.path().join("script/target"), &script("original"));
+            write(dir.path().join("script/other"), &script("swapped"));
+            write(dir.path().join("mode/target"), &script("original"));
+            write(dir.path().join("plain/target"), &script("original"));
+            dir
+        });
+        dir.path().join(test).join(name)
+    }
+
+    async fn stdout_of(started: Result<Started, StartError>) -> String {
+        // Keep the guard: dropping it would kill the group before the output is read.
+        let Started {
+            mut child,
+            mut group,
+        } = started.unwrap();
+        drop(child.stdin.take());
+        let output = child.wait_with_output().await.unwrap();
+        group.disarm();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_binary_replaced_after_the_check_still_runs_the_checked_file() {
+        let target = fixture("binary", "target");
+        let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
+        assert!(!checked.is_script);
+        std::fs::rename(fixture("binary", "other"), &target).unwrap();
+        let started = start(Program::Checked(&checked), &target, &["checked".to_owned()]);
+        assert_eq!(stdout_of(started).await, "checked\n");
+    }
+
+    #[tokio::test]
+    async fn a_script_replaced_after_the_check_is_refused() {
+        let target = fixture("script", "target");
+        let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
+        assert!(checked.is_script);
+        std::fs::rename(fixture("script", "other"), &target).unwrap();
+        let error = start(Program::Checked(&checked), &target, &[]).unwrap_err();
+        assert!(
+            matches!(error, StartError::Changed(PermissionError::Changed { .. })),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_script_whose_mode_changed_after_the_check_is_refused() {
+        let target = fixture("mode", "target");
+        let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = start(Program::Checked(&checked), &target, &[]).unwrap_err();
+        assert!(matches!(error, StartError::Changed(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_script_runs_with_its_real_path() {
+        let target = fixture("plain", "target");
+        let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
+        let started = start(Program::Checked(&checked), &target, &[]);
+        assert_eq!(
+            stdout_of(started).await,
+            format!("original {}\n", target.display())
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Writing a value as a quoted scalar that is at once a JSON string and a YAML double-quoted
+//! scalar.
+//!
+//! The output is one line: `"` + the value with escapes + `"`. Escaped are `"` and `\`, every
+//! character YAML does not allow unescaped in a stream (C0 controls including tab, DEL, C1
+//! controls, U+FFFE, U+FFFF), the characters YAML 1.1 readers treat as line breaks (U+0085,
+//! U+2028, U+2029) and the byte order mark U+FEFF. Only escapes that JSON, YAML 1.2 and YAML 1.1
+//! (PyYAML, libyaml, Go yaml.v2/v3) all read the same way are used: `\"`, `\\`, `\b`, `\t`,
+//! `\n`, `\f`, `\r` and `\uXXXX`. Every other character is written as is.
+//!
+//! Invariant: whatever the value, the output is a single scalar in any YAML context (block or
+//! flow) and in JSON, and it reads back as exactly the value; in YAML a double-quoted scalar is
+//! always a string, so `yes`, `0755`, `~` or `ENC[x]` stay strings.
+
+/// Appends `value` quoted and escaped to `out`.
+pub(super) fn push_quoted(out: &mut String, value: &str) {
+    out.push('"');
+    let mut plain_from = 0;
+    for (at, c) in value.char_indices() {
+        if let Some(escape) = escape(c) {
+            out.push_str(&value[plain_from..at]);
+            escape.write(out);
+            plain_from = at + c.len_utf8();
+        }
+    }
+    out.push_str(&value[plain_from..]);
+    out.push('"');
+}
+
+/// The length in bytes of what [`push_quoted`] appends for `value`.
+pub(super) fn quoted_len(value: &str) -> usize {
+    2 + value
+        .chars()
+        .map(|c| escape(c).map_or(c.len_utf8(), |escape| escape.len()))
+        .sum::<usize>()
+}
+
+/// The end (exclusive, after the closing quote) of the quoted text starting at `start` (the
+/// opening `"`): a JSON string or a YAML double-quoted scalar, both of which escape with `\`.
+/// The text's length when it is not closed.
+pub(super) fn double_quoted_end(bytes: &[u8], start: usize) -> usize {
+    let mut at = start + 1;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'\\' => at += 2,
+            b'"' => return at + 1,
+            _ => at += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// How one character that cannot be written as is gets written.
+#[derive(Debug, Clone, Copy)]
+enum Escape {
+    /// A backslash and this character.
+    Short(char),
+    /// `\u` and four hex digits.
+    Unicode(u32),
+}
+
+impl Escape {
+    fn len(self) -> usize {
+        match self {
+            Escape::Short(_) => 2,
+            Escape::Unicode(_) => 6,
+        }
+    }
+
+    fn write(self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        match self {
+            Escape::Short(c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            Escape::Unicode(code) => {
+                out.push_str("\\u");
+                for shift in [12, 8, 4, 0] {
+                    out.push(char::from(HEX[((code >> shift) & 0xf) as usize]));
+                }
+            }
+        }
+    }
+}
+
+/// The escape for `c`, or `None` when it is written as is.
+fn escape(c: char) -> Option<Escape> {
+    match c {
+        '"' => Some(Escape::Short('"')),
+        '\\' => Some(Escape::Short('\\')),
+        '\u{8}' => Some(Escape::Short('b')),
+        '\t' => Some(Escape::Short('t')),
+        '\n' => Some(Escape::Short('n')),
+        '\u{c}' => Some(Escape::Short('f')),
+        '\r' => Some(Escape::Short('r')),
+        '\u{0}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{2028}'
+        | '\u{2029}'
+        | '\u{feff}'
+        | '\u{fffe}'
+        | '\u{ffff}' => Some(Escape::Unicode(u32::from(c))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use saphyr::LoadableYamlNode;
+
+    use super::{push_quoted, quoted_len};
+
+    #[track_caller]
+    fn check(value: &str, expected: &str) {
+        let mut out = String::new();
+        push_quoted(&mut out, value);
+        assert_eq!(out, expected, "value {value:?}");
+        assert_eq!(quoted_len(value), expected.len(), "length for {value:?}");
+        let json: String = serde_json::from_str(&out).expect("valid JSON string");
+        assert_eq!(json, value, "JSON reads {out} back differently");
+        let yaml = saphyr::Yaml::load_from_str(&format!("k: {out}")).expect("valid YAML");
+        assert_eq!(
+            yaml[0]["k"].as_str(),
+            Some(value),
+            "YAML reads {out} back differently"
+        );
+    }
+
+    #[test]
+    fn escapes() {
+        check("", r#""""#);
+        check("plain", r#""plain""#);
+        check("password1\n", r#""password1\n""#);
+        check("a\"b\\c", r#""a\"b\\c""#);
+        check("\t\r\u{8}\u{c}", r#""\t\r\b\f""#);
+        check("\u{0}\u{1b}\u{7f}", r#""\u0000\u001b\u007f""#);
+        check("x\u{85}y\u{2028}z\u{2029}", r#""x\u0085y\u2028z\u2029""#);
+        check("\u{feff}bom", r#""\ufeffbom""#);
+        check("\u{9f}\u{a0}", "\"\\u009f\u{a0}\"");
+        check("\u{fffe}\u{ffff}", r#""\ufffe\uffff""#);
+        check("é😀", "\"é😀\"");
+    }
+
+    #[test]
+    fn values_that_look_like_yaml_stay_strings() {
+        for value in [
+            "yes", "on", "y", "no", "0755", "1e3", "~", "null", "true", "-", "- a", "a: b", "# c",
+            "&a", "*a", "!!int 3", "ENC[x]", "[1]", "{a: 1}", "|", ">", "'", "%x", "@", "`",
+            " lead", "trail ",
+        ] {
+            check(value, &format!("\"{value}\""));
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Key paths, handle sites and splices, shared by the YAML and JSON walkers.
+//!
+//! A walker enters a [`Segment`] for every value it descends into and leaves it afterwards; the
+//! [`Collector`] turns the current segments into a key path only when a handle is found, so the
+//! cost of a path is paid per handle, not per value. Keys of the open mappings live in one
+//! vector (each mapping owns the tail it pushed), which also serves the duplicate-key check.
+
+use std::borrow::Cow;
+
+use super::{DocumentError, HandleSite, Splice, Walk};
+
+/// One step of a key path.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Segment {
+    /// A mapping key: index into the collector's keys.
+    Key(usize),
+    /// A sequence index.
+    Index(usize),
+    /// A step that adds nothing to the path (a YAML merge key, or a value under a non-string
+    /// key, whose sites are dropped anyway).
+    Hidden,
+}
+
+/// Sites and splices found so far, and the path to the value being walked.
+#[derive(Debug)]
+pub(super) struct Collector<'t> {
+    sites: Vec<HandleSite>,
+    splices: Vec<Splice>,
+    path: Vec<Segment>,
+    keys: Vec<Cow<'t, str>>,
+    format: &'static str,
+}
+
+impl<'t> Collector<'t> {
+    /// An empty collector; `format` names the syntax in errors (`YAML`, `JSON`).
+    pub(super) fn new(format: &'static str) -> Collector<'t> {
+        Collector {
+            sites: Vec::new(),
+            splices: Vec::new(),
+            path: Vec::new(),
+            keys: Vec::new(),
+            format,
+        }
+    }
+
+    /// Records a key of the innermost open mapping; returns its index for [`Segment::Key`].
+    pub(super) fn push_key(&mut self, key: Cow<'t, str>) -> usize {
+        self.keys.push(key);
+        self.keys.len() - 1
+    }
+
+    /// How many keys are recorded: a mapping remembers this when it opens.
+    pub(super) fn keys_len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Sorts the keys a mapping pushed since `start` and fails if one appears twice; returns
+    /// them sorted (for lookups by the caller).
+    pub(super) fn sorted_keys(&mut self, start: usize) -> Result<&[Cow<'t, str>], DocumentError> {
+        let keys = &mut self.keys[start..];
+        keys.sort_unstable();
+        if let Some(duplicate) = keys
+            .windows(2)
+            .find(|pair| pair[0] == pair[1])
+            .map(|pair| pair[0].to_string())
+        {
+            let mut path = materialize(&self.path, &self.keys);
+            path.push(duplicate);
+            return Err(DocumentError::DuplicateKey {
+                format: self.format,
+                path: path.join("/"),
+            });
+        }
+        Ok(&self.keys[start..])
+    }
+
+    /// Forgets the keys a closing mapping pushed since `start`.
+    pub(super) fn truncate_keys(&mut self, start: usize) {
+        self.keys.truncate(start);
+    }
+
+    /// Descends into a value.
+    pub(super) fn enter(&mut self, segment: Segment) {
+        self.path.push(segment);
+    }
+
+    /// Comes back from a value.
+    pub(super) fn leave(&mut self) {
+        self.path.pop();
+    }
+
+    /// The path to the current value.
+    pub(super) fn path(&self) -> Vec<String> {
+        materialize(&self.path, &self.keys)
+    }
+
+    /// The length of [`Collector::path`], without building it.
+    pub(super) fn path_len(&self) -> usize {
+        self.path
+            .iter()
+            .filter(|segment| !matches!(segment, Segment::Hidden))
+            .count()
+    }
+
+    /// Records the source text of a handle; returns its index for [`Collector::add_site`].
+    pub(super) fn add_splice(&mut self, splice: Splice) -> usize {
+        self.splices.push(splice);
+        self.splices.len() - 1
+    }
+
+    /// Records a site at the current path plus `suffix`.
+    pub(super) fn add_site(&mut self, handle: &str, splice: usize, suffix: &[String]) {
+        let mut path = self.path();
+        path.extend_from_slice(suffix);
+        self.sites.push(HandleSite {
+            handle: handle.to_owned(),
+            path,
+            splice,
+        });
+    }
+
+    /// The sites recorded so far.
+    pub(super) fn sites(&self) -> &[HandleSite] {
+        &self.sites
+    }
+
+    /// How many sites are recorded: a value remembers this when it opens.
+    pub(super) fn sites_len(&self) -> usize {
+        self.sites.len()
+    }
+
+    /// Drops the sites recorded since `start` (a skipped mapping, a merged mapping).
+    pub(super) fn truncate_sites(&mut self, start: usize) {
+        self.sites.truncate(start);
+    }
+
+    /// The sites and the splices they use, in text order; a splice no site uses is dropped.
+    /// Checks what render relies on: splices in order, apart, on `char` boundaries of `text`.
+    pub(super) fn finish(self, text: &str) -> Result<Walk, DocumentError> {
+        let mut used = vec![false; self.splices.len()];
+        for site in &self.sites {
+            used[site.splice] = true;
+        }
+        let mut renumbered = vec![0; self.splices.len()];
+        let mut splices: Vec<Splice> = Vec::with_capacity(self.splices.len());
+        for (index, splice) in self.splices.into_iter().enumerate() {
+            if !used[index] {
+                continue;
+            }
+            let in_order = splices
+                .last()
+                .is_none_or(|previous| previous.span.end <= splice.span.start);
+            let inside = splice.span.start < splice.span.end
+                && splice.keep.start >= splice.span.start
+                && splice.keep.start <= splice.keep.end
+                && splice.keep.end <= splice.span.end
+                && [
+                    splice.span.start,
+                    splice.span.end,
+                    splice.keep.start,
+                    splice.keep.end,
+                ]
+                .into_iter()
+                .all(|at| text.is_char_boundary(at));
+            if !in_order || !inside {
+                let (line, column) = line_column(text, splice.span.start);
+                return Err(DocumentError::Layout { line, column });
+            }
+            renumbered[index] = splices.len();
+            splices.push(splice);
+        }
+        let mut sites = self.sites;
+        for site in &mut sites {
+            site.splice = renumbered[site.splice];
+        }
+        Ok(Walk { sites, splices })
+    }
+}
+
+/// The key path named by `segments`.
+fn materialize(segments: &[Segment], keys: &[Cow<'_, str>]) -> Vec<String> {
+    segments
+        .iter()
+        .filter_map(|segment| match *segment {
+            Segment::Key(index) => Some(keys[index].to_string()),
+            Segment::Index(index) => Some(index.to_string()),
+            Segment::Hidden => None,
+        })
+        .collect()
+}
+
+/// The 1-based line and column (in characters) of byte `at` of `text`.
+pub(super) fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let line = before.bytes().filter(|&byte| byte == b'\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}

@@ -1,0 +1,560 @@
+//! Data-driven tests of [`Document`] across formats, and the round-trip property test.
+
+use std::collections::HashMap;
+
+use super::{Document, DocumentError, Format};
+
+mod roundtrip;
+
+/// Parses `text` and compares its sites, as `handle @ path/joined` strings, in order.
+#[track_caller]
+fn check_sites(format: Format, text: &str, expected: &[&str]) {
+    let document = parse(format, text);
+    let sites: Vec<String> = document
+        .sites()
+        .iter()
+        .map(|site| format!("{} @ {}", site.handle, site.path.join("/")))
+        .collect();
+    assert_eq!(sites, expected, "sites of {text:?}");
+}
+
+/// Parses `text`, renders it with `values` (handle, value), and compares the output.
+#[track_caller]
+fn check_render(format: Format, text: &str, values: &[(&str, &str)], expected: &str) {
+    let document = parse(format, text);
+    let values: HashMap<&str, &str> = values.iter().copied().collect();
+    let rendered = document.render(|handle| values.get(handle).copied());
+    assert_eq!(rendered.as_str(), expected, "render of {text:?}");
+    assert_eq!(
+        document.render(|_| None).as_str(),
+        text,
+        "render with nothing resolved changes {text:?}"
+    );
+}
+
+/// Parsing `text` fails with exactly `expected`.
+#[track_caller]
+fn check_error(format: Format, text: &str, expected: &str) {
+    match Document::parse(text.to_owned(), format) {
+        Ok(document) => panic!("{text:?} parsed: {:?}", document.sites()),
+        Err(error) => assert_eq!(error.to_string(), expected, "error for {text:?}"),
+    }
+}
+
+#[track_caller]
+fn parse(format: Format, text: &str) -> Document {
+    match Document::parse(text.to_owned(), format) {
+        Ok(document) => document,
+        Err(error) => panic!("{text:?} does not parse: {error}"),
+    }
+}
+
+use Format::{Json, Yaml};
+
+#[test]
+fn conformance_9_only_string_values_are_visited() {
+    let text = "\
+slice:
+  - ENC[1]
+  - - ENC[test1]
+    - ENC[test2]
+  - 123
+hash:
+  a: ENC[test3]
+  b: \"ENC[2]\"
+  c: 456
+  slice:
+    - ENC[test4]
+    - ENC[test5]
+";
+    check_sites(
+        Yaml,
+        text,
+        &[
+            "1 @ slice/0",
+            "test1 @ slice/1/0",
+            "test2 @ slice/1/1",
+            "test3 @ hash/a",
+            "2 @ hash/b",
+            "test4 @ hash/slice/0",
+            "test5 @ hash/slice/1",
+        ],
+    );
+    let document = parse(Yaml, text);
+    let verified: HashMap<String, String> = document
+        .handles()
+        .into_iter()
+        .map(|handle| (handle.to_owned(), format!("{handle}_verified")))
+        .collect();
+    let rendered = document.render(|handle| verified.get(handle).map(String::as_str));
+    assert_eq!(
+        rendered.as_str(),
+        "\
+slice:
+  - \"1_verified\"
+  - - \"test1_verified\"
+    - \"test2_verified\"
+  - 123
+hash:
+  a: \"test3_verified\"
+  b: \"2_verified\"
+  c: 456
+  slice:
+    - \"test4_verified\"
+    - \"test5_verified\"
+"
+    );
+}
+
+#[test]
+fn conformance_12_handle_used_twice() {
+    let text = "a: ENC[pass1]\nb:\n  c: ENC[pass1]\n";
+    check_sites(Yaml, text, &["pass1 @ a", "pass1 @ b/c"]);
+    assert_eq!(parse(Yaml, text).handles(), ["pass1"]);
+    check_render(
+        Yaml,
+        text,
+        &[("pass1", "password1")],
+        "a: \"password1\"\nb:\n  c: \"password1\"\n",
+    );
+}
+
+#[test]
+fn conformance_13_to_18_paths() {
+    // 13: a list element.
+    check_sites(
+        Yaml,
+        "secret_backend_arguments:\n  - ENC[pass1]\n",
+        &["pass1 @ secret_backend_arguments/0"],
+    );
+    // 14: a handle next to a value that looks like YAML.
+    check_sites(
+        Yaml,
+        "some_encoded_password: ENC[pass1]\nkeys_with_dash_string_value:\n  foo: \"-\"\n",
+        &["pass1 @ some_encoded_password"],
+    );
+    // 15: a key containing `:` and `/` is one segment.
+    check_sites(
+        Yaml,
+        "additional_endpoints:\n  http://example.com:\n    - ENC[pass1]\n",
+        &["pass1 @ additional_endpoints/http://example.com/0"],
+    );
+    // 17: nested maps.
+    check_sites(
+        Yaml,
+        "some:\n  encoded:\n    data: ENC[pass1]\n",
+        &["pass1 @ some/encoded/data"],
+    );
+    // 18: siblings after the handle do not disturb its path.
+    check_sites(
+        Yaml,
+        "some:\n  encoded:\n    - data: ENC[pass1]\n      sibling: x\n    - more: y\n",
+        &["pass1 @ some/encoded/0/data"],
+    );
+}
+
+#[test]
+fn conformance_14_and_16_rendering() {
+    // 14: the "-" sibling stays as written.
+    check_render(
+        Yaml,
+        "some_encoded_password: ENC[pass1] # the password\nkeys_with_dash_string_value:\n  foo: \"-\"\n",
+        &[("pass1", "password1")],
+        "some_encoded_password: \"password1\" # the password\nkeys_with_dash_string_value:\n  foo: \"-\"\n",
+    );
+    // 16: a value ending with a line break reads back unchanged.
+    let text = "some_encoded_password: ENC[pass1]\n";
+    let rendered = parse(Yaml, text).render(|_| Some("password1\n"));
+    assert_eq!(
+        rendered.as_str(),
+        "some_encoded_password: \"password1\\n\"\n"
+    );
+    let reread = parse_yaml_value(&rendered);
+    assert_eq!(reread["some_encoded_password"], "password1\n");
+}
+
+#[test]
+fn keys_and_non_string_scalars_are_never_sites() {
+    check_sites(
+        Yaml,
+        "ENC[key]: 1\nint: 123\nbool: true\nnothing: ~\nfloat: 1.5\nquoted: \"123\"\nlist: [1, true, ~]\ns: ENC[s]\n",
+        &["s @ s"],
+    );
+    check_sites(
+        Json,
+        r#"{"ENC[key]": 1, "a": [1, true, null, 1.5, "x"]}"#,
+        &[],
+    );
+}
+
+#[test]
+fn handle_spelling() {
+    check_sites(
+        Yaml,
+        "a: \"  ENC[x]\t\"\nb: 'ENC[ a ]'\nc: \"\\u0045NC[esc]\"\nd: ENC[multi\n  line]\ne: \"ENC[x]\\n\"\nf: db-ENC[x]\n",
+        &["x @ a", " a  @ b", "esc @ c", "multi line @ d"],
+    );
+    check_sites(
+        Json,
+        r#"{"a": "  ENC[x]\t", "b": "\u0045NC[esc]", "c": "ENC[x]\n", "d": "ENC[\"q\"]"}"#,
+        &["x @ a", "esc @ b", "\"q\" @ d"],
+    );
+}
+
+#[test]
+fn yaml_scalar_styles_are_replaced_whole() {
+    let values = [("x", "v"), ("y", "w")];
+    check_render(
+        Yaml,
+        "a: 'ENC[x]'\nb: \"ENC[y]\"  # note\nc: [ \"ENC[x]\" , 'ENC[y]' ]\nd: {k: \"ENC[x]\"}\n",
+        &values,
+        "a: \"v\"\nb: \"w\"  # note\nc: [ \"v\" , \"w\" ]\nd: {k: \"v\"}\n",
+    );
+    check_render(
+        Yaml,
+        "a: |-\n  ENC[x]\nb: >- # folded\n  ENC[y]\n\nc: |+\n    ENC[x]\n\nd: 1\n",
+        &values,
+        "a: \"v\"\nb: \"w\" # folded\n\nc: |+\n    ENC[x]\n\nd: 1\n",
+    );
+    check_render(
+        Yaml,
+        "- |2-\n   ENC[x]\n-   |-  \n  ENC[y]\n- ENC[x\n  y]\n",
+        &[("x", "v"), ("y", "w"), ("x y", "z")],
+        "- \"v\"\n-   \"w\"\n- \"z\"\n",
+    );
+}
+
+#[test]
+fn yaml_tags_and_anchors_stay() {
+    check_sites(
+        Yaml,
+        "a: !!str ENC[x]\nb: ! ENC[y]\nc: !custom ENC[z]\nd: !!binary ENC[no]\ne: !!int ENC[no]\nf: !<tag:yaml.org,2002:str> ENC[w]\n",
+        &["x @ a", "y @ b", "z @ c", "w @ f"],
+    );
+    check_render(
+        Yaml,
+        "a: !!str ENC[x]\nb: &anchor\n  ENC[x]\nc: !!str &other |-\n  ENC[x]\n",
+        &[("x", "v")],
+        "a: !!str \"v\"\nb: &anchor\n  \"v\"\nc: !!str &other \"v\"\n",
+    );
+}
+
+#[test]
+fn yaml_aliases_share_the_anchor_text() {
+    let text = "a: &p ENC[x]\nb: *p\nbase: &b\n  user: ENC[u]\n  list: [\"ENC[l]\"]\nother: *b\n";
+    check_sites(
+        Yaml,
+        text,
+        &[
+            "x @ a",
+            "x @ b",
+            "u @ base/user",
+            "l @ base/list/0",
+            "u @ other/user",
+            "l @ other/list/0",
+        ],
+    );
+    check_render(
+        Yaml,
+        text,
+        &[("x", "X"), ("u", "U"), ("l", "L")],
+        "a: &p \"X\"\nb: *p\nbase: &b\n  user: \"U\"\n  list: [\"L\"]\nother: *b\n",
+    );
+    // An alias to a key is not a site, and the key is not replaced.
+    check_sites(Yaml, "&k ENC[x]: 1\nb: *k\n", &[]);
+}
+
+#[test]
+fn yaml_merge_keys() {
+    check_sites(
+        Yaml,
+        "\
+base: &b
+  pw: ENC[pw]
+  user: ENC[user]
+more: &m
+  pw: ENC[pw2]
+  port: ENC[port]
+svc:
+  <<: [*b, *m]
+  user: ENC[own]
+inline:
+  <<: {k: \"ENC[k]\"}
+",
+        &[
+            "pw @ base/pw",
+            "user @ base/user",
+            "pw2 @ more/pw",
+            "port @ more/port",
+            "own @ svc/user",
+            "pw @ svc/pw",
+            "port @ svc/port",
+            "k @ inline/k",
+        ],
+    );
+    check_error(
+        Yaml,
+        "a:\n  <<: ENC[x]\n",
+        "could not parse YAML: merge key '<<' at 'a' needs a mapping or a sequence of mappings",
+    );
+    check_error(
+        Yaml,
+        "s: &s [1]\na:\n  <<: *s\n",
+        "could not parse YAML: merge key '<<' at 'a' needs a mapping or a sequence of mappings",
+    );
+    // A quoted "<<" is an ordinary key.
+    check_sites(Yaml, "a:\n  \"<<\": ENC[x]\n", &["x @ a/<<"]);
+}
+
+#[test]
+fn yaml_maps_with_non_string_keys_are_skipped() {
+    check_sites(
+        Yaml,
+        "\
+skipped:
+  1: ENC[a]
+  name: ENC[b]
+  nested:
+    k: ENC[c]
+also_skipped:
+  ? [complex]
+  : ENC[d]
+  k: ENC[e]
+null_key: {~: x, k: \"ENC[f]\"}
+strings:
+  \"1\": ENC[g]
+  yes: ENC[h]
+  on: ENC[i]
+kept: ENC[j]
+",
+        &[
+            "g @ strings/1",
+            "h @ strings/yes",
+            "i @ strings/on",
+            "j @ kept",
+        ],
+    );
+    // The skipped handles are not replaced either.
+    check_render(
+        Yaml,
+        "skipped:\n  1: ENC[a]\nkept: ENC[a]\n",
+        &[("a", "v")],
+        "skipped:\n  1: ENC[a]\nkept: \"v\"\n",
+    );
+    // An anchor inside a skipped map still serves aliases elsewhere.
+    check_sites(Yaml, "skipped:\n  1: &a ENC[a]\nb: *a\n", &["a @ b"]);
+}
+
+#[test]
+fn text_positions_count_bytes() {
+    check_render(
+        Yaml,
+        "\u{feff}é: ü\r\nkey: ENC[x]\r\nnext: |-\r\n  ENC[y]\r\nlast: 😀\r\n",
+        &[("x", "v"), ("y", "w")],
+        "\u{feff}é: ü\r\nkey: \"v\"\r\nnext: \"w\"\r\nlast: 😀\r\n",
+    );
+    check_render(
+        Json,
+        "{\"é\": \"ü\", \"k\": \"ENC[x]\", \"😀\": [\"ENC[y]\"]}",
+        &[("x", "v"), ("y", "w")],
+        "{\"é\": \"ü\", \"k\": \"v\", \"😀\": [\"w\"]}",
+    );
+}
+
+#[test]
+fn rendering_preserves_everything_else() {
+    let text = "\
+# leading comment
+b: yes      # stays yes
+a: 0755
+list:
+  - &anchor ENC[x]
+
+  - *anchor
+  - 'single' # c
+empty:
+";
+    check_render(
+        Yaml,
+        text,
+        &[("x", "it's \"quoted\"\n\\")],
+        "\
+# leading comment
+b: yes      # stays yes
+a: 0755
+list:
+  - &anchor \"it's \\\"quoted\\\"\\n\\\\\"
+
+  - *anchor
+  - 'single' # c
+empty:
+",
+    );
+}
+
+#[test]
+fn resolved_values_are_written_literally() {
+    let text = "a: ENC[x]\nb: ENC[literal-value]\n";
+    let rendered = parse(Yaml, text).render(|handle| (handle == "x").then_some("ENC[y]"));
+    assert_eq!(rendered.as_str(), "a: \"ENC[y]\"\nb: ENC[literal-value]\n");
+    // Read back, the value is a handle again: render never resolves twice, the caller decides.
+    check_sites(Yaml, &rendered, &["y @ a", "literal-value @ b"]);
+}
+
+#[test]
+fn json_documents() {
+    check_sites(
+        Json,
+        r#"{"a": {"b": ["x", "ENC[p]", {"c\u0041": "ENC[q]"}]}, "d": "ENC[p]"}"#,
+        &["p @ a/b/1", "q @ a/b/2/cA", "p @ d"],
+    );
+    check_sites(
+        Json,
+        r#"["ENC[a]", [], {}, ["ENC[b]"]]"#,
+        &["a @ 0", "b @ 3/0"],
+    );
+    check_render(
+        Json,
+        "{\n  \"a\": \"ENC[p]\",\n  \"n\": 1\n}\n",
+        &[("p", "line\n\"q\"\u{2028}")],
+        "{\n  \"a\": \"line\\n\\\"q\\\"\\u2028\",\n  \"n\": 1\n}\n",
+    );
+}
+
+#[test]
+fn top_level_must_be_a_collection() {
+    for (format, text) in [
+        (Yaml, ""),
+        (Yaml, "# only a comment\n"),
+        (Yaml, "---\n"),
+        (Yaml, "ENC[x]\n"),
+        (Yaml, "123"),
+        (Json, ""),
+        (Json, "  \n"),
+        (Json, "\"ENC[x]\""),
+        (Json, "null"),
+    ] {
+        check_error(
+            format,
+            text,
+            "given data is not of expected type map not slice",
+        );
+    }
+    // A top-level mapping with a non-string key is not a string-keyed map.
+    check_error(
+        Yaml,
+        "1: ENC[x]\nb: ENC[y]\n",
+        "given data is not of expected type map not slice",
+    );
+    check_sites(Yaml, "- ENC[x]\n", &["x @ 0"]);
+    check_render(
+        Json,
+        "\u{feff}{\"a\": \"ENC[x]\"}",
+        &[("x", "v")],
+        "\u{feff}{\"a\": \"v\"}",
+    );
+    check_sites(Yaml, "{}", &[]);
+}
+
+#[test]
+fn invalid_documents() {
+    check_error(
+        Yaml,
+        "a: 1\n---\nb: ENC[x]\n",
+        "could not parse YAML: a second document starts at line 2; only one document per file is supported",
+    );
+    check_error(
+        Yaml,
+        "a:\n  b: 1\n  b: 2\n",
+        "could not parse YAML: duplicate key at 'a/b'",
+    );
+    check_error(
+        Json,
+        r#"{"a": {"b": 1, "\u0062": 2}}"#,
+        "could not parse JSON: duplicate key at 'a/b'",
+    );
+    check_error(
+        Json,
+        "{\"a\": [1,]}",
+        "could not parse JSON: expected value at line 1, column 10",
+    );
+    check_error(
+        Json,
+        "{\"a\": 1} // note",
+        "could not parse JSON: trailing characters at line 1, column 10",
+    );
+    check_error(
+        Json,
+        "{\"a\": /* c */ 1}",
+        "could not parse JSON: expected value at line 1, column 7",
+    );
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    assert!(Document::parse(deep, Json).is_err());
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    check_error(
+        Yaml,
+        &deep,
+        "could not parse YAML: collections nest deeper than 128 levels",
+    );
+}
+
+#[test]
+fn errors_never_quote_the_document() {
+    for (format, text) in [
+        (Yaml, "a: \"hunter2"),
+        (Yaml, "a: hunter2\n b: hunter2: x\n"),
+        (Yaml, "a: %hunter2\n"),
+        (Yaml, "a: 'hunter2'\n  - hunter2\n"),
+        (Yaml, "a: *hunter2\n"),
+        (Json, "{\"a\": \"hunter2\" \"b\"}"),
+        (Json, "{\"a\": hunter2}"),
+        (Json, "{\"a\": \"hunter2\\q\"}"),
+    ] {
+        let error = match Document::parse(text.to_owned(), format) {
+            Ok(_) => panic!("{text:?} parsed"),
+            Err(error) => error,
+        };
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(!shown.contains('%'), "{shown}");
+        assert!(matches!(error, DocumentError::Syntax { .. }), "{shown}");
+    }
+}
+
+#[test]
+fn alias_bombs_are_refused() {
+    let mut text = String::from("a0: &a0 [\"ENC[x]\", \"ENC[x]\", \"ENC[x]\", \"ENC[x]\"]\n");
+    for level in 1..20 {
+        let previous = level - 1;
+        text.push_str(&format!(
+            "a{level}: &a{level} [*a{previous}, *a{previous}, *a{previous}, *a{previous}]\n"
+        ));
+    }
+    check_error(
+        Yaml,
+        &text,
+        "could not parse YAML: aliases expand into more than 250000 values",
+    );
+}
+
+#[test]
+fn debug_does_not_print_the_text() {
+    let document = parse(Yaml, "password: hunter2\ntoken: ENC[t]\n");
+    let shown = format!("{document:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("\"t\""), "{shown}");
+}
+
+#[test]
+fn handles_in_first_seen_order() {
+    let document = parse(Yaml, "a: ENC[b]\nc: [\"ENC[a]\", \"ENC[b]\", \"ENC[c]\"]\n");
+    assert_eq!(document.handles(), ["b", "a", "c"]);
+}
+
+/// The document as JSON, read back through saphyr.
+fn parse_yaml_value(text: &str) -> serde_json::Value {
+    match roundtrip::yaml_to_json(text) {
+        Ok(value) => value,
+        Err(error) => panic!("output does not parse: {error}\n{text}"),
+    }
+}
