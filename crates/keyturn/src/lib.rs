@@ -9,7 +9,8 @@
 //! - [`handle`]: what counts as an `ENC[...]` handle.
 //! - [`document`]: YAML and JSON documents, the handles in them, format-preserving substitution.
 //! - [`settings`]: the settings file, parsed once into validated types.
-//! - [`backend`]: the only code that starts processes: permission check, spawn, timeout,
+//! - [`backend`]: the only code that starts backends (the daemon's `on_change` commands are
+//!   the one other process, started by [`daemon::hook`]): permission check, spawn, timeout,
 //!   output caps, response parsing.
 //! - [`resolver`]: cache, origins, subscriptions, coalesced fetches and refreshes.
 //! - [`metrics`]: Prometheus counters and histograms.
