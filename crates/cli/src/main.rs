@@ -8,15 +8,20 @@
 //!   a refresh failed);
 //! - 2: bad invocation, unreadable or unparsable input, invalid settings;
 //! - 3: an operational failure (output could not be written, daemon could not start, API
-//!   unreachable).
+//!   unreachable or refusing the token).
 //!
-//! Logs go to stderr, data to stdout.
+//! Logs go to stderr, data to stdout. `keyturn serve` logs at `info` (JSON with
+//! `--log-format json`), the other commands at `warn`; `KEYTURN_LOG` overrides the filter.
 
 // Doc comments double as `--help` text, where `ENC[handle]` is literal, not a link.
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod check;
+mod client;
+mod refresh;
 mod resolve;
+mod serve;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +42,12 @@ enum Command {
     Resolve(resolve::Args),
     /// Check the backend executable's permissions and print a report.
     Check(check::Args),
+    /// Run the daemon: keep templates resolved and fresh, serve the HTTP API.
+    Serve(serve::Args),
+    /// Print the status of a running daemon.
+    Status(status::Args),
+    /// Ask a running daemon to refresh now and print the report.
+    Refresh(refresh::Args),
 }
 
 /// An error with the exit code it maps to.
@@ -72,10 +83,16 @@ pub(crate) enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    match &cli.command {
+        Command::Serve(args) => init_logging("info", args.log_format),
+        _ => init_logging("warn", serve::LogFormat::Human),
+    }
     let result = match cli.command {
         Command::Resolve(args) => resolve::run(args),
         Command::Check(args) => check::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Refresh(args) => refresh::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
@@ -87,14 +104,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default_level: &str, format: serve::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        serve::LogFormat::Human => builder.init(),
+        serve::LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Writes data to stdout.
+pub(crate) fn print(bytes: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Failure::operational(anyhow::anyhow!("cannot write to stdout: {e}")))
 }
 
 /// Reads a settings file, with its name in every error.

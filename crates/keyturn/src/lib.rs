@@ -9,20 +9,25 @@
 //! - [`handle`]: what counts as an `ENC[...]` handle.
 //! - [`document`]: YAML and JSON documents, the handles in them, format-preserving substitution.
 //! - [`settings`]: the settings file, parsed once into validated types.
-//! - [`backend`]: the only code that starts processes: permission check, spawn, timeout,
+//! - [`backend`]: the only code that starts backends (the daemon's `on_change` commands are
+//!   the one other process, started by [`daemon::hook`]): permission check, spawn, timeout,
 //!   output caps, response parsing.
 //! - [`resolver`]: cache, origins, subscriptions, coalesced fetches and refreshes.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`audit`]: the audit trail of refreshes (NDJSON, rotated, never a plain value).
 //! - [`atomic_file`]: writing files that are never seen half-written.
+//! - [`daemon`]: `keyturn serve`: templates kept resolved, refresh schedule, reloads.
+//! - [`api`]: the daemon's HTTP API (status, refresh, metrics) behind a bearer token.
 //!
 //! Invariant: no secret value reaches a log line, an error message, or a `Debug` print.
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod atomic_file;
 pub mod audit;
 pub mod backend;
+pub mod daemon;
 pub mod document;
 pub mod handle;
 pub mod metrics;

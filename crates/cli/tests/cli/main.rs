@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod resolve;
+mod serve;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

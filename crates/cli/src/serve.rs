@@ -1,0 +1,82 @@
+//! `keyturn serve`: the daemon. Wiring only: settings, listener, signals, shutdown; the
+//! behaviour is `keyturn::daemon`.
+//!
+//! SIGHUP reloads the settings and templates (a bad reload is logged and the daemon keeps
+//! serving); SIGTERM and SIGINT stop it (exit 0).
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use keyturn::daemon::{self, Daemon, DaemonConfig, DaemonError};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{Failure, Outcome};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Settings file (YAML): secret_* keys, api and templates.
+    #[arg(long, value_name = "SETTINGS", default_value = "keyturn.yaml")]
+    pub(crate) config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One line of text per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
+    let config = DaemonConfig::load(&args.config).map_err(Failure::input)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::operational(anyhow!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(serve(config, args.config))
+}
+
+async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> {
+    let listen = config.api.listen;
+    let signals = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| Failure::operational(anyhow!("cannot handle {name}: {e}")))
+    };
+    let mut hangup = signals(SignalKind::hangup(), "SIGHUP")?;
+    let mut terminate = signals(SignalKind::terminate(), "SIGTERM")?;
+    let mut interrupt = signals(SignalKind::interrupt(), "SIGINT")?;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::operational(anyhow!("cannot listen on {listen}: {e}")))?;
+    let daemon = Daemon::start(config, Some(path))
+        .await
+        .map_err(|e| match e {
+            DaemonError::Token(_) => Failure::operational(e),
+            _ => Failure::input(e),
+        })?;
+    tracing::info!(%listen, "serving the API");
+
+    let reloader = daemon.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading settings and templates");
+            if let Err(e) = reloader.reload().await {
+                tracing::error!("reload failed, still serving the previous settings: {e}");
+            }
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    daemon::serve(listener, daemon, shutdown)
+        .await
+        .map_err(|e| Failure::operational(anyhow!("the API server failed: {e}")))?;
+    Ok(Outcome::Success)
+}

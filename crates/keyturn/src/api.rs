@@ -1,0 +1,823 @@
+//! The daemon's HTTP API: status, refresh, throttled triggers, metrics and a health check.
+//!
+//! [`router`] builds the whole API over a [`Daemon`]; tests drive it with
+//! `tower::ServiceExt::oneshot`, no socket. Every route but `GET /healthz` requires
+//! `Authorization: Bearer <token>`; the token is compared in constant time whatever the length
+//! of the candidate. Every error goes through [`ApiError`] and is answered as JSON
+//! `{"error": "..."}`.
+//!
+//! Routes:
+//! - `GET /healthz`: 200 `ok`.
+//! - `GET /secrets`: the status as text, or as JSON when `Accept` asks for `application/json`.
+//! - `GET|POST /secret/refresh[?handle=H]...[&trigger=cli]`: refreshes (all handles, coalesced
+//!   with concurrent refreshes, or only the named ones), re-renders changed templates, and
+//!   answers the report: text, or JSON `{"report": {...}, "text": "..."}`. On failure: 500 with
+//!   JSON `{"error": "..."}` (plus `report` and `text` in the JSON form).
+//! - `POST /secret/trigger`: queues a throttled refresh (spec §6.7) and answers at once: 202
+//!   `{"queued": true}`, 200 `{"queued": false}` when one is already waiting, 409 when triggers
+//!   are disabled.
+//! - `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
+//!
+//! Invariant: no response carries a secret value; reports and statuses name handles and paths.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use rand::RngCore;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::daemon::Daemon;
+use crate::daemon::schedule::TriggerRefused;
+use crate::resolver::{RefreshReport, Trigger};
+use crate::secret::Secret;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 16 * 1024;
+/// Content type of `/metrics`: what prometheus-client's text encoder produces.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of text answers.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// The API over `daemon`.
+pub fn router(daemon: Daemon) -> Router {
+    let protected = Router::new()
+        .route("/secrets", get(secrets))
+        .route("/secret/refresh", get(refresh).post(refresh))
+        .route("/secret/trigger", post(trigger))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(daemon.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(daemon)
+}
+
+/// Every way a request can fail, each mapped to one status and a JSON `{"error": ...}` body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token: send 'Authorization: Bearer <token>'")]
+    MissingToken,
+    /// A token that is not the daemon's.
+    #[error("invalid token")]
+    InvalidToken,
+    /// A malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such route.
+    #[error("not found")]
+    NotFound,
+    /// The route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// `POST /secret/trigger` while triggers are off.
+    #[error(
+        "refresh triggers are disabled: set secret_refresh_on_api_key_failure_interval to enable them"
+    )]
+    TriggersDisabled,
+    /// A refresh ran and did not fully succeed.
+    #[error("{message}")]
+    RefreshFailed {
+        /// The report's error text.
+        message: String,
+        /// The report, for the JSON form.
+        details: Option<Box<RefreshBody>>,
+    },
+}
+
+/// The JSON form of a refresh answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefreshBody {
+    /// What the refresh did.
+    #[serde(serialize_with = "serialize_report")]
+    pub report: Arc<RefreshReport>,
+    /// The report as text (as the text form answers it).
+    pub text: String,
+}
+
+fn serialize_report<S: serde::Serializer>(
+    report: &Arc<RefreshReport>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    report.as_ref().serialize(serializer)
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TriggersDisabled => StatusCode::CONFLICT,
+            ApiError::RefreshFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: String,
+            #[serde(flatten, skip_serializing_if = "Option::is_none")]
+            details: Option<&'a RefreshBody>,
+        }
+        let status = self.status();
+        let details = match &self {
+            ApiError::RefreshFailed { details, .. } => details.as_deref(),
+            _ => None,
+        };
+        let body = Body {
+            error: self.to_string(),
+            details,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+async fn authorize(
+    State(daemon): State<Daemon>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = bearer(request.headers()).ok_or(ApiError::MissingToken)?;
+    if !daemon.token().matches(token) {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(next.run(request).await)
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = token.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+async fn healthz() -> Response {
+    text("ok\n".to_owned())
+}
+
+async fn secrets(State(daemon): State<Daemon>, headers: HeaderMap) -> Response {
+    if wants_json(&headers) {
+        Json(daemon.status()).into_response()
+    } else {
+        text(daemon.status_text())
+    }
+}
+
+async fn refresh(
+    State(daemon): State<Daemon>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let mut handles = Vec::new();
+    let mut trigger = Trigger::Api;
+    for (key, value) in params {
+        match (key.as_str(), value.as_str()) {
+            ("handle", _) => handles.push(value),
+            ("trigger", "api") => trigger = Trigger::Api,
+            ("trigger", "cli") => trigger = Trigger::Cli,
+            ("trigger", _) => {
+                return Err(ApiError::BadRequest(
+                    "query parameter 'trigger' must be api or cli".into(),
+                ));
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter '{key}'; expected handle or trigger"
+                )));
+            }
+        }
+    }
+    let only = (!handles.is_empty()).then_some(handles.as_slice());
+    let report = daemon.refresh(trigger, only).await;
+    let json = wants_json(&headers);
+    if let Some(message) = report.error_text() {
+        let details = json.then(|| {
+            Box::new(RefreshBody {
+                text: report.to_text(),
+                report,
+            })
+        });
+        return Err(ApiError::RefreshFailed { message, details });
+    }
+    Ok(if json {
+        Json(RefreshBody {
+            text: report.to_text(),
+            report,
+        })
+        .into_response()
+    } else {
+        text(report.to_text())
+    })
+}
+
+async fn trigger(State(daemon): State<Daemon>) -> Result<Response, ApiError> {
+    #[derive(Serialize)]
+    struct Body {
+        queued: bool,
+    }
+    match daemon.trigger() {
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(Body { queued: true })).into_response()),
+        Err(TriggerRefused::Pending) => Ok(Json(Body { queued: false }).into_response()),
+        Err(TriggerRefused::Disabled) => Err(ApiError::TriggersDisabled),
+    }
+}
+
+async fn metrics(State(daemon): State<Daemon>) -> Response {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    (
+        [(CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        daemon.metrics().encode(now),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn text(body: String) -> Response {
+    ([(CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response()
+}
+
+/// Whether `Accept` lists `application/json` (with a non-zero quality).
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|param| {
+                param
+                    .split_once('=')
+                    .is_some_and(|(k, v)| k.trim() == "q" && v.trim().parse() == Ok(0.0f32))
+            });
+            media.eq_ignore_ascii_case("application/json") && !refused
+        })
+}
+
+/// The secret clients present to the API.
+pub struct AuthToken(Secret);
+
+/// Why the token file could not be used. Never quotes the token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Reading or creating the file failed.
+    #[error("cannot {action} API token file {path}: {source}")]
+    Io {
+        /// `read` or `create`.
+        action: &'static str,
+        /// The token file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file holds no token.
+    #[error("API token file {path} is empty")]
+    Empty {
+        /// The token file.
+        path: PathBuf,
+    },
+}
+
+impl AuthToken {
+    /// A token with this value.
+    pub fn new(token: impl Into<String>) -> AuthToken {
+        AuthToken(Secret::new(token))
+    }
+
+    /// A new random token: 32 bytes from the thread's CSPRNG, as 64 hex digits.
+    pub fn generate() -> AuthToken {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(bytes.as_mut());
+        AuthToken::new(hex::encode(bytes.as_ref()))
+    }
+
+    /// Reads the token at `path` (surrounding whitespace ignored).
+    pub fn read(path: &Path) -> Result<AuthToken, TokenError> {
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| TokenError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?);
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(TokenError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(AuthToken::new(token))
+    }
+
+    /// Reads the token at `path`, creating the file (mode 0600, parent directories as needed)
+    /// with a [generated](AuthToken::generate) token when it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<AuthToken, TokenError> {
+        match AuthToken::read(path) {
+            Err(TokenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Ok(token) => {
+                if let Ok(meta) = fs::metadata(path) {
+                    if meta.permissions().mode() & 0o077 != 0 {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "the API token file is accessible to other users; chmod 600 it"
+                        );
+                    }
+                }
+                return Ok(token);
+            }
+            Err(e) => return Err(e),
+        }
+        let token = AuthToken::generate();
+        let create = || -> io::Result<()> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir)?;
+            }
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            let written = file
+                .write_all(format!("{}\n", token.expose()).as_bytes())
+                .and_then(|()| file.sync_all());
+            if written.is_err() {
+                let _ = fs::remove_file(path);
+            }
+            written
+        };
+        match create() {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "created the API token file");
+                Ok(token)
+            }
+            // Another process created it first: use theirs.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => AuthToken::read(path),
+            Err(source) => Err(TokenError::Io {
+                action: "create",
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// The token, to send it. Do not log it.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// Whether `candidate` is this token. Takes the same time for every candidate of a given
+    /// length, and no less for a candidate of another length.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let expected = self.0.expose().as_bytes();
+        let mut same = (candidate.len() as u64).ct_eq(&(expected.len() as u64));
+        for (i, byte) in expected.iter().enumerate() {
+            same &= byte.ct_eq(candidate.get(i).unwrap_or(&0));
+        }
+        same.into()
+    }
+}
+
+impl std::fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthToken(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use axum::body::Body;
+    use axum::http::Method;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::daemon::DaemonConfig;
+    use crate::resolver::status::DISABLED_MESSAGE;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    struct Answer {
+        status: StatusCode,
+        content_type: String,
+        body: String,
+    }
+
+    impl Answer {
+        fn json(&self) -> serde_json::Value {
+            serde_json::from_str(&self.body).unwrap()
+        }
+    }
+
+    /// A daemon with no backend and no templates, its token written beforehand.
+    async fn daemon(dir: &Path, settings: &str) -> Daemon {
+        fs::write(dir.join("auth_token"), format!("{TOKEN}\n")).unwrap();
+        let config = DaemonConfig::from_yaml_str(settings, dir).unwrap();
+        Daemon::start(config, None).await.unwrap()
+    }
+
+    async fn send(daemon: &Daemon, request: axum::http::request::Builder) -> Answer {
+        let response = router(daemon.clone())
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            content_type,
+            body: String::from_utf8(bytes.to_vec()).unwrap(),
+        }
+    }
+
+    fn authed(method: Method, uri: &str) -> axum::http::request::Builder {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+    }
+
+    #[tokio::test]
+    async fn every_route_but_healthz_needs_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(dir.path(), "").await;
+        let health = send(&daemon, Request::builder().uri("/healthz")).await;
+        assert_eq!(
+            (health.status, health.body.as_str()),
+            (StatusCode::OK, "ok\n")
+        );
+
+        let cases: &[(Method, &str, Option<&str>, &str)] = &[
+            (
+                Method::GET,
+                "/secrets",
+                None,
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+            ),
+            (
+                Method::GET,
+                "/secrets",
+                Some("Bearer nope"),
+                "invalid token",
+            ),
+            (
+                Method::GET,
+                "/secrets",
+                Some(&format!("Bearer {TOKEN}x")),
+                "invalid token",
+            ),
+            (
+                Method::GET,
+                "/secrets",
+                Some(&format!("Bearer {}", &TOKEN[1..])),
+                "invalid token",
+            ),
+            (
+                Method::GET,
+                "/secrets",
+                Some(&format!("Basic {TOKEN}")),
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+            ),
+            (
+                Method::GET,
+                "/secrets",
+                Some("Bearer "),
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+            ),
+            (
+                Method::POST,
+                "/secret/refresh",
+                Some("Bearer wrong"),
+                "invalid token",
+            ),
+            (
+                Method::GET,
+                "/metrics",
+                None,
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+            ),
+            (
+                Method::POST,
+                "/secret/trigger",
+                None,
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+            ),
+            (
+                Method::GET,
+                "/no-such-route",
+                None,
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+            ),
+        ];
+        for (method, uri, header, error) in cases {
+            let mut request = Request::builder().method(method.clone()).uri(*uri);
+            if let Some(header) = header {
+                request = request.header(AUTHORIZATION, *header);
+            }
+            let answer = send(&daemon, request).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} {header:?}"
+            );
+            assert_eq!(answer.content_type, "application/json");
+            assert_eq!(answer.json(), serde_json::json!({ "error": error }));
+        }
+        let lower = send(
+            &daemon,
+            Request::builder()
+                .uri("/secrets")
+                .header(AUTHORIZATION, format!("bearer {TOKEN}")),
+        )
+        .await;
+        assert_eq!(lower.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn secrets_as_text_or_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(dir.path(), "").await;
+        let answer = send(&daemon, authed(Method::GET, "/secrets")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.content_type, TEXT_CONTENT_TYPE);
+        assert_eq!(
+            answer.body,
+            format!("{DISABLED_MESSAGE}\n\n=== Templates ===\nNo templates configured\n")
+        );
+        for accept in [
+            "application/json",
+            "text/html, application/json;q=0.5",
+            "Application/JSON",
+        ] {
+            let answer = send(
+                &daemon,
+                authed(Method::GET, "/secrets").header(ACCEPT, accept),
+            )
+            .await;
+            assert_eq!(answer.content_type, "application/json", "{accept}");
+            assert_eq!(
+                answer.json(),
+                serde_json::json!({"backendCommandSet": false, "message": DISABLED_MESSAGE, "templates": []})
+            );
+        }
+        let refused = send(
+            &daemon,
+            authed(Method::GET, "/secrets").header(ACCEPT, "application/json;q=0, text/plain"),
+        )
+        .await;
+        assert_eq!(refused.content_type, TEXT_CONTENT_TYPE);
+    }
+
+    #[tokio::test]
+    async fn refresh_with_nothing_to_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(dir.path(), "").await;
+        for method in [Method::GET, Method::POST] {
+            let answer = send(&daemon, authed(method, "/secret/refresh")).await;
+            assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, ""));
+            assert_eq!(answer.content_type, TEXT_CONTENT_TYPE);
+        }
+        let answer = send(
+            &daemon,
+            authed(
+                Method::GET,
+                "/secret/refresh?handle=a&handle=b%3Bc&trigger=cli",
+            )
+            .header(ACCEPT, "application/json"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(
+            answer.json(),
+            serde_json::json!({"report": {"candidates": 0, "changed": [], "failures": []}, "text": ""})
+        );
+    }
+
+    #[tokio::test]
+    async fn refresh_rejects_unknown_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(dir.path(), "").await;
+        for (uri, error) in [
+            (
+                "/secret/refresh?handles=a",
+                "unknown query parameter 'handles'; expected handle or trigger",
+            ),
+            (
+                "/secret/refresh?trigger=timer",
+                "query parameter 'trigger' must be api or cli",
+            ),
+        ] {
+            let answer = send(&daemon, authed(Method::GET, uri)).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{uri}");
+            assert_eq!(answer.json(), serde_json::json!({ "error": error }));
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_failure_is_500_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(dir.path(), "").await;
+        let report = RefreshReport {
+            candidates: 1,
+            failures: vec![crate::resolver::Failure {
+                handle: "db".into(),
+                kind: crate::metrics::FailureKind::Missing,
+                message: "not found".into(),
+                paths: vec![vec!["a".into()]],
+            }],
+            ..RefreshReport::default()
+        };
+        let error = ApiError::RefreshFailed {
+            message: report.error_text().unwrap(),
+            details: None,
+        };
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"error": "'db': not found"})
+        );
+        let with_details = ApiError::RefreshFailed {
+            message: report.error_text().unwrap(),
+            details: Some(Box::new(RefreshBody {
+                text: report.to_text(),
+                report: Arc::new(report),
+            })),
+        };
+        let body = with_details
+            .into_response()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "'db': not found");
+        assert_eq!(json["report"]["failures"][0]["handle"], "db");
+        assert_eq!(
+            json["text"],
+            "=== Secret stats ===\nNumber of secrets reloaded: 0\nSecrets handle reloaded:\n\n"
+        );
+        drop(daemon);
+    }
+
+    #[tokio::test]
+    async fn triggers() {
+        let dir = tempfile::tempdir().unwrap();
+        let disabled = daemon(dir.path(), "").await;
+        let answer = send(&disabled, authed(Method::POST, "/secret/trigger")).await;
+        assert_eq!(answer.status, StatusCode::CONFLICT);
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("refresh triggers are disabled")
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let enabled = daemon(
+            dir.path(),
+            // A backend is configured (never run here: there are no templates).
+            "secret_backend_command: /nonexistent/backend\nsecret_refresh_on_api_key_failure_interval: 1\n",
+        )
+        .await;
+        let first = send(&enabled, authed(Method::POST, "/secret/trigger")).await;
+        assert_eq!(
+            (first.status, first.json()),
+            (StatusCode::ACCEPTED, serde_json::json!({"queued": true}))
+        );
+        // No loop is running here: the first stays queued and the next is dropped.
+        let second = send(&enabled, authed(Method::POST, "/secret/trigger")).await;
+        assert_eq!(
+            (second.status, second.json()),
+            (StatusCode::OK, serde_json::json!({"queued": false}))
+        );
+        let get = send(&enabled, authed(Method::GET, "/secret/trigger")).await;
+        assert_eq!(
+            (get.status, get.json()),
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"error": "method not allowed"})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_and_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(dir.path(), "").await;
+        let answer = send(&daemon, authed(Method::GET, "/metrics")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.content_type, METRICS_CONTENT_TYPE);
+        assert!(
+            answer.body.contains("# TYPE keyturn_handles_known gauge"),
+            "{}",
+            answer.body
+        );
+        assert!(answer.body.ends_with("# EOF\n"), "{}", answer.body);
+        let missing = send(&daemon, authed(Method::GET, "/nope")).await;
+        assert_eq!(
+            (missing.status, missing.json()),
+            (
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "not found"})
+            )
+        );
+    }
+
+    #[test]
+    fn token_matching() {
+        let token = AuthToken::new("secret-token");
+        assert!(token.matches(b"secret-token"));
+        for candidate in [
+            &b""[..],
+            b"secret-toke",
+            b"secret-tokens",
+            b"secret-tokeN",
+            b"xecret-token",
+        ] {
+            assert!(!token.matches(candidate), "{candidate:?}");
+        }
+        assert!(!AuthToken::new("").matches(b"x"));
+        assert_eq!(format!("{token:?}"), "AuthToken(<redacted>)");
+    }
+
+    #[test]
+    fn token_file_is_created_once_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run").join("auth_token");
+        let created = AuthToken::load_or_create(&path).unwrap();
+        assert_eq!(created.expose().len(), 64);
+        assert!(created.expose().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = AuthToken::load_or_create(&path).unwrap();
+        assert_eq!(again.expose(), created.expose());
+        assert_ne!(AuthToken::generate().expose(), created.expose());
+
+        fs::write(&path, " \n").unwrap();
+        let empty = AuthToken::load_or_create(&path).unwrap_err();
+        assert!(
+            empty.to_string().ends_with("auth_token is empty"),
+            "{empty}"
+        );
+        let missing = AuthToken::read(&dir.path().join("absent")).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .starts_with("cannot read API token file"),
+            "{missing}"
+        );
+    }
+}

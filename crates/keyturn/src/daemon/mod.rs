@@ -1,0 +1,503 @@
+//! The daemon behind `keyturn serve`: keeps templates' destinations resolved and fresh, and
+//! serves the HTTP API.
+//!
+//! Start reading at [`Daemon::start`]: it loads the API token, reads and parses every template
+//! ([`template`]), resolves them all, writes every destination whose handles all resolved, and
+//! sets up the [`schedule`]. [`serve`] then runs the HTTP API ([`crate::api`]) and the refresh
+//! loop until its shutdown future completes. The caller owns the listener, signals and
+//! shutdown: `keyturn serve` binds the socket, maps SIGHUP to [`Daemon::reload`] and SIGTERM or
+//! SIGINT to shutdown.
+//!
+//! The resolver and the templates form a *generation*: a reload builds a new one (new resolver,
+//! empty cache) and swaps it in only when it could be built; until then the old one keeps
+//! serving. Every refresh — timer, retry, trigger or API — goes through [`Daemon::refresh`]:
+//! refresh, then re-render the templates whose values changed (they are marked by the
+//! resolver's change notifications), then run their `on_change` commands.
+//!
+//! Invariants:
+//! - Rendering and writing are serialized (one async mutex), and only the current generation
+//!   writes, so an older render can never overwrite a newer one.
+//! - Locks are never held across a backend run; the render mutex is the only one held across
+//!   `.await` (it is a tokio mutex, held while files are written and hooks run).
+//! - Statuses, logs and reports name handles, origins, paths and destinations, never values.
+
+pub mod config;
+pub mod hook;
+pub mod schedule;
+pub mod template;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::Resolver;
+use crate::api::{self, AuthToken, TokenError};
+use crate::metrics::Metrics;
+use crate::resolver::status::{self, DebugInfo};
+use crate::resolver::{RefreshReport, ResolverOptions, Trigger};
+pub use config::{ApiConfig, ConfigError, DaemonConfig, OnChange, TemplateConfig};
+use schedule::{Schedule, Scheduler, TriggerRefused};
+pub use template::{Outcome, TemplateStatus};
+use template::{Template, TemplateError, Written};
+
+/// How long in-flight API requests may still run after shutdown was asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The settings file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A template's source is unreadable or invalid.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// The API token could not be read or created.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// Reload was asked for but the daemon was not started from a file.
+    #[error("there is no settings file to reload")]
+    NoSettingsFile,
+}
+
+/// The running daemon: a cheap handle (`Clone`) over shared state.
+#[derive(Clone)]
+pub struct Daemon {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The settings file, for reloads.
+    settings_file: Option<PathBuf>,
+    token: AuthToken,
+    metrics: Arc<Metrics>,
+    current: Mutex<Arc<Generation>>,
+    scheduler: Scheduler,
+    /// Serializes rendering and writing (see the module invariants).
+    render: tokio::sync::Mutex<()>,
+}
+
+/// A resolver and the templates it resolves.
+struct Generation {
+    config: DaemonConfig,
+    resolver: Resolver,
+    templates: Vec<Arc<Template>>,
+}
+
+/// The daemon's status: the resolver's (spec §4.3 keys) and every template's.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonStatus {
+    /// What the resolver knows.
+    #[serde(flatten)]
+    pub resolver: DebugInfo,
+    /// Every template, in settings order.
+    pub templates: Vec<TemplateStatus>,
+}
+
+impl Daemon {
+    /// Reads the settings file at `path` and starts from it (see [`Daemon::start`]); SIGHUP
+    /// reloads re-read that file.
+    pub async fn load(path: PathBuf) -> Result<Daemon, DaemonError> {
+        let config = DaemonConfig::load(&path)?;
+        Daemon::start(config, Some(path)).await
+    }
+
+    /// Loads (or creates) the API token, reads every template, resolves them and writes every
+    /// destination whose handles all resolved. Handles that fail are logged and show in the
+    /// status; they do not stop the start. `settings_file` is what [`Daemon::reload`] re-reads.
+    pub async fn start(
+        config: DaemonConfig,
+        settings_file: Option<PathBuf>,
+    ) -> Result<Daemon, DaemonError> {
+        let token = AuthToken::load_or_create(&config.api.auth_token_file)?;
+        let metrics = Arc::new(Metrics::new());
+        let generation = Generation::build(config, &metrics)?;
+        let (generation, schedule, success) = generation.start().await;
+        let daemon = Daemon {
+            shared: Arc::new(Shared {
+                settings_file,
+                token,
+                metrics,
+                current: Mutex::new(generation.clone()),
+                scheduler: Scheduler::new(schedule),
+                render: tokio::sync::Mutex::new(()),
+            }),
+        };
+        daemon.render(&generation).await;
+        daemon.shared.scheduler.completed(success);
+        Ok(daemon)
+    }
+
+    /// Re-reads the settings file and the templates and swaps in a new resolver. On any error
+    /// the current state keeps serving and the error is returned. Changes to the `api` section
+    /// take effect at the next start.
+    pub async fn reload(&self) -> Result<(), DaemonError> {
+        let path = self
+            .shared
+            .settings_file
+            .as_ref()
+            .ok_or(DaemonError::NoSettingsFile)?;
+        let config = DaemonConfig::load(path)?;
+        if config.api != self.current().config.api {
+            tracing::warn!("changes to the api section take effect after a restart");
+        }
+        let generation = Generation::build(config, &self.shared.metrics)?;
+        let (generation, schedule, success) = generation.start().await;
+        {
+            let _render = self.shared.render.lock().await;
+            *self.lock_current() = generation.clone();
+        }
+        self.shared.scheduler.replace(schedule);
+        self.render(&generation).await;
+        self.shared.scheduler.completed(success);
+        tracing::info!(templates = generation.templates.len(), "settings reloaded");
+        Ok(())
+    }
+
+    /// Refreshes every refreshable handle (coalesced with concurrent refreshes), or only
+    /// `handles`, re-renders the templates whose values changed and runs their `on_change`
+    /// commands. Write and `on_change` failures are added to the report's `error`.
+    pub async fn refresh(
+        &self,
+        trigger: Trigger,
+        handles: Option<&[String]>,
+    ) -> Arc<RefreshReport> {
+        let (report, success) = self.refresh_and_render(trigger, handles).await;
+        if handles.is_none() {
+            self.shared.scheduler.completed(success);
+        }
+        report
+    }
+
+    /// Queues a throttled refresh (spec §6.7) without waiting for it.
+    pub fn trigger(&self) -> Result<(), TriggerRefused> {
+        self.shared.scheduler.trigger()
+    }
+
+    /// The current resolver.
+    pub fn resolver(&self) -> Resolver {
+        self.current().resolver.clone()
+    }
+
+    /// The API token clients must present.
+    pub fn token(&self) -> &AuthToken {
+        &self.shared.token
+    }
+
+    /// The metrics of every resolver this daemon ran (they survive reloads).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Every template's status, in settings order.
+    pub fn templates(&self) -> Vec<TemplateStatus> {
+        self.current()
+            .templates
+            .iter()
+            .map(|t| t.status())
+            .collect()
+    }
+
+    /// The status as JSON-ready data.
+    pub fn status(&self) -> DaemonStatus {
+        let generation = self.current();
+        DaemonStatus {
+            resolver: DebugInfo::collect(&generation.resolver),
+            templates: generation.templates.iter().map(|t| t.status()).collect(),
+        }
+    }
+
+    /// The status as text: the resolver's (spec §4.4), then one line per template.
+    pub fn status_text(&self) -> String {
+        let generation = self.current();
+        let mut text = status::status_text(&generation.resolver);
+        text.push_str("\n=== Templates ===\n");
+        if generation.templates.is_empty() {
+            text.push_str("No templates configured\n");
+        }
+        for template in &generation.templates {
+            let status = template.status();
+            let state = match &status.outcome {
+                Outcome::Pending => "pending".to_owned(),
+                Outcome::Written => "written".to_owned(),
+                Outcome::Unresolved { handles } => format!(
+                    "not written, unresolved handles: {}",
+                    handles
+                        .iter()
+                        .map(|h| format!("'{h}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Outcome::WriteFailed { error } => format!("write failed: {error}"),
+            };
+            text.push_str(&format!(
+                "- {} -> {}: {state}\n",
+                status.source, status.destination
+            ));
+            if let Some(error) = &status.on_change_error {
+                text.push_str(&format!("  on_change failed: {error}\n"));
+            }
+        }
+        text
+    }
+
+    /// The refresh run by the loop and by [`Daemon::refresh`]. Returns the report and whether
+    /// the schedule should count it a success: every handle refreshed and every destination
+    /// written (an `on_change` failure is reported but not retried).
+    async fn refresh_and_render(
+        &self,
+        trigger: Trigger,
+        handles: Option<&[String]>,
+    ) -> (Arc<RefreshReport>, bool) {
+        let generation = self.current();
+        // Full refreshes share their report with every coalesced caller: it is copied only
+        // when render errors must be added to it.
+        let mut report = match handles {
+            None => generation.resolver.refresh(trigger).await,
+            Some(handles) => Arc::new(generation.resolver.refresh_handles(handles, trigger).await),
+        };
+        let rendered = self.render(&generation).await;
+        let success = report.is_success() && rendered.write_failures == 0;
+        if !rendered.errors.is_empty() {
+            let report = Arc::make_mut(&mut report);
+            let mut errors: Vec<String> = report.error.take().into_iter().collect();
+            errors.extend(rendered.errors);
+            report.error = Some(errors.join("\n"));
+        }
+        if !report.is_success() {
+            let level_error = report.error_text().unwrap_or_default();
+            tracing::info!(
+                trigger = trigger.as_str(),
+                "error with refreshing secrets: {level_error}"
+            );
+        }
+        (report, success)
+    }
+
+    /// Renders and writes every dirty template of `generation` (when it is still the current
+    /// one) and runs the `on_change` commands of those whose content changed.
+    async fn render(&self, generation: &Arc<Generation>) -> Rendered {
+        let _render = self.shared.render.lock().await;
+        let mut rendered = Rendered::default();
+        if !Arc::ptr_eq(generation, &self.current()) {
+            return rendered;
+        }
+        for template in &generation.templates {
+            let writer = template.clone();
+            let written = tokio::task::spawn_blocking(move || writer.render_and_write())
+                .await
+                .unwrap_or_else(|e| Written::Failed(format!("rendering was interrupted: {e}")));
+            let destination = template.config.destination.display();
+            match written {
+                Written::Clean => {}
+                Written::Unchanged => {
+                    tracing::debug!(%destination, "destination already up to date");
+                }
+                Written::Unresolved(handles) => {
+                    tracing::warn!(
+                        %destination,
+                        ?handles,
+                        "destination not written: some handles are unresolved"
+                    );
+                }
+                Written::Failed(error) => {
+                    tracing::error!("{error}");
+                    rendered.write_failures += 1;
+                    rendered.errors.push(error);
+                }
+                Written::Changed => {
+                    tracing::info!(%destination, "destination written");
+                    let Some(on_change) = &template.config.on_change else {
+                        continue;
+                    };
+                    let outcome = hook::run(on_change).await;
+                    let error = outcome.err().map(|e| format!("{destination}: {e}"));
+                    if let Some(error) = &error {
+                        tracing::warn!("{error}");
+                        rendered.errors.push(error.clone());
+                    }
+                    template.set_on_change_error(error);
+                }
+            }
+        }
+        rendered
+    }
+
+    fn current(&self) -> Arc<Generation> {
+        self.lock_current().clone()
+    }
+
+    fn lock_current(&self) -> MutexGuard<'_, Arc<Generation>> {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("settings_file", &self.shared.settings_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one render pass did.
+#[derive(Default)]
+struct Rendered {
+    write_failures: usize,
+    /// Write and `on_change` errors.
+    errors: Vec<String>,
+}
+
+impl Generation {
+    /// Reads every template and builds the resolver, subscribed to feed the templates.
+    fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, TemplateError> {
+        let templates = config
+            .templates
+            .iter()
+            .map(|t| Template::load(t.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = ResolverOptions {
+            metrics: Some(metrics.clone()),
+            ..ResolverOptions::default()
+        };
+        let resolver = Resolver::with_options(config.settings.clone(), options);
+        let by_origin: HashMap<String, Arc<Template>> = templates
+            .iter()
+            .map(|t| (t.origin.clone(), t.clone()))
+            .collect();
+        resolver.subscribe(move |change| {
+            if let Some(template) = by_origin.get(change.origin) {
+                template.record(change);
+            }
+        });
+        for template in &templates {
+            resolver
+                .set_refresh_allowlist(&template.origin, template.config.refresh_allowlist.clone());
+        }
+        for warning in &config.settings.warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(Generation {
+            config,
+            resolver,
+            templates,
+        })
+    }
+
+    /// Resolves every template concurrently (values arrive through the subscription) and
+    /// builds the schedule. Returns whether every handle resolved.
+    async fn start(self) -> (Arc<Generation>, Schedule, bool) {
+        let generation = Arc::new(self);
+        let mut tasks = tokio::task::JoinSet::new();
+        for template in &generation.templates {
+            let resolver = generation.resolver.clone();
+            let template = template.clone();
+            tasks.spawn(async move {
+                let resolution = resolver
+                    .resolve(template.document(), &template.origin, true)
+                    .await;
+                for failure in &resolution.failures {
+                    let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+                    tracing::warn!(
+                        template = template.origin,
+                        handle = failure.handle,
+                        kind = failure.kind.as_str(),
+                        paths = paths.join(", "),
+                        "could not resolve: {}",
+                        failure.message
+                    );
+                }
+                resolution.is_complete()
+            });
+        }
+        let mut success = true;
+        while let Some(joined) = tasks.join_next().await {
+            success &= joined.unwrap_or(false);
+        }
+        let settings = generation.resolver.settings();
+        // Without a backend there is nothing to refresh: no schedule, no triggers.
+        let enabled = generation.resolver.is_enabled();
+        let interval = settings.refresh_interval.filter(|_| enabled);
+        let first_delay = generation
+            .resolver
+            .first_refresh_delay()
+            .filter(|_| enabled);
+        if let Some(delay) = first_delay {
+            tracing::info!(
+                "periodic refresh is on: the first in {:.2}s, then every {}",
+                delay.as_secs_f64(),
+                status::go_duration(settings.refresh_interval.unwrap_or_default())
+            );
+        }
+        let schedule = Schedule::new(
+            Instant::now(),
+            interval,
+            first_delay,
+            settings.refresh_trigger_interval.filter(|_| enabled),
+            schedule::os_rng(),
+        );
+        (generation, schedule, success)
+    }
+}
+
+/// Serves the HTTP API on `listener` and runs the refresh loop until `shutdown` completes.
+/// Then the loop stops (a refresh in progress is cancelled; destinations are only ever
+/// replaced atomically) and in-flight requests get [`SHUTDOWN_GRACE`] to finish. Run it once
+/// per daemon.
+pub async fn serve(
+    listener: TcpListener,
+    daemon: Daemon,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, api::router(daemon.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .into_future();
+    let mut server = tokio::spawn(server);
+    let refresher = daemon.clone();
+    let refresh_loop = daemon.shared.scheduler.run(
+        move |scheduled| {
+            let daemon = refresher.clone();
+            async move {
+                let trigger = if scheduled {
+                    Trigger::Timer
+                } else {
+                    Trigger::Api
+                };
+                daemon.refresh_and_render(trigger, None).await.1
+            }
+        },
+        shutdown,
+    );
+    tokio::select! {
+        joined = &mut server => return flatten(joined),
+        () = refresh_loop => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+        Ok(joined) => flatten(joined),
+        Err(_) => {
+            server.abort();
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?} were dropped");
+            Ok(())
+        }
+    }
+}
+
+fn flatten(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Result<()> {
+    joined.map_err(std::io::Error::other)?
+}

@@ -1,0 +1,386 @@
+//! Daemon behaviour through a real fixture backend: start, refresh, re-render, `on_change`,
+//! reload, and the API's refresh route.
+//!
+//! The fixture is a `/bin/sh` backend answering from a store directory (`store/<handle>` holds
+//! the value, `store/<handle>.error` an error text) and appending each request to `calls`.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+use crate::settings::yaml_to_tree;
+
+const BACKEND: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+input=$(cat)
+printf '%s\n' "$input" >> "$dir/calls"
+list=$(printf '%s' "$input" | sed -e 's/.*"secrets":\[\([^]]*\)\].*/\1/' | tr ',' '\n' | tr -d '"')
+printf '{'
+sep=''
+for h in $list; do
+  if [ -f "$dir/store/$h.error" ]; then
+    printf '%s"%s":{"value":null,"error":"%s"}' "$sep" "$h" "$(cat "$dir/store/$h.error")"; sep=','
+  elif [ -f "$dir/store/$h" ]; then
+    printf '%s"%s":{"value":"%s","error":null}' "$sep" "$h" "$(cat "$dir/store/$h")"; sep=','
+  fi
+done
+printf '}'
+"#;
+
+/// A temp directory with the fixture backend, a token, templates and a settings file.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("store")).unwrap();
+        fs::create_dir(dir.path().join("out")).unwrap();
+        let script = dir.path().join("backend.sh");
+        fs::write(&script, BACKEND).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(dir.path().join("auth_token"), "token\n").unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> &Setup {
+        fs::write(self.path(name), text).unwrap();
+        self
+    }
+
+    fn set(&self, handle: &str, value: &str) -> &Setup {
+        let _ = fs::remove_file(self.path(&format!("store/{handle}.error")));
+        self.write(&format!("store/{handle}"), value)
+    }
+
+    fn fail(&self, handle: &str, error: &str) -> &Setup {
+        self.write(&format!("store/{handle}.error"), error)
+    }
+
+    fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.path(name)).unwrap()
+    }
+
+    fn tree(&self, name: &str) -> serde_json::Value {
+        yaml_to_tree(&self.read(name)).unwrap()
+    }
+
+    fn backend_runs(&self) -> usize {
+        fs::read_to_string(self.path("calls"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    /// Writes `keyturn.yaml`: the fixture backend plus `rest` (templates etc.).
+    fn settings(&self, rest: &str) -> PathBuf {
+        let text = format!(
+            "secret_backend_command: {}\n{rest}",
+            self.path("backend.sh").display()
+        );
+        self.write("keyturn.yaml", &text);
+        self.path("keyturn.yaml")
+    }
+
+    async fn start(&self, rest: &str) -> Daemon {
+        Daemon::load(self.settings(rest)).await.unwrap()
+    }
+}
+
+fn hook(log: &str, line: &str) -> String {
+    format!("[/bin/sh, -c, 'echo {line} >> {log}']")
+}
+
+fn changed(report: &RefreshReport) -> Vec<&str> {
+    report.changed.iter().map(|c| c.handle.as_str()).collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn start_writes_resolved_templates_and_skips_unresolved_ones() {
+    let setup = Setup::new();
+    setup.set("db", "hunter2");
+    setup
+        .write("app.yaml", "# app\npassword: ENC[db]\nport: 5432\n")
+        .write("broken.yaml", "a: ENC[db]\nb: ENC[missing]\n");
+    let daemon = setup
+        .start(
+            "templates:\n\
+             \x20 - {source: app.yaml, destination: out/app.yaml, mode: 0640}\n\
+             \x20 - {source: broken.yaml, destination: out/broken.yaml}\n",
+        )
+        .await;
+    assert_eq!(
+        setup.tree("out/app.yaml"),
+        serde_json::json!({"password": "hunter2", "port": 5432})
+    );
+    assert!(setup.read("out/app.yaml").starts_with("# app\n"));
+    assert_eq!(mode(&setup.path("out/app.yaml")), 0o640);
+    assert!(!setup.path("out/broken.yaml").exists());
+
+    let statuses = daemon.templates();
+    assert_eq!(statuses[0].outcome, Outcome::Written);
+    assert_eq!(
+        statuses[1].outcome,
+        Outcome::Unresolved {
+            handles: vec!["missing".into()]
+        }
+    );
+    let text = daemon.status_text();
+    assert!(
+        text.contains("broken.yaml: not written, unresolved handles: 'missing'"),
+        "{text}"
+    );
+    let json = serde_json::to_string(&daemon.status()).unwrap();
+    assert!(
+        json.contains(r#""state":"unresolved","handles":["missing"]"#),
+        "{json}"
+    );
+    assert!(!text.contains("hunter2") && !json.contains("hunter2"));
+}
+
+#[tokio::test]
+async fn refresh_rewrites_only_changed_templates_and_runs_their_on_change() {
+    let setup = Setup::new();
+    setup.set("a", "one").set("b", "two");
+    setup
+        .write("a.yaml", "a: ENC[a]\n")
+        .write("b.yaml", "b: ENC[b]\n");
+    let log = setup.path("hooks.log").display().to_string();
+    let daemon = setup
+        .start(&format!(
+            "templates:\n\
+             \x20 - {{source: a.yaml, destination: out/a.yaml, on_change: {}}}\n\
+             \x20 - {{source: b.yaml, destination: out/b.yaml, on_change: {}}}\n",
+            hook(&log, "A"),
+            hook(&log, "B")
+        ))
+        .await;
+    assert_eq!(setup.read("hooks.log"), "A\nB\n");
+    let b_inode = fs::metadata(setup.path("out/b.yaml")).unwrap().ino();
+
+    setup.set("a", "uno");
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(changed(&report), ["a"]);
+    assert_eq!(setup.tree("out/a.yaml")["a"], "uno");
+    assert_eq!(setup.read("hooks.log"), "A\nB\nA\n");
+    assert_eq!(
+        fs::metadata(setup.path("out/b.yaml")).unwrap().ino(),
+        b_inode
+    );
+    assert!(!report.to_text().contains("uno"));
+
+    // Nothing changed: nothing written, no hook.
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.changed.is_empty() && report.is_success());
+    assert_eq!(setup.read("hooks.log"), "A\nB\nA\n");
+}
+
+#[tokio::test]
+async fn a_template_is_written_once_its_failed_handle_heals() {
+    let setup = Setup::new();
+    setup.set("a", "one").fail("b", "vault is sealed");
+    setup.write("t.yaml", "a: ENC[a]\nb: ENC[b]\n");
+    let daemon = setup
+        .start("templates:\n  - {source: t.yaml, destination: out/t.yaml}\n")
+        .await;
+    assert!(!setup.path("out/t.yaml").exists());
+
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert_eq!(
+        report.error_text().as_deref(),
+        Some("'b': an error occurred while resolving 'b': vault is sealed")
+    );
+    assert!(!setup.path("out/t.yaml").exists());
+
+    setup.set("b", "two");
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(
+        setup.tree("out/t.yaml"),
+        serde_json::json!({"a": "one", "b": "two"})
+    );
+    assert_eq!(daemon.templates()[0].outcome, Outcome::Written);
+}
+
+#[tokio::test]
+async fn refresh_allowlist_keeps_other_uses_at_their_old_value() {
+    let setup = Setup::new();
+    setup.set("h1", "v1").set("h2", "v2");
+    setup.write(
+        "t.yaml",
+        "instances:\n  - password: ENC[h1]\nother: ENC[h2]\n",
+    );
+    let daemon = setup
+        .start(
+            "templates:\n  - {source: t.yaml, destination: out/t.yaml, refresh_allowlist: [instances]}\n",
+        )
+        .await;
+    setup.set("h1", "w1").set("h2", "w2");
+    daemon.refresh(Trigger::Api, None).await;
+    assert_eq!(
+        setup.tree("out/t.yaml"),
+        serde_json::json!({"instances": [{"password": "w1"}], "other": "v2"})
+    );
+}
+
+#[tokio::test]
+async fn api_refresh_of_selected_handles_and_failures() {
+    let setup = Setup::new();
+    setup.set("a", "a-1").set("b", "b-1");
+    setup.write("t.yaml", "a: ENC[a]\nb: ENC[b]\n");
+    let daemon = setup
+        .start("templates:\n  - {source: t.yaml, destination: out/t.yaml}\n")
+        .await;
+    let runs = setup.backend_runs();
+    setup.set("a", "a-2").set("b", "b-2");
+    let post = |uri: &str, json: bool| {
+        let mut request = Request::post(uri).header("authorization", "Bearer token");
+        if json {
+            request = request.header("accept", "application/json");
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let response = api::router(daemon.clone())
+        .oneshot(post("/secret/refresh?handle=b", false))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8(body.to_vec()).unwrap(),
+        format!(
+            "=== Secret stats ===\nNumber of secrets reloaded: 1\nSecrets handle reloaded:\n\n- 'b':\n\tused in '{}' configuration in entry 'b'\n",
+            setup.path("t.yaml").display()
+        )
+    );
+    assert_eq!(setup.backend_runs(), runs + 1);
+    assert_eq!(
+        setup.tree("out/t.yaml"),
+        serde_json::json!({"a": "a-1", "b": "b-2"})
+    );
+
+    setup.fail("a", "denied");
+    let response = api::router(daemon.clone())
+        .oneshot(post("/secret/refresh", true))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        json["error"],
+        "'a': an error occurred while resolving 'a': denied"
+    );
+    assert_eq!(json["report"]["failures"][0]["handle"], "a");
+    assert!(!String::from_utf8_lossy(&body).contains("b-2"));
+}
+
+#[tokio::test]
+async fn on_change_failure_is_reported_not_fatal() {
+    let setup = Setup::new();
+    setup.write("t.yaml", "plain: 1\n");
+    let daemon = setup
+        .start(
+            "templates:\n  - {source: t.yaml, destination: out/t.yaml, on_change: [/bin/sh, -c, 'exit 4']}\n",
+        )
+        .await;
+    assert_eq!(setup.read("out/t.yaml"), "plain: 1\n");
+    let status = &daemon.templates()[0];
+    assert_eq!(status.outcome, Outcome::Written);
+    assert_eq!(
+        status.on_change_error.as_deref(),
+        Some(
+            format!(
+                "{}: on_change command '/bin/sh' exited with status 4 (0 bytes on stderr, not logged: it may contain secrets)",
+                setup.path("out/t.yaml").display()
+            )
+            .as_str()
+        )
+    );
+    assert!(daemon.status_text().contains("  on_change failed: "));
+}
+
+#[tokio::test]
+async fn a_failed_write_is_reported_and_retried_by_the_next_refresh() {
+    let setup = Setup::new();
+    setup.write("t.yaml", "plain: 1\n");
+    let daemon = setup
+        .start("templates:\n  - {source: t.yaml, destination: later/t.yaml}\n")
+        .await;
+    assert!(matches!(
+        daemon.templates()[0].outcome,
+        Outcome::WriteFailed { .. }
+    ));
+    let report = daemon.refresh(Trigger::Api, None).await;
+    let error = report.error_text().unwrap();
+    assert!(
+        error.starts_with("cannot write ") && error.contains("later/t.yaml"),
+        "{error}"
+    );
+
+    fs::create_dir(setup.path("later")).unwrap();
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(setup.read("later/t.yaml"), "plain: 1\n");
+    assert_eq!(setup.backend_runs(), 0, "no handles: the backend never ran");
+}
+
+#[tokio::test]
+async fn start_fails_on_an_unreadable_template() {
+    let setup = Setup::new();
+    let path = setup.settings("templates:\n  - {source: absent.yaml, destination: out/t.yaml}\n");
+    let err = Daemon::load(path).await.unwrap_err();
+    assert!(
+        matches!(err, DaemonError::Template(_)) && err.to_string().contains("absent.yaml"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn reload_swaps_in_new_templates_and_survives_a_bad_file() {
+    let setup = Setup::new();
+    setup.write("a.yaml", "a: 1\n").write("b.yaml", "b: 1\n");
+    let daemon = setup
+        .start("templates:\n  - {source: a.yaml, destination: out/a.yaml}\n")
+        .await;
+    assert_eq!(setup.read("out/a.yaml"), "a: 1\n");
+
+    setup.write("a.yaml", "a: 2\n");
+    setup.settings(
+        "templates:\n  - {source: a.yaml, destination: out/a.yaml}\n  - {source: b.yaml, destination: out/b.yaml, mode: 0644}\n",
+    );
+    daemon.reload().await.unwrap();
+    assert_eq!(setup.read("out/a.yaml"), "a: 2\n");
+    assert_eq!(setup.read("out/b.yaml"), "b: 1\n");
+    assert_eq!(mode(&setup.path("out/b.yaml")), 0o644);
+    assert_eq!(daemon.templates().len(), 2);
+
+    for bad in [
+        "templates: [1]\n",
+        "templates:\n  - {source: absent.yaml, destination: out/c.yaml}\n",
+    ] {
+        setup.settings(bad);
+        assert!(daemon.reload().await.is_err(), "{bad}");
+        assert_eq!(
+            daemon.templates().len(),
+            2,
+            "still serving the old generation"
+        );
+    }
+}
