@@ -987,6 +987,9 @@ async fn no_value_leaks() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests run on other threads without a subscriber; a callsite they register first
+    // may have cached "never" as its interest. Recompute it now that ours exists.
+    tracing::callsite::rebuild_interest_cache();
 
     let value = |v: &str| format!(r#"{{"handle-name":{{"value":"{v}"}}}}"#);
     let plain = value(SECRET);
