@@ -22,7 +22,9 @@
 mod fetch;
 mod permissions;
 mod response;
-mod spawn;
+pub(crate) mod spawn;
+
+pub(crate) use spawn::start_command;
 
 use std::path::PathBuf;
 use std::time::Duration;

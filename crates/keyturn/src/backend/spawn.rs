@@ -1,5 +1,6 @@
-//! Starting a backend process: the only code in keyturn that does (`clippy.toml` bans
-//! `Command::new` everywhere else).
+//! Starting processes: the only code in keyturn that does (`clippy.toml` bans `Command::new`
+//! everywhere else). Backends start through [`start`]; the daemon's `on_change` commands, which
+//! are the operator's own and get no permission check, through [`start_command`].
 //!
 //! Every backend starts in a process group of its own (`process_group(0)`, which keeps
 //! `std::process::Command` on its posix_spawn fast path; no `pre_exec`), with stdin, stdout and
@@ -109,6 +110,33 @@ pub(crate) fn start(
         .and_then(|pid| i32::try_from(pid).ok())
         .map(Pid::from_raw);
     // `program` (and so the checked descriptor) is borrowed until here: it outlives the spawn.
+    Ok(Started {
+        child,
+        group: GroupGuard { pgid },
+    })
+}
+
+/// Starts an operator's own command (a template's `on_change`): no permission check and no
+/// protocol, but the same care as a backend: a process group of its own (killed through the
+/// returned guard), stdin closed, stdout and stderr piped for the caller to drain.
+pub(crate) fn start_command(argv: &[String]) -> io::Result<Started> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    };
+    // The second sanctioned process start in keyturn: a command the operator configured.
+    #[allow(clippy::disallowed_methods)]
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = command.spawn()?;
+    let pgid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(Pid::from_raw);
     Ok(Started {
         child,
         group: GroupGuard { pgid },

@@ -5,17 +5,17 @@
 //! configuration it just read). After `timeout` the whole group is killed. If the future is
 //! dropped (daemon shutdown), the group is killed too.
 //!
-//! This is the only process keyturn starts besides secret backends (which only
-//! [`crate::backend`] starts); see the `disallowed_methods` exception below.
+//! This is the only process keyturn starts besides secret backends; both are started by
+//! `backend::spawn`, the one module allowed to.
 
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::config::OnChange;
+use crate::backend::spawn::Started;
+use crate::backend::start_command;
 
 /// How long output is still read after the command exited (a background grandchild may keep
 /// the pipes open).
@@ -57,11 +57,13 @@ pub enum HookError {
 /// Runs `hook` to completion or timeout.
 pub async fn run(hook: &OnChange) -> Result<(), HookError> {
     let program = hook.argv[0].clone();
-    let mut child = spawn(hook).map_err(|e| HookError::Spawn {
+    let Started {
+        mut child,
+        mut group,
+    } = start_command(&hook.argv).map_err(|e| HookError::Spawn {
         program: program.clone(),
         message: e.to_string(),
     })?;
-    let mut group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
     let stdout = tokio::spawn(count(child.stdout.take()));
     let stderr = tokio::spawn(count(child.stderr.take()));
     let status = match tokio::time::timeout(hook.timeout, child.wait()).await {
@@ -99,42 +101,6 @@ pub async fn run(hook: &OnChange) -> Result<(), HookError> {
             status: describe(status),
             stderr_bytes,
         })
-    }
-}
-
-#[allow(
-    clippy::disallowed_methods,
-    reason = "on_change commands are the operator's own, not secret backends: no permission \
-              check or protocol applies, but they get the same process-group and timeout care"
-)]
-fn spawn(hook: &OnChange) -> std::io::Result<tokio::process::Child> {
-    tokio::process::Command::new(&hook.argv[0])
-        .args(&hook.argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-}
-
-/// Kills the process group when dropped, unless disarmed.
-struct GroupGuard(Option<i32>);
-
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
