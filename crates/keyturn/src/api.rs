@@ -188,9 +188,9 @@ async fn healthz() -> Response {
 
 async fn secrets(State(daemon): State<Daemon>, headers: HeaderMap) -> Response {
     if wants_json(&headers) {
-        Json(daemon.status()).into_response()
+        Json(daemon.status().await).into_response()
     } else {
-        text(daemon.status_text())
+        text(daemon.status_text().await)
     }
 }
 

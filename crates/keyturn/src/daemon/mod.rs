@@ -206,19 +206,22 @@ impl Daemon {
             .collect()
     }
 
-    /// The status as JSON-ready data.
-    pub fn status(&self) -> DaemonStatus {
+    /// The status as JSON-ready data, with the backend's version when it tells (spec §2.7).
+    pub async fn status(&self) -> DaemonStatus {
         let generation = self.current();
+        let report = status::executable_report_with_version(&generation.resolver).await;
         DaemonStatus {
-            resolver: DebugInfo::collect(&generation.resolver),
+            resolver: DebugInfo::from_report(&generation.resolver, report),
             templates: generation.templates.iter().map(|t| t.status()).collect(),
         }
     }
 
-    /// The status as text: the resolver's (spec §4.4), then one line per template.
-    pub fn status_text(&self) -> String {
+    /// The status as text: the resolver's (spec §4.4, with the backend's version when it
+    /// tells), then one line per template.
+    pub async fn status_text(&self) -> String {
         let generation = self.current();
-        let mut text = status::status_text(&generation.resolver);
+        let report = status::executable_report_with_version(&generation.resolver).await;
+        let mut text = status::render_status(&generation.resolver, report);
         text.push_str("\n=== Templates ===\n");
         if generation.templates.is_empty() {
             text.push_str("No templates configured\n");

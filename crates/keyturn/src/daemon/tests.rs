@@ -140,12 +140,12 @@ async fn start_writes_resolved_templates_and_skips_unresolved_ones() {
             handles: vec!["missing".into()]
         }
     );
-    let text = daemon.status_text();
+    let text = daemon.status_text().await;
     assert!(
         text.contains("broken.yaml: not written, unresolved handles: 'missing'"),
         "{text}"
     );
-    let json = serde_json::to_string(&daemon.status()).unwrap();
+    let json = serde_json::to_string(&daemon.status().await).unwrap();
     assert!(
         json.contains(r#""state":"unresolved","handles":["missing"]"#),
         "{json}"
@@ -313,7 +313,7 @@ async fn on_change_failure_is_reported_not_fatal() {
             .as_str()
         )
     );
-    assert!(daemon.status_text().contains("  on_change failed: "));
+    assert!(daemon.status_text().await.contains("  on_change failed: "));
 }
 
 #[tokio::test]
