@@ -210,6 +210,11 @@ fn serve_resolves_refreshes_and_stops_on_sigterm() {
         0o640
     );
     assert_eq!(sandbox.read("hooks.log"), "changed\nchanged\n");
+    let audit = sandbox.read("secret-audit-file.json");
+    assert_eq!(audit.lines().count(), 1, "{audit}");
+    let record: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(record["data"], serde_json::json!([{"handle": "db"}]));
+    assert_eq!(record["trigger"], "api");
 
     // Rotate another, refresh everything through the CLI: the report is printed, and the
     // still-missing handle makes it exit 1 with the error on stderr.
@@ -234,6 +239,24 @@ fn serve_resolves_refreshes_and_stops_on_sigterm() {
             .contains("api_key: \"key-two\"")
     );
     assert_eq!(sandbox.read("hooks.log"), "changed\nchanged\nchanged\n");
+    let audit = sandbox.read("secret-audit-file.json");
+    assert_eq!(audit.lines().count(), 2, "{audit}");
+    let record: serde_json::Value = serde_json::from_str(audit.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(
+        record["data"],
+        serde_json::json!([{"handle": "api"}, {"handle": "db"}])
+    );
+    assert_eq!(record["trigger"], "cli");
+    assert_eq!(
+        record["failed"],
+        serde_json::json!([{"handle": "missing", "reason": "missing"}])
+    );
+    for value in ["hunter2", "hunter3", "key-one", "key-two"] {
+        assert!(
+            !audit.contains(value),
+            "the audit file shows a secret:\n{audit}"
+        );
+    }
 
     // Only one handle, nothing changed: success, no rewrite, no hook.
     let refresh = sandbox.keyturn(&["refresh", "--config", "keyturn.yaml", "--handle", "api"]);

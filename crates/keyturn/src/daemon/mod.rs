@@ -372,6 +372,7 @@ impl Generation {
             .collect::<Result<Vec<_>, _>>()?;
         let options = ResolverOptions {
             metrics: Some(metrics.clone()),
+            audit_file: Some(crate::audit::audit_path(&config.run_path)),
             ..ResolverOptions::default()
         };
         let resolver = Resolver::with_options(config.settings.clone(), options);
