@@ -1,4 +1,5 @@
-//! Running secret backends. This module is the only code in keyturn that starts a process.
+//! Running secret backends. This module is the only code in keyturn that starts a process
+//! (backends, and through `start_command` the daemon's `on_change` commands).
 //!
 //! Start reading at [`fetch()`]: one run of a backend for a batch of handles, following the
 //! Datadog Agent's protocol (spec §2) and hardened beyond it.
