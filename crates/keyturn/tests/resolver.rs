@@ -17,23 +17,7 @@ use keyturn::resolver::{ResolverOptions, Trigger};
 use keyturn::settings::{BackendSelection, BuiltinBackend};
 use keyturn::{Document, Format, Resolver, Settings};
 
-const FIXTURE: &str = r#"#!/bin/sh
-dir=$(dirname "$0")
-input=$(cat)
-printf '%s\n' "$input" >> "$dir/calls"
-while [ -f "$dir/gate" ]; do sleep 0.005; done
-list=$(printf '%s' "$input" | sed -e 's/.*"secrets":\[\([^]]*\)\].*/\1/' | tr ',' '\n' | tr -d '"')
-printf '{'
-sep=''
-for h in $list; do
-  if [ -f "$dir/store/$h.error" ]; then
-    printf '%s"%s":{"value":null,"error":"%s"}' "$sep" "$h" "$(cat "$dir/store/$h.error")"; sep=','
-  elif [ -f "$dir/store/$h" ]; then
-    printf '%s"%s":{"value":"%s","error":null}' "$sep" "$h" "$(cat "$dir/store/$h")"; sep=','
-  fi
-done
-printf '}'
-"#;
+const FIXTURE: &str = include_str!("fixtures/store-backend.sh");
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -11,19 +11,8 @@ use std::time::{Duration, Instant};
 use crate::Sandbox;
 
 /// Answers each requested handle from `store/<handle>`; handles without a file are left out.
-const STORE_BACKEND: &str = r#"#!/bin/sh
-dir=$(dirname "$0")
-input=$(cat)
-list=$(printf '%s' "$input" | sed -e 's/.*"secrets":\[\([^]]*\)\].*/\1/' | tr ',' '\n' | tr -d '"')
-printf '{'
-sep=''
-for h in $list; do
-  if [ -f "$dir/store/$h" ]; then
-    printf '%s"%s":{"value":"%s","error":null}' "$sep" "$h" "$(cat "$dir/store/$h")"; sep=','
-  fi
-done
-printf '}'
-"#;
+/// The store-backed fixture backend of the library's tests: `store/<handle>` holds a value.
+const STORE_BACKEND: &str = include_str!("../../../keyturn/tests/fixtures/store-backend.sh");
 
 /// How long the daemon may take to start or stop.
 const PATIENCE: Duration = Duration::from_secs(60);

@@ -16,22 +16,8 @@ use tower::ServiceExt;
 use super::*;
 use crate::settings::yaml_to_tree;
 
-const BACKEND: &str = r#"#!/bin/sh
-dir=$(dirname "$0")
-input=$(cat)
-printf '%s\n' "$input" >> "$dir/calls"
-list=$(printf '%s' "$input" | sed -e 's/.*"secrets":\[\([^]]*\)\].*/\1/' | tr ',' '\n' | tr -d '"')
-printf '{'
-sep=''
-for h in $list; do
-  if [ -f "$dir/store/$h.error" ]; then
-    printf '%s"%s":{"value":null,"error":"%s"}' "$sep" "$h" "$(cat "$dir/store/$h.error")"; sep=','
-  elif [ -f "$dir/store/$h" ]; then
-    printf '%s"%s":{"value":"%s","error":null}' "$sep" "$h" "$(cat "$dir/store/$h")"; sep=','
-  fi
-done
-printf '}'
-"#;
+/// The store-backed fixture backend shared with the resolver tests (see its comments).
+const BACKEND: &str = include_str!("../../tests/fixtures/store-backend.sh");
 
 /// A temp directory with the fixture backend, a token, templates and a settings file.
 struct Setup {
