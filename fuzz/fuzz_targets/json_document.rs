@@ -1,9 +1,8 @@
 //! JSON documents: `Document::parse`, then `render` with values derived from the input (see
 //! `keyturn_fuzz::values`, hostile characters included).
 //!
-//! Checks, beyond "no panic":
-//! - parsing never fails with a `Layout` error (that error means a bug in the scanner);
-//! - rendering with nothing resolved gives the input byte for byte;
+//! Checks, beyond "no panic" and those of `keyturn_fuzz::parse_and_render` (no `Layout` error,
+//! rendering with nothing resolved gives the input byte for byte):
 //! - when serde_json reads the input, it reads the output too, and the two trees are equal
 //!   except at handles the document reported, where the output holds the resolved value;
 //! - every reported site of a resolved handle holds its value in the output tree.
@@ -12,10 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use keyturn::document::DocumentError;
+use keyturn::Format;
 use keyturn::handle::parse_handle;
-use keyturn::{Document, Format};
-use keyturn_fuzz::{Input, values, without_bom};
+use keyturn_fuzz::{Input, Rendered, parse_and_render, without_bom};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -23,15 +21,14 @@ fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::split(data) else {
         return;
     };
-    let document = match Document::parse(input.text.to_owned(), Format::Json) {
-        Ok(document) => document,
-        Err(error @ DocumentError::Layout { .. }) => panic!("scanner bug: {error}"),
-        Err(_) => return,
+    let Some(Rendered {
+        document,
+        values,
+        output: rendered,
+    }) = parse_and_render(input, Format::Json)
+    else {
+        return;
     };
-    assert_eq!(document.render(|_| None).as_str(), input.text);
-
-    let values = values(&document.handles(), input.material);
-    let rendered = document.render(|handle| values.get(handle).map(String::as_str));
 
     let Ok(before) = serde_json::from_str::<Value>(without_bom(input.text)) else {
         return;

@@ -1,9 +1,8 @@
 //! YAML documents: `Document::parse`, then `render` with values derived from the input (see
 //! `keyturn_fuzz::values`, hostile characters included).
 //!
-//! Checks, beyond "no panic":
-//! - parsing never fails with a `Layout` error (that error means a bug in the walker);
-//! - rendering with nothing resolved gives the input byte for byte;
+//! Checks, beyond "no panic" and those of `keyturn_fuzz::parse_and_render` (no `Layout` error,
+//! rendering with nothing resolved gives the input byte for byte):
 //! - when saphyr reads the input, it reads the output too, and the two trees are equal except
 //!   at handles the document reported: there the output holds the resolved value, as a
 //!   double-quoted scalar with the same tag;
@@ -17,10 +16,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use keyturn::document::DocumentError;
+use keyturn::Format;
 use keyturn::handle::parse_handle;
-use keyturn::{Document, Format};
-use keyturn_fuzz::{Input, values};
+use keyturn_fuzz::{Input, Rendered, parse_and_render};
 use libfuzzer_sys::fuzz_target;
 use saphyr::{ScalarStyle, Yaml, YamlLoader};
 use saphyr_parser::Parser;
@@ -29,15 +27,14 @@ fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::split(data) else {
         return;
     };
-    let document = match Document::parse(input.text.to_owned(), Format::Yaml) {
-        Ok(document) => document,
-        Err(error @ DocumentError::Layout { .. }) => panic!("walker bug: {error}"),
-        Err(_) => return,
+    let Some(Rendered {
+        document,
+        values,
+        output: rendered,
+    }) = parse_and_render(input, Format::Yaml)
+    else {
+        return;
     };
-    assert_eq!(document.render(|_| None).as_str(), input.text);
-
-    let values = values(&document.handles(), input.material);
-    let rendered = document.render(|handle| values.get(handle).map(String::as_str));
 
     let Ok(before) = load(input.text) else {
         return;

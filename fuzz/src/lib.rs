@@ -8,6 +8,10 @@
 
 use std::collections::HashMap;
 
+use keyturn::document::DocumentError;
+use keyturn::{Document, Format};
+use zeroize::Zeroizing;
+
 /// Values a backend might return that could break a document if written carelessly.
 pub const HOSTILE: &[&str] = &[
     "",
@@ -105,4 +109,33 @@ pub fn values(handles: &[&str], material: &[u8]) -> HashMap<String, String> {
 /// Strips a leading byte order mark, which keyturn keeps but serde_json does not read.
 pub fn without_bom(text: &str) -> &str {
     text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+/// A document that parsed, the values chosen for its handles, and its rendering with them.
+pub struct Rendered {
+    /// The parsed input.
+    pub document: Document,
+    /// The value of each resolved handle.
+    pub values: HashMap<String, String>,
+    /// The output of `render`.
+    pub output: Zeroizing<String>,
+}
+
+/// Parses `input` as `format` and renders it. `None` when the text is not a valid document.
+/// Panics on what is a bug whatever the input: a `Layout` error, or a rendering with nothing
+/// resolved that is not the input byte for byte.
+pub fn parse_and_render(input: Input<'_>, format: Format) -> Option<Rendered> {
+    let document = match Document::parse(input.text.to_owned(), format) {
+        Ok(document) => document,
+        Err(error @ DocumentError::Layout { .. }) => panic!("walker bug: {error}"),
+        Err(_) => return None,
+    };
+    assert_eq!(document.render(|_| None).as_str(), input.text);
+    let values = values(&document.handles(), input.material);
+    let output = document.render(|handle| values.get(handle).map(String::as_str));
+    Some(Rendered {
+        document,
+        values,
+        output,
+    })
 }
