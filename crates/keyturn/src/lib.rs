@@ -14,6 +14,7 @@
 //!   output caps, response parsing.
 //! - [`resolver`]: cache, origins, subscriptions, coalesced fetches and refreshes.
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - [`hygiene`]: process hardening at start (not dumpable, optionally memory locked).
 //! - [`audit`]: the audit trail of refreshes (NDJSON, rotated, never a plain value).
 //! - [`atomic_file`]: writing files that are never seen half-written.
 //! - [`daemon`]: `keyturn serve`: templates kept resolved, refresh schedule, reloads.
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod daemon;
 pub mod document;
 pub mod handle;
+pub mod hygiene;
 pub mod metrics;
 pub mod resolver;
 pub mod secret;

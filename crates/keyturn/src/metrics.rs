@@ -71,6 +71,7 @@ pub struct Metrics {
     handles_known: Gauge,
     since_last_refresh: Gauge<f64, AtomicU64>,
     last_refresh_unix: AtomicU64,
+    memory_lock_failed: Gauge,
 }
 
 impl Default for Metrics {
@@ -128,6 +129,12 @@ impl Metrics {
             since_last_refresh.clone(),
         );
         since_last_refresh.set(-1.0);
+        let memory_lock_failed = Gauge::default();
+        registry.register(
+            "memory_lock_failed",
+            "1 when secret_memory_lock is set but memory could not be locked, else 0",
+            memory_lock_failed.clone(),
+        );
         Metrics {
             registry,
             backend_runs,
@@ -138,6 +145,7 @@ impl Metrics {
             handles_known,
             since_last_refresh,
             last_refresh_unix: AtomicU64::new(0),
+            memory_lock_failed,
         }
     }
 
@@ -185,6 +193,17 @@ impl Metrics {
     pub fn set_handles_known(&self, count: usize) {
         self.handles_known
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Records whether a memory lock that was asked for is not in effect
+    /// (see [`crate::hygiene::harden`]).
+    pub fn set_memory_lock_failed(&self, failed: bool) {
+        self.memory_lock_failed.set(i64::from(failed));
+    }
+
+    /// Whether a memory lock that was asked for is not in effect.
+    pub fn memory_lock_failed(&self) -> bool {
+        self.memory_lock_failed.get() != 0
     }
 
     /// Number of backend runs recorded with this exit label.
@@ -237,6 +256,8 @@ mod tests {
         metrics.record_handle_failure(FailureKind::Empty);
         metrics.record_handle_failure(FailureKind::Empty);
         metrics.record_refresh("api", "ok", 100);
+        metrics.set_memory_lock_failed(true);
+        assert!(metrics.memory_lock_failed());
         assert_eq!(metrics.backend_runs("0"), 1);
         assert_eq!(metrics.handle_failures(FailureKind::Empty), 2);
         assert_eq!(metrics.unparsable_outputs(), 1);
@@ -257,5 +278,8 @@ mod tests {
             text.contains(r#"keyturn_refreshes_total{trigger="api",outcome="ok"} 1"#),
             "{text}"
         );
+        assert!(text.contains("keyturn_memory_lock_failed 1"), "{text}");
+        metrics.set_memory_lock_failed(false);
+        assert!(metrics.encode(130).contains("keyturn_memory_lock_failed 0"));
     }
 }

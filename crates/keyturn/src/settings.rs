@@ -10,7 +10,7 @@
 //! Parse, don't validate: [`Settings::from_yaml_str`] turns raw text into a tree, [`Settings::
 //! from_tree`] reads every key once, and the rest of keyturn only sees [`Settings`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,6 +49,9 @@ pub struct Settings {
     pub audit_file_max_size: u64,
     /// `run_path`: directory of the audit file and the API token.
     pub run_path: Option<PathBuf>,
+    /// `secret_memory_lock`: lock the process' memory into RAM (`mlockall`) at start, so that
+    /// secrets are never written to swap. See [`crate::hygiene::harden`].
+    pub memory_lock: bool,
     /// Warnings found while reading (settings that were ignored), for the caller to log.
     pub warnings: Vec<String>,
 }
@@ -67,6 +70,7 @@ impl Default for Settings {
             refresh_trigger_interval: None,
             audit_file_max_size: DEFAULT_AUDIT_FILE_MAX_SIZE,
             run_path: None,
+            memory_lock: false,
             warnings: Vec::new(),
         }
     }
@@ -229,6 +233,9 @@ impl Settings {
             .string("run_path")?
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
+        if let Some(v) = keys.boolean("secret_memory_lock")? {
+            settings.memory_lock = v;
+        }
         Ok(settings)
     }
 
@@ -393,16 +400,90 @@ pub(crate) fn kind(value: &Value) -> &'static str {
 }
 
 /// Parses YAML text into a JSON tree: scalars typed as YAML 1.2 core reads them, mapping keys as
-/// strings. An empty text is `null`; only the first document of a stream is read.
+/// strings. An empty text is `null`; only the first document of a stream is read. Collections
+/// nesting deeper than [`MAX_DEPTH`] levels, aliases expanded, are a syntax error.
 pub fn yaml_to_tree(text: &str) -> Result<Value, SettingsError> {
-    use saphyr::LoadableYamlNode;
+    use saphyr_parser::SpannedEventReceiver as _;
 
-    let docs = saphyr::Yaml::load_from_str(text).map_err(|e| SettingsError::Syntax {
-        message: e.info().to_owned(),
-        line: e.marker().line(),
-        column: e.marker().col() + 1,
-    })?;
+    let syntax = |error: &saphyr::ScanError| SettingsError::Syntax {
+        message: error.info().to_owned(),
+        line: error.marker().line(),
+        column: error.marker().col() + 1,
+    };
+    // Events are pulled one by one: saphyr's `load` recurses once per nesting level.
+    let mut parser = saphyr_parser::Parser::new_from_str(text);
+    let mut depth = DepthLimit::default();
+    let mut loader = saphyr::YamlLoader::<saphyr::Yaml<'_>>::default();
+    while let Some(next) = parser.next_event() {
+        let (event, span) = next.map_err(|error| syntax(&error))?;
+        if !depth.admit(&event) {
+            return Err(SettingsError::Syntax {
+                message: format!("collections nest deeper than {MAX_DEPTH} levels"),
+                line: span.start.line(),
+                column: span.start.col() + 1,
+            });
+        }
+        loader.on_event(event, span);
+    }
+    if let Some(error) = loader.error() {
+        return Err(syntax(error));
+    }
+    let docs = loader.into_documents();
     Ok(docs.first().map(yaml_value).unwrap_or(Value::Null))
+}
+
+/// How deep collections may nest in settings, aliases expanded. Everything that walks the tree
+/// recurses (saphyr's `load` and its loader's clones and hashes, the conversion to JSON, every
+/// `drop`), so without a bound a small hostile file (`- - - - ...`) overflows the stack.
+pub const MAX_DEPTH: usize = crate::document::MAX_DEPTH;
+
+/// Follows the events of a stream and tells when the tree they build would nest deeper than
+/// [`MAX_DEPTH`], counting an alias as a copy of its anchor.
+#[derive(Debug, Default)]
+struct DepthLimit {
+    /// Per open collection: its anchor id (0 for none) and the height of its tallest child.
+    open: Vec<(usize, usize)>,
+    /// Height of each anchored node (a scalar is 0, a collection 1 + its tallest child).
+    heights: HashMap<usize, usize>,
+}
+
+impl DepthLimit {
+    /// Takes in `event`; false when the tree is now too deep.
+    fn admit(&mut self, event: &saphyr_parser::Event<'_>) -> bool {
+        use saphyr_parser::Event;
+
+        match event {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.open.push((*anchor, 0));
+                self.open.len() <= MAX_DEPTH
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (anchor, tallest) = self.open.pop().unwrap_or_default();
+                self.close(anchor, tallest + 1);
+                true
+            }
+            Event::Scalar(_, _, anchor, _) => {
+                self.close(*anchor, 0);
+                true
+            }
+            Event::Alias(anchor) => {
+                let height = self.heights.get(anchor).copied().unwrap_or_default();
+                self.close(0, height);
+                self.open.len() + height <= MAX_DEPTH
+            }
+            _ => true,
+        }
+    }
+
+    /// A node of `height` is complete: its parent grows, and its anchor remembers it.
+    fn close(&mut self, anchor: usize, height: usize) {
+        if anchor > 0 {
+            self.heights.insert(anchor, height);
+        }
+        if let Some((_, tallest)) = self.open.last_mut() {
+            *tallest = (*tallest).max(height);
+        }
+    }
 }
 
 fn yaml_value(node: &saphyr::Yaml<'_>) -> Value {
@@ -466,7 +547,8 @@ mod tests {
              secret_refresh_scatter: false\n\
              secret_refresh_on_api_key_failure_interval: 2\n\
              secret_audit_file_max_size: 4096\n\
-             run_path: /var/run/keyturn\n",
+             run_path: /var/run/keyturn\n\
+             secret_memory_lock: true\n",
         )
         .unwrap();
         assert_eq!(
@@ -488,6 +570,66 @@ mod tests {
         );
         assert_eq!(settings.audit_file_max_size, 4096);
         assert_eq!(settings.run_path, Some(PathBuf::from("/var/run/keyturn")));
+        assert!(settings.memory_lock);
+    }
+
+    #[test]
+    fn memory_lock_is_off_by_default_and_must_be_a_boolean() {
+        assert!(!Settings::default().memory_lock);
+        assert!(
+            !Settings::from_yaml_str("secret_memory_lock: false\n")
+                .unwrap()
+                .memory_lock
+        );
+        assert!(
+            !Settings::from_yaml_str("secret_memory_lock: null\n")
+                .unwrap()
+                .memory_lock
+        );
+        check_err(
+            "secret_memory_lock: 'yes'\n",
+            "invalid setting 'secret_memory_lock': expected true or false, found a string",
+        );
+    }
+
+    /// Found by the `settings` fuzz target (from a deep seed): every walk over saphyr's tree
+    /// recursed, so deep nesting overflowed the stack instead of failing.
+    #[test]
+    fn deep_nesting_is_a_syntax_error_not_a_stack_overflow() {
+        // Directly: block sequences, flow sequences inside block mappings.
+        let block = "- ".repeat(100_000) + "x\n";
+        let flow = "a: ".to_owned() + &"[".repeat(200) + &"]".repeat(200);
+        // Through aliases: each anchor nests 100 levels around an alias to the previous one.
+        let mut aliases = String::from("a0: &a0 ");
+        aliases.push_str(&"[".repeat(100));
+        aliases.push_str(&"]".repeat(100));
+        for i in 1..40 {
+            aliases.push_str(&format!(
+                "\na{i}: &a{i} {}*a{} {}",
+                "[".repeat(100),
+                i - 1,
+                "]".repeat(100)
+            ));
+        }
+        aliases.push('\n');
+        for text in [block, flow, aliases] {
+            match yaml_to_tree(&text) {
+                Err(SettingsError::Syntax { message, .. }) => assert_eq!(
+                    message,
+                    format!("collections nest deeper than {MAX_DEPTH} levels")
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        // At the limit, and through an alias that stays within it: accepted.
+        let deepest = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(yaml_to_tree(&deepest).is_ok());
+        let shallow = format!(
+            "a: &a [[1]]\nb: {}*a{}\n",
+            "[".repeat(MAX_DEPTH - 3),
+            "]".repeat(MAX_DEPTH - 3)
+        );
+        assert!(yaml_to_tree(&shallow).is_ok(), "{shallow}");
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! `hygiene::harden` in a process of its own (it changes process-wide state: the dumpable flag
+//! and, where allowed, locks all memory): the process ends up non-dumpable, and the memory lock
+//! is either in effect or reported as a warning and in the metric, never a failure.
+
+use keyturn::hygiene::{MemoryLock, harden};
+use keyturn::metrics::Metrics;
+
+#[test]
+fn harden_makes_the_process_non_dumpable_and_locks_or_reports() {
+    let metrics = Metrics::new();
+    let hardening = harden(true, &metrics);
+
+    assert!(hardening.non_dumpable, "{:?}", hardening.warnings);
+    assert_eq!(nix::sys::prctl::get_dumpable(), Ok(false));
+    let locked_kib = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmLck:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap();
+    match hardening.memory {
+        MemoryLock::Locked => {
+            assert!(hardening.warnings.is_empty(), "{:?}", hardening.warnings);
+            assert!(!metrics.memory_lock_failed());
+            assert!(locked_kib > 0, "VmLck is 0 after mlockall");
+        }
+        MemoryLock::Degraded => {
+            assert_eq!(hardening.warnings.len(), 1, "{:?}", hardening.warnings);
+            assert!(
+                hardening.warnings[0].contains("memory is not locked"),
+                "{:?}",
+                hardening.warnings
+            );
+            assert!(metrics.memory_lock_failed());
+            assert!(metrics.encode(0).contains("keyturn_memory_lock_failed 1"));
+        }
+        MemoryLock::NotRequested => panic!("the lock was requested"),
+    }
+
+    // Asked again without the lock: nothing to report, and the gauge goes back to 0.
+    let again = harden(false, &metrics);
+    assert_eq!(again.memory, MemoryLock::NotRequested);
+    assert!(again.warnings.is_empty());
+    assert!(!metrics.memory_lock_failed());
+}

@@ -1,0 +1,85 @@
+//! Resolved values are wiped before their memory is freed: each value type that holds a secret
+//! is dropped while the [`Recording`] allocator watches its buffer. A plain `String` is checked
+//! too, to show that the check does see a value left in freed memory.
+
+use keyturn::{Document, Format, Secret};
+use keyturn_zeroize_check::{Outcome, Recording, check};
+use zeroize::Zeroizing;
+
+#[global_allocator]
+static ALLOCATOR: Recording = Recording;
+
+const VALUE: &str = "correct horse battery staple";
+
+#[test]
+fn the_check_sees_a_plain_string_left_in_freed_memory() {
+    assert_eq!(
+        check(|| VALUE.to_owned(), |value| value.as_bytes()),
+        Outcome::NotZeroed
+    );
+}
+
+#[test]
+fn a_secret_is_zeroed_when_dropped() {
+    assert_eq!(
+        check(|| Secret::new(VALUE), |secret| secret.expose().as_bytes()),
+        Outcome::Zeroed
+    );
+    assert_eq!(
+        check(
+            || Secret::from(Zeroizing::new(VALUE.to_owned())),
+            |secret| secret.expose().as_bytes()
+        ),
+        Outcome::Zeroed
+    );
+}
+
+#[test]
+fn each_clone_of_a_secret_is_zeroed_when_dropped() {
+    let original = Secret::new(VALUE);
+    assert_eq!(
+        check(|| original.clone(), |clone| clone.expose().as_bytes()),
+        Outcome::Zeroed
+    );
+    assert_eq!(
+        check(move || original, |secret| secret.expose().as_bytes()),
+        Outcome::Zeroed
+    );
+}
+
+#[test]
+fn a_secret_with_spare_capacity_is_zeroed_when_dropped() {
+    let make = || {
+        let mut value = String::with_capacity(256);
+        value.push_str(VALUE);
+        Secret::new(value)
+    };
+    assert_eq!(
+        check(make, |secret| secret.expose().as_bytes()),
+        Outcome::Zeroed
+    );
+}
+
+#[test]
+fn a_rendered_document_is_zeroed_when_dropped() {
+    let document = Document::parse("password: ENC[db]\n".to_owned(), Format::Yaml).unwrap();
+    assert_eq!(
+        check(
+            || document.render(|_| Some(VALUE)),
+            |rendered| rendered.as_bytes()
+        ),
+        Outcome::Zeroed
+    );
+}
+
+#[test]
+fn a_backend_response_value_is_zeroed_when_dropped() {
+    let answer = format!(r#"{{"db":{{"value":"{VALUE}","error":null}}}}"#);
+    assert_eq!(
+        check(
+            || keyturn_protocol::parse_response(answer.as_bytes()).unwrap(),
+            |response| response["db"].value.as_deref().unwrap().as_bytes()
+        ),
+        Outcome::Zeroed
+    );
+}
