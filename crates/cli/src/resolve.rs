@@ -60,6 +60,13 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
         )));
     }
 
+    // Before any secret is in memory: no core dumps, and the optional memory lock.
+    let hardening =
+        keyturn::hygiene::harden(settings.memory_lock, &keyturn::metrics::Metrics::new());
+    for warning in &hardening.warnings {
+        tracing::warn!("{warning}");
+    }
+
     let origin = file.display().to_string();
     let resolution = crate::runtime()?.block_on(async {
         let resolver = Resolver::new(settings);

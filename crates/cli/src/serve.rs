@@ -49,6 +49,15 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     let mut terminate = signals(SignalKind::terminate(), "SIGTERM")?;
     let mut interrupt = signals(SignalKind::interrupt(), "SIGINT")?;
 
+    // Before any secret is in memory: no core dumps, and the optional memory lock.
+    let hardening = keyturn::hygiene::harden(
+        config.settings.memory_lock,
+        &keyturn::metrics::Metrics::new(),
+    );
+    for warning in &hardening.warnings {
+        tracing::warn!("{warning}");
+    }
+
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::operational(anyhow!("cannot listen on {listen}: {e}")))?;
@@ -58,6 +67,9 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
             DaemonError::Token(_) => Failure::operational(e),
             _ => Failure::input(e),
         })?;
+    daemon
+        .metrics()
+        .set_memory_lock_failed(hardening.memory == keyturn::hygiene::MemoryLock::Degraded);
     tracing::info!(%listen, "serving the API");
 
     let reloader = daemon.clone();
