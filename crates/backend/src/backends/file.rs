@@ -54,6 +54,13 @@ pub(crate) enum FileError {
         line: usize,
         column: usize,
     },
+    /// The file nests collections deeper than any secrets file should.
+    #[error("{path}: collections nest deeper than {limit} levels (line {line})")]
+    TooDeep {
+        path: PathBuf,
+        limit: usize,
+        line: usize,
+    },
     /// The file parses but its top level is not an object/mapping.
     #[error("{path}: the top level must be {expected} of secret names to values")]
     NotAMapping {
@@ -186,11 +193,45 @@ fn parse_json(text: &str, path: &Path) -> Result<Table, FileError> {
         .collect())
 }
 
+/// How deep collections may nest in a YAML secrets file. The file is one level of names to
+/// values; the bound only keeps a hostile file (`- - - - ...`) from overflowing the stack of
+/// the recursive loader.
+const MAX_YAML_DEPTH: usize = 64;
+
+/// Refuses YAML that nests deeper than [`MAX_YAML_DEPTH`], from the event stream alone, before
+/// anything recursive sees it.
+fn check_depth(text: &str, path: &Path) -> Result<(), FileError> {
+    use saphyr_parser::{Event, Parser};
+
+    let mut depth = 0usize;
+    let mut parser = Parser::new_from_str(text);
+    while let Some(next) = parser.next_event() {
+        // Syntax errors are reported by the real parse that follows.
+        let Ok((event, span)) = next else {
+            return Ok(());
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => depth += 1,
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_YAML_DEPTH {
+            return Err(FileError::TooDeep {
+                path: path.to_owned(),
+                limit: MAX_YAML_DEPTH,
+                line: span.start.line(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn parse_yaml(text: &str, path: &Path) -> Result<Table, FileError> {
     let not_a_mapping = || FileError::NotAMapping {
         path: path.to_owned(),
         expected: "a mapping",
     };
+    check_depth(text, path)?;
     let documents = MarkedYaml::load_from_str(text).map_err(|error| FileError::Syntax {
         path: path.to_owned(),
         format: "YAML",
@@ -296,6 +337,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert_eq!(error, expected);
+    }
+
+    #[test]
+    fn deep_yaml_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}x\n", "- ".repeat(100_000));
+        check_error(
+            Format::Yaml,
+            &deep,
+            "s: collections nest deeper than 64 levels (line 1)",
+        );
+        let flow = format!("a: {}x{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        check_error(
+            Format::Yaml,
+            &flow,
+            "s: collections nest deeper than 64 levels (line 1)",
+        );
+        // JSON is parsed by serde_json, which has its own recursion limit.
+        let json = format!("{{\"a\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_json(&json, Path::new("s")).is_err());
     }
 
     #[test]
