@@ -347,15 +347,15 @@ mod tests {
             &deep,
             "s: collections nest deeper than 64 levels (line 1)",
         );
-        let flow = format!("a: {}x{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let flow = format!("a: {}x{}\n", "[".repeat(200), "]".repeat(200));
         check_error(
             Format::Yaml,
             &flow,
             "s: collections nest deeper than 64 levels (line 1)",
         );
-        // JSON is parsed by serde_json, which has its own recursion limit.
+        // JSON values are kept as raw text (no recursion): a deep one is just a long value.
         let json = format!("{{\"a\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(parse_json(&json, Path::new("s")).is_err());
+        assert_eq!(parse_json(&json, Path::new("s")).unwrap().len(), 1);
     }
 
     #[test]
