@@ -21,18 +21,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, io_text, resolve_command};
-use super::response::{Requested, Scrubber, classify, describe_parse_error, values_in_output};
+use super::response::{
+    Known, Requested, Scrubber, classify, describe_parse_error, values_in_output,
+};
 use super::spawn::{Program, StartError, Started, start};
 use super::{BackendSpec, FetchError, FetchOptions, Fetched, PermissionCheck};
 use crate::DOCS_URL;
 use crate::metrics::{FailureKind, Metrics};
 
-/// Runs `spec` once for the distinct `handles` and classifies every one of them.
+/// Runs `spec` once for the distinct `handles` and classifies every one of them. The backend's
+/// texts (stderr, per-handle errors) are scrubbed of the run's values and of what `known`
+/// holds for its handles.
 pub(crate) async fn fetch(
     spec: &BackendSpec,
     options: &FetchOptions,
     handles: &[String],
     metrics: &Metrics,
+    known: &Known<'_>,
 ) -> Result<Fetched, FetchError> {
     let mut requested = Requested::new(handles);
     let mut request = request(spec, options, std::mem::take(&mut requested.handles));
@@ -57,6 +62,7 @@ pub(crate) async fn fetch(
             &output.stdout,
             requested,
             options.remove_trailing_line_break,
+            known,
         ) {
             Ok(fetched) => {
                 tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
@@ -85,7 +91,7 @@ pub(crate) async fn fetch(
     for _ in 0..count {
         metrics.record_handle_failure(failure.kind);
     }
-    Err(with_stderr(failure, &output))
+    Err(with_stderr(failure, &output, handles, known))
 }
 
 /// What a run wrote, as far as it was read.
@@ -334,11 +340,17 @@ fn exit_text(status: ExitStatus) -> String {
     }
 }
 
-/// Appends the scrubbed stderr tail, and the payload-version hint when stderr asks for it.
+/// Appends the stderr tail, scrubbed of the answer's values and of every value `known` holds
+/// for `handles`, and the payload-version hint when stderr asks for it.
 ///
 /// The tail is left out when stdout was not read to its end (timeout, output cap): values the
 /// backend wrote there but we did not read, or read only half of, could not be scrubbed.
-fn with_stderr(mut error: FetchError, output: &Output) -> FetchError {
+fn with_stderr(
+    mut error: FetchError,
+    output: &Output,
+    handles: &[String],
+    known: &Known<'_>,
+) -> FetchError {
     if output.stderr.is_empty() {
         return error;
     }
@@ -349,7 +361,13 @@ fn with_stderr(mut error: FetchError, output: &Output) -> FetchError {
         return error;
     }
     let values = values_in_output(&output.stdout);
-    let scrubber = Scrubber::new(values.iter().map(|value| value.as_str()));
+    let held: Vec<_> = handles.iter().flat_map(|handle| known(handle)).collect();
+    let scrubber = Scrubber::new(
+        values
+            .iter()
+            .map(|value| value.as_str())
+            .chain(held.iter().map(|value| value.expose())),
+    );
     let tail = scrubber.stderr_tail(&output.stderr);
     if tail.is_empty() {
         return error;
