@@ -5,6 +5,7 @@
 #   store/H    the value of handle H; store/H.error makes H an error with that text; a handle
 #              with neither is left out of the answer
 #   echo       text the echo-* modes repeat (a value the test knows keyturn has seen)
+#   gate       while it exists, the gate mode waits before answering
 #   pids       `leader PID` for every run, `child PID` for every process it leaves behind
 #   runs       `start PID NS` / `end PID NS` lines of the slow mode (NS: realtime nanoseconds)
 state=$1
@@ -59,6 +60,8 @@ case "$mode" in
       printf '%s"%s":{"value":null,"error":"rotation of %s failed"}' "$sep" "$h" "$(cat "$state/echo")"; sep=','
     done
     printf '}' ;;
+  # Answers once the gate file is gone.
+  gate) while [ -f "$state/gate" ]; do sleep 0.01; done; answer ;;
   # Takes at least 20 ms, logging when it started and ended.
   slow)
     echo "start $$ $(date +%s%N)" >> "$state/runs"

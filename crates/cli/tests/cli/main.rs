@@ -6,6 +6,8 @@
 // Tests may start the binaries under test; only the library's spawner is restricted.
 #![allow(clippy::disallowed_methods)]
 
+mod daemon;
+mod faults;
 mod resolve;
 mod serve;
 
