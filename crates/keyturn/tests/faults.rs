@@ -490,31 +490,56 @@ async fn per_handle_errors_fail_only_those_handles() {
     check_healed(&resolver, &state, 2, "per-handle errors").await;
 }
 
-// A backend that repeats, on stderr or in an error text, a value keyturn already holds: the
-// value must not reach the failure message (nor, through it, the status).
+// A backend that repeats, on stderr or in an error text, values keyturn already holds: they
+// must not reach the failure message (nor, through it, the status), whichever handles the run
+// was for.
 #[tokio::test]
 async fn a_known_value_echoed_by_a_failing_backend_is_scrubbed() {
     let state = State::new();
     let secret = "QZXJ-echoed-JXZQ";
-    state.set("a", secret).set("b", "b0");
+    let other = "QZXJ-other-JXZQ";
+    state.set("a", secret).set("b", other);
     state.mode("");
     let resolver = Resolver::new(state.settings(&fixtures().join("backend")));
     let resolution = resolver.resolve(&yaml(DOCUMENT), "app.yaml", false).await;
     assert!(resolution.is_complete());
-    state.echo(secret);
-    for (mode, expected) in [
+    state.echo(&format!("{secret} {other}"));
+    for (mode, only, expected) in [
         (
             "echo-stderr",
-            "; stderr: lookup failed; the previous value was ********",
+            false,
+            "; stderr: lookup failed; the previous value was ******** ********",
         ),
         (
             "echo-error",
-            "an error occurred while resolving 'a': rotation of ******** failed",
+            false,
+            "an error occurred while resolving 'a': rotation of ******** ******** failed",
+        ),
+        (
+            "echo-stderr",
+            true,
+            "; stderr: lookup failed; the previous value was ******** ********",
+        ),
+        (
+            "echo-error",
+            true,
+            "an error occurred while resolving 'a': rotation of ******** ******** failed",
         ),
     ] {
         state.mode(mode);
-        let report = resolver.refresh(Trigger::Api).await;
-        assert_eq!(report.failures.len(), 2, "{mode}: {report:?}");
+        let report = if only {
+            // A run for `a` alone still scrubs `b`'s value.
+            resolver
+                .refresh_handles(&["a".to_owned()], Trigger::Api)
+                .await
+        } else {
+            (*resolver.refresh(Trigger::Api).await).clone()
+        };
+        assert_eq!(
+            report.failures.len(),
+            if only { 1 } else { 2 },
+            "{mode}: {report:?}"
+        );
         for failure in &report.failures {
             assert!(
                 !failure.message.contains(secret) && !failure.message.contains("QZXJ"),
@@ -528,6 +553,7 @@ async fn a_known_value_echoed_by_a_failing_backend_is_scrubbed() {
             report.failures[0].message
         );
         assert!(!status_text(&resolver).contains("QZXJ"), "{mode}");
+        assert_eq!(cached(&resolver, "b").as_deref(), Some(other));
         assert_eq!(cached(&resolver, "a").as_deref(), Some(secret));
     }
     assert_no_survivors(&state, "echo").await;

@@ -9,7 +9,8 @@
 //! - stdout and stderr are read into buffers that never grow past `output_max_size + 1` bytes
 //!   and are zeroized when dropped or regrown (stdout holds values; stderr may echo them).
 //! - Logs carry only the command path, the exit label and the elapsed time; error texts carry
-//!   a scrubbed, bounded stderr tail, never raw backend output.
+//!   a scrubbed, bounded stderr tail, never raw backend output, and only when stdout was read
+//!   to its end and was empty or a valid answer (so every value it held is known).
 
 use std::io;
 use std::process::ExitStatus;
@@ -31,7 +32,7 @@ use crate::metrics::{FailureKind, Metrics};
 
 /// Runs `spec` once for the distinct `handles` and classifies every one of them. The backend's
 /// texts (stderr, per-handle errors) are scrubbed of the run's values and of what `known`
-/// holds for its handles.
+/// returns.
 pub(crate) async fn fetch(
     spec: &BackendSpec,
     options: &FetchOptions,
@@ -91,7 +92,7 @@ pub(crate) async fn fetch(
     for _ in 0..count {
         metrics.record_handle_failure(failure.kind);
     }
-    Err(with_stderr(failure, &output, handles, known))
+    Err(with_stderr(failure, &output, known))
 }
 
 /// What a run wrote, as far as it was read.
@@ -340,17 +341,15 @@ fn exit_text(status: ExitStatus) -> String {
     }
 }
 
-/// Appends the stderr tail, scrubbed of the answer's values and of every value `known` holds
-/// for `handles`, and the payload-version hint when stderr asks for it.
+/// Appends the stderr tail, scrubbed of the answer's values and of every value `known`
+/// returns, and the payload-version hint when stderr asks for it.
 ///
-/// The tail is left out when stdout was not read to its end (timeout, output cap): values the
-/// backend wrote there but we did not read, or read only half of, could not be scrubbed.
-fn with_stderr(
-    mut error: FetchError,
-    output: &Output,
-    handles: &[String],
-    known: &Known<'_>,
-) -> FetchError {
+/// The tail is shown only when every value the backend may repeat there is one keyturn read in
+/// full: stdout was read to its end and is empty or a valid answer. It is left out when stdout
+/// was not read to its end (timeout, output cap), or is not a valid answer (cut short by a
+/// crash or a kill, malformed, not UTF-8): a value cut in half, or never parsed, cannot be
+/// recognised, and scrubbing its prefix would show the rest.
+fn with_stderr(mut error: FetchError, output: &Output, known: &Known<'_>) -> FetchError {
     if output.stderr.is_empty() {
         return error;
     }
@@ -360,8 +359,16 @@ fn with_stderr(
             .push_str("; stderr not shown: stdout was not read to its end");
         return error;
     }
+    let answered = output.stdout.trim_ascii().is_empty()
+        || keyturn_protocol::parse_response(&output.stdout).is_ok();
+    if !answered {
+        error
+            .message
+            .push_str("; stderr not shown: stdout was not a valid answer, so values could not be scrubbed from it");
+        return error;
+    }
     let values = values_in_output(&output.stdout);
-    let held: Vec<_> = handles.iter().flat_map(|handle| known(handle)).collect();
+    let held = known();
     let scrubber = Scrubber::new(
         values
             .iter()

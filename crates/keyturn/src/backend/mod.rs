@@ -108,11 +108,11 @@ pub async fn fetch(
     handles: &[String],
     metrics: &Metrics,
 ) -> Result<Fetched, FetchError> {
-    fetch::fetch(spec, options, handles, metrics, &|_| Vec::new()).await
+    fetch::fetch(spec, options, handles, metrics, &Vec::new).await
 }
 
 /// [`fetch()`], also scrubbing from the backend's texts (its stderr tail, its per-handle error
-/// texts) the values `known` returns for a handle: what the caller already holds for it.
+/// texts) the values `known` returns: every value the caller already holds.
 pub(crate) async fn fetch_scrubbing(
     spec: &BackendSpec,
     options: &FetchOptions,

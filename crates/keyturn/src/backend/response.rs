@@ -32,10 +32,10 @@ pub(crate) const MASK: &str = "********";
 /// How much of the end of stderr an error text carries, in bytes.
 pub(crate) const STDERR_TAIL: usize = 1024;
 
-/// The values keyturn already holds under a handle of the run (its last-known-good values):
-/// they are scrubbed from the backend's texts too, since a failing backend may repeat an old
-/// value ("rotation of <old value> failed"). Called only when a text needs scrubbing.
-pub(crate) type Known<'a> = dyn Fn(&str) -> Vec<Secret> + Sync + 'a;
+/// Every value keyturn already holds (its last-known-good values, whatever their handle): they
+/// are scrubbed from the backend's texts too, since a failing backend may repeat an old value
+/// ("rotation of <old value> failed"). Called only when a text needs scrubbing.
+pub(crate) type Known<'a> = dyn Fn() -> Vec<Secret> + Sync + 'a;
 
 /// The distinct handles of one run, in first-seen order, and where each one sits.
 pub(crate) struct Requested<'a> {
@@ -65,7 +65,7 @@ impl<'a> Requested<'a> {
 
 /// Decodes `stdout` and classifies every requested handle, in order. Fails, without quoting
 /// any value, when `stdout` is not a valid response. Error texts are scrubbed of every value of
-/// the answer and of every value `known` holds for a requested handle.
+/// the answer and of every value `known` returns.
 pub(crate) fn classify(
     stdout: &[u8],
     requested: Requested<'_>,
@@ -84,7 +84,7 @@ pub(crate) fn classify(
         .any(|entry| entry.error_text().is_some());
     let scrubber = if any_error {
         let values = values_in_output(stdout);
-        let held: Vec<Secret> = requested.handles.iter().flat_map(|h| known(h)).collect();
+        let held = known();
         Scrubber::new(
             values
                 .iter()
@@ -441,10 +441,7 @@ mod tests {
     use keyturn_protocol::parse_response;
 
     fn classify_str(output: &str, handles: &[String], strip: bool) -> Fetched {
-        classify(output.as_bytes(), Requested::new(handles), strip, &|_| {
-            Vec::new()
-        })
-        .unwrap()
+        classify(output.as_bytes(), Requested::new(handles), strip, &Vec::new).unwrap()
     }
 
     fn check(
@@ -559,15 +556,11 @@ mod tests {
         );
     }
 
-    // What the caller already holds for any handle of the run is scrubbed too, longest first.
+    // What the caller already holds is scrubbed too, longest first.
     #[test]
     fn per_handle_texts_are_scrubbed_of_known_values() {
         let requested = [String::from("a"), String::from("b")];
-        let known = |handle: &str| match handle {
-            "a" => vec![Secret::new("old-a-value")],
-            "b" => vec![Secret::new("old-a")],
-            _ => Vec::new(),
-        };
+        let known = || vec![Secret::new("old-a-value"), Secret::new("old-a")];
         let fetched = classify(
             br#"{"a":{"error":"no old-a-value"},"b":{"error":"b is old-a-value, not old-a"}}"#,
             Requested::new(&requested),
@@ -613,9 +606,12 @@ mod tests {
             "",
         ] {
             let theirs = parse_response(input.as_bytes());
-            let ours = classify(input.as_bytes(), Requested::new(&requested), false, &|_| {
-                Vec::new()
-            });
+            let ours = classify(
+                input.as_bytes(),
+                Requested::new(&requested),
+                false,
+                &Vec::new,
+            );
             assert_eq!(ours.is_ok(), theirs.is_ok(), "{input}");
             if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
                 for (handle, result) in ours {
@@ -656,10 +652,7 @@ mod tests {
             let requested = [String::from("h")];
             for error in [
                 parse_response(bad.as_bytes()).unwrap_err(),
-                classify(bad.as_bytes(), Requested::new(&requested), false, &|_| {
-                    Vec::new()
-                })
-                .unwrap_err(),
+                classify(bad.as_bytes(), Requested::new(&requested), false, &Vec::new).unwrap_err(),
             ] {
                 let text = describe_parse_error(&error);
                 for secret in ["hunter2", "424242", "hun"] {

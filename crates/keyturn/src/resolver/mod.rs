@@ -508,10 +508,7 @@ impl Inner {
                     )
                 })
                 .collect(),
-            Routing::Single(spec) => {
-                self.fetch_group(spec, handles, |key| vec![key.to_owned()])
-                    .await
-            }
+            Routing::Single(spec) => self.fetch_group(spec, handles).await,
             Routing::Multi(backends) => {
                 let mut groups: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
                 let mut results = HashMap::new();
@@ -557,18 +554,8 @@ impl Inner {
                                 keys.push(key.clone());
                             }
                         }
-                        let aliases = |key: &str| {
-                            members
-                                .iter()
-                                .filter(|(_, k)| k == key)
-                                .map(|(full, _)| full.clone())
-                                .collect()
-                        };
-                        let fetched: HashMap<String, Lookup> = inner
-                            .fetch_group(spec, keys, aliases)
-                            .await
-                            .into_iter()
-                            .collect();
+                        let fetched: HashMap<String, Lookup> =
+                            inner.fetch_group(spec, keys).await.into_iter().collect();
                         members
                             .into_iter()
                             .map(|(full, key)| {
@@ -608,22 +595,10 @@ impl Inner {
         }
     }
 
-    /// One backend run for `keys` (distinct): one lookup per key, in order. `handles` maps a
-    /// key to the handles it is cached under: their last-known-good values are scrubbed from
-    /// whatever the backend says if it fails (it may repeat an old value).
-    async fn fetch_group(
-        &self,
-        spec: &BackendSpec,
-        keys: Vec<String>,
-        handles: impl Fn(&str) -> Vec<String> + Sync,
-    ) -> Vec<(String, Lookup)> {
-        let known = |key: &str| {
-            let state = self.lock();
-            handles(key)
-                .iter()
-                .filter_map(|handle| state.cache.get(handle).cloned())
-                .collect()
-        };
+    /// One backend run for `keys` (distinct): one lookup per key, in order. Every cached value
+    /// is scrubbed from whatever the backend says if it fails (it may repeat an old value).
+    async fn fetch_group(&self, spec: &BackendSpec, keys: Vec<String>) -> Vec<(String, Lookup)> {
+        let known = || self.lock().cache.values().cloned().collect();
         match backend::fetch_scrubbing(spec, &self.options, &keys, &self.metrics, &known).await {
             Ok(fetched) => fetched
                 .into_iter()
