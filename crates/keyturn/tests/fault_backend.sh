@@ -6,6 +6,8 @@
 #              with neither is left out of the answer
 #   echo       text the echo-* modes repeat (a value the test knows keyturn has seen)
 #   gate       while it exists, the gate mode waits before answering
+#   echo-answer  if it exists, every mode first repeats the whole answer on stderr (as a
+#              backend tracing itself with `set -x` would)
 #   pids       `leader PID` for every run, `child PID` for every process it leaves behind
 #   runs       `start PID NS` / `end PID NS` lines of the slow mode (NS: realtime nanoseconds)
 state=$1
@@ -29,6 +31,8 @@ answer() {
   done
   printf '}'
 }
+
+if [ -f "$state/echo-answer" ]; then answer >&2; echo >&2; fi
 
 case "$mode" in
   # Never answers: a grandchild keeps it waiting.
