@@ -288,23 +288,6 @@ struct Sample {
     run: u32,
 }
 
-/// Figures of one storm.
-#[derive(Debug)]
-struct Figures {
-    seconds: f64,
-    requests: usize,
-    runs: usize,
-    requests_per_run: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    peak_rss_before_kib: u64,
-    peak_rss_after_kib: u64,
-    /// How many answers came from the first, second, third... run that started after the
-    /// request was written.
-    answered_by_nth_run: Vec<usize>,
-}
-
 fn realtime_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -393,12 +376,12 @@ async fn storm_client(
 
 /// Keep-alive connections of the storm: enough to offer 1,000 requests a second while each
 /// waits about two backend runs for its answer.
-const CONNECTIONS: usize = 128;
+const CONNECTIONS: usize = 256;
 
 /// `rate` refresh requests a second for `duration`, over keep-alive connections, against a
 /// backend run that takes at least 20 ms and names itself in its answer. Checks the
-/// coalescing contract and returns the figures.
-fn storm(rate: u32, duration: Duration) -> Figures {
+/// coalescing contract and prints the figures.
+fn storm(rate: u32, duration: Duration) {
     let setup = Setup::new(TEMPLATE);
     setup
         .sandbox
@@ -505,21 +488,19 @@ fn storm(rate: u32, duration: Duration) -> Figures {
         .collect();
     latencies.sort_by(f64::total_cmp);
     let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
-    let figures = Figures {
-        seconds,
-        requests: samples.len(),
-        runs: runs.len(),
-        requests_per_run,
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
-        max_ms: percentile(1.0),
-        peak_rss_before_kib: before,
-        peak_rss_after_kib: after,
-        answered_by_nth_run: nth,
-    };
-    println!("refresh storm: {figures:#?}");
+    println!(
+        "refresh storm: {seconds:.2} s, {} requests ({:.0}/s) over {CONNECTIONS} connections, \
+         {} backend runs ({requests_per_run:.1} requests each), latency p50 {:.1} ms, p99 {:.1} ms, \
+         max {:.1} ms, peak RSS {before} KiB before, {after} KiB after; answers from the 1st, \
+         2nd, 3rd, later run started after the request: {nth:?}",
+        samples.len(),
+        samples.len() as f64 / seconds,
+        runs.len(),
+        percentile(0.50),
+        percentile(0.99),
+        percentile(1.0),
+    );
     assert_eq!(serve.stop(Signal::SIGTERM), Some(0));
-    figures
 }
 
 // The CI variant of the storm: 1,000 requests a second for 2 s.
