@@ -252,6 +252,10 @@ fn no_resolved_value_reaches_anything_users_or_operators_see() {
     )
     .unwrap();
     api(&mut seen, "world-writable backend");
+    seen.run(
+        "check (world-writable backend)",
+        keyturn(&["check", "--config", "keyturn.yaml"]).expect_code(1),
+    );
     fs::set_permissions(
         setup.path("backend.sh"),
         std::os::unix::fs::PermissionsExt::from_mode(0o700),

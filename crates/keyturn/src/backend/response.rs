@@ -531,6 +531,13 @@ mod tests {
         );
     }
 
+    fn error_texts(fetched: Fetched) -> Vec<String> {
+        fetched
+            .into_iter()
+            .map(|(_, r)| r.unwrap_err().message)
+            .collect()
+    }
+
     #[test]
     fn per_handle_texts() {
         let fetched = classify_str(
@@ -538,12 +545,8 @@ mod tests {
             &["m".into(), "e".into(), "y".into()],
             false,
         );
-        let texts: Vec<String> = fetched
-            .into_iter()
-            .map(|(_, r)| r.unwrap_err().message)
-            .collect();
         assert_eq!(
-            texts,
+            error_texts(fetched),
             [
                 format!(
                     "secret handle 'm' was not resolved by the secret_backend_command. Ensure your script returns the handle in the expected JSON format. Docs: {DOCS_URL}"
@@ -568,12 +571,8 @@ mod tests {
             &known,
         )
         .unwrap();
-        let texts: Vec<String> = fetched
-            .into_iter()
-            .map(|(_, r)| r.unwrap_err().message)
-            .collect();
         assert_eq!(
-            texts,
+            error_texts(fetched),
             [
                 "an error occurred while resolving 'a': no ********",
                 "an error occurred while resolving 'b': b is ********, not ********",
