@@ -341,6 +341,10 @@ fn exit_text(status: ExitStatus) -> String {
     }
 }
 
+/// Why a stderr tail is withheld after an answer that could not be read.
+const NOT_AN_ANSWER: &str =
+    "; stderr not shown: stdout was not a valid answer, so values could not be scrubbed from it";
+
 /// Appends the stderr tail, scrubbed of the answer's values and of every value `known`
 /// returns, and the payload-version hint when stderr asks for it.
 ///
@@ -362,9 +366,7 @@ fn with_stderr(mut error: FetchError, output: &Output, known: &Known<'_>) -> Fet
     let answered = output.stdout.trim_ascii().is_empty()
         || keyturn_protocol::parse_response(&output.stdout).is_ok();
     if !answered {
-        error
-            .message
-            .push_str("; stderr not shown: stdout was not a valid answer, so values could not be scrubbed from it");
+        error.message.push_str(NOT_AN_ANSWER);
         return error;
     }
     let values = values_in_output(&output.stdout);

@@ -9,8 +9,9 @@
 //! once, into a [`Secret`]. This keeps a 10,000-handle answer close to the cost of the spawn.
 //!
 //! Invariant: no text built here contains a value the backend returned in the same answer, nor
-//! a value keyturn already held for a handle of the run (see [`Known`]). Parse errors are described from their category and position only, never with serde's text
-//! for data errors (which quotes the offending input, e.g. a value given as a bare string).
+//! a value keyturn already holds (see [`Known`]). Parse errors are described from their
+//! category and position only, never with serde's text for data errors (which quotes the
+//! offending input, e.g. a value given as a bare string).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,7 +35,7 @@ pub(crate) const STDERR_TAIL: usize = 1024;
 
 /// Every value keyturn already holds (its last-known-good values, whatever their handle): they
 /// are scrubbed from the backend's texts too, since a failing backend may repeat an old value
-/// ("rotation of <old value> failed"). Called only when a text needs scrubbing.
+/// (`rotation of <old value> failed`). Called only when a text needs scrubbing.
 pub(crate) type Known<'a> = dyn Fn() -> Vec<Secret> + Sync + 'a;
 
 /// The distinct handles of one run, in first-seen order, and where each one sits.
