@@ -2,7 +2,8 @@
 //! behaviour is `keyturn::daemon`.
 //!
 //! SIGHUP reloads the settings and templates (a bad reload is logged and the daemon keeps
-//! serving); SIGTERM and SIGINT stop it (exit 0).
+//! serving); SIGTERM and SIGINT stop it (exit 0); SIGXFSZ is caught, so that a write past the
+//! file-size limit fails with EFBIG instead of killing the daemon.
 
 use std::path::PathBuf;
 
@@ -48,6 +49,10 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     let mut hangup = signals(SignalKind::hangup(), "SIGHUP")?;
     let mut terminate = signals(SignalKind::terminate(), "SIGTERM")?;
     let mut interrupt = signals(SignalKind::interrupt(), "SIGINT")?;
+    // A write past RLIMIT_FSIZE (a file-size limit from the service manager, a full audit file)
+    // must fail with EFBIG, not kill the daemon: SIGXFSZ terminates by default. A handler (not
+    // SIG_IGN, which children would inherit) is reset to the default in backends and hooks.
+    let _file_size = signals(SignalKind::from_raw(libc::SIGXFSZ), "SIGXFSZ")?;
 
     // Before any secret is in memory: no core dumps, and the optional memory lock.
     let hardening = keyturn::hygiene::harden(

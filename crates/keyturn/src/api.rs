@@ -3,7 +3,8 @@
 //! [`router`] builds the whole API over a [`Daemon`]; tests drive it with
 //! `tower::ServiceExt::oneshot`, no socket. Every route but `GET /healthz` requires
 //! `Authorization: Bearer <token>`; the token is compared in constant time whatever the length
-//! of the candidate. Every error goes through [`ApiError`] and is answered as JSON
+//! of the candidate. A request body over [`BODY_LIMIT`] is refused with 413 on every route.
+//! Every error goes through [`ApiError`] and is answered as JSON
 //! `{"error": "..."}`.
 //!
 //! Routes:
@@ -28,9 +29,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use axum::body::{Body, HttpBody};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
@@ -66,6 +68,7 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/healthz", get(healthz))
         .merge(protected)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(limit_body))
         .with_state(daemon)
 }
 
@@ -87,6 +90,9 @@ pub enum ApiError {
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A request body over [`BODY_LIMIT`].
+    #[error("request body is larger than {BODY_LIMIT} bytes")]
+    PayloadTooLarge,
     /// `POST /secret/trigger` while triggers are off.
     #[error(
         "refresh triggers are disabled: set secret_refresh_on_api_key_failure_interval to enable them"
@@ -126,6 +132,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TriggersDisabled => StatusCode::CONFLICT,
             ApiError::RefreshFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -157,6 +164,37 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Refuses a body over [`BODY_LIMIT`] on every route, before anything else: a declared
+/// `Content-Length` over it at once, any other body once it passes it. No route reads a body,
+/// and `DefaultBodyLimit` only bounds extractors that do, so without this a request of any
+/// size would be served (and a refresh run) with its body unread.
+async fn limit_body(request: Request, next: Next) -> Result<Response, ApiError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let (parts, mut body) = request.into_parts();
+    let mut bytes = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let frame = frame
+            .map_err(|_| ApiError::BadRequest("could not read the request body".to_owned()))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > BODY_LIMIT {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    Ok(next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await)
 }
 
 async fn authorize(
@@ -764,6 +802,54 @@ mod tests {
             answer.body
         );
         assert!(answer.body.ends_with("# EOF\n"), "{}", answer.body);
+        // Bodies over the limit are refused on every route, whether `Content-Length` declares
+        // them or not (then they are read up to the limit); at the limit they pass.
+        for (method, uri, size, declared, status) in [
+            (Method::GET, "/metrics", BODY_LIMIT, true, StatusCode::OK),
+            (Method::GET, "/metrics", BODY_LIMIT, false, StatusCode::OK),
+            (
+                Method::GET,
+                "/metrics",
+                BODY_LIMIT + 1,
+                true,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                Method::GET,
+                "/metrics",
+                BODY_LIMIT + 1,
+                false,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                Method::GET,
+                "/healthz",
+                BODY_LIMIT + 1,
+                true,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                Method::POST,
+                "/secret/refresh",
+                1 << 20,
+                false,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+        ] {
+            let mut request = authed(method, uri);
+            if declared {
+                request = request.header(CONTENT_LENGTH, size);
+            }
+            let response = router(daemon.clone())
+                .oneshot(request.body(Body::from(vec![b'x'; size])).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                status,
+                "{uri} {size} declared={declared}"
+            );
+        }
         let missing = send(&daemon, authed(Method::GET, "/nope")).await;
         assert_eq!(
             (missing.status, missing.json()),

@@ -6,6 +6,10 @@
 // Tests may start the binaries under test; only the library's spawner is restricted.
 #![allow(clippy::disallowed_methods)]
 
+mod abuse;
+mod daemon;
+mod faults;
+mod leaks;
 mod resolve;
 mod serve;
 

@@ -9,7 +9,8 @@
 //! - stdout and stderr are read into buffers that never grow past `output_max_size + 1` bytes
 //!   and are zeroized when dropped or regrown (stdout holds values; stderr may echo them).
 //! - Logs carry only the command path, the exit label and the elapsed time; error texts carry
-//!   a scrubbed, bounded stderr tail, never raw backend output.
+//!   a scrubbed, bounded stderr tail, never raw backend output, and only when stdout was read
+//!   to its end and was empty or a valid answer (so every value it held is known).
 
 use std::io;
 use std::process::ExitStatus;
@@ -21,18 +22,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, io_text, resolve_command};
-use super::response::{Requested, Scrubber, classify, describe_parse_error, values_in_output};
+use super::response::{
+    Known, Requested, Scrubber, classify, describe_parse_error, values_in_output,
+};
 use super::spawn::{Program, StartError, Started, start};
 use super::{BackendSpec, FetchError, FetchOptions, Fetched, PermissionCheck};
 use crate::DOCS_URL;
 use crate::metrics::{FailureKind, Metrics};
 
-/// Runs `spec` once for the distinct `handles` and classifies every one of them.
+/// Runs `spec` once for the distinct `handles` and classifies every one of them. The backend's
+/// texts (stderr, per-handle errors) are scrubbed of the run's values and of what `known`
+/// returns.
 pub(crate) async fn fetch(
     spec: &BackendSpec,
     options: &FetchOptions,
     handles: &[String],
     metrics: &Metrics,
+    known: &Known<'_>,
 ) -> Result<Fetched, FetchError> {
     let mut requested = Requested::new(handles);
     let mut request = request(spec, options, std::mem::take(&mut requested.handles));
@@ -57,6 +63,7 @@ pub(crate) async fn fetch(
             &output.stdout,
             requested,
             options.remove_trailing_line_break,
+            known,
         ) {
             Ok(fetched) => {
                 tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
@@ -85,7 +92,7 @@ pub(crate) async fn fetch(
     for _ in 0..count {
         metrics.record_handle_failure(failure.kind);
     }
-    Err(with_stderr(failure, &output))
+    Err(with_stderr(failure, &output, known))
 }
 
 /// What a run wrote, as far as it was read.
@@ -334,11 +341,19 @@ fn exit_text(status: ExitStatus) -> String {
     }
 }
 
-/// Appends the scrubbed stderr tail, and the payload-version hint when stderr asks for it.
+/// Why a stderr tail is withheld after an answer that could not be read.
+const NOT_AN_ANSWER: &str =
+    "; stderr not shown: stdout was not a valid answer, so values could not be scrubbed from it";
+
+/// Appends the stderr tail, scrubbed of the answer's values and of every value `known`
+/// returns, and the payload-version hint when stderr asks for it.
 ///
-/// The tail is left out when stdout was not read to its end (timeout, output cap): values the
-/// backend wrote there but we did not read, or read only half of, could not be scrubbed.
-fn with_stderr(mut error: FetchError, output: &Output) -> FetchError {
+/// The tail is shown only when every value the backend may repeat there is one keyturn read in
+/// full: stdout was read to its end and is empty or a valid answer. It is left out when stdout
+/// was not read to its end (timeout, output cap), or is not a valid answer (cut short by a
+/// crash or a kill, malformed, not UTF-8): a value cut in half, or never parsed, cannot be
+/// recognised, and scrubbing its prefix would show the rest.
+fn with_stderr(mut error: FetchError, output: &Output, known: &Known<'_>) -> FetchError {
     if output.stderr.is_empty() {
         return error;
     }
@@ -348,8 +363,20 @@ fn with_stderr(mut error: FetchError, output: &Output) -> FetchError {
             .push_str("; stderr not shown: stdout was not read to its end");
         return error;
     }
+    let answered = output.stdout.trim_ascii().is_empty()
+        || keyturn_protocol::parse_response(&output.stdout).is_ok();
+    if !answered {
+        error.message.push_str(NOT_AN_ANSWER);
+        return error;
+    }
     let values = values_in_output(&output.stdout);
-    let scrubber = Scrubber::new(values.iter().map(|value| value.as_str()));
+    let held = known();
+    let scrubber = Scrubber::new(
+        values
+            .iter()
+            .map(|value| value.as_str())
+            .chain(held.iter().map(|value| value.expose())),
+    );
     let tail = scrubber.stderr_tail(&output.stderr);
     if tail.is_empty() {
         return error;

@@ -108,7 +108,19 @@ pub async fn fetch(
     handles: &[String],
     metrics: &Metrics,
 ) -> Result<Fetched, FetchError> {
-    fetch::fetch(spec, options, handles, metrics).await
+    fetch::fetch(spec, options, handles, metrics, &Vec::new).await
+}
+
+/// [`fetch()`], also scrubbing from the backend's texts (its stderr tail, its per-handle error
+/// texts) the values `known` returns: every value the caller already holds.
+pub(crate) async fn fetch_scrubbing(
+    spec: &BackendSpec,
+    options: &FetchOptions,
+    handles: &[String],
+    metrics: &Metrics,
+    known: &response::Known<'_>,
+) -> Result<Fetched, FetchError> {
+    fetch::fetch(spec, options, handles, metrics, known).await
 }
 
 /// Asks the backend for its version (`<command> --version`, spec §2.7). Only for built-in

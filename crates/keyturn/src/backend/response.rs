@@ -8,12 +8,14 @@
 //! borrowed from the buffer where they hold no escapes, and only requested values are copied,
 //! once, into a [`Secret`]. This keeps a 10,000-handle answer close to the cost of the spawn.
 //!
-//! Invariant: no text built here contains a value the backend returned in the same answer.
-//! Parse errors are described from their category and position only, never with serde's text
-//! for data errors (which quotes the offending input, e.g. a value given as a bare string).
+//! Invariant: no text built here contains a value the backend returned in the same answer, nor
+//! a value keyturn already holds (see [`Known`]). Parse errors are described from their
+//! category and position only, never with serde's text for data errors (which quotes the
+//! offending input, e.g. a value given as a bare string).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -30,6 +32,11 @@ pub(crate) const MASK: &str = "********";
 
 /// How much of the end of stderr an error text carries, in bytes.
 pub(crate) const STDERR_TAIL: usize = 1024;
+
+/// Every value keyturn already holds (its last-known-good values, whatever their handle): they
+/// are scrubbed from the backend's texts too, since a failing backend may repeat an old value
+/// (`rotation of <old value> failed`). Called only when a text needs scrubbing.
+pub(crate) type Known<'a> = dyn Fn() -> Vec<Secret> + Sync + 'a;
 
 /// The distinct handles of one run, in first-seen order, and where each one sits.
 pub(crate) struct Requested<'a> {
@@ -58,11 +65,13 @@ impl<'a> Requested<'a> {
 }
 
 /// Decodes `stdout` and classifies every requested handle, in order. Fails, without quoting
-/// any value, when `stdout` is not a valid response.
+/// any value, when `stdout` is not a valid response. Error texts are scrubbed of every value of
+/// the answer and of every value `known` returns.
 pub(crate) fn classify(
     stdout: &[u8],
     requested: Requested<'_>,
     remove_trailing_line_break: bool,
+    known: &Known<'_>,
 ) -> Result<Fetched, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(stdout);
     let slots = Slots {
@@ -76,7 +85,13 @@ pub(crate) fn classify(
         .any(|entry| entry.error_text().is_some());
     let scrubber = if any_error {
         let values = values_in_output(stdout);
-        Scrubber::new(values.iter().map(|value| value.as_str()))
+        let held = known();
+        Scrubber::new(
+            values
+                .iter()
+                .map(|value| value.as_str())
+                .chain(held.iter().map(Secret::expose)),
+        )
     } else {
         Scrubber::default()
     };
@@ -181,11 +196,25 @@ pub(crate) fn values_in_output(output: &[u8]) -> Vec<Zeroizing<String>> {
 }
 
 /// Replaces every known value in a text by [`MASK`].
+///
+/// A text is scanned once, left to right; at each position the longest needle that starts
+/// there is masked. Needles are indexed by a keyed hash of their first [`PREFIX`] bytes, so the
+/// cost is one lookup per position of the text, whatever the number of needles (a refresh of
+/// 10,000 handles that all fail with an error text stays linear).
 #[derive(Default)]
 pub(crate) struct Scrubber {
-    /// Distinct non-empty needles, longest first, so a value is masked before its prefixes.
+    /// Distinct non-empty needles, longest first.
     needles: Vec<Zeroizing<String>>,
+    /// Indexes into `needles` (ascending, so longest first) by the hash of their first
+    /// [`PREFIX`] bytes. Keyed hashes, so no plain fragment of a value is kept as a key.
+    by_prefix: HashMap<u64, Vec<usize>>,
+    /// Indexes of the needles shorter than [`PREFIX`] bytes.
+    short: Vec<usize>,
+    hasher: RandomState,
 }
+
+/// How many leading bytes of a needle index it.
+const PREFIX: usize = 4;
 
 impl Scrubber {
     /// A scrubber for `values`: each as returned, without its trailing line breaks, and in its
@@ -206,18 +235,56 @@ impl Scrubber {
         }
         needles.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         needles.dedup();
-        Scrubber { needles }
+        let mut scrubber = Scrubber {
+            needles,
+            ..Scrubber::default()
+        };
+        for (index, needle) in scrubber.needles.iter().enumerate() {
+            match needle.as_bytes().get(..PREFIX) {
+                Some(prefix) => scrubber
+                    .by_prefix
+                    .entry(scrubber.hasher.hash_one(prefix))
+                    .or_default()
+                    .push(index),
+                None => scrubber.short.push(index),
+            }
+        }
+        scrubber
     }
 
     /// `text` with every needle replaced by [`MASK`].
     pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut text = Zeroizing::new(text.to_owned());
-        for needle in &self.needles {
-            if text.contains(needle.as_str()) {
-                text = Zeroizing::new(text.replace(needle.as_str(), MASK));
+        let bytes = text.as_bytes();
+        let mut out = Zeroizing::new(String::with_capacity(text.len()));
+        let (mut at, mut copied) = (0, 0);
+        while at < bytes.len() {
+            match self.longest_at(&bytes[at..]) {
+                // A needle is valid UTF-8, so it starts and ends on character boundaries.
+                Some(len) => {
+                    out.push_str(text.get(copied..at).unwrap_or_default());
+                    out.push_str(MASK);
+                    at += len;
+                    copied = at;
+                }
+                None => at += 1,
             }
         }
-        text.as_str().to_owned()
+        out.push_str(text.get(copied..).unwrap_or_default());
+        out.as_str().to_owned()
+    }
+
+    /// The length of the longest needle `rest` starts with.
+    fn longest_at(&self, rest: &[u8]) -> Option<usize> {
+        let indexed = rest
+            .get(..PREFIX)
+            .and_then(|prefix| self.by_prefix.get(&self.hasher.hash_one(prefix)))
+            .into_iter()
+            .flatten();
+        indexed
+            .chain(&self.short)
+            .filter(|&&index| rest.starts_with(self.needles[index].as_bytes()))
+            .min()
+            .map(|&index| self.needles[index].len())
     }
 
     /// The last [`STDERR_TAIL`] bytes of `stderr` (at most), scrubbed, as valid UTF-8 with
@@ -375,7 +442,7 @@ mod tests {
     use keyturn_protocol::parse_response;
 
     fn classify_str(output: &str, handles: &[String], strip: bool) -> Fetched {
-        classify(output.as_bytes(), Requested::new(handles), strip).unwrap()
+        classify(output.as_bytes(), Requested::new(handles), strip, &Vec::new).unwrap()
     }
 
     fn check(
@@ -465,6 +532,13 @@ mod tests {
         );
     }
 
+    fn error_texts(fetched: Fetched) -> Vec<String> {
+        fetched
+            .into_iter()
+            .map(|(_, r)| r.unwrap_err().message)
+            .collect()
+    }
+
     #[test]
     fn per_handle_texts() {
         let fetched = classify_str(
@@ -472,12 +546,8 @@ mod tests {
             &["m".into(), "e".into(), "y".into()],
             false,
         );
-        let texts: Vec<String> = fetched
-            .into_iter()
-            .map(|(_, r)| r.unwrap_err().message)
-            .collect();
         assert_eq!(
-            texts,
+            error_texts(fetched),
             [
                 format!(
                     "secret handle 'm' was not resolved by the secret_backend_command. Ensure your script returns the handle in the expected JSON format. Docs: {DOCS_URL}"
@@ -487,6 +557,34 @@ mod tests {
                     "resolved secret for 'y' is empty. Check that the secret exists in your backend and has a non-empty value. If using secret_backend_remove_trailing_line_break, trailing newlines are stripped. Docs: {DOCS_URL}"
                 ),
             ]
+        );
+    }
+
+    // What the caller already holds is scrubbed too, longest first.
+    #[test]
+    fn per_handle_texts_are_scrubbed_of_known_values() {
+        let requested = [String::from("a"), String::from("b")];
+        let known = || vec![Secret::new("old-a-value"), Secret::new("old-a")];
+        let fetched = classify(
+            br#"{"a":{"error":"no old-a-value"},"b":{"error":"b is old-a-value, not old-a"}}"#,
+            Requested::new(&requested),
+            false,
+            &known,
+        )
+        .unwrap();
+        assert_eq!(
+            error_texts(fetched),
+            [
+                "an error occurred while resolving 'a': no ********",
+                "an error occurred while resolving 'b': b is ********, not ********",
+            ]
+        );
+        // Many needles sharing a prefix, and needles shorter than the indexed prefix.
+        let values: Vec<String> = (0..2000).map(|i| format!("QZXJ-{i}-JXZQ")).collect();
+        let scrubber = Scrubber::new(values.iter().map(String::as_str).chain(["ab", "é"]));
+        assert_eq!(
+            scrubber.scrub("QZXJ-1999-JXZQ QZXJ-7 ab é QZXJ-0-JXZQx"),
+            "******** QZXJ-7 ******** ******** ********x"
         );
     }
 
@@ -508,7 +606,12 @@ mod tests {
             "",
         ] {
             let theirs = parse_response(input.as_bytes());
-            let ours = classify(input.as_bytes(), Requested::new(&requested), false);
+            let ours = classify(
+                input.as_bytes(),
+                Requested::new(&requested),
+                false,
+                &Vec::new,
+            );
             assert_eq!(ours.is_ok(), theirs.is_ok(), "{input}");
             if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
                 for (handle, result) in ours {
@@ -549,7 +652,7 @@ mod tests {
             let requested = [String::from("h")];
             for error in [
                 parse_response(bad.as_bytes()).unwrap_err(),
-                classify(bad.as_bytes(), Requested::new(&requested), false).unwrap_err(),
+                classify(bad.as_bytes(), Requested::new(&requested), false, &Vec::new).unwrap_err(),
             ] {
                 let text = describe_parse_error(&error);
                 for secret in ["hunter2", "424242", "hun"] {

@@ -11,6 +11,8 @@
 //! - A destination is written only when every handle of the template has a value, and only
 //!   when its bytes or mode differ from what is on disk; writes are atomic.
 //! - A template whose write failed stays dirty, so the next refresh (or retry) writes it again.
+//! - Its first render removes the temporary files an interrupted write of its destination left
+//!   (a crash mid-write, see [`remove_stale_temps`]): they may hold part of a secret.
 //! - Values live in [`Secret`]s; statuses and errors name handles and paths only.
 
 use std::collections::HashMap;
@@ -24,7 +26,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::config::TemplateConfig;
-use crate::atomic_file::write_atomic;
+use crate::atomic_file::{remove_stale_temps, write_atomic};
 use crate::document::{Document, DocumentError};
 use crate::resolver::Change;
 use crate::secret::Secret;
@@ -63,6 +65,8 @@ struct State {
     /// handle -> the value the next render uses.
     values: HashMap<String, Secret>,
     dirty: bool,
+    /// Whether the leftovers of interrupted writes were looked for.
+    swept: bool,
     outcome: Outcome,
     /// Why the last `on_change` run failed.
     on_change_error: Option<String>,
@@ -139,6 +143,7 @@ impl Template {
                 values: HashMap::new(),
                 // The first render writes even a template without handles.
                 dirty: true,
+                swept: false,
                 outcome: Outcome::Pending,
                 on_change_error: None,
             }),
@@ -160,8 +165,24 @@ impl Template {
     }
 
     /// When dirty: renders from the current values and writes the destination if every handle
-    /// has a value and the result differs from what is on disk. Blocking file I/O.
+    /// has a value and the result differs from what is on disk. Blocking file I/O. The daemon
+    /// calls it for one template at a time, so no write of the destination is in flight.
     pub(crate) fn render_and_write(&self) -> Written {
+        if !std::mem::replace(&mut self.lock().swept, true) {
+            let destination = self.config.destination.display();
+            match remove_stale_temps(&self.config.destination) {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(
+                    %destination,
+                    removed,
+                    "removed temporary files left by an interrupted write"
+                ),
+                Err(e) => tracing::warn!(
+                    %destination,
+                    "could not look for temporary files left by an interrupted write: {e}"
+                ),
+            }
+        }
         let rendered = {
             let mut state = self.lock();
             if !state.dirty {

@@ -595,9 +595,11 @@ impl Inner {
         }
     }
 
-    /// One backend run for `keys` (distinct): one lookup per key, in order.
+    /// One backend run for `keys` (distinct): one lookup per key, in order. Every cached value
+    /// is scrubbed from whatever the backend says if it fails (it may repeat an old value).
     async fn fetch_group(&self, spec: &BackendSpec, keys: Vec<String>) -> Vec<(String, Lookup)> {
-        match backend::fetch(spec, &self.options, &keys, &self.metrics).await {
+        let known = || self.lock().cache.values().cloned().collect();
+        match backend::fetch_scrubbing(spec, &self.options, &keys, &self.metrics, &known).await {
             Ok(fetched) => fetched
                 .into_iter()
                 .map(|(handle, result)| (handle, result.map_err(|e| (e.kind, e.message))))

@@ -299,7 +299,16 @@ async fn append_audit(audit: Arc<Mutex<AuditWriter>>, record: Record) -> Result<
         let mut writer = audit
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        writer.append(&record, now).map_err(|e| e.to_string())
+        writer.append(&record, now).map_err(|e| {
+            // The operating system's reason (EFBIG, ENOSPC, EROFS...) is the useful part.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        })
     })
     .await;
     appended.unwrap_or_else(|e| Err(format!("audit task failed: {e}")))
