@@ -11,6 +11,8 @@
 
 #[path = "cli/aws.rs"]
 mod aws;
+#[path = "cli/end_to_end.rs"]
+mod end_to_end;
 #[path = "cli/harness.rs"]
 mod harness;
 #[path = "cli/servers.rs"]

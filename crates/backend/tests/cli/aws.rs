@@ -10,7 +10,7 @@ use crate::harness::{Expect, Fixture, check, check_env, request};
 use crate::servers::{Server, moto};
 
 /// Requests [`seed`] makes before signature checking starts.
-const SEED_ACTIONS: usize = 4 + 2 + 3 + 13;
+pub(crate) const SEED_ACTIONS: usize = 4 + 2 + 3 + 13;
 
 /// The role [`seed`] creates, which the IAM user may assume.
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/keyturn-reader";
@@ -23,13 +23,18 @@ const TRUST_ALL: &str = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3
                          %22sts%3AAssumeRole%22%7D%5D%7D";
 
 /// The IAM user's key, created in moto.
-struct Key {
-    id: String,
-    secret: String,
+pub(crate) struct Key {
+    pub(crate) id: String,
+    pub(crate) secret: String,
 }
 
 /// An unsigned call of the JSON protocol (accepted only while moto's free actions last).
-fn json_call(server: &Server, service: &str, target: &str, body: Value) -> (u16, String) {
+pub(crate) fn json_call(
+    server: &Server,
+    service: &str,
+    target: &str,
+    body: Value,
+) -> (u16, String) {
     let agent = crate::servers::insecure_agent();
     let mut response = agent
         .post(format!("{}/", server.url))
@@ -78,7 +83,7 @@ fn xml_tag(xml: &str, tag: &str) -> String {
 
 /// Creates the IAM user with an allow-all policy, the secrets and the parameters; then checks
 /// that signature checking is on.
-fn seed(server: &Server) -> Key {
+pub(crate) fn seed(server: &Server) -> Key {
     iam(server, "Action=CreateUser&UserName=keyturn");
     let key_xml = iam(server, "Action=CreateAccessKey&UserName=keyturn");
     let policy_xml = iam(
@@ -149,7 +154,7 @@ fn seed_role(server: &Server, policy_arn: &str) {
     );
 }
 
-fn aws_config(server: &Server, key: &Key, extra: Value) -> Value {
+pub(crate) fn aws_config(server: &Server, key: &Key, extra: Value) -> Value {
     let mut config = json!({
         "endpoint_url": server.url,
         "aws_session": {

@@ -15,7 +15,7 @@ path "kv1/app/*" { capabilities = ["read"] }
 "#;
 
 /// Seeds `secret/app/db` (KV v2, two versions), `secret/app/api`, `kv1/app/db` (KV v1).
-fn seed(server: &Server) {
+pub(crate) fn seed(server: &Server) {
     vault(
         server,
         "POST",
