@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::aws::{SEED_ACTIONS, aws_config, json_call};
-use crate::servers::{BAO_ROOT, Server, insecure_agent, moto, openbao, vault};
+use crate::servers::{BAO_ROOT, insecure_agent, moto, openbao, vault};
 
 /// The `keyturn` binary beside `keyturn-backend` (both are built by `cargo test --workspace`).
 fn keyturn() -> PathBuf {
