@@ -8,6 +8,15 @@
 //! borrowed from the buffer where they hold no escapes, and only requested values are copied,
 //! once, into a [`Secret`]. This keeps a 10,000-handle answer close to the cost of the spawn.
 //!
+//! Two decoders produce those slots. A fast scanner reads only the common shape — entries
+//! whose fields are `value` and `error`, each at most once, as strings without escapes or as
+//! `null`, around JSON whitespace — and gives up at the first byte outside it; serde_json then
+//! decodes the whole answer from the start and alone decides what is accepted and how it
+//! fails. Everything the scanner accepts is valid JSON that serde_json decodes to the same
+//! slots, so acceptance and results do not depend on which decoder answered. Answer keys are
+//! matched by trying the handle after the last one matched before hashing, so an answer in
+//! request order costs no hashing.
+//!
 //! Invariant: no text built here contains a value the backend returned in the same answer, nor
 //! a value keyturn already holds (see [`Known`]). Parse errors are described from their
 //! category and position only, never with serde's text for data errors (which quotes the
@@ -64,6 +73,61 @@ impl<'a> Requested<'a> {
     }
 }
 
+/// Finds the slot of an answer key: first the handle after the last one found, then the index.
+struct Lookup<'r> {
+    handles: &'r [String],
+    index: &'r HashMap<&'r str, usize>,
+    next: usize,
+}
+
+impl<'r> Lookup<'r> {
+    fn new(requested: &'r Requested<'r>) -> Lookup<'r> {
+        Lookup {
+            handles: &requested.handles,
+            index: &requested.index,
+            next: 0,
+        }
+    }
+
+    fn slot(&mut self, key: &str) -> Option<usize> {
+        let at = match self.handles.get(self.next) {
+            Some(handle) if handle == key => self.next,
+            _ => *self.index.get(key)?,
+        };
+        self.next = at + 1;
+        Some(at)
+    }
+}
+
+/// One slot per requested handle: the entry the answer gave it, if any.
+type Decoded<'a> = Vec<Option<RawEntry<'a>>>;
+
+/// Decodes `stdout` into one slot per requested handle: the scanner, or serde_json when the
+/// scanner gives up.
+fn decode<'a>(
+    stdout: &'a [u8],
+    requested: &Requested<'_>,
+) -> Result<Decoded<'a>, serde_json::Error> {
+    match Scanner::new(stdout).answer(Lookup::new(requested)) {
+        Some(slots) => Ok(slots),
+        None => decode_with_serde(stdout, requested),
+    }
+}
+
+/// The decoder of record: serde_json over the whole answer.
+fn decode_with_serde<'a>(
+    stdout: &'a [u8],
+    requested: &Requested<'_>,
+) -> Result<Decoded<'a>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(stdout);
+    let slots = Slots {
+        lookup: Lookup::new(requested),
+    }
+    .deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(slots)
+}
+
 /// Decodes `stdout` and classifies every requested handle, in order. Fails, without quoting
 /// any value, when `stdout` is not a valid response. Error texts are scrubbed of every value of
 /// the answer and of every value `known` returns.
@@ -73,12 +137,7 @@ pub(crate) fn classify(
     remove_trailing_line_break: bool,
     known: &Known<'_>,
 ) -> Result<Fetched, serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_slice(stdout);
-    let slots = Slots {
-        index: &requested.index,
-    }
-    .deserialize(&mut deserializer)?;
-    deserializer.end()?;
+    let slots = decode(stdout, &requested)?;
     let any_error = slots
         .iter()
         .flatten()
@@ -387,8 +446,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 
 /// Decodes the answer object into one slot per requested handle; entries of handles not
 /// requested are decoded (so their shape is checked) and dropped.
-struct Slots<'i> {
-    index: &'i HashMap<&'i str, usize>,
+struct Slots<'r> {
+    lookup: Lookup<'r>,
 }
 
 impl<'de> DeserializeSeed<'de> for Slots<'_> {
@@ -406,21 +465,157 @@ impl<'de> Visitor<'de> for Slots<'_> {
         f.write_str("an object of handles")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut slots: Vec<Option<RawEntry<'de>>> = Vec::new();
-        slots.resize_with(self.index.len(), || None);
+        slots.resize_with(self.lookup.handles.len(), || None);
         while let Some(handle) = map.next_key::<Text<'de>>()? {
             let entry: RawEntry<'de> = map.next_value()?;
             if let Some(slot) = self
-                .index
-                .get(handle.as_str())
-                .and_then(|&at| slots.get_mut(at))
+                .lookup
+                .slot(handle.as_str())
+                .and_then(|at| slots.get_mut(at))
             {
                 *slot = Some(entry);
             }
         }
         Ok(slots)
     }
+}
+
+/// The fast decoder of the common answer shape (see the module doc). Every method returns
+/// `None` as soon as the input leaves that shape, valid JSON or not.
+struct Scanner<'a> {
+    input: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(input: &'a [u8]) -> Scanner<'a> {
+        Scanner { input, at: 0 }
+    }
+
+    /// The whole answer: an object of entries, then only whitespace.
+    fn answer(mut self, mut lookup: Lookup<'_>) -> Option<Decoded<'a>> {
+        let mut slots: Decoded<'a> = Vec::new();
+        slots.resize_with(lookup.handles.len(), || None);
+        self.skip_whitespace();
+        self.expect(b'{')?;
+        self.skip_whitespace();
+        if !self.eat(b'}') {
+            loop {
+                let handle = self.string()?;
+                self.skip_whitespace();
+                self.expect(b':')?;
+                self.skip_whitespace();
+                let entry = self.entry()?;
+                if let Some(slot) = lookup.slot(handle).and_then(|at| slots.get_mut(at)) {
+                    *slot = Some(entry);
+                }
+                self.skip_whitespace();
+                if self.eat(b'}') {
+                    break;
+                }
+                self.expect(b',')?;
+                self.skip_whitespace();
+            }
+        }
+        self.skip_whitespace();
+        (self.at == self.input.len()).then_some(slots)
+    }
+
+    /// `{}` or an object whose only fields are `value` and `error`, each at most once.
+    fn entry(&mut self) -> Option<RawEntry<'a>> {
+        let mut entry = RawEntry {
+            value: None,
+            error: None,
+        };
+        let (mut seen_value, mut seen_error) = (false, false);
+        self.expect(b'{')?;
+        self.skip_whitespace();
+        if self.eat(b'}') {
+            return Some(entry);
+        }
+        loop {
+            let field = self.string()?;
+            self.skip_whitespace();
+            self.expect(b':')?;
+            self.skip_whitespace();
+            let rest = self.input.get(self.at..).unwrap_or_default();
+            let text = if rest.starts_with(b"null") {
+                self.at += 4;
+                None
+            } else {
+                Some(Text::Borrowed(self.string()?))
+            };
+            match field {
+                "value" if !seen_value => (seen_value, entry.value) = (true, text),
+                "error" if !seen_error => (seen_error, entry.error) = (true, text),
+                _ => return None,
+            }
+            self.skip_whitespace();
+            if self.eat(b'}') {
+                return Some(entry);
+            }
+            self.expect(b',')?;
+            self.skip_whitespace();
+        }
+    }
+
+    /// A string literal without escapes or control characters, as valid UTF-8.
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let rest = self.input.get(self.at..).unwrap_or_default();
+        let len = plain_prefix(rest);
+        if rest.get(len) != Some(&b'"') {
+            return None;
+        }
+        let text = std::str::from_utf8(&rest[..len]).ok()?;
+        self.at += len + 1;
+        Some(text)
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.input.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.input.get(self.at) == Some(&byte);
+        self.at += usize::from(found);
+        found
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.eat(byte).then_some(())
+    }
+}
+
+/// The length of the longest prefix of `bytes` without `"`, `\\` or a control character,
+/// eight bytes at a time while no byte of a word can be one of them.
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Nonzero when some byte of `word` is below `n` (n <= 0x80): the classic SWAR test.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
+    let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    let mut at = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(word);
+        let hit = below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+            | below(word, 0x20);
+        if hit != 0 {
+            break;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| special(b))
+        .unwrap_or(bytes.len() - at)
 }
 
 /// The index just past the JSON string literal starting at `start` (a `"`), or the end.
@@ -604,7 +799,40 @@ mod tests {
             r#"{"h":{}} {}"#,
             r#"{"h":{"value":"v"}"#,
             "",
+            // The scanner's edges: each is either in its shape or left to serde_json.
+            " \t\r\n{ \"h\" :\n{ \"value\" : \"v\" , \"error\" : null } } \n",
+            r#"{"h":{"error":null,"value":null}}"#,
+            r#"{"h":{"value":nul}}"#,
+            r#"{"h":{"value":nullx}}"#,
+            r#"{"h":{"value":"v"},}"#,
+            r#"{"h":{"value":"v",}}"#,
+            r#"{"h":{"value":"v"}}}"#,
+            r#"{"h":{"value":"v" "error":"e"}}"#,
+            r#"{"h" {"value":"v"}}"#,
+            r#"{"h":{"value":"v","error":"e","error":"f"}}"#,
+            r#"{"h":{"value":null,"value":"w"}}"#,
+            r#"{"h":{"valu\u0065":"v"}}"#,
+            r#"{"\u0068":{"value":"v"}}"#,
+            r#"{"h":{"value":"v\""}}"#,
+            r#"{"h":{"value":"v\x"}}"#,
+            r#"{"h":{"value":"v","ttl":[1,{"a":null}]}}"#,
+            r#"{"h":{"value":true}}"#,
+            r#"{"":{"value":"v"},"h":{"value":"w"}}"#,
+            "{\"h\":{\"value\":\"a\u{7f}\u{e9}\u{1F511}\"}}",
+            "{\"h\":{\"value\":\"a\u{1}\"}}",
+            "{\"h\":{\"value\":\"a\tb\"}}",
+            "\u{feff}{\"h\":{\"value\":\"v\"}}",
+            "{\"h\":{\"value\":\"v\"}}\u{c}",
+            "{\"h\":{\"value\":\"v\"}}\0",
+            r#"{"h":{"value":"v"}}x"#,
+            r#"{"h":{"value":"v""#,
+            r#"{"h":{"value":"#,
+            r#"{"h":"#,
+            r#"{"#,
+            r#"{"h":{"value":"v"}} {"h":{"value":"w"}}"#,
+            r#"{"h\"2":{"value":"v"},"h":{"value":"w"},"h":{"error":"e"}}"#,
         ] {
+            check_parity(input.as_bytes(), &requested);
             let theirs = parse_response(input.as_bytes());
             let ours = classify(
                 input.as_bytes(),
@@ -623,6 +851,25 @@ mod tests {
                 }
             }
         }
+        for input in [
+            &b"{\"h\":{\"value\":\"a\xff\"}}"[..],
+            b"{\"h\xc3\":{\"value\":\"v\"}}",
+            b"{\"h\":{\"value\":\"\xed\xa0\x80\"}}",
+        ] {
+            check_parity(input, &requested);
+            assert!(classify(input, Requested::new(&requested), false, &Vec::new).is_err());
+        }
+        for common in [
+            &b" {\"h\" : {\"value\":\"v\", \"error\":null},\"x\":{}}\n"[..],
+            br#"{"h":{"value":"first"},"h":{"value":"last"},"x":{"error":"e"}}"#,
+        ] {
+            let requested = Requested::new(&requested);
+            assert!(
+                Scanner::new(common)
+                    .answer(Lookup::new(&requested))
+                    .is_some()
+            );
+        }
         let fetched = classify_str(
             r#"{"h":{"value":"first"},"h":{"value":"last"}}"#,
             &requested[..1],
@@ -633,6 +880,118 @@ mod tests {
         assert_eq!(fetched[0].1.as_ref().unwrap().expose(), "é");
         let handles = [String::from("a"), String::from("b"), String::from("a")];
         assert_eq!(Requested::new(&handles).handles, ["a", "b"]);
+    }
+
+    /// What a decoder made of an answer, in comparable form.
+    fn view(slots: &Decoded<'_>) -> Vec<Option<(Option<String>, Option<String>)>> {
+        let text = |text: &Option<Text<'_>>| text.as_ref().map(|t| t.as_str().to_owned());
+        slots
+            .iter()
+            .map(|slot| {
+                slot.as_ref()
+                    .map(|entry| (text(&entry.value), text(&entry.error)))
+            })
+            .collect()
+    }
+
+    /// The scanner only answers for inputs serde_json decodes to the same slots, and the
+    /// decoder as a whole accepts exactly what the protocol crate accepts.
+    fn check_parity(input: &[u8], handles: &[String]) {
+        let requested = Requested::new(handles);
+        let serde = decode_with_serde(input, &requested);
+        if let Some(scanned) = Scanner::new(input).answer(Lookup::new(&requested)) {
+            let serde = serde.as_ref().unwrap_or_else(|error| {
+                panic!(
+                    "{} scanned, serde_json: {error}",
+                    String::from_utf8_lossy(input)
+                )
+            });
+            assert_eq!(
+                view(&scanned),
+                view(serde),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let ours = decode(input, &requested).map(|slots| view(&slots));
+        let theirs = parse_response(input);
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok(),
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+        assert_eq!(
+            ours.ok(),
+            serde.ok().map(|slots| view(&slots)),
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Answers built from JSON-ish tokens, mostly near the scanner's shape.
+        #[test]
+        fn scanner_and_serde_agree(tokens in proptest::collection::vec(
+            proptest::sample::select(&[
+                "{", "}", ":", ",", " ", "\n", "\"h\"", "\"h\\\"2\"", "\"x\"",
+                "\"value\"", "\"error\"", "\"v\"", "\"\"", "null", "nul", "1", "[", "]",
+                "\"a\\n\"", "\"\u{e9}\"", "\"\u{1}\"", "\"", "\\", "{\"h\":{\"value\":",
+                "{\"value\":\"v\"}", "{\"error\":\"e\"}", "{}", "\"value\":null",
+            ][..]),
+            0..24,
+        )) {
+            let requested = [String::from("h"), String::from("h\"2")];
+            check_parity(tokens.concat().as_bytes(), &requested);
+        }
+
+        /// Well-formed answers with entries in any order, duplicates and extra handles.
+        #[test]
+        fn scanner_and_serde_agree_on_answers(entries in proptest::collection::vec(
+            (
+                proptest::sample::select(&["h0", "h1", "h2", "other", "value"][..]),
+                proptest::collection::vec(
+                    (
+                        proptest::sample::select(&["value", "error", "ttl"][..]),
+                        proptest::sample::select(&["\"v\"", "null", "\"\"", "\"a\\tb\"", "3"][..]),
+                    ),
+                    0..4,
+                ),
+                proptest::sample::select(&["", " ", "\n\t"][..]),
+            ),
+            0..8,
+        )) {
+            let answer = entries
+                .iter()
+                .map(|(handle, fields, space)| {
+                    let fields: Vec<String> = fields
+                        .iter()
+                        .map(|(field, value)| format!("{space}\"{field}\"{space}:{space}{value}"))
+                        .collect();
+                    format!("\"{handle}\":{space}{{{}}}", fields.join(","))
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let requested: Vec<String> = ["h2", "h0", "h1"].map(String::from).to_vec();
+            check_parity(format!("{{{answer}}}").as_bytes(), &requested);
+        }
+    }
+
+    #[test]
+    fn plain_prefix_stops_at_the_first_special_byte() {
+        let base = "abcdefghijklmnopqrstuvwxyz\u{e9}\u{7f}\u{1F511}";
+        assert_eq!(plain_prefix(base.as_bytes()), base.len());
+        for special in ["\"", "\\", "\0", "\u{1}", "\n", "\u{1f}"] {
+            for at in 0..=base.len() {
+                if !base.is_char_boundary(at) {
+                    continue;
+                }
+                let text = format!("{}{special}{}", &base[..at], &base[at..]);
+                assert_eq!(plain_prefix(text.as_bytes()), at, "{text:?}");
+            }
+        }
     }
 
     #[test]
