@@ -548,12 +548,12 @@ impl Inner {
                         let Some(spec) = backends.get(&name) else {
                             return Vec::new();
                         };
-                        let mut keys: Vec<String> = Vec::new();
-                        for (_, key) in &members {
-                            if !keys.contains(key) {
-                                keys.push(key.clone());
-                            }
-                        }
+                        let mut seen = HashSet::new();
+                        let keys: Vec<String> = members
+                            .iter()
+                            .filter(|(_, key)| seen.insert(key.as_str()))
+                            .map(|(_, key)| key.clone())
+                            .collect();
                         let fetched: HashMap<String, Lookup> =
                             inner.fetch_group(spec, keys).await.into_iter().collect();
                         members
