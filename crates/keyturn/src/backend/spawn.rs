@@ -105,15 +105,8 @@ pub(crate) fn start(
         checked.recheck_path().map_err(StartError::Changed)?;
     }
     let child = command.spawn().map_err(StartError::Io)?;
-    let pgid = child
-        .id()
-        .and_then(|pid| i32::try_from(pid).ok())
-        .map(Pid::from_raw);
     // `program` (and so the checked descriptor) is borrowed until here: it outlives the spawn.
-    Ok(Started {
-        child,
-        group: GroupGuard { pgid },
-    })
+    Ok(Started::guarded(child))
 }
 
 /// Starts an operator's own command (a template's `on_change`): no permission check and no
@@ -132,15 +125,21 @@ pub(crate) fn start_command(argv: &[String]) -> io::Result<Started> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let child = command.spawn()?;
-    let pgid = child
-        .id()
-        .and_then(|pid| i32::try_from(pid).ok())
-        .map(Pid::from_raw);
-    Ok(Started {
-        child,
-        group: GroupGuard { pgid },
-    })
+    Ok(Started::guarded(command.spawn()?))
+}
+
+impl Started {
+    /// A child started as the leader of its own process group, with the guard over that group.
+    fn guarded(child: tokio::process::Child) -> Started {
+        let pgid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw);
+        Started {
+            child,
+            group: GroupGuard { pgid },
+        }
+    }
 }
 
 impl GroupGuard {

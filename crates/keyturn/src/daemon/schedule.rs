@@ -287,20 +287,7 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
-    /// A generator that always yields 0.
-    struct Zero;
-
-    impl rand::RngCore for Zero {
-        fn next_u32(&mut self) -> u32 {
-            0
-        }
-        fn next_u64(&mut self) -> u64 {
-            0
-        }
-        fn fill_bytes(&mut self, dest: &mut [u8]) {
-            dest.fill(0);
-        }
-    }
+    use crate::resolver::refresh::ZeroRng as Zero;
 
     fn seeded() -> StdRng {
         StdRng::seed_from_u64(12345)

@@ -393,6 +393,23 @@ impl super::State {
     }
 }
 
+/// A generator that always yields 0, for tests of randomized schedules.
+#[cfg(test)]
+pub(crate) struct ZeroRng;
+
+#[cfg(test)]
+impl rand::RngCore for ZeroRng {
+    fn next_u32(&mut self) -> u32 {
+        0
+    }
+    fn next_u64(&mut self) -> u64 {
+        0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        dest.fill(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,20 +456,8 @@ mod tests {
             );
         }
         // A generator that always yields 0 still gives one second (item 31).
-        struct Zero;
-        impl rand::RngCore for Zero {
-            fn next_u32(&mut self) -> u32 {
-                0
-            }
-            fn next_u64(&mut self) -> u64 {
-                0
-            }
-            fn fill_bytes(&mut self, dest: &mut [u8]) {
-                dest.fill(0);
-            }
-        }
         assert_eq!(
-            scatter(interval, &mut Zero),
+            scatter(interval, &mut ZeroRng),
             std::time::Duration::from_secs(1)
         );
     }
