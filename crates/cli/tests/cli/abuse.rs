@@ -503,16 +503,9 @@ fn storm(rate: u32, duration: Duration) {
     assert_eq!(serve.stop(Signal::SIGTERM), Some(0));
 }
 
-// The CI variant of the storm: 1,000 requests a second for 2 s.
+// The storm the issue asks for, in CI: 1,000 requests a second for 10 s.
 #[test]
 fn a_refresh_storm_is_coalesced() {
-    storm(1000, Duration::from_secs(2));
-}
-
-// The full storm: 1,000 requests a second for 10 s (`cargo test -- --ignored`).
-#[test]
-#[ignore = "10 s of load; the CI variant is a_refresh_storm_is_coalesced"]
-fn a_ten_second_refresh_storm_is_coalesced() {
     storm(1000, Duration::from_secs(10));
 }
 
