@@ -22,9 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, io_text, resolve_command};
-use super::response::{
-    Known, Requested, Scrubber, classify, describe_parse_error, values_in_output,
-};
+use super::response::{Known, Requested, Scrubber, answer_values, classify, describe_parse_error};
 use super::spawn::{Program, StartError, Started, start};
 use super::{BackendSpec, FetchError, FetchOptions, Fetched, PermissionCheck};
 use crate::DOCS_URL;
@@ -363,13 +361,14 @@ fn with_stderr(mut error: FetchError, output: &Output, known: &Known<'_>) -> Fet
             .push_str("; stderr not shown: stdout was not read to its end");
         return error;
     }
-    let answered = output.stdout.trim_ascii().is_empty()
-        || keyturn_protocol::parse_response(&output.stdout).is_ok();
-    if !answered {
+    let values = if output.stdout.trim_ascii().is_empty() {
+        Vec::new()
+    } else if let Some(values) = answer_values(&output.stdout) {
+        values
+    } else {
         error.message.push_str(NOT_AN_ANSWER);
         return error;
-    }
-    let values = values_in_output(&output.stdout);
+    };
     let held = known();
     let scrubber = Scrubber::new(
         values
