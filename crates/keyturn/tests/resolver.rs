@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -691,14 +691,6 @@ async fn multi_backends_route_by_prefix_and_send_type_and_config() {
         resolver.cached("one;key").is_some(),
         "cached under the full handle"
     );
-}
-
-#[test]
-fn fixture_is_private() {
-    let fixture = Fixture::new();
-    let mode = fs::metadata(fixture.script()).unwrap().permissions().mode();
-    assert_eq!(mode & 0o077, 0);
-    assert!(Path::new(&fixture.script()).exists());
 }
 
 fn audited(fixture: &Fixture, audit_file: PathBuf) -> Resolver {
