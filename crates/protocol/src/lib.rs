@@ -54,6 +54,33 @@ impl Request {
     }
 }
 
+/// A [`Request`] that borrows its parts, for a caller that holds the handles already: it
+/// encodes to the same bytes without copying each handle first.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RequestRef<'a> {
+    /// See [`Request::version`].
+    pub version: &'a str,
+    /// See [`Request::secrets`].
+    pub secrets: &'a [&'a str],
+    /// See [`Request::secret_backend_timeout`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_backend_timeout: Option<u64>,
+    /// See [`Request::backend_type`].
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub backend_type: Option<&'a str>,
+    /// See [`Request::config`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+impl RequestRef<'_> {
+    /// Encodes the request exactly as [`Request::to_json`] does.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain strings, numbers and a `serde_json::Map` cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 /// What a backend writes on stdout: handle to result.
 ///
 /// Handles the caller did not ask for are allowed and ignored by keyturn.
@@ -142,6 +169,34 @@ mod tests {
         assert!(json.contains(r#""type":"aws.secrets""#), "{json}");
         assert!(json.contains(r#""config":{"foo":"bar"}"#), "{json}");
         assert!(json.contains(r#""secret_backend_timeout":60"#), "{json}");
+    }
+
+    #[test]
+    fn borrowed_request_encodes_like_the_owned_one() {
+        let mut config = serde_json::Map::new();
+        config.insert("k".into(), serde_json::json!({"n": [1, "x"]}));
+        for (timeout, backend_type, config) in [
+            (Some(30), None, None),
+            (None, Some("file.json"), Some(config.clone())),
+            (Some(5), Some("hashicorp.vault"), Some(config)),
+        ] {
+            let secrets = ["a", "b \"quoted\"", "ünï", ""];
+            let owned = Request {
+                version: PAYLOAD_VERSION.to_owned(),
+                secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
+                secret_backend_timeout: timeout,
+                backend_type: backend_type.map(str::to_owned),
+                config: config.clone(),
+            };
+            let borrowed = RequestRef {
+                version: PAYLOAD_VERSION,
+                secrets: &secrets,
+                secret_backend_timeout: timeout,
+                backend_type,
+                config: config.as_ref(),
+            };
+            assert_eq!(borrowed.to_json(), owned.to_json());
+        }
     }
 
     #[test]
