@@ -42,6 +42,12 @@ const SCRIPTS: &[(&str, u32, &str)] = &[
         0o700,
         "cat >/dev/null; printf '%s' \"$1\"; printf '%s' \"${2-}\" >&2; sleep 30",
     ),
+    // stdout $1, a pause, stdout $2, exit ${3:-0}: keyturn may read $1 alone first.
+    (
+        "two-part",
+        0o700,
+        "cat >/dev/null; printf '%s' \"$1\"; sleep 0.2; printf '%s' \"$2\"; exit \"${3:-0}\"",
+    ),
     // Saves the payload to $1, answers $2.
     ("record", 0o700, "cat > \"$1\"; printf '%s' \"$2\""),
     // $1 bytes on stdout, $2 bytes on stderr.
@@ -615,6 +621,41 @@ async fn whole_run_failures() {
     );
 }
 
+// stdout is classified as soon as it holds a whole answer, while the backend is still running:
+// whatever it writes afterwards, and its exit status, still decide. The pause makes the early
+// classification likely; the outcome is the same either way.
+#[tokio::test]
+async fn what_follows_an_early_whole_answer_still_counts() {
+    let whole = r#"{"h":{"value":"v"}}"#;
+    let first = run(&spec("two-part", &[whole, "\n"]), &options(), &["h"])
+        .await
+        .unwrap();
+    assert_eq!(outcomes(&first), resolved("h", "v"));
+    let split = run(
+        &spec("two-part", &[r#"{"h":{"value":"v"}"#, "}"]),
+        &options(),
+        &["h"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcomes(&split), resolved("h", "v"));
+    for (rest, exit, kind, reason) in [
+        (
+            r#" {"h":{"value":"w"}}"#,
+            "0",
+            FailureKind::InvalidResponse,
+            "trailing characters at line 1 column 21",
+        ),
+        ("", "1", FailureKind::BackendError, "exit status 1"),
+    ] {
+        let error = run(&spec("two-part", &[whole, rest, exit]), &options(), &["h"])
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, kind, "{error}");
+        assert!(error.message.contains(reason), "{error}");
+    }
+}
+
 // §2.6: exactly at the cap is fine, on each stream independently.
 #[tokio::test]
 async fn output_cap_is_inclusive() {
@@ -647,6 +688,13 @@ async fn output_cap_is_inclusive() {
     .unwrap_err();
     assert!(error.message.contains("exceeded 4096 bytes"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(10));
+    // stderr well past its first allocation but under the cap: read whole, its tail shown.
+    let error = run(&spec("flood", &["0", "300000"]), &options(), &["h"])
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::InvalidResponse, "{error}");
+    let tail = error.message.split("; stderr: ").nth(1).expect("a tail");
+    assert_eq!(tail, "b".repeat(1024));
 }
 
 // Item 39 adapted; the stderr tail and the payload-version hint.

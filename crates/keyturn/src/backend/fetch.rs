@@ -11,18 +11,28 @@
 //! - Logs carry only the command path, the exit label and the elapsed time; error texts carry
 //!   a scrubbed, bounded stderr tail, never raw backend output, and only when stdout was read
 //!   to its end and was empty or a valid answer (so every value it held is known).
+//! - The outcome depends only on the complete stdout and the exit status. stdout may be
+//!   classified before EOF (to overlap the backend's exit), but that result is kept only when
+//!   EOF comes with no byte more, and the exit status still decides whether it is used.
+//!
+//! Ordering for speed: the backend is started before the payload is built, so that building
+//! it (de-duplicating and encoding up to tens of thousands of handles) overlaps the backend's
+//! start-up; the stdin and stdout pipes are widened to fit the payload and the output cap, so
+//! a large payload or answer crosses in one turn instead of a dozen context-switch pairs.
 
 use std::io;
 use std::process::ExitStatus;
 use std::time::Instant;
 
-use keyturn_protocol::{PAYLOAD_VERSION, Request};
+use keyturn_protocol::{PAYLOAD_VERSION, RequestRef};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, io_text, resolve_command};
-use super::response::{Known, Requested, Scrubber, answer_values, classify, describe_parse_error};
+use super::response::{
+    Known, Requested, Scrubber, answer_values, classify, classify_early, describe_parse_error,
+};
 use super::spawn::{Program, StartError, Started, start};
 use super::{BackendSpec, FetchError, FetchOptions, Fetched, PermissionCheck};
 use crate::DOCS_URL;
@@ -38,18 +48,29 @@ pub(crate) async fn fetch(
     metrics: &Metrics,
     known: &Known<'_>,
 ) -> Result<Fetched, FetchError> {
-    let mut requested = Requested::new(handles);
-    let mut request = request(spec, options, std::mem::take(&mut requested.handles));
-    let payload = request.to_json();
-    requested.handles = std::mem::take(&mut request.secrets);
-    let count = requested.handles.len();
     let began = Instant::now();
-    let mut output = Output {
-        stdout: Capture::new(options.output_max_size),
-        stderr: Capture::new(options.output_max_size),
-        stdout_complete: false,
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    let mut output = Output::new(options.output_max_size);
+    let started = checked_start(spec);
+    // Built once the backend has started: de-duplicating and encoding 10,000 handles then
+    // overlaps the backend's own start-up (exec, dynamic loading).
+    let requested = Requested::new(handles);
+    let strip = options.remove_trailing_line_break;
+    let run = match started {
+        Ok(started) => {
+            let payload = request(spec, options, &requested.handles).to_json();
+            // Classifying as soon as stdout holds a whole answer overlaps the backend's exit
+            // (freeing its memory, closing its pipes), which ends before stdout reports EOF.
+            let early = |stdout: &[u8]| classify_early(stdout, &requested, strip);
+            drive(started, deadline, options, &payload, early, &mut output).await
+        }
+        Err(failure) => Err(failure),
     };
-    let run = run(spec, options, &payload, &mut output).await;
+    let (run, early) = match run {
+        Ok((status, early)) => (Ok(status), early),
+        Err(failure) => (Err(failure), None),
+    };
+    let count = requested.handles.len();
     let elapsed = began.elapsed();
     let exit = exit_label(&run);
     metrics.record_backend_run(&exit, elapsed);
@@ -57,32 +78,29 @@ pub(crate) async fn fetch(
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
 
     let failure = match run {
-        Ok(status) if status.success() => match classify(
-            &output.stdout,
-            requested,
-            options.remove_trailing_line_break,
-            known,
-        ) {
-            Ok(fetched) => {
-                tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
-                for (_, result) in &fetched {
-                    if let Err(error) = result {
-                        metrics.record_handle_failure(error.kind);
+        Ok(status) if status.success() => {
+            match early.map_or_else(|| classify(&output.stdout, &requested, strip, known), Ok) {
+                Ok(fetched) => {
+                    tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
+                    for (_, result) in &fetched {
+                        if let Err(error) = result {
+                            metrics.record_handle_failure(error.kind);
+                        }
+                    }
+                    return Ok(fetched);
+                }
+                Err(error) => {
+                    metrics.record_unparsable_output();
+                    FetchError {
+                        kind: FailureKind::InvalidResponse,
+                        message: format!(
+                            "'{command}' returned invalid JSON: '{}'. See docs for expected format: {DOCS_URL}",
+                            describe_parse_error(&error)
+                        ),
                     }
                 }
-                return Ok(fetched);
             }
-            Err(error) => {
-                metrics.record_unparsable_output();
-                FetchError {
-                    kind: FailureKind::InvalidResponse,
-                    message: format!(
-                        "'{command}' returned invalid JSON: '{}'. See docs for expected format: {DOCS_URL}",
-                        describe_parse_error(&error)
-                    ),
-                }
-            }
-        },
+        }
         Ok(status) => backend_error(spec, &Failure::Exit(status), options),
         Err(failure) => backend_error(spec, &failure, options),
     };
@@ -99,6 +117,18 @@ struct Output {
     stderr: Capture,
     /// stdout was read to EOF: every value the run returned is in `stdout`.
     stdout_complete: bool,
+}
+
+impl Output {
+    fn new(limit: usize) -> Output {
+        Output {
+            stdout: Capture::new(limit, RESERVED),
+            // Backends rarely write much on stderr; a full reservation for it would double
+            // the address space a run takes for nothing.
+            stderr: Capture::new(limit, STDERR_RESERVED),
+            stdout_complete: false,
+        }
+    }
 }
 
 /// Why a run ended without a usable exit status.
@@ -118,39 +148,46 @@ enum Failure {
     Exit(ExitStatus),
 }
 
-/// Checks, starts and drives the backend; fills `output` as far as it got.
-async fn run(
-    spec: &BackendSpec,
+/// Drives a started backend under `deadline`: writes `payload`, reads stdout and stderr
+/// (filling `output` as far as it got), waits for the exit. Whenever stdout may hold a whole
+/// answer, `early` is given it; what `early` made of stdout as it was at EOF is returned with
+/// the exit status (the exit status still decides whether it is used).
+async fn drive<T>(
+    started: Started,
+    deadline: tokio::time::Instant,
     options: &FetchOptions,
     payload: &[u8],
+    early: impl FnMut(&[u8]) -> Option<T>,
     output: &mut Output,
-) -> Result<ExitStatus, Failure> {
-    let deadline = tokio::time::Instant::now() + options.timeout;
+) -> Result<(ExitStatus, Option<T>), Failure> {
     let Started {
         mut child,
         mut group,
-    } = checked_start(spec)?;
+    } = started;
     let stdin = child.stdin.take();
     let out = child.stdout.take();
     let err = child.stderr.take();
     let limit = options.output_max_size;
+    widen_pipe(stdin.as_ref(), payload.len());
+    widen_pipe(out.as_ref(), limit.saturating_add(1));
     let io = async {
-        tokio::try_join!(
+        let ((), early, ()) = tokio::try_join!(
             write_stdin(stdin, payload),
             async {
-                read_capped(out, limit, &mut output.stdout).await?;
+                let early = read_watching(out, limit, &mut output.stdout, early).await?;
                 output.stdout_complete = true;
-                Ok(())
+                Ok(early)
             },
             read_capped(err, limit, &mut output.stderr),
         )?;
-        child.wait().await.map_err(Failure::Io)
+        let status = child.wait().await.map_err(Failure::Io)?;
+        Ok((status, early))
     };
     match tokio::time::timeout_at(deadline, io).await {
-        Ok(Ok(status)) => {
+        Ok(Ok(finished)) => {
             // The leader was reaped: its group ID may be reused from now on.
             group.disarm();
-            Ok(status)
+            Ok(finished)
         }
         Ok(Err(failure)) => {
             group.kill();
@@ -186,6 +223,28 @@ fn checked_start(spec: &BackendSpec) -> Result<Started, Failure> {
     })
 }
 
+/// A pipe holds 64 KiB by default.
+const PIPE_DEFAULT: usize = 64 * 1024;
+
+/// The largest pipe an unprivileged process may ask for by default (`/proc/sys/fs/pipe-max-size`).
+const PIPE_MAX: usize = 1024 * 1024;
+
+/// Widens `pipe` to hold `wanted` bytes (at most [`PIPE_MAX`]). Through a default pipe, a
+/// 10,000-handle payload or answer crosses in a dozen turns, each a pair of context switches
+/// between keyturn and the backend; through a wide one, in one write and one read. The kernel
+/// allocates a pipe's pages only as data arrives, so the width costs nothing unused. Failure
+/// (the user's pipe quota is reached) only costs those turns.
+fn widen_pipe(pipe: Option<&impl std::os::fd::AsFd>, wanted: usize) {
+    let Some(pipe) = pipe else {
+        return;
+    };
+    if wanted <= PIPE_DEFAULT {
+        return;
+    }
+    let size = i32::try_from(wanted.min(PIPE_MAX)).unwrap_or(i32::MAX);
+    let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
+}
+
 /// Writes the payload and closes stdin. Errors are ignored like the reference does: a backend
 /// that exits without reading (`EPIPE`) is judged by its exit status and output.
 async fn write_stdin(
@@ -204,9 +263,26 @@ async fn read_capped(
     limit: usize,
     buf: &mut Capture,
 ) -> Result<(), Failure> {
+    read_watching(stream, limit, buf, |_| None::<()>).await?;
+    Ok(())
+}
+
+/// [`read_capped`], handing `early` what was read so far whenever it ends like a JSON object,
+/// and returning what `early` made of the complete stream, if it was given exactly that.
+///
+/// `early` is given the stream again only once it has at least doubled, so a backend that
+/// writes many object-like prefixes costs at most twice the work of its whole output.
+async fn read_watching<T>(
+    stream: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    buf: &mut Capture,
+    mut early: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<Option<T>, Failure> {
     let Some(mut stream) = stream else {
-        return Ok(());
+        return Ok(None);
     };
+    let mut guess: Option<(usize, T)> = None;
+    let mut tried: usize = 0;
     loop {
         buf.make_room(limit);
         let read = stream.read_buf(&mut buf.0).await.map_err(Failure::Io)?;
@@ -214,7 +290,14 @@ async fn read_capped(
             return Err(Failure::TooLong);
         }
         if read == 0 {
-            return Ok(());
+            let complete = buf.0.len();
+            return Ok(guess.and_then(|(len, value)| (len == complete).then_some(value)));
+        }
+        let len = buf.0.len();
+        if len >= tried.saturating_mul(2) && buf.0.trim_ascii_end().ends_with(b"}") {
+            tried = len;
+            // A guess from fewer bytes is dropped (a `Fetched` zeroizes its values).
+            guess = early(&buf.0).map(|value| (len, value));
         }
     }
 }
@@ -223,13 +306,17 @@ async fn read_capped(
 /// it held is wiped when it is dropped or regrown (stdout holds values; stderr may echo them).
 struct Capture(Vec<u8>);
 
-/// Capacity reserved up front. Untouched capacity costs no memory, and a buffer that never
-/// moves leaves no stale copy behind and costs no copy: the default 1 MiB cap fits.
+/// Capacity reserved up front for stdout. Untouched capacity costs no memory, and a buffer
+/// that never moves leaves no stale copy behind and costs no copy: the default 1 MiB cap fits.
 const RESERVED: usize = 16 * 1024 * 1024;
 
+/// Capacity reserved up front for stderr; it grows from there when a backend says more.
+const STDERR_RESERVED: usize = 64 * 1024;
+
 impl Capture {
-    fn new(limit: usize) -> Capture {
-        Capture(Vec::with_capacity(limit.saturating_add(1).min(RESERVED)))
+    /// A capture for at most `limit` bytes, with up to `reserve` bytes of capacity up front.
+    fn new(limit: usize, reserve: usize) -> Capture {
+        Capture(Vec::with_capacity(limit.saturating_add(1).min(reserve)))
     }
 
     /// Ensures some spare capacity, up to `limit + 1` in all.
@@ -266,13 +353,17 @@ impl Drop for Capture {
 }
 
 /// The request of spec §2.2 for the distinct `handles`.
-fn request(spec: &BackendSpec, options: &FetchOptions, handles: Vec<String>) -> Request {
-    Request {
-        version: PAYLOAD_VERSION.to_owned(),
+fn request<'a>(
+    spec: &'a BackendSpec,
+    options: &FetchOptions,
+    handles: &'a [&'a str],
+) -> RequestRef<'a> {
+    RequestRef {
+        version: PAYLOAD_VERSION,
         secrets: handles,
         secret_backend_timeout: Some(timeout_secs(options)),
-        backend_type: spec.backend_type.clone(),
-        config: spec.config.clone().filter(|config| !config.is_empty()),
+        backend_type: spec.backend_type.as_deref(),
+        config: spec.config.as_ref().filter(|config| !config.is_empty()),
     }
 }
 
@@ -407,12 +498,22 @@ pub(crate) async fn version(spec: &BackendSpec, options: &FetchOptions) -> Resul
         timeout: options.timeout.min(std::time::Duration::from_secs(1)),
         ..options.clone()
     };
-    let mut output = Output {
-        stdout: Capture::new(options.output_max_size),
-        stderr: Capture::new(options.output_max_size),
-        stdout_complete: false,
+    let mut output = Output::new(options.output_max_size);
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    let run = match checked_start(&probe) {
+        Ok(started) => drive(
+            started,
+            deadline,
+            &options,
+            b"",
+            |_| None::<()>,
+            &mut output,
+        )
+        .await
+        .map(|(status, _)| status),
+        Err(failure) => Err(failure),
     };
-    match run(&probe, &options, b"", &mut output).await {
+    match run {
         Ok(status) if status.success() => {
             Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
         }

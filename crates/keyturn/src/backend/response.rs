@@ -50,19 +50,25 @@ pub(crate) type Known<'a> = dyn Fn() -> Vec<Secret> + Sync + 'a;
 /// The distinct handles of one run, in first-seen order, and where each one sits.
 pub(crate) struct Requested<'a> {
     /// Distinct handles, in first-seen order (the payload's `secrets`).
-    pub(crate) handles: Vec<String>,
-    index: HashMap<&'a str, usize>,
+    pub(crate) handles: Vec<&'a str>,
+    /// Handle to its position in `handles`. foldhash, randomly seeded: handles are short, and
+    /// SipHash made this map as costly as decoding a 10,000-handle answer.
+    index: HashMap<&'a str, usize, foldhash::fast::RandomState>,
 }
 
 impl<'a> Requested<'a> {
-    /// De-duplicates `handles`, keeping first-seen order.
+    /// De-duplicates `handles`, keeping first-seen order. Borrows them: the one copy of each
+    /// name is made for the result, once the answer is in.
     pub(crate) fn new(handles: &'a [String]) -> Requested<'a> {
-        let mut index = HashMap::with_capacity(handles.len());
+        let mut index = HashMap::with_capacity_and_hasher(
+            handles.len(),
+            foldhash::fast::RandomState::default(),
+        );
         let mut distinct = Vec::with_capacity(handles.len());
         for handle in handles {
             let next = distinct.len();
             index.entry(handle.as_str()).or_insert_with(|| {
-                distinct.push(handle.clone());
+                distinct.push(handle.as_str());
                 next
             });
         }
@@ -75,8 +81,8 @@ impl<'a> Requested<'a> {
 
 /// Finds the slot of an answer key: first the handle after the last one found, then the index.
 struct Lookup<'r> {
-    handles: &'r [String],
-    index: &'r HashMap<&'r str, usize>,
+    handles: &'r [&'r str],
+    index: &'r HashMap<&'r str, usize, foldhash::fast::RandomState>,
     next: usize,
 }
 
@@ -91,7 +97,7 @@ impl<'r> Lookup<'r> {
 
     fn slot(&mut self, key: &str) -> Option<usize> {
         let at = match self.handles.get(self.next) {
-            Some(handle) if handle == key => self.next,
+            Some(&handle) if handle == key => self.next,
             _ => *self.index.get(key)?,
         };
         self.next = at + 1;
@@ -108,7 +114,7 @@ fn decode<'a>(
     stdout: &'a [u8],
     requested: &Requested<'_>,
 ) -> Result<Decoded<'a>, serde_json::Error> {
-    match Scanner::new(stdout).answer(Lookup::new(requested)) {
+    match Scanner::new(stdout).and_then(|scanner| scanner.answer(Lookup::new(requested))) {
         Some(slots) => Ok(slots),
         None => decode_with_serde(stdout, requested),
     }
@@ -133,17 +139,62 @@ fn decode_with_serde<'a>(
 /// the answer and of every value `known` returns.
 pub(crate) fn classify(
     stdout: &[u8],
-    requested: Requested<'_>,
+    requested: &Requested<'_>,
     remove_trailing_line_break: bool,
     known: &Known<'_>,
 ) -> Result<Fetched, serde_json::Error> {
-    let slots = decode(stdout, &requested)?;
+    let slots = decode(stdout, requested)?;
+    Ok(sort_out(
+        stdout,
+        requested,
+        slots,
+        remove_trailing_line_break,
+        known,
+    ))
+}
+
+/// [`classify`] for stdout that may not be complete yet: the result when the fast scanner reads
+/// `stdout` as a whole answer without per-handle error texts, `None` otherwise (the caller then
+/// classifies once stdout is complete). What it returns is what [`classify`] returns for the
+/// same bytes: the scanner accepts nothing that serde_json decodes differently, and without
+/// error texts nothing is scrubbed, so nothing depends on when `known` would be asked.
+pub(crate) fn classify_early(
+    stdout: &[u8],
+    requested: &Requested<'_>,
+    remove_trailing_line_break: bool,
+) -> Option<Fetched> {
+    let slots = Scanner::new(stdout)?.answer(Lookup::new(requested))?;
+    if slots
+        .iter()
+        .flatten()
+        .any(|entry| entry.error_text().is_some())
+    {
+        return None;
+    }
+    Some(sort_out(
+        stdout,
+        requested,
+        slots,
+        remove_trailing_line_break,
+        &Vec::new,
+    ))
+}
+
+/// Classifies every requested handle from its slot of the answer `stdout` (spec §2.3:
+/// missing, error, empty, in that order).
+fn sort_out(
+    stdout: &[u8],
+    requested: &Requested<'_>,
+    slots: Decoded<'_>,
+    remove_trailing_line_break: bool,
+    known: &Known<'_>,
+) -> Fetched {
     let any_error = slots
         .iter()
         .flatten()
         .any(|entry| entry.error_text().is_some());
     let scrubber = if any_error {
-        // `decode` accepted `stdout`, so it is an answer.
+        // The slots were decoded from `stdout`, so it is an answer.
         let values = answer_values(stdout).unwrap_or_default();
         let held = known();
         Scrubber::new(
@@ -155,45 +206,40 @@ pub(crate) fn classify(
     } else {
         Scrubber::default()
     };
-    let fetched = requested
-        .handles
-        .into_iter()
-        .zip(slots)
-        .map(|(handle, slot)| {
-            let result = match slot {
-                None => Err(handle_error(
-                    FailureKind::Missing,
+    let one = |(handle, slot): (&&str, Option<RawEntry<'_>>)| {
+        let result = match slot {
+            None => Err(handle_error(
+                FailureKind::Missing,
+                format!(
+                    "secret handle '{handle}' was not resolved by the secret_backend_command. \
+                     Ensure your script returns the handle in the expected JSON format. \
+                     Docs: {DOCS_URL}"
+                ),
+            )),
+            Some(entry) => match entry.error_text() {
+                Some(text) => Err(handle_error(
+                    FailureKind::Error,
                     format!(
-                        "secret handle '{handle}' was not resolved by the secret_backend_command. \
-                         Ensure your script returns the handle in the expected JSON format. \
-                         Docs: {DOCS_URL}"
+                        "an error occurred while resolving '{handle}': {}",
+                        escape_controls(&scrubber.scrub(text))
                     ),
                 )),
-                Some(entry) => match entry.error_text() {
-                    Some(text) => Err(handle_error(
-                        FailureKind::Error,
+                None => entry.resolved(remove_trailing_line_break).ok_or_else(|| {
+                    handle_error(
+                        FailureKind::Empty,
                         format!(
-                            "an error occurred while resolving '{handle}': {}",
-                            escape_controls(&scrubber.scrub(text))
+                            "resolved secret for '{handle}' is empty. Check that the secret \
+                             exists in your backend and has a non-empty value. If using \
+                             secret_backend_remove_trailing_line_break, trailing newlines \
+                             are stripped. Docs: {DOCS_URL}"
                         ),
-                    )),
-                    None => entry.resolved(remove_trailing_line_break).ok_or_else(|| {
-                        handle_error(
-                            FailureKind::Empty,
-                            format!(
-                                "resolved secret for '{handle}' is empty. Check that the secret \
-                                 exists in your backend and has a non-empty value. If using \
-                                 secret_backend_remove_trailing_line_break, trailing newlines \
-                                 are stripped. Docs: {DOCS_URL}"
-                            ),
-                        )
-                    }),
-                },
-            };
-            (handle, result)
-        })
-        .collect();
-    Ok(fetched)
+                    )
+                }),
+            },
+        };
+        ((*handle).to_owned(), result)
+    };
+    requested.handles.iter().zip(slots).map(one).collect()
 }
 
 /// Describes a response parse error without quoting any of the input.
@@ -455,12 +501,16 @@ impl<'de> Visitor<'de> for Slots<'_> {
 /// `None` as soon as the input leaves that shape, valid JSON or not.
 struct Scanner<'a> {
     input: &'a [u8],
+    /// `input` as text: checked once as a whole, so strings are sliced without checking each.
+    text: &'a str,
     at: usize,
 }
 
 impl<'a> Scanner<'a> {
-    fn new(input: &'a [u8]) -> Scanner<'a> {
-        Scanner { input, at: 0 }
+    /// `None` when `input` is not UTF-8 (serde_json then decides how that fails).
+    fn new(input: &'a [u8]) -> Option<Scanner<'a>> {
+        let text = std::str::from_utf8(input).ok()?;
+        Some(Scanner { input, text, at: 0 })
     }
 
     /// The whole answer: an object of entries, then only whitespace.
@@ -494,6 +544,9 @@ impl<'a> Scanner<'a> {
 
     /// `{}` or an object whose only fields are `value` and `error`, each at most once.
     fn entry(&mut self) -> Option<RawEntry<'a>> {
+        if let Some(entry) = self.compact_entry() {
+            return Some(entry);
+        }
         let mut entry = RawEntry {
             value: None,
             error: None,
@@ -530,7 +583,38 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A string literal without escapes or control characters, as valid UTF-8.
+    /// The shape nearly every backend writes, matched whole: `{"value":"…"}` or
+    /// `{"value":"…","error":null}` without whitespace. `None`, with nothing consumed, for
+    /// anything else: [`Scanner::entry`] then reads it field by field, to the same result.
+    fn compact_entry(&mut self) -> Option<RawEntry<'a>> {
+        const OPEN: &[u8] = br#"{"value":""#;
+        const NO_ERROR: &[u8] = br#","error":null}"#;
+        let start = self.at + OPEN.len();
+        if !self.input.get(self.at..)?.starts_with(OPEN) {
+            return None;
+        }
+        let len = plain_prefix(self.input.get(start..)?);
+        let quote = start + len;
+        if self.input.get(quote) != Some(&b'"') {
+            return None;
+        }
+        let tail = self.input.get(quote + 1..)?;
+        let end = if tail.starts_with(b"}") {
+            quote + 2
+        } else if tail.starts_with(NO_ERROR) {
+            quote + 1 + NO_ERROR.len()
+        } else {
+            return None;
+        };
+        let value = self.text.get(start..quote)?;
+        self.at = end;
+        Some(RawEntry {
+            value: Some(Text::Borrowed(value)),
+            error: None,
+        })
+    }
+
+    /// A string literal without escapes or control characters.
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let rest = self.input.get(self.at..).unwrap_or_default();
@@ -538,7 +622,8 @@ impl<'a> Scanner<'a> {
         if rest.get(len) != Some(&b'"') {
             return None;
         }
-        let text = std::str::from_utf8(&rest[..len]).ok()?;
+        // Both ends sit next to an ASCII quote, so on character boundaries.
+        let text = self.text.get(self.at..self.at + len)?;
         self.at += len + 1;
         Some(text)
     }
@@ -593,7 +678,13 @@ mod tests {
     use keyturn_protocol::parse_response;
 
     fn classify_str(output: &str, handles: &[String], strip: bool) -> Fetched {
-        classify(output.as_bytes(), Requested::new(handles), strip, &Vec::new).unwrap()
+        classify(
+            output.as_bytes(),
+            &Requested::new(handles),
+            strip,
+            &Vec::new,
+        )
+        .unwrap()
     }
 
     fn check(
@@ -718,7 +809,7 @@ mod tests {
         let known = || vec![Secret::new("old-a-value"), Secret::new("old-a")];
         let fetched = classify(
             br#"{"a":{"error":"no old-a-value"},"b":{"error":"b is old-a-value, not old-a"}}"#,
-            Requested::new(&requested),
+            &Requested::new(&requested),
             false,
             &known,
         )
@@ -781,6 +872,16 @@ mod tests {
             "{\"h\":{\"value\":\"v\"}}\u{c}",
             "{\"h\":{\"value\":\"v\"}}\0",
             r#"{"h":{"value":"v"}}x"#,
+            // The compact entry and its near misses.
+            r#"{"h":{"value":"","error":null}}"#,
+            r#"{"h":{"value":"v","error":null },"h\"2":{"value":"w" }}"#,
+            r#"{"h":{"value":"v","error":nul}}"#,
+            r#"{"h":{"value":"v","error":null,"error":null}}"#,
+            r#"{"h":{"value":"v","error":null,"value":"w"}}"#,
+            r#"{"h":{"value":"v"},"h\"2":{"value":"w","error":"e"}}"#,
+            r#"{"h":{"value":"v"#,
+            r#"{"h":{"value":"v""#,
+            r#"{"h":{"value":"v","error":null"#,
             r#"{"h":{"value":"v""#,
             r#"{"h":{"value":"#,
             r#"{"h":"#,
@@ -792,7 +893,7 @@ mod tests {
             let theirs = parse_response(input.as_bytes());
             let ours = classify(
                 input.as_bytes(),
-                Requested::new(&requested),
+                &Requested::new(&requested),
                 false,
                 &Vec::new,
             );
@@ -813,7 +914,7 @@ mod tests {
             b"{\"h\":{\"value\":\"\xed\xa0\x80\"}}",
         ] {
             check_parity(input, &requested);
-            assert!(classify(input, Requested::new(&requested), false, &Vec::new).is_err());
+            assert!(classify(input, &Requested::new(&requested), false, &Vec::new).is_err());
         }
         for common in [
             &b" {\"h\" : {\"value\":\"v\", \"error\":null},\"x\":{}}\n"[..],
@@ -822,7 +923,7 @@ mod tests {
             let requested = Requested::new(&requested);
             assert!(
                 Scanner::new(common)
-                    .answer(Lookup::new(&requested))
+                    .and_then(|scanner| scanner.answer(Lookup::new(&requested)))
                     .is_some()
             );
         }
@@ -855,7 +956,9 @@ mod tests {
     fn check_parity(input: &[u8], handles: &[String]) {
         let requested = Requested::new(handles);
         let serde = decode_with_serde(input, &requested);
-        if let Some(scanned) = Scanner::new(input).answer(Lookup::new(&requested)) {
+        if let Some(scanned) =
+            Scanner::new(input).and_then(|scanner| scanner.answer(Lookup::new(&requested)))
+        {
             let serde = serde.as_ref().unwrap_or_else(|error| {
                 panic!(
                     "{} scanned, serde_json: {error}",
@@ -883,6 +986,72 @@ mod tests {
             "{}",
             String::from_utf8_lossy(input)
         );
+        check_early(input, &requested);
+    }
+
+    /// One handle's classification, comparable: the value, or the failure kind and text.
+    type Outcome = (String, Result<String, (FailureKind, String)>);
+
+    /// What a classification says, comparable.
+    fn outcomes(fetched: &Fetched) -> Vec<Outcome> {
+        fetched
+            .iter()
+            .map(|(handle, result)| {
+                let result = match result {
+                    Ok(secret) => Ok(secret.expose().to_owned()),
+                    Err(error) => Err((error.kind, error.message.clone())),
+                };
+                (handle.clone(), result)
+            })
+            .collect()
+    }
+
+    /// An early classification, when there is one, is the classification.
+    fn check_early(input: &[u8], requested: &Requested<'_>) {
+        for strip in [false, true] {
+            if let Some(early) = classify_early(input, requested, strip) {
+                let full = classify(input, requested, strip, &Vec::new).unwrap_or_else(|error| {
+                    panic!(
+                        "{} classified early, serde_json: {error}",
+                        String::from_utf8_lossy(input)
+                    )
+                });
+                assert_eq!(
+                    outcomes(&early),
+                    outcomes(&full),
+                    "{}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn early_classification_needs_a_whole_answer_without_error_texts() {
+        let handles = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let requested = Requested::new(&handles);
+        let answer = br#" {"b":{"value":"2\r\n"},"a":{"value":"1","error":null},"c":{}} "#;
+        // The escaped value sends the scanner to serde_json: no early answer.
+        assert!(classify_early(answer, &requested, true).is_none());
+        let answer = br#" {"b":{"value":"2"},"a":{"value":"1","error":null},"c":{}}"#;
+        let early = classify_early(answer, &requested, false).expect("a whole plain answer");
+        assert_eq!(
+            outcomes(&early),
+            outcomes(&classify(answer, &requested, false, &Vec::new).unwrap())
+        );
+        // No prefix is a whole answer.
+        for end in 0..answer.len() {
+            assert!(
+                classify_early(&answer[..end], &requested, false).is_none(),
+                "{}",
+                String::from_utf8_lossy(&answer[..end])
+            );
+        }
+        // Per-handle error texts wait for the whole output (they are scrubbed of what keyturn
+        // holds at that time).
+        let with_error = br#"{"a":{"error":"no such secret"},"b":{"value":"2"}}"#;
+        assert!(classify_early(with_error, &requested, false).is_none());
+        assert!(classify(with_error, &requested, false, &Vec::new).is_ok());
     }
 
     proptest::proptest! {
@@ -935,6 +1104,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn plain_prefix_is_the_first_special_byte(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(&[0u8, 0x1f, b' ', b'"', b'\\', b'a', 0x7f, 0x80, 0xe9, 0xff][..]),
+                0..40,
+            )
+        ) {
+            let naive = bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(bytes.len());
+            proptest::prop_assert_eq!(plain_prefix(&bytes), naive);
+        }
+    }
+
     #[test]
     fn plain_prefix_stops_at_the_first_special_byte() {
         let base = "abcdefghijklmnopqrstuvwxyz\u{e9}\u{7f}\u{1F511}";
@@ -967,7 +1152,13 @@ mod tests {
             let requested = [String::from("h")];
             for error in [
                 parse_response(bad.as_bytes()).unwrap_err(),
-                classify(bad.as_bytes(), Requested::new(&requested), false, &Vec::new).unwrap_err(),
+                classify(
+                    bad.as_bytes(),
+                    &Requested::new(&requested),
+                    false,
+                    &Vec::new,
+                )
+                .unwrap_err(),
             ] {
                 let text = describe_parse_error(&error);
                 for secret in ["hunter2", "424242", "hun"] {
