@@ -74,10 +74,16 @@ pub struct RequestRef<'a> {
 }
 
 impl RequestRef<'_> {
-    /// Encodes the request exactly as [`Request::to_json`] does.
+    /// Encodes the request exactly as [`Request::to_json`] does, into a buffer sized up front
+    /// for the handles instead of one regrown about a dozen times for 10,000 of them.
     pub fn to_json(&self) -> Vec<u8> {
+        let handles: usize = self.secrets.iter().map(|handle| handle.len() + 3).sum();
+        let mut json = Vec::with_capacity(128 + handles);
         // Serializing plain strings, numbers and a `serde_json::Map` cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        match serde_json::to_writer(&mut json, self) {
+            Ok(()) => json,
+            Err(_) => Vec::new(),
+        }
     }
 }
 
