@@ -1028,6 +1028,13 @@ impl Write for LogBuffer {
 // log line on any path; handles and stderr never reach a log line.
 #[tokio::test]
 async fn no_value_leaks() {
+    // A callsite caches its interest when it is first hit, and that may be on another test's
+    // thread, where no subscriber is installed. While a single dispatcher is registered,
+    // tracing asks only the hitting thread's default (none there: "never", for good); with two,
+    // it asks every registered one. So an inert second dispatcher, alive for the whole test,
+    // makes every thread count ours. (Recomputing interest after installing ours cannot cover
+    // a callsite first hit later on another thread: that once left this test with no log.)
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let logs = LogBuffer::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -1035,8 +1042,7 @@ async fn no_value_leaks() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests run on other threads without a subscriber; a callsite they register first
-    // may have cached "never" as its interest. Recompute it now that ours exists.
+    // And recompute what was cached before ours existed.
     tracing::callsite::rebuild_interest_cache();
 
     let value = |v: &str| format!(r#"{{"handle-name":{{"value":"{v}"}}}}"#);
