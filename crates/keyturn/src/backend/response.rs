@@ -164,11 +164,7 @@ pub(crate) fn classify_early(
     remove_trailing_line_break: bool,
 ) -> Option<Fetched> {
     let slots = Scanner::new(stdout)?.answer(Lookup::new(requested))?;
-    if slots
-        .iter()
-        .flatten()
-        .any(|entry| entry.error_text().is_some())
-    {
+    if any_error_text(&slots) {
         return None;
     }
     Some(sort_out(
@@ -189,11 +185,7 @@ fn sort_out(
     remove_trailing_line_break: bool,
     known: &Known<'_>,
 ) -> Fetched {
-    let any_error = slots
-        .iter()
-        .flatten()
-        .any(|entry| entry.error_text().is_some());
-    let scrubber = if any_error {
+    let scrubber = if any_error_text(&slots) {
         // The slots were decoded from `stdout`, so it is an answer.
         let values = answer_values(stdout).unwrap_or_default();
         let held = known();
@@ -206,40 +198,52 @@ fn sort_out(
     } else {
         Scrubber::default()
     };
-    let one = |(handle, slot): (&&str, Option<RawEntry<'_>>)| {
-        let result = match slot {
-            None => Err(handle_error(
-                FailureKind::Missing,
-                format!(
-                    "secret handle '{handle}' was not resolved by the secret_backend_command. \
-                     Ensure your script returns the handle in the expected JSON format. \
-                     Docs: {DOCS_URL}"
-                ),
-            )),
-            Some(entry) => match entry.error_text() {
-                Some(text) => Err(handle_error(
-                    FailureKind::Error,
+    requested
+        .handles
+        .iter()
+        .zip(slots)
+        .map(|(handle, slot)| {
+            let result = match slot {
+                None => Err(handle_error(
+                    FailureKind::Missing,
                     format!(
-                        "an error occurred while resolving '{handle}': {}",
-                        escape_controls(&scrubber.scrub(text))
+                        "secret handle '{handle}' was not resolved by the secret_backend_command. \
+                         Ensure your script returns the handle in the expected JSON format. \
+                         Docs: {DOCS_URL}"
                     ),
                 )),
-                None => entry.resolved(remove_trailing_line_break).ok_or_else(|| {
-                    handle_error(
-                        FailureKind::Empty,
+                Some(entry) => match entry.error_text() {
+                    Some(text) => Err(handle_error(
+                        FailureKind::Error,
                         format!(
-                            "resolved secret for '{handle}' is empty. Check that the secret \
-                             exists in your backend and has a non-empty value. If using \
-                             secret_backend_remove_trailing_line_break, trailing newlines \
-                             are stripped. Docs: {DOCS_URL}"
+                            "an error occurred while resolving '{handle}': {}",
+                            escape_controls(&scrubber.scrub(text))
                         ),
-                    )
-                }),
-            },
-        };
-        ((*handle).to_owned(), result)
-    };
-    requested.handles.iter().zip(slots).map(one).collect()
+                    )),
+                    None => entry.resolved(remove_trailing_line_break).ok_or_else(|| {
+                        handle_error(
+                            FailureKind::Empty,
+                            format!(
+                                "resolved secret for '{handle}' is empty. Check that the secret \
+                                 exists in your backend and has a non-empty value. If using \
+                                 secret_backend_remove_trailing_line_break, trailing newlines \
+                                 are stripped. Docs: {DOCS_URL}"
+                            ),
+                        )
+                    }),
+                },
+            };
+            ((*handle).to_owned(), result)
+        })
+        .collect()
+}
+
+/// Whether some entry carries a per-handle error text.
+fn any_error_text(slots: &Decoded<'_>) -> bool {
+    slots
+        .iter()
+        .flatten()
+        .any(|entry| entry.error_text().is_some())
 }
 
 /// Describes a response parse error without quoting any of the input.
