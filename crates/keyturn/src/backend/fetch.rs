@@ -283,6 +283,10 @@ async fn read_watching<T>(
     };
     let mut guess: Option<(usize, T)> = None;
     let mut tried: usize = 0;
+    // The last byte that is not whitespace, kept from each read's new bytes alone: trimming the
+    // whole tail on every read would cost quadratic time against a backend that writes blanks
+    // a byte at a time.
+    let mut last = None;
     loop {
         buf.make_room(limit);
         let read = stream.read_buf(&mut buf.0).await.map_err(Failure::Io)?;
@@ -294,7 +298,14 @@ async fn read_watching<T>(
             return Ok(guess.and_then(|(len, value)| (len == complete).then_some(value)));
         }
         let len = buf.0.len();
-        if len >= tried.saturating_mul(2) && buf.0.trim_ascii_end().ends_with(b"}") {
+        let fresh = len.saturating_sub(read);
+        if let Some(at) = buf.0[fresh..]
+            .iter()
+            .rposition(|byte| !byte.is_ascii_whitespace())
+        {
+            last = Some(buf.0[fresh + at]);
+        }
+        if len >= tried.saturating_mul(2) && last == Some(b'}') {
             tried = len;
             // A guess from fewer bytes is dropped (a `Fetched` zeroizes its values).
             guess = early(&buf.0).map(|value| (len, value));
@@ -523,5 +534,66 @@ pub(crate) async fn version(spec: &BackendSpec, options: &FetchOptions) -> Resul
             "version command failed: {}",
             backend_error(&probe, &failure, &options).message
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::ReadBuf;
+
+    use super::*;
+
+    /// A stream that hands out one chunk per read, then EOF.
+    struct Chunks(VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if let Some(chunk) = self.0.pop_front() {
+                buf.put_slice(&chunk);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What `read_watching` returns for `chunks`, and the lengths it gave `early`.
+    async fn watch(chunks: &[&str]) -> (Option<usize>, Vec<usize>) {
+        let stream = Chunks(chunks.iter().map(|c| c.as_bytes().to_vec()).collect());
+        let mut capture = Capture::new(4096, RESERVED);
+        let mut given = Vec::new();
+        let early = |stdout: &[u8]| {
+            given.push(stdout.len());
+            Some(stdout.len())
+        };
+        let kept = read_watching(Some(stream), 4096, &mut capture, early)
+            .await
+            .unwrap();
+        (kept, given)
+    }
+
+    #[tokio::test]
+    async fn an_early_result_is_kept_only_for_the_whole_stream() {
+        // Given as soon as the stream ends like an object, kept when nothing follows.
+        assert_eq!(watch(&["{\"a\"", ":1}"]).await, (Some(7), vec![7]));
+        // Blanks after the brace still end like an object, but make the stream longer.
+        assert_eq!(watch(&["{\"a\":1}", "  "]).await, (None, vec![7]));
+        assert_eq!(watch(&["{\"a\":1}\n"]).await, (Some(8), vec![8]));
+        // A brace read before later reads of blanks is still the last byte.
+        assert_eq!(watch(&["{", "}", " ", "\t"]).await, (Some(4), vec![2, 4]));
+        assert_eq!(watch(&["{}", " x"]).await, (None, vec![2]));
+    }
+
+    #[tokio::test]
+    async fn early_is_given_the_stream_again_only_once_it_has_doubled() {
+        let (kept, given) = watch(&["}"; 64]).await;
+        assert_eq!(given, [1, 2, 4, 8, 16, 32, 64]);
+        assert_eq!(kept, Some(64));
     }
 }
