@@ -91,13 +91,23 @@ pub enum BackendSelection {
     Multi(BTreeMap<String, BuiltinBackend>),
 }
 
-/// A built-in backend type and its configuration, as sent in the payload.
-#[derive(Debug, Clone, PartialEq)]
+/// A built-in backend type and its configuration, as sent in the payload. `Debug` shows the
+/// config's keys, not its values (they may be credentials).
+#[derive(Clone, PartialEq)]
 pub struct BuiltinBackend {
     /// Payload `type`, e.g. `file.json`.
     pub backend_type: String,
     /// Payload `config`.
     pub config: Map<String, Value>,
+}
+
+impl std::fmt::Debug for BuiltinBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltinBackend")
+            .field("backend_type", &self.backend_type)
+            .field("config", &keyturn_protocol::RedactedConfig(&self.config))
+            .finish()
+    }
 }
 
 /// Why settings could not be read. Never quotes a value.
@@ -630,6 +640,22 @@ mod tests {
             "]".repeat(MAX_DEPTH - 3)
         );
         assert!(yaml_to_tree(&shallow).is_ok(), "{shallow}");
+    }
+
+    #[test]
+    fn debug_shows_backend_config_keys_not_values() {
+        for text in [
+            "secret_backend_type: hashicorp.vault\nsecret_backend_config:\n  vault_token: hunter2-token\n",
+            "multi_secret_backends:\n  aws:\n    type: aws.secrets\n    config: {aws_secret_access_key: hunter2-key}\n",
+        ] {
+            let settings = Settings::from_yaml_str(text).unwrap();
+            let printed = format!("{settings:?}");
+            assert!(
+                printed.contains("_token") || printed.contains("_key"),
+                "{printed}"
+            );
+            assert!(!printed.contains("hunter2"), "{printed}");
+        }
     }
 
     #[test]

@@ -22,8 +22,8 @@ use zeroize::Zeroizing;
 /// The payload version keyturn sends, as the current Datadog Agent does.
 pub const PAYLOAD_VERSION: &str = "1.1";
 
-/// What a backend reads on stdin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a backend reads on stdin. `Debug` shows the config's keys, not its values.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     /// Protocol version: `"1.1"` from keyturn, `"1.0"` from older Datadog Agents.
     pub version: String,
@@ -55,8 +55,9 @@ impl Request {
 }
 
 /// A [`Request`] that borrows its parts, for a caller that holds the handles already: it
-/// encodes to the same bytes without copying each handle first.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// encodes to the same bytes without copying each handle first. `Debug` shows the config's
+/// keys, not its values.
+#[derive(Clone, Copy, PartialEq, Serialize)]
 pub struct RequestRef<'a> {
     /// See [`Request::version`].
     pub version: &'a str,
@@ -84,6 +85,42 @@ impl RequestRef<'_> {
             Ok(()) => json,
             Err(_) => Vec::new(),
         }
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("version", &self.version)
+            .field("secrets", &self.secrets)
+            .field("secret_backend_timeout", &self.secret_backend_timeout)
+            .field("backend_type", &self.backend_type)
+            .field("config", &self.config.as_ref().map(RedactedConfig))
+            .finish()
+    }
+}
+
+impl fmt::Debug for RequestRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestRef")
+            .field("version", &self.version)
+            .field("secrets", &self.secrets)
+            .field("secret_backend_timeout", &self.secret_backend_timeout)
+            .field("backend_type", &self.backend_type)
+            .field("config", &self.config.map(RedactedConfig))
+            .finish()
+    }
+}
+
+/// A backend configuration as `Debug` shows it: its keys, each value replaced by
+/// `<redacted>`. A configuration may carry credentials (a Vault token, an AWS secret key).
+pub struct RedactedConfig<'a>(pub &'a serde_json::Map<String, serde_json::Value>);
+
+impl fmt::Debug for RedactedConfig<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|key| (key, format_args!("<redacted>"))))
+            .finish()
     }
 }
 
@@ -233,6 +270,30 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn request_debug_shows_config_keys_not_values() {
+        let mut config = serde_json::Map::new();
+        config.insert("vault_token".into(), "hunter2-token".into());
+        let request = Request {
+            version: PAYLOAD_VERSION.to_owned(),
+            secrets: vec!["a".into()],
+            secret_backend_timeout: None,
+            backend_type: Some("hashicorp.vault".into()),
+            config: Some(config.clone()),
+        };
+        let borrowed = RequestRef {
+            version: PAYLOAD_VERSION,
+            secrets: &["a"],
+            secret_backend_timeout: None,
+            backend_type: Some("hashicorp.vault"),
+            config: Some(&config),
+        };
+        for printed in [format!("{request:?}"), format!("{borrowed:#?}")] {
+            assert!(printed.contains("vault_token"), "{printed}");
+            assert!(!printed.contains("hunter2"), "{printed}");
         }
     }
 

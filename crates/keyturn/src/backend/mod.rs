@@ -46,8 +46,9 @@ pub enum PermissionCheck {
     Skip,
 }
 
-/// One backend: what to run and what to tell it.
-#[derive(Debug, Clone)]
+/// One backend: what to run and what to tell it. `Debug` shows the config's keys, not its
+/// values (they may be credentials).
+#[derive(Clone)]
 pub struct BackendSpec {
     /// The executable as configured (a bare name is looked up on `PATH`).
     pub command: PathBuf,
@@ -59,6 +60,21 @@ pub struct BackendSpec {
     pub backend_type: Option<String>,
     /// Payload `config`, sent when non-empty.
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl std::fmt::Debug for BackendSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendSpec")
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("check", &self.check)
+            .field("backend_type", &self.backend_type)
+            .field(
+                "config",
+                &self.config.as_ref().map(keyturn_protocol::RedactedConfig),
+            )
+            .finish()
+    }
 }
 
 /// Limits and options of every fetch.
@@ -127,4 +143,25 @@ pub(crate) async fn fetch_scrubbing(
 /// backend types: a backend script is not expected to understand `--version`.
 pub async fn version(spec: &BackendSpec, options: &FetchOptions) -> Result<String, String> {
     fetch::version(spec, options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_debug_shows_config_keys_not_values() {
+        let mut config = serde_json::Map::new();
+        config.insert("vault_token".into(), "hunter2-token".into());
+        let spec = BackendSpec {
+            command: PathBuf::from("keyturn-backend"),
+            args: Vec::new(),
+            check: PermissionCheck::Skip,
+            backend_type: Some("hashicorp.vault".into()),
+            config: Some(config),
+        };
+        let printed = format!("{spec:?}");
+        assert!(printed.contains("vault_token"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
 }
