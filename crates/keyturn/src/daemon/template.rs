@@ -11,6 +11,8 @@
 //! - A destination is written only when every handle of the template has a value, and only
 //!   when its bytes or mode differ from what is on disk; writes are atomic.
 //! - A template whose write failed stays dirty, so the next refresh (or retry) writes it again.
+//! - A template whose destination changed keeps its `on_change` command due until a run of it
+//!   succeeds.
 //! - Its first render removes the temporary files an interrupted write of its destination left
 //!   (a crash mid-write, see [`remove_stale_temps`]): they may hold part of a secret.
 //! - Values live in [`Secret`]s; statuses and errors name handles and paths only.
@@ -70,6 +72,8 @@ struct State {
     outcome: Outcome,
     /// Why the last `on_change` run failed.
     on_change_error: Option<String>,
+    /// The destination changed and its `on_change` command has not completed since.
+    on_change_pending: bool,
 }
 
 /// What the last render of a template did.
@@ -120,6 +124,10 @@ pub struct TemplateStatus {
     /// Why the last `on_change` run failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_change_error: Option<String>,
+    /// Whether the destination changed and its `on_change` command has not completed since:
+    /// it runs again on the next refresh.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_change_pending: bool,
 }
 
 impl Template {
@@ -146,6 +154,7 @@ impl Template {
                 swept: false,
                 outcome: Outcome::Pending,
                 on_change_error: None,
+                on_change_pending: false,
             }),
         })
     }
@@ -230,9 +239,30 @@ impl Template {
         }
     }
 
-    /// Records the outcome of an `on_change` run.
-    pub(crate) fn set_on_change_error(&self, error: Option<String>) {
-        self.lock().on_change_error = error;
+    /// The destination changed: its `on_change` command must run (and complete).
+    pub(crate) fn on_change_due(&self) {
+        self.lock().on_change_pending = true;
+    }
+
+    /// Whether the `on_change` command must run now. If so, until [`Template::end_on_change`]
+    /// the status says it was interrupted: a run that is dropped (shutdown) is reported as
+    /// such, and stays due.
+    pub(crate) fn begin_on_change(&self) -> bool {
+        let mut state = self.lock();
+        if state.on_change_pending {
+            state.on_change_error = Some(format!(
+                "{}: on_change command was interrupted before it completed",
+                self.config.destination.display()
+            ));
+        }
+        state.on_change_pending
+    }
+
+    /// Records the outcome of an `on_change` run: done on success, still due otherwise.
+    pub(crate) fn end_on_change(&self, error: Option<String>) {
+        let mut state = self.lock();
+        state.on_change_pending = error.is_some();
+        state.on_change_error = error;
     }
 
     /// The current status.
@@ -243,6 +273,7 @@ impl Template {
             destination: self.config.destination.display().to_string(),
             outcome: state.outcome.clone(),
             on_change_error: state.on_change_error.clone(),
+            on_change_pending: state.on_change_pending,
         }
     }
 
@@ -380,6 +411,7 @@ mod tests {
                 handles: vec!["db".into()],
             },
             on_change_error: None,
+            on_change_pending: false,
         };
         assert_eq!(
             serde_json::to_value(&status).unwrap(),
