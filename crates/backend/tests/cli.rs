@@ -17,6 +17,8 @@ mod end_to_end;
 mod fake;
 #[path = "cli/harness.rs"]
 mod harness;
+#[path = "cli/k8s.rs"]
+mod k8s;
 #[path = "cli/servers.rs"]
 mod servers;
 #[path = "cli/vault.rs"]
