@@ -199,13 +199,19 @@ fn transport_error(error: ureq::Error, host: &str, timeout_secs: u64) -> HttpErr
     }
 }
 
-/// `scheme://host:port` of a URL, for error messages.
+/// `scheme://host:port` of a URL, for error messages, its user info redacted.
 fn host_of(url: &str) -> String {
-    let after_scheme = url.find("://").map_or(0, |at| at + 3);
-    let end = url[after_scheme..]
-        .find('/')
-        .map_or(url.len(), |at| after_scheme + at);
-    url[..end].to_owned()
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return keyturn_protocol::redact_userinfo(url).into_owned();
+    };
+    // The user info ends at the last `@` (a password may hold `/`); our paths encode `@`.
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((_, host)) => (keyturn_protocol::REDACTED_USERINFO, host),
+        None => ("", rest),
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let at = if userinfo.is_empty() { "" } else { "@" };
+    format!("{scheme}://{userinfo}{at}{host}")
 }
 
 /// The certificates and the first private key of a PEM file.
@@ -308,6 +314,10 @@ mod tests {
             "https://vault:8200"
         );
         assert_eq!(host_of("http://127.0.0.1:1"), "http://127.0.0.1:1");
+        assert_eq!(
+            host_of("http://admin:pa/ss@127.0.0.1:1/v1/x"),
+            "http://<redacted>@127.0.0.1:1"
+        );
     }
 
     #[test]
