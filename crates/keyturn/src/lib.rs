@@ -19,6 +19,7 @@
 //! - [`atomic_file`]: writing files that are never seen half-written.
 //! - [`daemon`]: `keyturn serve`: templates kept resolved, refresh schedule, reloads.
 //! - [`api`]: the daemon's HTTP API (status, refresh, metrics) behind a bearer token.
+//! - [`trusted_path`]: whether anyone but root and the user can change what a path names.
 //!
 //! Invariant: no secret value reaches a log line, an error message, or a `Debug` print.
 
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod resolver;
 pub mod secret;
 pub mod settings;
+pub mod trusted_path;
 
 pub use document::{Document, Format, HandleSite};
 pub use resolver::{Resolution, Resolver};
