@@ -13,6 +13,8 @@
 //! - A template stays dirty until a write of its latest values succeeded: a failed or
 //!   interrupted write, or a value that arrived during the write, leaves it dirty, so the next
 //!   refresh (or retry) writes it again.
+//! - A template whose destination changed keeps its `on_change` command due until a run of it
+//!   succeeds.
 //! - The destination is read before a write only as a regular file, without following a link
 //!   or waiting on a FIFO, and at most one byte past the rendered size
 //!   ([`read_existing`]).
@@ -77,6 +79,8 @@ struct State {
     outcome: Outcome,
     /// Why the last `on_change` run failed.
     on_change_error: Option<String>,
+    /// The destination changed and its `on_change` command has not completed since.
+    on_change_pending: bool,
 }
 
 /// What the last render of a template did.
@@ -127,6 +131,10 @@ pub struct TemplateStatus {
     /// Why the last `on_change` run failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_change_error: Option<String>,
+    /// Whether the destination changed and its `on_change` command has not completed since:
+    /// it runs again on the next refresh.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_change_pending: bool,
 }
 
 impl Template {
@@ -154,6 +162,7 @@ impl Template {
                 swept: false,
                 outcome: Outcome::Pending,
                 on_change_error: None,
+                on_change_pending: false,
             }),
         })
     }
@@ -254,9 +263,30 @@ impl Template {
         }
     }
 
-    /// Records the outcome of an `on_change` run.
-    pub(crate) fn set_on_change_error(&self, error: Option<String>) {
-        self.lock().on_change_error = error;
+    /// The destination changed: its `on_change` command must run (and complete).
+    pub(crate) fn on_change_due(&self) {
+        self.lock().on_change_pending = true;
+    }
+
+    /// Whether the `on_change` command must run now. If so, until [`Template::end_on_change`]
+    /// the status says it was interrupted: a run that is dropped (shutdown) is reported as
+    /// such, and stays due.
+    pub(crate) fn begin_on_change(&self) -> bool {
+        let mut state = self.lock();
+        if state.on_change_pending {
+            state.on_change_error = Some(format!(
+                "{}: on_change command was interrupted before it completed",
+                self.config.destination.display()
+            ));
+        }
+        state.on_change_pending
+    }
+
+    /// Records the outcome of an `on_change` run: done on success, still due otherwise.
+    pub(crate) fn end_on_change(&self, error: Option<String>) {
+        let mut state = self.lock();
+        state.on_change_pending = error.is_some();
+        state.on_change_error = error;
     }
 
     /// The current status.
@@ -267,6 +297,7 @@ impl Template {
             destination: self.config.destination.display().to_string(),
             outcome: state.outcome.clone(),
             on_change_error: state.on_change_error.clone(),
+            on_change_pending: state.on_change_pending,
         }
     }
 
@@ -473,6 +504,7 @@ mod tests {
                 handles: vec!["db".into()],
             },
             on_change_error: None,
+            on_change_pending: false,
         };
         assert_eq!(
             serde_json::to_value(&status).unwrap(),
