@@ -162,6 +162,54 @@ fn unresolved_handles_stop_the_start_unless_allow_partial() {
 }
 
 #[test]
+fn a_template_that_cannot_be_written_stops_the_start_unless_allow_partial() {
+    let sandbox = exec_sandbox(
+        &[("good", "fine")],
+        "templates:\n  - {source: app.yaml, destination: app.out.yaml}\n",
+    );
+    sandbox.write("app.yaml", "password: ENC[absent]\n");
+    let args = ["--config", "keyturn.yaml", "--", "sh", "-c", ": > ran"];
+    let output = exec(&sandbox, &args, &[("GOOD", "ENC[good]")]);
+    expect_code(&output, 1);
+    let text = stderr(&output);
+    assert!(
+        text.contains("app.out.yaml was not written: unresolved handles 'absent'"),
+        "{text}"
+    );
+    assert!(!sandbox.path("ran").exists(), "the program ran");
+    let partial = [
+        "--config",
+        "keyturn.yaml",
+        "--allow-partial",
+        "--",
+        "sh",
+        "-c",
+        ": > ran",
+    ];
+    expect_code(&exec(&sandbox, &partial, &[("GOOD", "ENC[good]")]), 0);
+    assert!(sandbox.path("ran").exists());
+}
+
+#[test]
+fn an_unresolved_environment_writes_no_template() {
+    let sandbox = exec_sandbox(
+        &[("good", "fine")],
+        "templates:\n  - {source: app.yaml, destination: app.out.yaml}\n",
+    );
+    sandbox.write("app.yaml", "password: ENC[good]\n");
+    let output = exec(
+        &sandbox,
+        &["--config", "keyturn.yaml", "--", "true"],
+        &[("BAD", "ENC[absent]")],
+    );
+    expect_code(&output, 1);
+    assert!(
+        !sandbox.path("app.out.yaml").exists(),
+        "a template was written"
+    );
+}
+
+#[test]
 fn handles_without_a_backend_are_bad_input() {
     let sandbox = Sandbox::new();
     let output = exec(&sandbox, &["--", "true"], &[("KEY", "ENC[k]")]);
@@ -519,4 +567,25 @@ fn as_pid_1_sigterm_kills_the_program_after_the_stop_timeout() {
         return;
     };
     expect_code(&output, 128 + 9);
+}
+
+#[test]
+fn periodic_refresh_without_the_api_restarts_the_program() {
+    let sandbox = exec_sandbox(
+        &[("secret", "one")],
+        "secret_refresh_interval: 1\nsecret_refresh_scatter: false\n",
+    );
+    sandbox.script("child.sh", REFRESH_CHILD, 0o700);
+    let running = Running::start(
+        &sandbox,
+        &["--config", "keyturn.yaml", "--", "./child.sh"],
+        &[("SECRET", "ENC[secret]")],
+    );
+    wait_until("the first start", || read(&sandbox, "log") == "start one\n");
+    sandbox.write("store/secret", "two");
+    // The next refresh of the timer (every second) sees the new value.
+    wait_until("the restart", || {
+        read(&sandbox, "log") == "start one\nTERM\nstart two\n"
+    });
+    assert_eq!(running.stop(Signal::SIGTERM), Some(0));
 }
