@@ -113,6 +113,17 @@ pub enum ExecError {
     Watch(std::io::Error),
 }
 
+/// As PID 1, starts recording the processes tokio waits for, so that reaping orphans never
+/// takes one of theirs (see `backend::spawn`); returns whether keyturn is PID 1. Call it before
+/// the first backend runs; [`run`] calls it too.
+pub fn track_children_as_init() -> bool {
+    let init = nix::unistd::getpid().as_raw() == 1;
+    if init {
+        spawn::track_children();
+    }
+    init
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -132,10 +143,7 @@ pub async fn run(
     config: ExecConfig,
     signals: mpsc::UnboundedReceiver<Signal>,
 ) -> Result<ChildExit, ExecError> {
-    let init = nix::unistd::getpid().as_raw() == 1;
-    if init {
-        spawn::track_children();
-    }
+    let init = track_children_as_init();
     let changed = Arc::new(Mutex::new(BTreeSet::new()));
     let recorder = changed.clone();
     daemon.resolver().subscribe(move |change| {
@@ -255,7 +263,9 @@ impl Supervisor {
 
     /// Reaps the program (and orphans, as PID 1); returns the final exit when supervision ends.
     fn reap(&mut self) -> Option<ChildExit> {
-        if self.init {
+        // Orphans come to keyturn as PID 1, and as the child subreaper it becomes on its first
+        // backend run.
+        if self.init || spawn::is_subreaper() {
             reap_orphans(self.child.map(|(pid, _)| pid));
         }
         let (pid, started) = self.child?;
@@ -405,7 +415,7 @@ impl Supervisor {
             .program
             .environment
             .render(|handle| resolver.cached(handle));
-        let pid = spawn::start_program(&self.program.argv, &environment)?;
+        let pid = spawn::start_program(&self.program.argv, environment.vars())?;
         tracing::debug!(pid = pid.as_raw(), "the program started");
         self.child = Some((pid, Instant::now()));
         Ok(())
@@ -467,4 +477,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_the_programs_or_128_plus_the_signal() {
+        assert_eq!(ChildExit::Code(0).exit_code(), 0);
+        assert_eq!(ChildExit::Code(7).exit_code(), 7);
+        assert_eq!(ChildExit::Code(255).exit_code(), 255);
+        assert_eq!(ChildExit::Signal(15).exit_code(), 143);
+        assert_eq!(ChildExit::Signal(9).exit_code(), 137);
+    }
 }
