@@ -13,8 +13,12 @@
 mod aws;
 #[path = "cli/end_to_end.rs"]
 mod end_to_end;
+#[path = "cli/fake.rs"]
+mod fake;
 #[path = "cli/harness.rs"]
 mod harness;
+#[path = "cli/k8s.rs"]
+mod k8s;
 #[path = "cli/servers.rs"]
 mod servers;
 #[path = "cli/vault.rs"]

@@ -14,6 +14,12 @@
 //! refresh, then re-render the templates whose values changed (they are marked by the
 //! resolver's change notifications), then run their `on_change` commands.
 //!
+//! Refreshes asked for from outside ([`Daemon::refresh`]) run in a task of their own, so a
+//! caller that goes away never cancels a write or an `on_change` command half way. A template
+//! whose destination changed keeps its `on_change` command due until a run of it completes
+//! successfully: a failed, timed-out or interrupted run is reported in the status and runs
+//! again on the next refresh.
+//!
 //! Invariants:
 //! - Rendering and writing are serialized (one async mutex), and only the current generation
 //!   writes, so an older render can never overwrite a newer one.
@@ -60,6 +66,9 @@ pub enum DaemonError {
     /// A template's source is unreadable or invalid.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// The templates' files clash on disk (a destination that is a source, seen through links).
+    #[error(transparent)]
+    Templates(#[from] crate::settings::SettingsError),
     /// The API token could not be read or created.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -168,19 +177,32 @@ impl Daemon {
         Ok(())
     }
 
-    /// Refreshes every refreshable handle (coalesced with concurrent refreshes), or only
-    /// `handles`, re-renders the templates whose values changed and runs their `on_change`
-    /// commands. Write and `on_change` failures are added to the report's `error`.
+    /// Refreshes every refreshable handle, or only `handles` (coalesced with concurrent
+    /// refreshes either way), re-renders the templates whose values changed and runs their
+    /// `on_change` commands. Write and `on_change` failures are added to the report's `error`.
+    ///
+    /// The work runs in a task of its own: a caller that goes away (an HTTP client that
+    /// disconnects) does not cancel a write or an `on_change` command half way.
     pub async fn refresh(
         &self,
         trigger: Trigger,
         handles: Option<&[String]>,
     ) -> Arc<RefreshReport> {
-        let (report, success) = self.refresh_and_render(trigger, handles).await;
-        if handles.is_none() {
-            self.shared.scheduler.completed(success);
-        }
-        report
+        let daemon = self.clone();
+        let handles = handles.map(<[String]>::to_vec);
+        let work = tokio::spawn(async move {
+            let (report, success) = daemon.refresh_and_render(trigger, handles.as_deref()).await;
+            if handles.is_none() {
+                daemon.shared.scheduler.completed(success);
+            }
+            report
+        });
+        work.await.unwrap_or_else(|_| {
+            Arc::new(RefreshReport {
+                error: Some("the refresh task failed".to_owned()),
+                ..RefreshReport::default()
+            })
+        })
     }
 
     /// Queues a throttled refresh (spec §6.7) without waiting for it.
@@ -260,13 +282,17 @@ impl Daemon {
             if let Some(error) = &status.on_change_error {
                 text.push_str(&format!("  on_change failed: {error}\n"));
             }
+            if status.on_change_pending {
+                text.push_str("  on_change runs again on the next refresh\n");
+            }
         }
         text
     }
 
     /// The refresh run by the loop and by [`Daemon::refresh`]. Returns the report and whether
-    /// the schedule should count it a success: every handle refreshed and every destination
-    /// written (an `on_change` failure is reported but not retried).
+    /// the schedule should count it a success: every handle refreshed, every destination
+    /// written and every `on_change` command completed (a failed one runs again on the next
+    /// refresh).
     async fn refresh_and_render(
         &self,
         trigger: Trigger,
@@ -280,7 +306,8 @@ impl Daemon {
             Some(handles) => Arc::new(generation.resolver.refresh_handles(handles, trigger).await),
         };
         let rendered = self.render(&generation).await;
-        let success = report.is_success() && rendered.write_failures == 0;
+        let success =
+            report.is_success() && rendered.write_failures == 0 && rendered.hook_failures == 0;
         if !rendered.errors.is_empty() {
             let report = Arc::make_mut(&mut report);
             let mut errors: Vec<String> = report.error.take().into_iter().collect();
@@ -297,7 +324,8 @@ impl Daemon {
     }
 
     /// Renders and writes every dirty template of `generation` (when it is still the current
-    /// one) and runs the `on_change` commands of those whose content changed.
+    /// one) and runs the `on_change` commands of those whose content changed, or whose last
+    /// `on_change` run did not complete.
     async fn render(&self, generation: &Arc<Generation>) -> Rendered {
         let _render = self.shared.render.lock().await;
         let mut rendered = Rendered::default();
@@ -329,18 +357,24 @@ impl Daemon {
                 }
                 Written::Changed => {
                     tracing::info!(%destination, "destination written");
-                    let Some(on_change) = &template.config.on_change else {
-                        continue;
-                    };
-                    let outcome = hook::run(on_change).await;
-                    let error = outcome.err().map(|e| format!("{destination}: {e}"));
-                    if let Some(error) = &error {
-                        tracing::warn!("{error}");
-                        rendered.errors.push(error.clone());
-                    }
-                    template.set_on_change_error(error);
+                    template.on_change_due();
                 }
             }
+            let Some(on_change) = &template.config.on_change else {
+                continue;
+            };
+            if !template.begin_on_change() {
+                continue;
+            }
+            // Until it completes, the status says it was interrupted (a shutdown may drop it).
+            let outcome = hook::run(on_change).await;
+            let error = outcome.err().map(|e| format!("{destination}: {e}"));
+            if let Some(error) = &error {
+                tracing::warn!("{error}; it runs again on the next refresh");
+                rendered.hook_failures += 1;
+                rendered.errors.push(error.clone());
+            }
+            template.end_on_change(error);
         }
         rendered
     }
@@ -369,6 +403,8 @@ impl std::fmt::Debug for Daemon {
 #[derive(Default)]
 struct Rendered {
     write_failures: usize,
+    /// `on_change` commands that did not succeed.
+    hook_failures: usize,
     /// Write and `on_change` errors.
     errors: Vec<String>,
 }
@@ -384,7 +420,8 @@ impl Generation {
     }
 
     /// Reads every template and builds the resolver, subscribed to feed the templates.
-    fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, TemplateError> {
+    fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, DaemonError> {
+        config::check_distinct_on_disk(&config.templates)?;
         let templates = config
             .templates
             .iter()

@@ -129,6 +129,7 @@ fn tls_options(
         ca_files,
         client,
         insecure: tls.bool("insecure")?.unwrap_or(false),
+        ..TlsOptions::default()
     })
 }
 
