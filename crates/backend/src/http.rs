@@ -199,13 +199,19 @@ fn transport_error(error: ureq::Error, host: &str, timeout_secs: u64) -> HttpErr
     }
 }
 
-/// `scheme://host:port` of a URL, for error messages.
+/// `scheme://host:port` of a URL, for error messages, its user info redacted.
 fn host_of(url: &str) -> String {
-    let after_scheme = url.find("://").map_or(0, |at| at + 3);
-    let end = url[after_scheme..]
-        .find('/')
-        .map_or(url.len(), |at| after_scheme + at);
-    url[..end].to_owned()
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return keyturn_protocol::redact_userinfo(url).into_owned();
+    };
+    // The user info ends at the last `@` (a password may hold `/`); our paths encode `@`.
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((_, host)) => (keyturn_protocol::REDACTED_USERINFO, host),
+        None => ("", rest),
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let at = if userinfo.is_empty() { "" } else { "@" };
+    format!("{scheme}://{userinfo}{at}{host}")
 }
 
 /// The certificates and the first private key of a PEM file.
@@ -262,6 +268,31 @@ pub(crate) fn encode_path(path: &str) -> String {
     out
 }
 
+/// `application/x-www-form-urlencoded` encoding of a value (RFC 3986 unreserved kept).
+pub(crate) fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(byte));
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+/// An `application/x-www-form-urlencoded` body.
+pub(crate) fn form_body(pairs: &[(&str, &str)]) -> Zeroizing<String> {
+    Zeroizing::new(
+        pairs
+            .iter()
+            .map(|(name, value)| format!("{name}={}", form_encode(value)))
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
+}
+
 /// The server-chosen part of an error answer, made fit for an error text: whitespace collapsed,
 /// at most 300 characters.
 pub(crate) fn tidy(text: &str) -> String {
@@ -283,6 +314,10 @@ mod tests {
             "https://vault:8200"
         );
         assert_eq!(host_of("http://127.0.0.1:1"), "http://127.0.0.1:1");
+        assert_eq!(
+            host_of("http://admin:pa/ss@127.0.0.1:1/v1/x"),
+            "http://<redacted>@127.0.0.1:1"
+        );
     }
 
     #[test]
@@ -290,6 +325,18 @@ mod tests {
         assert_eq!(
             encode_path("secret/data/my app/ü?x"),
             "secret/data/my%20app/%C3%BC%3Fx"
+        );
+    }
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(
+            form_encode("arn:aws:iam::1:role/a b+c"),
+            "arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fa%20b%2Bc"
+        );
+        assert_eq!(
+            form_body(&[("a", "1 2"), ("b", "=")]).as_str(),
+            "a=1%202&b=%3D"
         );
     }
 

@@ -11,7 +11,9 @@
 pub(crate) mod aws;
 pub(crate) mod dir;
 pub(crate) mod file;
+pub(crate) mod gcp;
 pub(crate) mod k8s;
+pub(crate) mod oauth;
 pub(crate) mod vault;
 
 use std::collections::BTreeSet;
@@ -42,7 +44,7 @@ pub(crate) struct Context<'a> {
 const SUPPORTED_VERSIONS: [&str; 2] = ["1.0", "1.1"];
 
 /// Every backend type, as named in the payload's `type`.
-pub(crate) const TYPES: [&str; 9] = [
+pub(crate) const TYPES: [&str; 10] = [
     "file.json",
     "file.yaml",
     "file.text",
@@ -52,6 +54,7 @@ pub(crate) const TYPES: [&str; 9] = [
     "aws.secrets",
     "aws.ssm",
     "k8s.secrets",
+    "gcp.secretmanager",
 ];
 
 /// Resolves every handle of `request`, which arrived at `started`.
@@ -140,6 +143,7 @@ fn dispatch(
         }
         Some("aws.ssm") => aws::ssm::resolve(&settings, handles, &mut context).map_err(fail),
         Some("k8s.secrets") => k8s::resolve(&settings, handles, &mut context).map_err(fail),
+        Some("gcp.secretmanager") => gcp::resolve(&settings, handles, &mut context).map_err(fail),
         Some(other) => Err(format!(
             "unknown backend type {other:?}; keyturn-backend knows: {}",
             TYPES.join(", ")

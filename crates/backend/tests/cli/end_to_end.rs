@@ -337,3 +337,27 @@ fn k8s_secrets_through_keyturn_resolve_and_a_serve_refresh() {
         *value.lock().expect("value") = "k8s-two".to_owned();
     });
 }
+
+#[test]
+fn gcp_secretmanager_through_keyturn_resolve_and_a_serve_refresh() {
+    use std::sync::{Arc, Mutex};
+
+    let ca = crate::fake::TestCa::new();
+    let password = Arc::new(Mutex::new("gcp-one".to_owned()));
+    let server = crate::gcp::google(&ca, Arc::clone(&password));
+    let fixture = crate::harness::Fixture::new();
+    let ca_cert = fixture.write("ca.pem", &ca.ca_pem);
+    let key_file =
+        crate::gcp::service_account_file(&fixture, "sa.json", &server, crate::gcp::KEY_PEM);
+    let settings = json!({
+        "secret_backend_type": "gcp.secretmanager",
+        "secret_backend_config": {
+            "endpoint_url": server.url,
+            "ca_cert": ca_cert,
+            "gcp_session": {"project_id": "test-project", "credentials_file": key_file},
+        },
+    });
+    resolve_then_refresh(settings, "db;password", "gcp-one", "gcp-two", || {
+        *password.lock().expect("password") = "gcp-two".to_owned();
+    });
+}

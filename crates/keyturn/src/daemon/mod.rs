@@ -83,6 +83,50 @@ pub struct Daemon {
     shared: Arc<Shared>,
 }
 
+/// A daemon whose resolver is built but which has resolved and written nothing yet (see
+/// [`Daemon::prepare`]).
+pub struct Starting {
+    settings_file: Option<PathBuf>,
+    token: AuthToken,
+    metrics: Arc<Metrics>,
+    generation: Generation,
+}
+
+impl Starting {
+    /// The resolver the daemon will use.
+    pub fn resolver(&self) -> &Resolver {
+        &self.generation.resolver
+    }
+
+    /// Resolves every template, writes every destination whose handles all resolved and sets
+    /// up the schedule. Handles that fail are logged and show in the status.
+    pub async fn start(self) -> Daemon {
+        let (generation, schedule, success) = self.generation.start().await;
+        let daemon = Daemon {
+            shared: Arc::new(Shared {
+                settings_file: self.settings_file,
+                token: self.token,
+                metrics: self.metrics,
+                current: Mutex::new(generation.clone()),
+                scheduler: Scheduler::new(schedule),
+                render: tokio::sync::Mutex::new(()),
+                refreshed: tokio::sync::watch::Sender::new(0),
+            }),
+        };
+        daemon.render(&generation).await;
+        daemon.shared.scheduler.completed(success);
+        daemon
+    }
+}
+
+impl std::fmt::Debug for Starting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Starting")
+            .field("settings_file", &self.settings_file)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Shared {
     /// The settings file, for reloads.
     settings_file: Option<PathBuf>,
@@ -92,6 +136,8 @@ struct Shared {
     scheduler: Scheduler,
     /// Serializes rendering and writing (see the module invariants).
     render: tokio::sync::Mutex<()>,
+    /// How many refreshes (of any trigger) have completed, rendering included.
+    refreshed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A resolver and the templates it resolves.
@@ -127,22 +173,25 @@ impl Daemon {
         settings_file: Option<PathBuf>,
     ) -> Result<Daemon, DaemonError> {
         let token = AuthToken::load_or_create(&config.api.auth_token_file)?;
+        Ok(Daemon::prepare(config, settings_file, token)?.start().await)
+    }
+
+    /// Reads every template and builds the resolver, without resolving or writing anything
+    /// yet: the caller may resolve documents of its own with [`Starting::resolver`] first
+    /// (`keyturn exec` resolves its child's environment), then [`Starting::start`].
+    pub fn prepare(
+        config: DaemonConfig,
+        settings_file: Option<PathBuf>,
+        token: AuthToken,
+    ) -> Result<Starting, DaemonError> {
         let metrics = Arc::new(Metrics::new());
         let generation = Generation::build(config, &metrics)?;
-        let (generation, schedule, success) = generation.start().await;
-        let daemon = Daemon {
-            shared: Arc::new(Shared {
-                settings_file,
-                token,
-                metrics,
-                current: Mutex::new(generation.clone()),
-                scheduler: Scheduler::new(schedule),
-                render: tokio::sync::Mutex::new(()),
-            }),
-        };
-        daemon.render(&generation).await;
-        daemon.shared.scheduler.completed(success);
-        Ok(daemon)
+        Ok(Starting {
+            settings_file,
+            token,
+            metrics,
+            generation,
+        })
     }
 
     /// Re-reads the settings file and the templates and swaps in a new resolver. On any error
@@ -203,6 +252,36 @@ impl Daemon {
                 ..RefreshReport::default()
             })
         })
+    }
+
+    /// Counts completed refreshes (of any trigger): it changes once each refresh has applied
+    /// its values, written its destinations and run their `on_change` commands.
+    pub fn refreshed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.refreshed.subscribe()
+    }
+
+    /// Runs the refresh loop (schedule, retries, triggers) until `shutdown` completes; a
+    /// refresh in progress then is cancelled. [`serve`] runs it beside the API; run it alone
+    /// when there is no API. Only one loop runs per daemon.
+    pub async fn run_refreshes(&self, shutdown: impl Future<Output = ()>) {
+        let refresher = self.clone();
+        self.shared
+            .scheduler
+            .run(
+                move |scheduled| {
+                    let daemon = refresher.clone();
+                    async move {
+                        let trigger = if scheduled {
+                            Trigger::Timer
+                        } else {
+                            Trigger::Api
+                        };
+                        daemon.refresh_and_render(trigger, None).await.1
+                    }
+                },
+                shutdown,
+            )
+            .await;
     }
 
     /// Queues a throttled refresh (spec §6.7) without waiting for it.
@@ -320,6 +399,9 @@ impl Daemon {
                 "error with refreshing secrets: {error}"
             );
         }
+        self.shared
+            .refreshed
+            .send_modify(|n| *n = n.wrapping_add(1));
         (report, success)
     }
 
@@ -520,21 +602,7 @@ pub async fn serve(
         })
         .into_future();
     let mut server = tokio::spawn(server);
-    let refresher = daemon.clone();
-    let refresh_loop = daemon.shared.scheduler.run(
-        move |scheduled| {
-            let daemon = refresher.clone();
-            async move {
-                let trigger = if scheduled {
-                    Trigger::Timer
-                } else {
-                    Trigger::Api
-                };
-                daemon.refresh_and_render(trigger, None).await.1
-            }
-        },
-        shutdown,
-    );
+    let refresh_loop = daemon.run_refreshes(shutdown);
     tokio::select! {
         joined = &mut server => return flatten(joined),
         () = refresh_loop => {}
