@@ -11,6 +11,8 @@
 
 #[path = "cli/aws.rs"]
 mod aws;
+#[path = "cli/azure.rs"]
+mod azure;
 #[path = "cli/end_to_end.rs"]
 mod end_to_end;
 #[path = "cli/fake.rs"]
