@@ -23,6 +23,8 @@ mod gcp;
 mod harness;
 #[path = "cli/k8s.rs"]
 mod k8s;
+#[path = "cli/leaks.rs"]
+mod leaks;
 #[path = "cli/servers.rs"]
 mod servers;
 #[path = "cli/vault.rs"]

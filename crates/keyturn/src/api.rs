@@ -69,7 +69,7 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/healthz", get(healthz))
         .merge(protected)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(limit_body))
+        .layer(middleware::from_fn_with_state(daemon.clone(), limit_body))
         .with_state(daemon)
 }
 
@@ -97,6 +97,9 @@ pub enum ApiError {
     /// A request body over [`BODY_LIMIT`].
     #[error("request body is larger than {BODY_LIMIT} bytes")]
     PayloadTooLarge,
+    /// A request body that did not arrive within `api.header_read_timeout`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// `POST /secret/trigger` while triggers are off.
     #[error(
         "refresh triggers are disabled: set secret_refresh_on_api_key_failure_interval to enable them"
@@ -137,6 +140,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::UnknownHandles(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TriggersDisabled => StatusCode::CONFLICT,
             ApiError::RefreshFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -183,8 +187,23 @@ fn unknown_handles_message(handles: &[String]) -> String {
 /// Refuses a body over [`BODY_LIMIT`] on every route, before anything else: a declared
 /// `Content-Length` over it at once, any other body once it passes it. No route reads a body,
 /// and `DefaultBodyLimit` only bounds extractors that do, so without this a request of any
-/// size would be served (and a refresh run) with its body unread.
-async fn limit_body(request: Request, next: Next) -> Result<Response, ApiError> {
+/// size would be served (and a refresh run) with its body unread. A body that has not arrived
+/// within `api.header_read_timeout` is answered 408, so a slow client cannot hold a
+/// connection.
+async fn limit_body(
+    State(daemon): State<Daemon>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let timeout = daemon.api_config().header_read_timeout;
+    let request = tokio::time::timeout(timeout, read_body(request))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
+    Ok(next.run(request).await)
+}
+
+/// Reads the body of `request` into memory, up to [`BODY_LIMIT`].
+async fn read_body(request: Request) -> Result<Request, ApiError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -206,9 +225,7 @@ async fn limit_body(request: Request, next: Next) -> Result<Response, ApiError> 
             bytes.extend_from_slice(data);
         }
     }
-    Ok(next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await)
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 async fn authorize(
@@ -813,6 +830,43 @@ mod tests {
                 serde_json::json!({"error": "method not allowed"})
             )
         );
+    }
+
+    /// A request body that never arrives.
+    struct Stalled;
+
+    impl HttpBody for Stalled {
+        type Data = axum::body::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    // Issue 9, item 8: a client that sends a header and then trickles (or withholds) its body
+    // is answered 408 at `api.header_read_timeout`, so it cannot hold a connection.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_does_not_arrive_in_time_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(dir.path(), "api:\n  header_read_timeout: 5\n").await;
+        for uri in ["/healthz", "/secret/refresh"] {
+            let started = tokio::time::Instant::now();
+            let response = router(daemon.clone())
+                .oneshot(
+                    authed(Method::POST, uri)
+                        .header(CONTENT_LENGTH, 10)
+                        .body(Body::new(Stalled))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT, "{uri}");
+            assert_eq!(started.elapsed(), std::time::Duration::from_secs(5));
+        }
     }
 
     #[tokio::test]

@@ -25,7 +25,6 @@
 //! the redactor as soon as they are read or obtained; the access token travels only in
 //! `Authorization`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,7 +34,7 @@ use zeroize::Zeroizing;
 use crate::backends::oauth::{self, TokenError};
 use crate::backends::{Context, Outcome};
 use crate::http::{self, Client, HttpError, TlsOptions};
-use crate::schedule::{MAX_IN_FLIGHT, map_bounded};
+use crate::schedule::{MAX_IN_FLIGHT, map_distinct};
 use crate::settings::{Settings, SettingsError};
 
 /// The Key Vault REST API version asked for.
@@ -96,22 +95,18 @@ pub(crate) fn resolve(
         &scope_of(vault),
         context,
     )?;
-    let mut versions: Vec<(&str, &str)> = parsed
-        .iter()
-        .filter_map(|handle| handle.as_ref().ok().map(|(version, _)| *version))
-        .collect();
-    versions.sort_unstable();
-    versions.dedup();
-    let fetched = map_bounded(&versions, MAX_IN_FLIGHT, |(name, version)| {
-        get_secret(&http, vault, &token, name, version)
-    });
-    let by_version: BTreeMap<&(&str, &str), &Result<Zeroizing<String>, String>> =
-        versions.iter().zip(fetched.iter()).collect();
+    let fetched = map_distinct(
+        parsed
+            .iter()
+            .filter_map(|handle| handle.as_ref().ok().map(|(version, _)| *version)),
+        MAX_IN_FLIGHT,
+        |(name, version)| get_secret(&http, vault, &token, name, version),
+    );
     Ok(parsed
         .into_iter()
         .map(|handle| {
             let (version, key) = handle?;
-            let secret = by_version
+            let secret = fetched
                 .get(&version)
                 .ok_or_else(|| format!("secret {:?} was not fetched", version.0))?
                 .as_ref()

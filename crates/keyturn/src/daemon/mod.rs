@@ -30,6 +30,7 @@
 pub mod config;
 pub mod hook;
 pub mod schedule;
+pub mod server;
 pub mod template;
 #[cfg(test)]
 mod tests;
@@ -105,6 +106,7 @@ impl Starting {
         let daemon = Daemon {
             shared: Arc::new(Shared {
                 settings_file: self.settings_file,
+                api: generation.config.api.clone(),
                 token: self.token,
                 metrics: self.metrics,
                 current: Mutex::new(generation.clone()),
@@ -130,6 +132,8 @@ impl std::fmt::Debug for Starting {
 struct Shared {
     /// The settings file, for reloads.
     settings_file: Option<PathBuf>,
+    /// The `api` section the daemon started with (changes need a restart).
+    api: ApiConfig,
     token: AuthToken,
     metrics: Arc<Metrics>,
     current: Mutex<Arc<Generation>>,
@@ -297,6 +301,11 @@ impl Daemon {
     /// The current resolver.
     pub fn resolver(&self) -> Resolver {
         self.current().resolver.clone()
+    }
+
+    /// The `api` section the daemon started with.
+    pub fn api_config(&self) -> &ApiConfig {
+        &self.shared.api
     }
 
     /// The API token clients must present.
@@ -589,18 +598,24 @@ impl Generation {
 /// Serves the HTTP API on `listener` and runs the refresh loop until `shutdown` completes.
 /// Then the loop stops (a refresh in progress is cancelled; destinations are only ever
 /// replaced atomically) and in-flight requests get [`SHUTDOWN_GRACE`] to finish. Run it once
-/// per daemon.
+/// per daemon. Connections are limited and header reads time out (see [`server`]).
 pub async fn serve(
     listener: TcpListener,
     daemon: Daemon,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, api::router(daemon.clone()))
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        })
-        .into_future();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let api = daemon.api_config();
+    let limits = server::Limits {
+        max_connections: server::connection_limit_now(api.max_connections),
+        header_read_timeout: api.header_read_timeout,
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        "API connection limits"
+    );
+    let server = server::run(listener, api::router(daemon.clone()), limits, stopped);
     let mut server = tokio::spawn(server);
     let refresh_loop = daemon.run_refreshes(shutdown);
     tokio::select! {
