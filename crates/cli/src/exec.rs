@@ -99,6 +99,7 @@ async fn supervise(
     program: Program,
     allow_partial: bool,
 ) -> Result<Outcome, Failure> {
+    exec::track_children_as_init();
     // Signals are caught from here on, so that one arriving while secrets are resolved is
     // forwarded to the program once it runs instead of killing keyturn.
     let (forward, forwarded) = tokio::sync::mpsc::unbounded_channel();
