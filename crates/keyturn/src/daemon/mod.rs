@@ -73,6 +73,17 @@ pub enum DaemonError {
     /// The API token could not be read or created.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// `run_path` or the audit file in it could be read, written or swapped by someone else.
+    #[error(transparent)]
+    NotPrivate(#[from] crate::trusted_path::NotPrivate),
+    /// `run_path` does not exist and could not be created.
+    #[error("cannot create run directory {}: {source}", path.display())]
+    RunPath {
+        /// `run_path`.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Reload was asked for but the daemon was not started from a file.
     #[error("there is no settings file to reload")]
     NoSettingsFile,
@@ -513,6 +524,8 @@ impl Generation {
     /// Reads every template and builds the resolver, subscribed to feed the templates.
     fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, DaemonError> {
         config::check_distinct_on_disk(&config.templates)?;
+        let audit_file = crate::audit::audit_path(&config.run_path);
+        check_run_path(&config.run_path, &audit_file)?;
         let templates = config
             .templates
             .iter()
@@ -520,7 +533,7 @@ impl Generation {
             .collect::<Result<Vec<_>, _>>()?;
         let options = ResolverOptions {
             metrics: Some(metrics.clone()),
-            audit_file: Some(crate::audit::audit_path(&config.run_path)),
+            audit_file: Some(audit_file),
             ..ResolverOptions::default()
         };
         let resolver = Resolver::with_options(config.settings.clone(), options);
@@ -593,6 +606,30 @@ impl Generation {
         );
         (generation, schedule, success)
     }
+}
+
+/// Creates `run_path` (mode 0700) when it is missing, and checks that it and the audit file in
+/// it are private to this user ([`crate::trusted_path`]): a run directory others may write, or
+/// an audit file another user created or others can read, is refused.
+fn check_run_path(
+    run_path: &std::path::Path,
+    audit_file: &std::path::Path,
+) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+
+    if !run_path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(run_path)
+            .map_err(|source| DaemonError::RunPath {
+                path: run_path.to_owned(),
+                source,
+            })?;
+    }
+    crate::trusted_path::check_private_dir("run directory", run_path)?;
+    crate::trusted_path::check_private_file("audit file", audit_file)?;
+    Ok(())
 }
 
 /// Serves the HTTP API on `listener` and runs the refresh loop until `shutdown` completes.

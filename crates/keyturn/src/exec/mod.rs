@@ -263,7 +263,9 @@ impl Supervisor {
 
     /// Reaps the program (and orphans, as PID 1); returns the final exit when supervision ends.
     fn reap(&mut self) -> Option<ChildExit> {
-        if self.init {
+        // Orphans come to keyturn as PID 1, and as the child subreaper it becomes on its first
+        // backend run.
+        if self.init || spawn::is_subreaper() {
             reap_orphans(self.child.map(|(pid, _)| pid));
         }
         let (pid, started) = self.child?;
