@@ -1,5 +1,6 @@
 //! `keyturn resolve`: one document in, the resolved document out.
 
+use keyturn::printable::{Printable, printable};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -74,11 +75,15 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     });
 
     for failure in &resolution.failures {
-        let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+        let paths: Vec<String> = failure
+            .paths
+            .iter()
+            .map(|p| printable(&p.join("/")))
+            .collect();
         eprintln!(
             "keyturn: {}: handle '{}' ({}) at {}: {}",
             file.display(),
-            failure.handle,
+            Printable(&failure.handle),
             failure.kind.as_str(),
             paths.join(", "),
             failure.message

@@ -35,6 +35,7 @@ pub mod template;
 #[cfg(test)]
 mod tests;
 
+use crate::printable::Printable;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -345,7 +346,7 @@ impl Daemon {
                     "not written, unresolved handles: {}",
                     handles
                         .iter()
-                        .map(|h| format!("'{h}'"))
+                        .map(|h| format!("'{}'", Printable(h)))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -540,7 +541,11 @@ impl Generation {
                     .resolve(template.document(), &template.origin, true)
                     .await;
                 for failure in &resolution.failures {
-                    let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+                    let paths: Vec<String> = failure
+                        .paths
+                        .iter()
+                        .map(|p| crate::printable::printable(&p.join("/")))
+                        .collect();
                     tracing::warn!(
                         template = template.origin,
                         handle = failure.handle,

@@ -20,6 +20,7 @@
 pub mod refresh;
 pub mod status;
 
+use crate::printable::Printable;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -357,7 +358,7 @@ impl Resolver {
                 let (kind, message) = state.failures.get(*handle).cloned().unwrap_or_else(|| {
                     (
                         FailureKind::BackendError,
-                        format!("resolving '{handle}' was interrupted"),
+                        format!("resolving '{}' was interrupted", Printable(handle)),
                     )
                 });
                 let paths = document
@@ -521,8 +522,11 @@ impl Inner {
                                     .or_default()
                                     .push((handle.clone(), key.to_owned())),
                                 None => {
-                                    let message =
-                                        format!("handle \"{handle}\": unknown backend \"{name}\"");
+                                    let message = format!(
+                                        "handle \"{}\": unknown backend \"{}\"",
+                                        Printable(handle),
+                                        Printable(name)
+                                    );
                                     results.insert(
                                         handle.clone(),
                                         Err((FailureKind::BackendError, message)),
@@ -531,7 +535,8 @@ impl Inner {
                             }
                         }
                         None => {
-                            let message = format!("handle \"{handle}\": unknown backend");
+                            let message =
+                                format!("handle \"{}\": unknown backend", Printable(handle));
                             results
                                 .insert(handle.clone(), Err((FailureKind::BackendError, message)));
                         }

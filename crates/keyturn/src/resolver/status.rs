@@ -3,6 +3,7 @@
 //!
 //! Nothing here carries a value: only handles, origins, paths, file metadata and messages.
 
+use crate::printable::{Printable, printable};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -310,11 +311,13 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
     let _ = writeln!(text, "Number of secrets resolved: {}", handles.len());
     text.push_str("Secrets handle resolved:\n");
     for (handle, places) in &handles {
-        let _ = writeln!(text, "- '{handle}':");
+        let _ = writeln!(text, "- '{}':", Printable(handle));
         for (origin, path) in places {
             let _ = writeln!(
                 text,
-                "  - used in '{origin}' configuration in entry '{path}'"
+                "  - used in '{}' configuration in entry '{}'",
+                Printable(origin),
+                Printable(path)
             );
         }
     }
@@ -337,11 +340,15 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
     if !failures.is_empty() {
         text.push_str("Secrets not resolved:\n");
         for failure in failures {
-            let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+            let paths: Vec<String> = failure
+                .paths
+                .iter()
+                .map(|p| printable(&p.join("/")))
+                .collect();
             let _ = writeln!(
                 text,
                 "  - '{}' ({}) at {}: {}",
-                failure.handle,
+                Printable(&failure.handle),
                 failure.kind.as_str(),
                 paths.join(", "),
                 failure.message
