@@ -137,7 +137,9 @@ async fn supervise(
         (AuthToken::generate(), None)
     };
     let starting = Daemon::prepare(config, settings_file, token).map_err(|e| match e {
-        DaemonError::Token(_) => Failure::operational(e),
+        DaemonError::Token(_) | DaemonError::NotPrivate(_) | DaemonError::RunPath { .. } => {
+            Failure::operational(e)
+        }
         _ => Failure::input(e),
     })?;
 

@@ -79,7 +79,9 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     let daemon = Daemon::start(config, Some(path))
         .await
         .map_err(|e| match e {
-            DaemonError::Token(_) => Failure::operational(e),
+            DaemonError::Token(_) | DaemonError::NotPrivate(_) | DaemonError::RunPath { .. } => {
+                Failure::operational(e)
+            }
             _ => Failure::input(e),
         })?;
     daemon

@@ -35,7 +35,6 @@ pub mod template;
 #[cfg(test)]
 mod tests;
 
-use crate::printable::Printable;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -74,6 +73,17 @@ pub enum DaemonError {
     /// The API token could not be read or created.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// `run_path` or the audit file in it could be read, written or swapped by someone else.
+    #[error(transparent)]
+    NotPrivate(#[from] crate::trusted_path::NotPrivate),
+    /// `run_path` does not exist and could not be created.
+    #[error("cannot create run directory {}: {source}", path.display())]
+    RunPath {
+        /// `run_path`.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Reload was asked for but the daemon was not started from a file.
     #[error("there is no settings file to reload")]
     NoSettingsFile,
@@ -214,14 +224,20 @@ impl Daemon {
         }
         let generation = Generation::build(config, &self.shared.metrics)?;
         let (generation, schedule, success) = generation.start().await;
-        {
+        let held_back = {
             let _render = self.shared.render.lock().await;
-            *self.lock_current() = generation.clone();
-        }
+            let previous = std::mem::replace(&mut *self.lock_current(), generation.clone());
+            previous.held_back_uses()
+        };
         self.shared.scheduler.replace(schedule);
         self.render(&generation).await;
         self.shared.scheduler.completed(success);
         tracing::info!(templates = generation.templates.len(), "settings reloaded");
+        // A reload is a restart: every use gets the current value, those a refresh allowlist
+        // held back too.
+        if held_back > 0 {
+            tracing::info!("reload applied {held_back} held-back uses");
+        }
         Ok(())
     }
 
@@ -288,6 +304,11 @@ impl Daemon {
         self.shared.scheduler.trigger()
     }
 
+    /// Those of `handles` that no template uses, in the order given.
+    pub fn unknown_handles<'a>(&self, handles: &'a [String]) -> Vec<&'a str> {
+        self.current().resolver.unknown_handles(handles)
+    }
+
     /// The current resolver.
     pub fn resolver(&self) -> Resolver {
         self.current().resolver.clone()
@@ -333,7 +354,8 @@ impl Daemon {
         let generation = self.current();
         let report = status::executable_report_with_version(&generation.resolver).await;
         let mut text = status::render_status(&generation.resolver, report);
-        text.push_str("\n=== Templates ===\n");
+        text.truncate(text.trim_end_matches('\n').len());
+        text.push_str("\n\n=== Templates ===\n");
         if generation.templates.is_empty() {
             text.push_str("No templates configured\n");
         }
@@ -346,7 +368,7 @@ impl Daemon {
                     "not written, unresolved handles: {}",
                     handles
                         .iter()
-                        .map(|h| format!("'{}'", Printable(h)))
+                        .map(|h| format!("'{h}'"))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -391,11 +413,10 @@ impl Daemon {
             errors.extend(rendered.errors);
             report.error = Some(errors.join("\n"));
         }
-        if !report.is_success() {
-            let level_error = report.error_text().unwrap_or_default();
-            tracing::info!(
+        if let Some(error) = report.error_text() {
+            tracing::warn!(
                 trigger = trigger.as_str(),
-                "error with refreshing secrets: {level_error}"
+                "error with refreshing secrets: {error}"
             );
         }
         self.shared
@@ -491,9 +512,20 @@ struct Rendered {
 }
 
 impl Generation {
+    /// How many uses in the templates hold a value other than the cached one: uses a refresh
+    /// allowlist held back.
+    fn held_back_uses(&self) -> usize {
+        self.templates
+            .iter()
+            .map(|template| template.stale_uses(|handle| self.resolver.cached(handle)))
+            .sum()
+    }
+
     /// Reads every template and builds the resolver, subscribed to feed the templates.
     fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, DaemonError> {
         config::check_distinct_on_disk(&config.templates)?;
+        let audit_file = crate::audit::audit_path(&config.run_path);
+        check_run_path(&config.run_path, &audit_file)?;
         let templates = config
             .templates
             .iter()
@@ -501,7 +533,7 @@ impl Generation {
             .collect::<Result<Vec<_>, _>>()?;
         let options = ResolverOptions {
             metrics: Some(metrics.clone()),
-            audit_file: Some(crate::audit::audit_path(&config.run_path)),
+            audit_file: Some(audit_file),
             ..ResolverOptions::default()
         };
         let resolver = Resolver::with_options(config.settings.clone(), options);
@@ -540,20 +572,8 @@ impl Generation {
                 let resolution = resolver
                     .resolve(template.document(), &template.origin, true)
                     .await;
-                for failure in &resolution.failures {
-                    let paths: Vec<String> = failure
-                        .paths
-                        .iter()
-                        .map(|p| crate::printable::printable(&p.join("/")))
-                        .collect();
-                    tracing::warn!(
-                        template = template.origin,
-                        handle = failure.handle,
-                        kind = failure.kind.as_str(),
-                        paths = paths.join(", "),
-                        "could not resolve: {}",
-                        failure.message
-                    );
+                for cause in crate::resolver::group_failures(&resolution.failures) {
+                    tracing::warn!(template = template.origin, "could not resolve: {cause}");
                 }
                 resolution.is_complete()
             });
@@ -586,6 +606,30 @@ impl Generation {
         );
         (generation, schedule, success)
     }
+}
+
+/// Creates `run_path` (mode 0700) when it is missing, and checks that it and the audit file in
+/// it are private to this user ([`crate::trusted_path`]): a run directory others may write, or
+/// an audit file another user created or others can read, is refused.
+fn check_run_path(
+    run_path: &std::path::Path,
+    audit_file: &std::path::Path,
+) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+
+    if !run_path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(run_path)
+            .map_err(|source| DaemonError::RunPath {
+                path: run_path.to_owned(),
+                source,
+            })?;
+    }
+    crate::trusted_path::check_private_dir("run directory", run_path)?;
+    crate::trusted_path::check_private_file("audit file", audit_file)?;
+    Ok(())
 }
 
 /// Serves the HTTP API on `listener` and runs the refresh loop until `shutdown` completes.

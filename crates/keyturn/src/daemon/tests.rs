@@ -32,7 +32,9 @@ impl Setup {
         let script = dir.path().join("backend.sh");
         fs::write(&script, BACKEND).unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-        fs::write(dir.path().join("auth_token"), "token\n").unwrap();
+        let token = dir.path().join("auth_token");
+        fs::write(&token, "token\n").unwrap();
+        fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
         Setup { dir }
     }
 
@@ -190,7 +192,7 @@ async fn a_template_is_written_once_its_failed_handle_heals() {
     let report = daemon.refresh(Trigger::Api, None).await;
     assert_eq!(
         report.error_text().as_deref(),
-        Some("'b': an error occurred while resolving 'b': vault is sealed")
+        Some("'b' (error) at b: an error occurred while resolving 'b': vault is sealed")
     );
     assert!(!setup.path("out/t.yaml").exists());
 
@@ -223,6 +225,60 @@ async fn refresh_allowlist_keeps_other_uses_at_their_old_value() {
         setup.tree("out/t.yaml"),
         serde_json::json!({"instances": [{"password": "w1"}], "other": "v2"})
     );
+}
+
+#[tokio::test]
+async fn refresh_allowlist_applies_per_use_within_one_template() {
+    let setup = Setup::new();
+    setup.set("pass1", "v1");
+    setup.write(
+        "t.yaml",
+        "instances:\n  - password: ENC[pass1]\nother:\n  endpoint: ENC[pass1]\n",
+    );
+    let daemon = setup
+        .start(
+            "templates:\n  - {source: t.yaml, destination: out/t.yaml, refresh_allowlist: [instances]}\n",
+        )
+        .await;
+    setup.set("pass1", "w1");
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert_eq!(
+        setup.tree("out/t.yaml"),
+        serde_json::json!({"instances": [{"password": "w1"}], "other": {"endpoint": "v1"}}),
+        "only the allowlisted use changes"
+    );
+    let origin = setup.path("t.yaml").display().to_string();
+    assert_eq!(
+        report.to_text(),
+        format!(
+            "=== Secret stats ===\nNumber of secrets reloaded: 1\nSecrets handle reloaded:\n\n\
+             - 'pass1':\n\tused in '{origin}' configuration in entry 'instances/0/password'\n\n\
+             Number of uses held back: 1\nUses held back (not under their origin's \
+             refresh_allowlist; they keep their previous value):\n\n\
+             - 'pass1':\n\tkept in '{origin}' configuration in entry 'other/endpoint'\n"
+        )
+    );
+    let audit = setup.read("secret-audit-file.json");
+    let record: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(record["data"], serde_json::json!([{"handle": "pass1"}]));
+    assert_eq!(
+        record["held_back"],
+        serde_json::json!([{"handle": "pass1", "origin": origin, "path": "other/endpoint"}])
+    );
+
+    // A later refresh that changes nothing leaves the held-back use alone.
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.changed.is_empty() && report.held_back.is_empty());
+    assert_eq!(setup.tree("out/t.yaml")["other"]["endpoint"], "v1");
+
+    // A reload is a restart: every use gets the current value.
+    assert_eq!(daemon.current().held_back_uses(), 1);
+    daemon.reload().await.unwrap();
+    assert_eq!(
+        setup.tree("out/t.yaml"),
+        serde_json::json!({"instances": [{"password": "w1"}], "other": {"endpoint": "w1"}})
+    );
+    assert_eq!(daemon.current().held_back_uses(), 0);
 }
 
 #[tokio::test]
@@ -271,7 +327,7 @@ async fn api_refresh_of_selected_handles_and_failures() {
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         json["error"],
-        "'a': an error occurred while resolving 'a': denied"
+        "'a' (error) at a: an error occurred while resolving 'a': denied"
     );
     assert_eq!(json["report"]["failures"][0]["handle"], "a");
     assert!(!String::from_utf8_lossy(&body).contains("b-2"));
@@ -534,4 +590,68 @@ async fn an_on_change_that_did_not_complete_is_reported_and_retried() {
     );
     daemon.refresh(Trigger::Api, None).await;
     assert_eq!(setup.read("hooks.log"), "run\nrun\nrun\nrun\n");
+}
+
+/// Regression (issue 9, item 9): a token or audit file another user put in `run_path` (or
+/// one others can read), or a `run_path` others may write, was accepted: that user knew the
+/// API token and read the audit trail. Each is refused, naming the file and what is wrong; a
+/// reload with such a `run_path` fails and the old configuration keeps serving.
+#[tokio::test]
+async fn run_path_token_and_audit_file_must_be_private() {
+    let setup = Setup::new();
+    let daemon = setup.start("run_path: run\n").await;
+    let run = setup.path("run");
+    assert_eq!(mode(&run), 0o700, "created private");
+
+    let start = |rest: &'static str| {
+        let settings = setup.settings(rest);
+        async move { Daemon::load(settings).await.unwrap_err().to_string() }
+    };
+    let token = setup.path("auth_token");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        start("").await,
+        format!(
+            "API token file {}: is accessible to group or others (mode 0644); chmod 600 it",
+            token.display()
+        )
+    );
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o1777)).unwrap();
+    let refused = format!(
+        "run directory {}: is writable by group or others (mode 1777); chmod 700 it",
+        run.display()
+    );
+    assert_eq!(start("run_path: run\n").await, refused);
+    assert_eq!(
+        daemon.reload().await.unwrap_err().to_string(),
+        refused,
+        "a reload is refused too"
+    );
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
+
+    let audit = run.join(crate::audit::FILE_NAME);
+    fs::write(&audit, "").unwrap();
+    fs::set_permissions(&audit, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        start("run_path: run\n").await,
+        format!(
+            "audit file {}: is accessible to group or others (mode 0644); chmod 600 it",
+            audit.display()
+        )
+    );
+    if nix::unistd::geteuid().is_root() {
+        fs::set_permissions(&audit, fs::Permissions::from_mode(0o600)).unwrap();
+        nix::unistd::chown(&audit, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        assert_eq!(
+            start("run_path: run\n").await,
+            format!(
+                "audit file {}: is owned by UID 4242, not by root or the user running keyturn (UID 0)",
+                audit.display()
+            )
+        );
+        nix::unistd::chown(&token, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        assert!(start("").await.contains("is owned by UID 4242"));
+    }
 }
