@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use keyturn_protocol::PayloadVersion;
 use serde::Serialize;
 
 use super::{Resolver, Routing};
@@ -31,6 +32,8 @@ pub struct ExecutableReport {
     pub details: Result<backend::FileDetails, String>,
     /// The backend's `--version` answer, when it was asked and answered.
     pub version: Option<String>,
+    /// The payload version sent to the executable (`secret_backend_protocol_version`).
+    pub protocol_version: PayloadVersion,
 }
 
 impl ExecutableReport {
@@ -58,6 +61,7 @@ impl ExecutableReport {
         } else if let Some(backend_type) = &self.backend_type {
             let _ = writeln!(text, "Secret backend type: {backend_type}");
         }
+        let _ = writeln!(text, "Payload version: {}", self.protocol_version);
         if self.embedded {
             let _ = writeln!(text, "Using embedded executable: {}", self.path);
             if let Some(version) = &self.version {
@@ -109,6 +113,9 @@ pub struct DebugInfo {
     /// Whether keyturn's built-in backend runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedded_secret_backend: Option<bool>,
+    /// The payload version sent to the executable (`1.0` or `1.1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_version: Option<&'static str>,
     /// Multi backend names, sorted, joined with `, ` (multi mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multi_backend_names: Option<String>,
@@ -184,6 +191,7 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
         },
         details: checked.details,
         version: None,
+        protocol_version: spec.protocol,
     })
 }
 
@@ -238,6 +246,7 @@ impl DebugInfo {
             backend_type: Some(report.backend_type.clone().unwrap_or_default()),
             executable_version: report.version.clone(),
             embedded_secret_backend: Some(report.embedded),
+            payload_version: Some(report.protocol_version.as_str()),
             multi_backend_names: (!report.multi_backend_names.is_empty())
                 .then(|| report.multi_backend_names.join(", ")),
             executable_permissions: Some(report.verdict().to_owned()),
@@ -274,6 +283,7 @@ impl DebugInfo {
             backend_type: None,
             executable_version: None,
             embedded_secret_backend: None,
+            payload_version: None,
             multi_backend_names: None,
             executable_permissions: None,
             executable_permissions_ok: None,
