@@ -48,6 +48,15 @@ impl Deadline {
             .filter(|left| !left.is_zero())
     }
 
+    /// This deadline, or `cap` from now when that comes first (for a request that must fail
+    /// fast, such as instance metadata outside EC2). Messages still name the caller's timeout.
+    pub(crate) fn capped(&self, cap: Duration) -> Deadline {
+        Deadline {
+            at: self.at.min(Instant::now() + cap),
+            timeout: self.timeout,
+        }
+    }
+
     /// The caller's timeout, for "timed out" messages.
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout

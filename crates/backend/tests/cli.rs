@@ -13,6 +13,8 @@
 mod aws;
 #[path = "cli/end_to_end.rs"]
 mod end_to_end;
+#[path = "cli/fake.rs"]
+mod fake;
 #[path = "cli/harness.rs"]
 mod harness;
 #[path = "cli/servers.rs"]

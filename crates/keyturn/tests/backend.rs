@@ -1083,6 +1083,13 @@ async fn no_value_leaks() {
     let per_handle = format!(
         r#"{{"handle-name":{{"error":"no luck, other was {SECRET}"}},"other":{{"value":"{SECRET}"}}}}"#
     );
+    // Issue 9.4c: a repeated handle's first value, echoed.
+    let repeated =
+        format!(r#"{{"handle-name":{{"value":"{SECRET}"}},"handle-name":{{"value":"other"}}}}"#);
+    // Issue 9.4b: the value `ä<secret>&` as Python's and Go's JSON encoders print it.
+    let html = value(&format!("ä<{SECRET}>&"));
+    let echo_python = format!("STDERR-MARKER answered \\u00e4<{SECRET}>&\n");
+    let echo_go = format!("STDERR-MARKER answered ä\\u003c{SECRET}\\u003e\\u0026\n");
     let tiny = FetchOptions {
         output_max_size: 30,
         ..options()
@@ -1108,6 +1115,9 @@ async fn no_value_leaks() {
         ("answer", vec![&invalid_shape, &echo], options(), false),
         ("answer", vec![&trailing, &echo], options(), false),
         ("answer", vec![&per_handle, &echo], options(), true),
+        ("answer", vec![&repeated, &echo, "1"], options(), true),
+        ("answer", vec![&html, &echo_python, "1"], options(), true),
+        ("answer", vec![&html, &echo_go, "1"], options(), true),
         ("answer", vec![&plain, &echo, "0"], tiny, false),
         ("slow", vec![&truncated, &echo], quick.clone(), false),
         ("slow", vec!["", "STDERR-MARKER waiting"], quick, false),

@@ -628,6 +628,104 @@ async fn two_hundred_concurrent_refreshes_cause_at_most_two_backend_runs() {
 }
 
 #[tokio::test]
+async fn a_hundred_concurrent_scoped_refreshes_cause_at_most_two_backend_runs() {
+    let fixture = Fixture::new();
+    let names: Vec<String> = (0..10).map(|i| format!("h{i}")).collect();
+    let mut document = String::new();
+    for name in &names {
+        fixture.set(name, "old");
+        document.push_str(&format!("{name}: ENC[{name}]\n"));
+    }
+    let resolver = fixture.resolver();
+    resolver.resolve(&yaml(&document), "o", false).await;
+    for name in &names {
+        fixture.set(name, "new");
+    }
+    fixture.close_gate();
+
+    // Ten requesters for each handle, all at once: every one must be answered by a run that
+    // started after it asked, and the runs must be shared.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let resolver = resolver.clone();
+        let name = names[i % names.len()].clone();
+        tasks.spawn(async move {
+            let report = resolver
+                .refresh_handles(std::slice::from_ref(&name), Trigger::Api)
+                .await;
+            (name, report)
+        });
+    }
+    // Every task registers its request before the gated backend answers (see above).
+    tokio::task::yield_now().await;
+    fixture.open_gate();
+
+    while let Some(joined) = tasks.join_next().await {
+        let (name, report) = joined.unwrap();
+        assert!(report.is_success(), "{report:?}");
+        // Each requester sees its own handle only, whatever else its run covered.
+        assert_eq!(report.candidates, 1, "{name}: {report:?}");
+        assert!(
+            report.changed.iter().all(|c| c.handle == name),
+            "{name}: {report:?}"
+        );
+    }
+    let runs = fixture.calls().len() - 1;
+    assert!(
+        runs <= 2,
+        "{runs} backend runs for 100 concurrent scoped refreshes"
+    );
+    // The queued run covered the union of what was asked.
+    let mut asked: Vec<String> = fixture.calls()[1..].concat();
+    asked.sort();
+    asked.dedup();
+    assert_eq!(asked, names);
+    for name in &names {
+        assert_eq!(resolver.cached(name).unwrap().expose(), "new");
+    }
+}
+
+#[tokio::test]
+async fn a_full_refresh_asked_during_a_scoped_one_covers_every_handle() {
+    let fixture = Fixture::new();
+    fixture.set("a", "1").set("b", "1");
+    let resolver = fixture.resolver();
+    resolver
+        .resolve(&yaml("a: ENC[a]\nb: ENC[b]\n"), "o", false)
+        .await;
+    fixture.set("a", "2").set("b", "2");
+    fixture.close_gate();
+    let scoped = {
+        let resolver = resolver.clone();
+        tokio::spawn(async move {
+            resolver
+                .refresh_handles(&["a".to_owned()], Trigger::Api)
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let (full, scoped_again) = {
+        let (one, two) = (resolver.clone(), resolver.clone());
+        (
+            tokio::spawn(async move { one.refresh(Trigger::Api).await }),
+            tokio::spawn(async move { two.refresh_handles(&["b".to_owned()], Trigger::Api).await }),
+        )
+    };
+    tokio::task::yield_now().await;
+    fixture.open_gate();
+    let scoped = scoped.await.unwrap();
+    assert_eq!(scoped.candidates, 1);
+    let full = full.await.unwrap();
+    assert_eq!(full.candidates, 2, "{full:?}");
+    let scoped_again = scoped_again.await.unwrap();
+    assert_eq!(scoped_again.candidates, 1);
+    assert_eq!(
+        fixture.calls()[1..],
+        [vec!["a".to_owned()], vec!["a".to_owned(), "b".to_owned()]]
+    );
+}
+
+#[tokio::test]
 async fn multi_backends_route_by_prefix_and_send_type_and_config() {
     let fixture = Fixture::new();
     fixture.set("key", "v").set("other", "w");

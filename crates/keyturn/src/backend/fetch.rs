@@ -31,8 +31,9 @@ use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, io_text, resolve_command};
 use super::response::{
-    Known, Requested, Scrubber, answer_values, classify, classify_early, describe_parse_error,
+    Known, Requested, answer_values, classify, classify_early, describe_parse_error,
 };
+use super::scrub::Scrubber;
 use super::spawn::{Program, StartError, Started, start};
 use super::{BackendSpec, FetchError, FetchOptions, Fetched, PermissionCheck};
 use crate::DOCS_URL;

@@ -11,7 +11,8 @@
 //!   its doc explains how the checked file is the file that runs.
 //! - `fetch`: payload, deadline, concurrent stdin/stdout/stderr with output caps, exit status,
 //!   error texts, metrics.
-//! - `response`: pure classification of the answer and scrubbing of values from backend text.
+//! - `response`: pure classification of the answer.
+//! - `scrub`: masking values, escaped or not, out of backend text (error texts, stderr tail).
 //!
 //! Invariants:
 //! - The permission check runs before every run (unless [`PermissionCheck::Skip`]).
@@ -23,6 +24,7 @@
 mod fetch;
 mod permissions;
 mod response;
+mod scrub;
 pub(crate) mod spawn;
 
 pub(crate) use spawn::start_command;

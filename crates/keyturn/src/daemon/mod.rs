@@ -60,6 +60,9 @@ pub enum DaemonError {
     /// A template's source is unreadable or invalid.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// The templates' files clash on disk (a destination that is a source, seen through links).
+    #[error(transparent)]
+    Templates(#[from] crate::settings::SettingsError),
     /// The API token could not be read or created.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -364,7 +367,8 @@ struct Rendered {
 
 impl Generation {
     /// Reads every template and builds the resolver, subscribed to feed the templates.
-    fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, TemplateError> {
+    fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, DaemonError> {
+        config::check_distinct_on_disk(&config.templates)?;
         let templates = config
             .templates
             .iter()

@@ -139,6 +139,26 @@ pub enum DocumentError {
         /// The limit that was passed.
         limit: usize,
     },
+    /// An alias inside a mapping key refers to a handle that is replaced: the key would change
+    /// and hold a secret (keys appear in paths, errors and reports, so they must never).
+    #[error(
+        "could not parse YAML: an alias inside a mapping key at '{path}' refers to a handle; a \
+         key cannot hold a secret"
+    )]
+    HandleInKey {
+        /// Path of the mapping holding the key, segments joined with `/`.
+        path: String,
+    },
+    /// An alias used as a value copies a collection holding a handle written inside a mapping
+    /// key, where it is never replaced.
+    #[error(
+        "could not parse YAML: the alias at '{path}' copies a handle written inside a mapping \
+         key, which cannot be replaced"
+    )]
+    HandleFromKey {
+        /// Path of the alias, segments joined with `/`.
+        path: String,
+    },
     /// The source text of a handle's value could not be located. A bug, not a user error:
     /// reported instead of risking a corrupt output.
     #[error("could not locate the text of the value at line {line}, column {column}")]

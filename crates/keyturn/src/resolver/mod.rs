@@ -9,8 +9,8 @@
 //! - The state mutex is never held across an `.await` or a backend run: a resolve that only needs
 //!   cached handles returns at once even while a backend is slow.
 //! - Concurrent resolves that need the same uncached handle share one backend run (the
-//!   `inflight` map); concurrent full refreshes are coalesced into at most two runs (see
-//!   [`refresh`]).
+//!   `inflight` map); concurrent refreshes (of all handles or of named ones) are coalesced
+//!   into at most two runs (see [`refresh`]).
 //! - Backend runs happen in spawned tasks, so a caller that gives up (drops its future) never
 //!   strands the others waiting on the same run.
 //! - Subscribers are called after the state lock is released, so they may call back into the

@@ -1,15 +1,16 @@
 //! Refresh: re-fetch known handles, apply what changed, report it.
 //!
-//! Coalescing: full refreshes go through a `Coordinator` that keeps `started` (the generation
-//! of the last run that began) under a short-held mutex. A requester needs generation
-//! `started + 1` when a run is in progress (it must be answered by a run that started after its
-//! request), or starts generation `started + 1` itself when none is. When a run completes and
-//! requesters are queued, exactly one more run starts for all of them. Requesters wait on a
-//! watch channel for "generation >= needed completed". So any number of concurrent requests
-//! cause at most two backend runs, and every requester gets the report of a run that started
-//! after it asked. Runs execute in a spawned task: a requester that gives up does not cancel
-//! the run others wait on.
+//! Coalescing: every refresh, of all handles or of named ones (`?handle=`), goes through a
+//! `Coordinator`. At most one run is in progress; requesters that arrive while it runs join the
+//! one run *queued* behind it, merging what they ask for into its scope (all handles absorbs
+//! any set; sets are united). When the run in progress completes, the queued run starts, once,
+//! for all of them. Each run publishes its result on a watch channel of its own, which its
+//! requesters hold. So any number of concurrent requests, scoped or not, cause at most two
+//! backend runs, and every requester gets the report of a run that started after it asked,
+//! restricted to the handles it asked for. Runs execute in a spawned task: a requester that
+//! gives up does not cancel the run others wait on.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -106,30 +107,104 @@ pub fn scatter(interval: std::time::Duration, rng: &mut impl rand::Rng) -> std::
     std::time::Duration::from_nanos(rng.random_range(0..nanos)) + std::time::Duration::from_secs(1)
 }
 
-/// Coalesces concurrent full refreshes (see the module docs).
+/// Which handles a refresh run re-fetches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Every refreshable handle.
+    All,
+    /// Only these (those that are known and refreshable).
+    Handles(BTreeSet<String>),
+}
+
+impl Scope {
+    /// Widens this scope to cover `other` too.
+    fn merge(&mut self, other: Scope) {
+        match (&mut *self, other) {
+            (Scope::All, _) => {}
+            (_, Scope::All) => *self = Scope::All,
+            (Scope::Handles(mine), Scope::Handles(theirs)) => mine.extend(theirs),
+        }
+    }
+
+    fn contains(&self, handle: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Handles(handles) => handles.contains(handle),
+        }
+    }
+}
+
+/// What a run did: its report, and the handles it re-fetched (to restrict the report to what
+/// each requester asked for).
+struct Run {
+    report: Arc<RefreshReport>,
+    candidates: BTreeSet<String>,
+}
+
+impl Run {
+    /// The report as a requester of `scope` sees it: only its handles.
+    fn report_for(&self, scope: &Scope) -> Arc<RefreshReport> {
+        let Scope::Handles(handles) = scope else {
+            return self.report.clone();
+        };
+        let report = &self.report;
+        Arc::new(RefreshReport {
+            candidates: self.candidates.intersection(handles).count(),
+            changed: report
+                .changed
+                .iter()
+                .filter(|c| handles.contains(&c.handle))
+                .cloned()
+                .collect(),
+            failures: report
+                .failures
+                .iter()
+                .filter(|f| handles.contains(&f.handle))
+                .cloned()
+                .collect(),
+            error: report.error.clone(),
+        })
+    }
+}
+
+/// A run waiting for its turn or in progress: what it covers and where its result goes.
+struct Job {
+    trigger: Trigger,
+    scope: Scope,
+    done: watch::Sender<Option<Arc<Run>>>,
+}
+
+impl Job {
+    fn new(trigger: Trigger, scope: Scope) -> Job {
+        Job {
+            trigger,
+            scope,
+            done: watch::Sender::new(None),
+        }
+    }
+}
+
+/// Coalesces concurrent refreshes (see the module docs).
 pub(super) struct Coordinator {
-    generations: Mutex<Generations>,
-    completed: watch::Sender<Option<(u64, Arc<RefreshReport>)>>,
+    runs: Mutex<Runs>,
 }
 
 #[derive(Default)]
-struct Generations {
-    started: u64,
+struct Runs {
     running: bool,
-    /// Trigger of the run queued behind the current one.
-    queued: Option<Trigger>,
+    /// The run queued behind the one in progress, for everyone who asked meanwhile.
+    queued: Option<Job>,
 }
 
 impl Coordinator {
     pub(super) fn new() -> Coordinator {
         Coordinator {
-            generations: Mutex::new(Generations::default()),
-            completed: watch::Sender::new(None),
+            runs: Mutex::new(Runs::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
-        self.generations
+    fn lock(&self) -> std::sync::MutexGuard<'_, Runs> {
+        self.runs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -137,33 +212,55 @@ impl Coordinator {
 
 impl Resolver {
     /// Refreshes every refreshable handle and returns the report of a run that started after
-    /// this call. Concurrent calls share runs (at most two for any number of callers).
+    /// this call. Concurrent calls share runs (at most two for any number of callers, with
+    /// [`Resolver::refresh_handles`] too).
     pub async fn refresh(&self, trigger: Trigger) -> Arc<RefreshReport> {
+        self.refresh_scope(Scope::All, trigger).await
+    }
+
+    /// Refreshes only `handles` (those that are known and refreshable) and returns the report
+    /// of a run that started after this call, restricted to them. Coalesced with concurrent
+    /// refreshes like [`Resolver::refresh`]: a run queued behind the one in progress covers
+    /// the union of what its requesters asked for.
+    pub async fn refresh_handles(&self, handles: &[String], trigger: Trigger) -> RefreshReport {
+        // Unknown handles are dropped here, so a merged scope never outgrows the known handles.
+        let known: BTreeSet<String> = {
+            let state = self.inner.lock();
+            handles
+                .iter()
+                .filter(|h| state.contexts.contains_key(*h))
+                .cloned()
+                .collect()
+        };
+        Arc::unwrap_or_clone(self.refresh_scope(Scope::Handles(known), trigger).await)
+    }
+
+    async fn refresh_scope(&self, scope: Scope, trigger: Trigger) -> Arc<RefreshReport> {
+        if scope == Scope::Handles(BTreeSet::new()) {
+            return Arc::new(RefreshReport::default());
+        }
         let coordinator = &self.inner.refresh;
-        let mut completed = coordinator.completed.subscribe();
-        let needed = {
-            let mut generations = coordinator.lock();
-            if generations.running {
-                generations.queued = Some(trigger);
-                generations.started + 1
+        let mut done = {
+            let mut runs = coordinator.lock();
+            if runs.running {
+                let queued = runs
+                    .queued
+                    .get_or_insert_with(|| Job::new(trigger, Scope::Handles(BTreeSet::new())));
+                queued.trigger = trigger;
+                queued.scope.merge(scope.clone());
+                queued.done.subscribe()
             } else {
-                generations.running = true;
-                generations.started += 1;
-                let generation = generations.started;
-                tokio::spawn(run_coalesced(self.inner.clone(), generation, trigger));
-                generation
+                runs.running = true;
+                let job = Job::new(trigger, scope.clone());
+                let done = job.done.subscribe();
+                tokio::spawn(run_coalesced(self.inner.clone(), job));
+                done
             }
         };
-        let result = completed
-            .wait_for(|done| {
-                done.as_ref()
-                    .is_some_and(|(generation, _)| *generation >= needed)
-            })
-            .await;
-        match result {
-            Ok(done) => done
+        match done.wait_for(Option::is_some).await {
+            Ok(run) => run
                 .as_ref()
-                .map(|(_, report)| report.clone())
+                .map(|run| run.report_for(&scope))
                 .unwrap_or_default(),
             Err(_) => Arc::new(RefreshReport {
                 error: Some("refresh was cancelled".to_owned()),
@@ -171,43 +268,34 @@ impl Resolver {
             }),
         }
     }
-
-    /// Refreshes only `handles` (those that are known and refreshable), without coalescing.
-    pub async fn refresh_handles(&self, handles: &[String], trigger: Trigger) -> RefreshReport {
-        self.inner.run_refresh(Some(handles), trigger).await
-    }
 }
 
-/// Runs generation `generation`, then one more for whoever queued meanwhile, and so on.
-async fn run_coalesced(inner: Arc<Inner>, mut generation: u64, mut trigger: Trigger) {
+/// Runs `job`, then the job queued meanwhile, and so on until none is queued.
+async fn run_coalesced(inner: Arc<Inner>, mut job: Job) {
     // If this task dies (panic), let the next requester start a fresh run instead of waiting
-    // forever.
+    // forever; the requesters of the queued run see it cancelled.
     struct Reset<'a>(&'a Coordinator, bool);
     impl Drop for Reset<'_> {
         fn drop(&mut self) {
             if self.1 {
-                let mut generations = self.0.lock();
-                generations.running = false;
-                generations.queued = None;
+                let mut runs = self.0.lock();
+                runs.running = false;
+                runs.queued = None;
             }
         }
     }
     let mut reset = Reset(&inner.refresh, true);
     loop {
-        let report = inner.run_refresh(None, trigger).await;
-        inner
-            .refresh
-            .completed
-            .send_replace(Some((generation, Arc::new(report))));
-        let mut generations = inner.refresh.lock();
-        match generations.queued.take() {
-            Some(next) => {
-                generations.started += 1;
-                generation = generations.started;
-                trigger = next;
-            }
+        let (report, candidates) = inner.run_refresh(&job.scope, job.trigger).await;
+        job.done.send_replace(Some(Arc::new(Run {
+            report: Arc::new(report),
+            candidates,
+        })));
+        let mut runs = inner.refresh.lock();
+        match runs.queued.take() {
+            Some(next) => job = next,
             None => {
-                generations.running = false;
+                runs.running = false;
                 reset.1 = false;
                 return;
             }
@@ -217,23 +305,24 @@ async fn run_coalesced(inner: Arc<Inner>, mut generation: u64, mut trigger: Trig
 
 impl Inner {
     /// One refresh run: candidates, one fetch per backend group, apply, notify, report.
-    pub(super) async fn run_refresh(
+    /// Returns the report and the candidates.
+    async fn run_refresh(
         self: &Arc<Self>,
-        only: Option<&[String]>,
+        scope: &Scope,
         trigger: Trigger,
-    ) -> RefreshReport {
+    ) -> (RefreshReport, BTreeSet<String>) {
         let candidates: Vec<String> = {
             let state = self.lock();
             state
                 .contexts
                 .iter()
-                .filter(|(handle, _)| only.is_none_or(|only| only.contains(handle)))
+                .filter(|(handle, _)| scope.contains(handle))
                 .filter(|(_, contexts)| contexts.iter().any(|c| state.context_matches(c)))
                 .map(|(handle, _)| handle.clone())
                 .collect()
         };
         if candidates.is_empty() {
-            return RefreshReport::default();
+            return (RefreshReport::default(), BTreeSet::new());
         }
         tracing::info!(
             handles = candidates.len(),
@@ -241,6 +330,7 @@ impl Inner {
             "refreshing secrets"
         );
         let results = self.fetch_all(candidates.clone()).await;
+        let candidates: BTreeSet<String> = candidates.into_iter().collect();
 
         let (mut report, notifications, entries) = {
             let mut state = self.lock();
@@ -288,7 +378,7 @@ impl Inner {
                 "refresh left handles unresolved"
             );
         }
-        report
+        (report, candidates)
     }
 }
 

@@ -55,6 +55,7 @@ pub(crate) fn resolve(
     ids.sort_unstable();
     ids.dedup();
     let fetched = map_bounded(&ids, MAX_IN_FLIGHT, |id| fetch(&session, id));
+    session.register_refreshed(context.redactor);
     let by_id: BTreeMap<&str, &Result<Zeroizing<String>, String>> =
         ids.iter().copied().zip(fetched.iter()).collect();
     Ok(parsed
