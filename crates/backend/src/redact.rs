@@ -52,9 +52,21 @@ impl Redactor {
         }
     }
 
-    /// `text` with every registered credential replaced by [`REDACTED`].
+    /// Registers the user info of `url` (`user:password@`), whole and its password alone, when
+    /// it has one.
+    pub(crate) fn add_url(&mut self, url: &str) {
+        if let Some(info) = keyturn_protocol::userinfo(url) {
+            self.add(info);
+            if let Some((_, password)) = info.split_once(':') {
+                self.add(password);
+            }
+        }
+    }
+
+    /// `text` with every registered credential replaced by [`REDACTED`], and the user info of
+    /// every URL in it too.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
+        let mut out = keyturn_protocol::redact_userinfo(text).into_owned();
         for needle in &self.needles {
             if out.contains(needle.as_str()) {
                 out = out.replace(needle.as_str(), REDACTED);
@@ -67,6 +79,7 @@ impl Redactor {
         for (key, value) in map {
             match value {
                 Value::String(text) if is_credential_key(key) => self.add(text),
+                Value::String(text) => self.add_url(text),
                 Value::Object(inner) => self.walk_map(inner),
                 Value::Array(items) => {
                     for item in items {
@@ -135,6 +148,19 @@ mod tests {
         assert_eq!(
             redactor.scrub(text),
             "token <redacted> <redacted> <redacted> <redacted> at http://vault:8200 ab"
+        );
+    }
+
+    // Issue 9.17: user info in any URL of the configuration, or of any error text.
+    #[test]
+    fn url_user_info_is_redacted() {
+        let config: Map<String, Value> =
+            serde_json::from_str(r#"{"vault_address":"https://admin:pa/ss-7f@vault:8200"}"#)
+                .unwrap();
+        let redactor = Redactor::from_config(Some(&config));
+        assert_eq!(
+            redactor.scrub("at https://admin:pa/ss-7f@vault:8200: pa/ss-7f, ftp://u:p@h/x"),
+            "at https://<redacted>@vault:8200: <redacted>, ftp://<redacted>@h/x"
         );
     }
 

@@ -15,8 +15,12 @@ mod aws;
 mod end_to_end;
 #[path = "cli/fake.rs"]
 mod fake;
+#[path = "cli/gcp.rs"]
+mod gcp;
 #[path = "cli/harness.rs"]
 mod harness;
+#[path = "cli/k8s.rs"]
+mod k8s;
 #[path = "cli/servers.rs"]
 mod servers;
 #[path = "cli/vault.rs"]

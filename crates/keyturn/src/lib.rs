@@ -18,6 +18,7 @@
 //! - [`audit`]: the audit trail of refreshes (NDJSON, rotated, never a plain value).
 //! - [`atomic_file`]: writing files that are never seen half-written.
 //! - [`daemon`]: `keyturn serve`: templates kept resolved, refresh schedule, reloads.
+//! - [`exec`]: `keyturn exec`: a program run with its secrets in its environment, supervised.
 //! - [`api`]: the daemon's HTTP API (status, refresh, metrics) behind a bearer token.
 //!
 //! Invariant: no secret value reaches a log line, an error message, or a `Debug` print.
@@ -30,6 +31,7 @@ pub mod audit;
 pub mod backend;
 pub mod daemon;
 pub mod document;
+pub mod exec;
 pub mod handle;
 pub mod hygiene;
 pub mod metrics;

@@ -4,9 +4,11 @@
 //! real service checks and answers as it does.
 //!
 //! One request per connection (`Connection: close`), every request recorded for the test to
-//! inspect, the listener on a free 127.0.0.1 port, stopped when the guard drops.
+//! inspect, the listener on a free 127.0.0.1 port, stopped when the guard drops. HTTPS servers
+//! present a certificate for `127.0.0.1` and `localhost` issued by a CA made for the test
+//! ([`TestCa`]), which the backend is given as its custom CA: verification stays on.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,9 +62,47 @@ impl Reply {
 
 type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
 
+/// A CA made for one test, and the server certificate it issued.
+pub(crate) struct TestCa {
+    /// The CA certificate, PEM.
+    pub(crate) ca_pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    pub(crate) fn new() -> TestCa {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "keyturn test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA cert");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("server params");
+        let cert = params.signed_by(&key, &ca).expect("server cert");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server TLS config");
+        TestCa {
+            ca_pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
+
 /// A running server; stops when dropped.
 pub(crate) struct FakeServer {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
     pub(crate) url: String,
     /// `127.0.0.1:PORT`.
     pub(crate) address: String,
@@ -73,15 +113,27 @@ pub(crate) struct FakeServer {
 impl FakeServer {
     /// Serves plain HTTP.
     pub(crate) fn http(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> FakeServer {
-        FakeServer::start(handler)
+        FakeServer::start(None, handler)
     }
 
-    fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> FakeServer {
+    /// Serves HTTPS with a certificate of `ca`.
+    pub(crate) fn https(
+        ca: &TestCa,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> FakeServer {
+        FakeServer::start(Some(Arc::clone(&ca.server)), handler)
+    }
+
+    fn start(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().expect("local addr").to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Arc<Handler> = Arc::new(handler);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         {
             let (requests, stop) = (Arc::clone(&requests), Arc::clone(&stop));
             std::thread::spawn(move || {
@@ -91,12 +143,22 @@ impl FakeServer {
                     }
                     let Ok(stream) = stream else { continue };
                     let (requests, handler) = (Arc::clone(&requests), Arc::clone(&handler));
-                    std::thread::spawn(move || serve(stream, &*handler, &requests));
+                    let tls = tls.clone();
+                    std::thread::spawn(move || match tls {
+                        None => serve(stream, &*handler, &requests),
+                        Some(config) => {
+                            let Ok(connection) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            let stream = rustls::StreamOwned::new(connection, stream);
+                            serve(stream, &*handler, &requests);
+                        }
+                    });
                 }
             });
         }
         FakeServer {
-            url: format!("http://{address}"),
+            url: format!("{scheme}://{address}"),
             address,
             requests,
             stop,
@@ -117,14 +179,11 @@ impl Drop for FakeServer {
     }
 }
 
-fn serve(stream: TcpStream, handler: &Handler, requests: &Mutex<Vec<Request>>) {
-    let mut writer = match stream.try_clone() {
-        Ok(writer) => writer,
-        Err(_) => return,
-    };
-    let Some(request) = read_request(&mut BufReader::new(stream)) else {
+fn serve(mut stream: impl Read + Write, handler: &Handler, requests: &Mutex<Vec<Request>>) {
+    let Some(request) = read_request(&mut BufReader::new(&mut stream)) else {
         return;
     };
+    let writer = &mut stream;
     let reply = handler(&request);
     requests.lock().expect("requests").push(request);
     let reason = match reply.status {

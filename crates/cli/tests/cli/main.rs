@@ -9,6 +9,7 @@
 mod abuse;
 mod compat;
 mod daemon;
+mod exec;
 mod faults;
 mod leaks;
 mod resolve;

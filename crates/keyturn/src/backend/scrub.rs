@@ -9,6 +9,9 @@
 //! mapped back to the bytes of the text it came from, and the union of those byte ranges is
 //! masked: overlapping values are masked whole, not only up to where the first one ends.
 //!
+//! The user info of every URL (`scheme://user:password@host`) is redacted as well: a backend
+//! echoing its configured address would otherwise print a password keyturn never handled.
+//!
 //! Invariant: the stderr tail is cut from the raw bytes *before* masking, and every occurrence
 //! that touches the cut window is masked whole, wherever it starts.
 
@@ -81,10 +84,12 @@ impl Scrubber {
     }
 
     /// `text` with every occurrence of a needle, escaped or not, replaced by [`MASK`]
-    /// (overlapping or adjacent occurrences by one mask).
+    /// (overlapping or adjacent occurrences by one mask), and the user info of every URL in it
+    /// redacted.
     pub(crate) fn scrub(&self, text: &str) -> String {
         let bytes = text.as_bytes();
-        render(bytes, 0, &self.matches(bytes))
+        let masked = Zeroizing::new(render(bytes, 0, &self.matches(bytes)));
+        keyturn_protocol::redact_userinfo(&masked).into_owned()
     }
 
     /// The last [`STDERR_TAIL`] bytes of `stderr` (at most), cut on the raw bytes, then with
@@ -110,7 +115,7 @@ impl Scrubber {
             .map(|range| range.start + from..range.end + from)
             .collect();
         let tail = Zeroizing::new(render(stderr, cut, &masked));
-        escape_controls(tail.trim())
+        escape_controls(&keyturn_protocol::redact_userinfo(tail.trim()))
     }
 
     /// The merged, sorted byte ranges of `text` covered by an occurrence of a needle in `text`
@@ -326,6 +331,15 @@ mod tests {
             r#"{"value":"********"} ********"#
         );
         assert_eq!(scrubber.scrub("s3 s3c"), "******** ********c");
+        // Issue 9.17: a URL's user info, whoever printed it.
+        assert_eq!(
+            scrubber.scrub("no route to https://ops:pw-9@vault:8200/v1"),
+            "no route to https://<redacted>@vault:8200/v1"
+        );
+        assert_eq!(
+            scrubber.stderr_tail(b"GET http://ops:pw-9@vault failed\n"),
+            "GET http://<redacted>@vault failed"
+        );
         let long = format!("{}s3cret{}", "x".repeat(5000), "y".repeat(1020));
         // The window is `cret` and the `y`s: the value it ends is masked whole.
         let tail = scrubber.stderr_tail(long.as_bytes());

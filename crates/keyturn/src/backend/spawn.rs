@@ -29,12 +29,26 @@
 //!   which the permission check does not cover in the reference either.
 //! - [`PermissionCheck::Skip`](super::PermissionCheck::Skip) (keyturn's own backend) is started
 //!   by path without any check.
+//!
+//! # The program of `keyturn exec`
+//!
+//! [`start_program`] starts the operator's program with exactly the environment it is given,
+//! stdio inherited, in keyturn's own process group (so it keeps the terminal), with
+//! `std::process` rather than tokio: keyturn reaps it itself ([`reap`]), because as PID 1 it
+//! must also reap orphans, and a `waitpid` on a process tokio waits for would steal its exit
+//! status. While orphan reaping is on ([`track_children`]), every process tokio waits for is
+//! recorded under one mutex that is held across its spawn, so [`reap_orphan`] can never reap
+//! one of them, even one that exits before `spawn` returns.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::io;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::permissions::{Checked, PermissionError};
@@ -104,7 +118,7 @@ pub(crate) fn start(
     {
         checked.recheck_path().map_err(StartError::Changed)?;
     }
-    let child = command.spawn().map_err(StartError::Io)?;
+    let child = spawn_tracked(&mut command).map_err(StartError::Io)?;
     // `program` (and so the checked descriptor) is borrowed until here: it outlives the spawn.
     Ok(Started::guarded(child))
 }
@@ -125,7 +139,105 @@ pub(crate) fn start_command(argv: &[String]) -> io::Result<Started> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    Ok(Started::guarded(command.spawn()?))
+    Ok(Started::guarded(spawn_tracked(&mut command)?))
+}
+
+/// Starts the program of `keyturn exec`: `argv[0]` looked up on the `PATH` of `env` when it
+/// has no slash, with exactly `env` as its environment, stdio inherited, in keyturn's process
+/// group. Returns its PID; the caller reaps it with [`reap`].
+pub(crate) fn start_program(argv: &[OsString], env: &[(OsString, OsString)]) -> io::Result<Pid> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    };
+    // The third sanctioned process start in keyturn: the program the operator asked to run.
+    // std, not tokio: keyturn reaps it itself (see the module doc).
+    #[allow(clippy::disallowed_methods)]
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(name, value)| (name, value)));
+    let child = command.spawn()?;
+    i32::try_from(child.id())
+        .map(Pid::from_raw)
+        .map_err(|_| io::Error::other("process ID out of range"))
+}
+
+/// How a process reaped by [`reap`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// It exited with this status.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+/// Reaps `pid` (a child started by [`start_program`]) if it has ended, without blocking.
+pub(crate) fn reap(pid: Pid) -> io::Result<Option<Exit>> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(Exit::Code(code))),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(Some(Exit::Signal(signal as i32))),
+            Ok(_) => return Ok(None),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Processes tokio waits for, while orphan reaping is on (`None`: off).
+static TOKIO_CHILDREN: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+fn tokio_children() -> MutexGuard<'static, Option<HashSet<i32>>> {
+    TOKIO_CHILDREN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Turns on the record of processes tokio waits for, so that [`reap_orphan`] can tell orphans
+/// (re-parented to keyturn as PID 1) from them. Call before any backend starts.
+pub(crate) fn track_children() {
+    tokio_children().get_or_insert_with(HashSet::new);
+}
+
+/// Spawns `command` (reaped by tokio), recording its PID while orphan reaping is on. The lock
+/// is held across the spawn: [`reap_orphan`] waits for the record.
+fn spawn_tracked(command: &mut tokio::process::Command) -> io::Result<tokio::process::Child> {
+    let mut tracked = tokio_children();
+    let child = command.spawn()?;
+    if let (Some(set), Some(pid)) = (tracked.as_mut(), child.id()) {
+        if let Ok(pid) = i32::try_from(pid) {
+            set.insert(pid);
+        }
+    }
+    Ok(child)
+}
+
+/// Reaps `pid`, a child of keyturn that is neither tokio's nor the caller's own program, if it
+/// has ended. Returns whether it was reaped.
+pub(crate) fn reap_orphan(pid: Pid) -> bool {
+    let tracked = tokio_children();
+    if tracked
+        .as_ref()
+        .is_some_and(|set| set.contains(&pid.as_raw()))
+    {
+        return false;
+    }
+    matches!(
+        waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+    )
+}
+
+/// Forgets the recorded processes that no longer exist (tokio reaped them), so the record
+/// stays as small as the number of backends and hooks alive at once.
+pub(crate) fn forget_reaped() {
+    if let Some(set) = tokio_children().as_mut() {
+        // A zombie still exists; ESRCH means reaped.
+        set.retain(|&pid| {
+            nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+        });
+    }
 }
 
 impl Started {

@@ -14,6 +14,12 @@
 //! refresh, then re-render the templates whose values changed (they are marked by the
 //! resolver's change notifications), then run their `on_change` commands.
 //!
+//! Refreshes asked for from outside ([`Daemon::refresh`]) run in a task of their own, so a
+//! caller that goes away never cancels a write or an `on_change` command half way. A template
+//! whose destination changed keeps its `on_change` command due until a run of it completes
+//! successfully: a failed, timed-out or interrupted run is reported in the status and runs
+//! again on the next refresh.
+//!
 //! Invariants:
 //! - Rendering and writing are serialized (one async mutex), and only the current generation
 //!   writes, so an older render can never overwrite a newer one.
@@ -77,6 +83,50 @@ pub struct Daemon {
     shared: Arc<Shared>,
 }
 
+/// A daemon whose resolver is built but which has resolved and written nothing yet (see
+/// [`Daemon::prepare`]).
+pub struct Starting {
+    settings_file: Option<PathBuf>,
+    token: AuthToken,
+    metrics: Arc<Metrics>,
+    generation: Generation,
+}
+
+impl Starting {
+    /// The resolver the daemon will use.
+    pub fn resolver(&self) -> &Resolver {
+        &self.generation.resolver
+    }
+
+    /// Resolves every template, writes every destination whose handles all resolved and sets
+    /// up the schedule. Handles that fail are logged and show in the status.
+    pub async fn start(self) -> Daemon {
+        let (generation, schedule, success) = self.generation.start().await;
+        let daemon = Daemon {
+            shared: Arc::new(Shared {
+                settings_file: self.settings_file,
+                token: self.token,
+                metrics: self.metrics,
+                current: Mutex::new(generation.clone()),
+                scheduler: Scheduler::new(schedule),
+                render: tokio::sync::Mutex::new(()),
+                refreshed: tokio::sync::watch::Sender::new(0),
+            }),
+        };
+        daemon.render(&generation).await;
+        daemon.shared.scheduler.completed(success);
+        daemon
+    }
+}
+
+impl std::fmt::Debug for Starting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Starting")
+            .field("settings_file", &self.settings_file)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Shared {
     /// The settings file, for reloads.
     settings_file: Option<PathBuf>,
@@ -86,6 +136,8 @@ struct Shared {
     scheduler: Scheduler,
     /// Serializes rendering and writing (see the module invariants).
     render: tokio::sync::Mutex<()>,
+    /// How many refreshes (of any trigger) have completed, rendering included.
+    refreshed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A resolver and the templates it resolves.
@@ -121,22 +173,25 @@ impl Daemon {
         settings_file: Option<PathBuf>,
     ) -> Result<Daemon, DaemonError> {
         let token = AuthToken::load_or_create(&config.api.auth_token_file)?;
+        Ok(Daemon::prepare(config, settings_file, token)?.start().await)
+    }
+
+    /// Reads every template and builds the resolver, without resolving or writing anything
+    /// yet: the caller may resolve documents of its own with [`Starting::resolver`] first
+    /// (`keyturn exec` resolves its child's environment), then [`Starting::start`].
+    pub fn prepare(
+        config: DaemonConfig,
+        settings_file: Option<PathBuf>,
+        token: AuthToken,
+    ) -> Result<Starting, DaemonError> {
         let metrics = Arc::new(Metrics::new());
         let generation = Generation::build(config, &metrics)?;
-        let (generation, schedule, success) = generation.start().await;
-        let daemon = Daemon {
-            shared: Arc::new(Shared {
-                settings_file,
-                token,
-                metrics,
-                current: Mutex::new(generation.clone()),
-                scheduler: Scheduler::new(schedule),
-                render: tokio::sync::Mutex::new(()),
-            }),
-        };
-        daemon.render(&generation).await;
-        daemon.shared.scheduler.completed(success);
-        Ok(daemon)
+        Ok(Starting {
+            settings_file,
+            token,
+            metrics,
+            generation,
+        })
     }
 
     /// Re-reads the settings file and the templates and swaps in a new resolver. On any error
@@ -165,19 +220,62 @@ impl Daemon {
         Ok(())
     }
 
-    /// Refreshes every refreshable handle (coalesced with concurrent refreshes), or only
-    /// `handles`, re-renders the templates whose values changed and runs their `on_change`
-    /// commands. Write and `on_change` failures are added to the report's `error`.
+    /// Refreshes every refreshable handle, or only `handles` (coalesced with concurrent
+    /// refreshes either way), re-renders the templates whose values changed and runs their
+    /// `on_change` commands. Write and `on_change` failures are added to the report's `error`.
+    ///
+    /// The work runs in a task of its own: a caller that goes away (an HTTP client that
+    /// disconnects) does not cancel a write or an `on_change` command half way.
     pub async fn refresh(
         &self,
         trigger: Trigger,
         handles: Option<&[String]>,
     ) -> Arc<RefreshReport> {
-        let (report, success) = self.refresh_and_render(trigger, handles).await;
-        if handles.is_none() {
-            self.shared.scheduler.completed(success);
-        }
-        report
+        let daemon = self.clone();
+        let handles = handles.map(<[String]>::to_vec);
+        let work = tokio::spawn(async move {
+            let (report, success) = daemon.refresh_and_render(trigger, handles.as_deref()).await;
+            if handles.is_none() {
+                daemon.shared.scheduler.completed(success);
+            }
+            report
+        });
+        work.await.unwrap_or_else(|_| {
+            Arc::new(RefreshReport {
+                error: Some("the refresh task failed".to_owned()),
+                ..RefreshReport::default()
+            })
+        })
+    }
+
+    /// Counts completed refreshes (of any trigger): it changes once each refresh has applied
+    /// its values, written its destinations and run their `on_change` commands.
+    pub fn refreshed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.refreshed.subscribe()
+    }
+
+    /// Runs the refresh loop (schedule, retries, triggers) until `shutdown` completes; a
+    /// refresh in progress then is cancelled. [`serve`] runs it beside the API; run it alone
+    /// when there is no API. Only one loop runs per daemon.
+    pub async fn run_refreshes(&self, shutdown: impl Future<Output = ()>) {
+        let refresher = self.clone();
+        self.shared
+            .scheduler
+            .run(
+                move |scheduled| {
+                    let daemon = refresher.clone();
+                    async move {
+                        let trigger = if scheduled {
+                            Trigger::Timer
+                        } else {
+                            Trigger::Api
+                        };
+                        daemon.refresh_and_render(trigger, None).await.1
+                    }
+                },
+                shutdown,
+            )
+            .await;
     }
 
     /// Queues a throttled refresh (spec §6.7) without waiting for it.
@@ -251,13 +349,17 @@ impl Daemon {
             if let Some(error) = &status.on_change_error {
                 text.push_str(&format!("  on_change failed: {error}\n"));
             }
+            if status.on_change_pending {
+                text.push_str("  on_change runs again on the next refresh\n");
+            }
         }
         text
     }
 
     /// The refresh run by the loop and by [`Daemon::refresh`]. Returns the report and whether
-    /// the schedule should count it a success: every handle refreshed and every destination
-    /// written (an `on_change` failure is reported but not retried).
+    /// the schedule should count it a success: every handle refreshed, every destination
+    /// written and every `on_change` command completed (a failed one runs again on the next
+    /// refresh).
     async fn refresh_and_render(
         &self,
         trigger: Trigger,
@@ -271,7 +373,8 @@ impl Daemon {
             Some(handles) => Arc::new(generation.resolver.refresh_handles(handles, trigger).await),
         };
         let rendered = self.render(&generation).await;
-        let success = report.is_success() && rendered.write_failures == 0;
+        let success =
+            report.is_success() && rendered.write_failures == 0 && rendered.hook_failures == 0;
         if !rendered.errors.is_empty() {
             let report = Arc::make_mut(&mut report);
             let mut errors: Vec<String> = report.error.take().into_iter().collect();
@@ -285,11 +388,15 @@ impl Daemon {
                 "error with refreshing secrets: {level_error}"
             );
         }
+        self.shared
+            .refreshed
+            .send_modify(|n| *n = n.wrapping_add(1));
         (report, success)
     }
 
     /// Renders and writes every dirty template of `generation` (when it is still the current
-    /// one) and runs the `on_change` commands of those whose content changed.
+    /// one) and runs the `on_change` commands of those whose content changed, or whose last
+    /// `on_change` run did not complete.
     async fn render(&self, generation: &Arc<Generation>) -> Rendered {
         let _render = self.shared.render.lock().await;
         let mut rendered = Rendered::default();
@@ -321,18 +428,24 @@ impl Daemon {
                 }
                 Written::Changed => {
                     tracing::info!(%destination, "destination written");
-                    let Some(on_change) = &template.config.on_change else {
-                        continue;
-                    };
-                    let outcome = hook::run(on_change).await;
-                    let error = outcome.err().map(|e| format!("{destination}: {e}"));
-                    if let Some(error) = &error {
-                        tracing::warn!("{error}");
-                        rendered.errors.push(error.clone());
-                    }
-                    template.set_on_change_error(error);
+                    template.on_change_due();
                 }
             }
+            let Some(on_change) = &template.config.on_change else {
+                continue;
+            };
+            if !template.begin_on_change() {
+                continue;
+            }
+            // Until it completes, the status says it was interrupted (a shutdown may drop it).
+            let outcome = hook::run(on_change).await;
+            let error = outcome.err().map(|e| format!("{destination}: {e}"));
+            if let Some(error) = &error {
+                tracing::warn!("{error}; it runs again on the next refresh");
+                rendered.hook_failures += 1;
+                rendered.errors.push(error.clone());
+            }
+            template.end_on_change(error);
         }
         rendered
     }
@@ -361,6 +474,8 @@ impl std::fmt::Debug for Daemon {
 #[derive(Default)]
 struct Rendered {
     write_failures: usize,
+    /// `on_change` commands that did not succeed.
+    hook_failures: usize,
     /// Write and `on_change` errors.
     errors: Vec<String>,
 }
@@ -475,21 +590,7 @@ pub async fn serve(
         })
         .into_future();
     let mut server = tokio::spawn(server);
-    let refresher = daemon.clone();
-    let refresh_loop = daemon.shared.scheduler.run(
-        move |scheduled| {
-            let daemon = refresher.clone();
-            async move {
-                let trigger = if scheduled {
-                    Trigger::Timer
-                } else {
-                    Trigger::Api
-                };
-                daemon.refresh_and_render(trigger, None).await.1
-            }
-        },
-        shutdown,
-    );
+    let refresh_loop = daemon.run_refreshes(shutdown);
     tokio::select! {
         joined = &mut server => return flatten(joined),
         () = refresh_loop => {}

@@ -370,3 +370,168 @@ async fn reload_swaps_in_new_templates_and_survives_a_bad_file() {
         );
     }
 }
+
+/// Waits (bounded) until `path` exists.
+async fn wait_for_file(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+// Issue 9, item 7: a client that disconnects mid-refresh (its request future is dropped) does
+// not cancel the on_change command; the program is told.
+#[tokio::test]
+async fn a_caller_that_goes_away_does_not_cancel_on_change() {
+    let setup = Setup::new();
+    setup.set("a", "one");
+    setup.write("t.yaml", "a: ENC[a]\n");
+    let (started, gate, log) = (
+        setup.path("started"),
+        setup.path("hook-gate"),
+        setup.path("hooks.log"),
+    );
+    let script = format!(
+        "touch {started}; while [ -f {gate} ]; do sleep 0.01; done; echo done >> {log}",
+        started = started.display(),
+        gate = gate.display(),
+        log = log.display()
+    );
+    let daemon = setup
+        .start(&format!(
+            "templates:\n  - {{source: t.yaml, destination: out/t.yaml, on_change: [/bin/sh, -c, '{script}']}}\n"
+        ))
+        .await;
+    assert_eq!(setup.read("hooks.log"), "done\n");
+
+    setup.set("a", "two");
+    fs::remove_file(&started).unwrap();
+    setup.write("hook-gate", "");
+    let request = api::router(daemon.clone()).oneshot(
+        Request::post("/secret/refresh")
+            .header("authorization", "Bearer token")
+            .body(Body::empty())
+            .unwrap(),
+    );
+    // The client goes away once the command runs: its request future is dropped.
+    tokio::select! {
+        answer = request => panic!("answered while on_change was held: {answer:?}"),
+        () = wait_for_file(&started) => {}
+    }
+    fs::remove_file(&gate).unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while setup.read("hooks.log") != "done\ndone\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "on_change never completed: {:?}",
+            setup.read("hooks.log")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(setup.tree("out/t.yaml")["a"], "two");
+    // The work was not cut short: the status records a completed run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while daemon.templates()[0].on_change_error.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            daemon.templates()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!daemon.templates()[0].on_change_pending);
+}
+
+// Issue 9, item 7: an on_change command that did not complete (failed, or dropped half way)
+// is reported and runs again on the next refresh, even when nothing changed since.
+#[tokio::test]
+async fn an_on_change_that_did_not_complete_is_reported_and_retried() {
+    let setup = Setup::new();
+    setup.set("a", "one");
+    setup.write("t.yaml", "a: ENC[a]\n").write("broken", "");
+    let (log, broken, gate) = (
+        setup.path("hooks.log"),
+        setup.path("broken"),
+        setup.path("hook-gate"),
+    );
+    let script = format!(
+        "echo run >> {log}; while [ -f {gate} ]; do sleep 0.01; done; [ ! -f {broken} ]",
+        log = log.display(),
+        gate = gate.display(),
+        broken = broken.display()
+    );
+    let daemon = setup
+        .start(&format!(
+            "templates:\n  - {{source: t.yaml, destination: out/t.yaml, on_change: [/bin/sh, -c, '{script}']}}\n"
+        ))
+        .await;
+    let status = &daemon.templates()[0];
+    assert!(status.on_change_pending, "{status:?}");
+    assert!(
+        status
+            .on_change_error
+            .as_deref()
+            .is_some_and(|e| e.contains("exited with status 1")),
+        "{status:?}"
+    );
+    assert!(
+        daemon
+            .status_text()
+            .await
+            .contains("  on_change runs again on the next refresh\n")
+    );
+
+    // Nothing changed, but the command is still due: it runs again (and fails again).
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.changed.is_empty());
+    assert!(
+        report
+            .error_text()
+            .is_some_and(|e| e.contains("on_change command")),
+        "{report:?}"
+    );
+    assert_eq!(setup.read("hooks.log"), "run\nrun\n");
+
+    // A run dropped half way (the daemon shutting down) is reported as interrupted.
+    setup.write("hook-gate", "");
+    let refresh = daemon.refresh_and_render(Trigger::Timer, None);
+    tokio::select! {
+        _ = refresh => panic!("the held on_change command completed"),
+        () = async {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while setup.read("hooks.log") != "run\nrun\nrun\n" {
+                assert!(std::time::Instant::now() < deadline, "the command never started");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        } => {}
+    }
+    fs::remove_file(&gate).unwrap();
+    let status = &daemon.templates()[0];
+    assert!(status.on_change_pending, "{status:?}");
+    assert!(
+        status
+            .on_change_error
+            .as_deref()
+            .is_some_and(|e| e.ends_with("on_change command was interrupted before it completed")),
+        "{status:?}"
+    );
+
+    // Once it succeeds, it is done.
+    fs::remove_file(&broken).unwrap();
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(setup.read("hooks.log"), "run\nrun\nrun\nrun\n");
+    let status = &daemon.templates()[0];
+    assert!(
+        !status.on_change_pending && status.on_change_error.is_none(),
+        "{status:?}"
+    );
+    daemon.refresh(Trigger::Api, None).await;
+    assert_eq!(setup.read("hooks.log"), "run\nrun\nrun\nrun\n");
+}

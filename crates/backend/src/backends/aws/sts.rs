@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{CallError, Credentials, Endpoint, post};
 use crate::http::Client;
+use crate::http::form_encode;
 
 /// Session name when none is configured; it shows in the role's CloudTrail events.
 pub(super) const SESSION_NAME: &str = "keyturn-backend";
@@ -116,20 +117,6 @@ fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// `application/x-www-form-urlencoded` encoding of a value (RFC 3986 unreserved kept).
-fn form_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(byte));
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,13 +137,5 @@ mod tests {
             Some(time::macros::datetime!(2030-01-02 03:04:05 UTC))
         );
         assert!(parse_credentials("<Error/>").is_none());
-    }
-
-    #[test]
-    fn form_encoding() {
-        assert_eq!(
-            form_encode("arn:aws:iam::1:role/a b+c"),
-            "arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fa%20b%2Bc"
-        );
     }
 }

@@ -66,6 +66,8 @@ impl VaultConfig {
                 .invalid("vault_address", "must start with http:// or https://")
                 .into());
         }
+        // The address may carry `user:password@`; `VAULT_ADDR` is not in the config.
+        redactor.add_url(&address);
         let address = address.trim_end_matches('/').to_owned();
         let namespace = match settings.string("vault_namespace")? {
             Some(namespace) => Some(namespace.to_owned()),
@@ -129,6 +131,7 @@ fn tls_options(
         ca_files,
         client,
         insecure: tls.bool("insecure")?.unwrap_or(false),
+        ..TlsOptions::default()
     })
 }
 
