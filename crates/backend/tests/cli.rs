@@ -11,6 +11,8 @@
 
 #[path = "cli/aws.rs"]
 mod aws;
+#[path = "cli/azure.rs"]
+mod azure;
 #[path = "cli/end_to_end.rs"]
 mod end_to_end;
 #[path = "cli/fake.rs"]
@@ -21,6 +23,8 @@ mod gcp;
 mod harness;
 #[path = "cli/k8s.rs"]
 mod k8s;
+#[path = "cli/leaks.rs"]
+mod leaks;
 #[path = "cli/servers.rs"]
 mod servers;
 #[path = "cli/vault.rs"]

@@ -5,15 +5,15 @@
 //! Every signal of [`keyturn::exec::FORWARDED`] is caught and handed to the supervisor, which
 //! forwards it to the program; SIGXFSZ is caught as in `serve`. keyturn exits with the
 //! program's status (128 + N when it died of signal N); before the program starts, with its
-//! own codes (1 unresolved handles, 2 bad input, 3 operational, 126/127 the program could not
-//! be started).
+//! own codes (1 an unresolved handle in the environment or a template not written, 2 bad
+//! input, 3 operational, 126/127 the program could not be started).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
 use keyturn::api::AuthToken;
-use keyturn::daemon::{Daemon, DaemonError};
+use keyturn::daemon::{Daemon, DaemonError, Outcome as TemplateOutcome};
 use keyturn::exec::{self, ExecError, ExecSettings, Program, env};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -166,6 +166,33 @@ async fn supervise(
     drop(resolution);
 
     let daemon = starting.start().await;
+    // The program's files count like its environment: it does not start without them.
+    let mut unwritten = 0;
+    for template in daemon.templates() {
+        let problem = match &template.outcome {
+            TemplateOutcome::Unresolved { handles } => format!(
+                "unresolved handles {}",
+                handles
+                    .iter()
+                    .map(|h| format!("'{h}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            TemplateOutcome::WriteFailed { error } => error.clone(),
+            TemplateOutcome::Pending | TemplateOutcome::Written => continue,
+        };
+        unwritten += 1;
+        eprintln!(
+            "keyturn: template {} -> {} was not written: {problem}",
+            template.source, template.destination
+        );
+    }
+    if unwritten > 0 && !allow_partial {
+        eprintln!(
+            "keyturn: {unwritten} template(s) could not be written; the program was not started"
+        );
+        return Ok(Outcome::Incomplete);
+    }
     match exec::run(daemon, listener, program, exec_config, forwarded).await {
         Ok(exit) => Ok(Outcome::Exit(exit.exit_code())),
         Err(e @ ExecError::Start { .. }) => {

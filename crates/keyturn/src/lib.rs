@@ -20,6 +20,7 @@
 //! - [`daemon`]: `keyturn serve`: templates kept resolved, refresh schedule, reloads.
 //! - [`exec`]: `keyturn exec`: a program run with its secrets in its environment, supervised.
 //! - [`api`]: the daemon's HTTP API (status, refresh, metrics) behind a bearer token.
+//! - [`trusted_path`]: whether anyone but root and the user can change what a path names.
 //!
 //! Invariant: no secret value reaches a log line, an error message, or a `Debug` print.
 
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod resolver;
 pub mod secret;
 pub mod settings;
+pub mod trusted_path;
 
 pub use document::{Document, Format, HandleSite};
 pub use resolver::{Resolution, Resolver};

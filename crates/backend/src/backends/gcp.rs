@@ -39,7 +39,7 @@ use zeroize::Zeroizing;
 use crate::backends::oauth::{self, TokenError};
 use crate::backends::{Context, Outcome};
 use crate::http::{self, Client, HttpError, TlsOptions};
-use crate::schedule::{MAX_IN_FLIGHT, map_bounded};
+use crate::schedule::{MAX_IN_FLIGHT, map_distinct};
 use crate::settings::{Settings, SettingsError};
 
 /// Secret Manager's endpoint.
@@ -123,26 +123,24 @@ pub(crate) fn resolve(
         .string("project_id")?
         .map(str::to_owned)
         .or(identity.project.clone());
-    let mut versions: Vec<Version<'_>> = parsed
-        .iter()
-        .filter_map(|handle| handle.as_ref().ok().map(|(version, _)| version.clone()))
-        .collect();
-    versions.sort_unstable();
-    versions.dedup();
-    let fetched = map_bounded(&versions, MAX_IN_FLIGHT, |version| {
-        let project = version
-            .project
-            .or(project.as_deref())
-            .ok_or_else(|| GcpError::NoProject.to_string())?;
-        access(&http, &endpoint, &identity.token, project, version)
-    });
-    let by_version: BTreeMap<&Version<'_>, &Result<Zeroizing<String>, String>> =
-        versions.iter().zip(fetched.iter()).collect();
+    let fetched = map_distinct(
+        parsed
+            .iter()
+            .filter_map(|handle| handle.as_ref().ok().map(|(version, _)| version.clone())),
+        MAX_IN_FLIGHT,
+        |version| {
+            let project = version
+                .project
+                .or(project.as_deref())
+                .ok_or_else(|| GcpError::NoProject.to_string())?;
+            access(&http, &endpoint, &identity.token, project, version)
+        },
+    );
     Ok(parsed
         .into_iter()
         .map(|handle| {
             let (version, key) = handle?;
-            let secret = by_version
+            let secret = fetched
                 .get(&version)
                 .ok_or_else(|| format!("secret {:?} was not fetched", version.secret))?
                 .as_ref()
@@ -517,14 +515,14 @@ fn external_account(
                 "grant_type",
                 "urn:ietf:params:oauth:grant-type:token-exchange",
             ),
+            ("subject_token_type", token_type),
+            ("subject_token", &subject),
             ("audience", audience),
             ("scope", SCOPE),
             (
                 "requested_token_type",
                 "urn:ietf:params:oauth:token-type:access_token",
             ),
-            ("subject_token_type", token_type),
-            ("subject_token", &subject),
         ],
         &[],
         register,

@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::backends::{Context, Outcome};
 use crate::http::{self, Client, HttpError, InlinePem, Reply, TlsOptions};
-use crate::schedule::{MAX_IN_FLIGHT, map_bounded};
+use crate::schedule::{MAX_IN_FLIGHT, map_distinct};
 use crate::settings::{Settings, SettingsError};
 
 /// Where a pod's service account is mounted.
@@ -80,27 +80,20 @@ pub(crate) fn resolve(
         .map(|handle| parse_handle(handle, default_namespace))
         .collect();
     let api = connect(settings, context)?;
-    let mut secrets: Vec<(String, &str)> = parsed
-        .iter()
-        .filter_map(|handle| handle.as_ref().ok())
-        .map(|(namespace, name, _)| (namespace.clone(), *name))
-        .collect();
-    secrets.sort_unstable();
-    secrets.dedup();
-    let fetched = map_bounded(&secrets, MAX_IN_FLIGHT, |(namespace, name)| {
-        api.secret(namespace, name)
-    });
-    let by_secret: BTreeMap<(&str, &str), &Result<Data, String>> = secrets
-        .iter()
-        .map(|(namespace, name)| (namespace.as_str(), *name))
-        .zip(fetched.iter())
-        .collect();
+    let fetched = map_distinct(
+        parsed
+            .iter()
+            .filter_map(|handle| handle.as_ref().ok())
+            .map(|(namespace, name, _)| (namespace.clone(), *name)),
+        MAX_IN_FLIGHT,
+        |(namespace, name)| api.secret(namespace, name),
+    );
     Ok(parsed
         .into_iter()
         .map(|handle| {
             let (namespace, name, key) = handle?;
-            let data = by_secret
-                .get(&(namespace.as_str(), name))
+            let data = fetched
+                .get(&(namespace.clone(), name))
                 .ok_or_else(|| format!("secret {namespace}/{name} was not fetched"))?
                 .as_ref()
                 .map_err(Clone::clone)?;

@@ -9,6 +9,7 @@
 //! `Ok` holds one outcome per handle, in the order given; `Err` fails them all.
 
 pub(crate) mod aws;
+pub(crate) mod azure;
 pub(crate) mod dir;
 pub(crate) mod file;
 pub(crate) mod gcp;
@@ -44,7 +45,7 @@ pub(crate) struct Context<'a> {
 const SUPPORTED_VERSIONS: [&str; 2] = ["1.0", "1.1"];
 
 /// Every backend type, as named in the payload's `type`.
-pub(crate) const TYPES: [&str; 10] = [
+pub(crate) const TYPES: [&str; 11] = [
     "file.json",
     "file.yaml",
     "file.text",
@@ -55,6 +56,7 @@ pub(crate) const TYPES: [&str; 10] = [
     "aws.ssm",
     "k8s.secrets",
     "gcp.secretmanager",
+    "azure.keyvault",
 ];
 
 /// Resolves every handle of `request`, which arrived at `started`.
@@ -144,6 +146,7 @@ fn dispatch(
         Some("aws.ssm") => aws::ssm::resolve(&settings, handles, &mut context).map_err(fail),
         Some("k8s.secrets") => k8s::resolve(&settings, handles, &mut context).map_err(fail),
         Some("gcp.secretmanager") => gcp::resolve(&settings, handles, &mut context).map_err(fail),
+        Some("azure.keyvault") => azure::resolve(&settings, handles, &mut context).map_err(fail),
         Some(other) => Err(format!(
             "unknown backend type {other:?}; keyturn-backend knows: {}",
             TYPES.join(", ")

@@ -692,3 +692,140 @@ fn aws_profile_role_chain_over_credential_process() {
     );
     assert!(!run.stdout.contains("hunter2"));
 }
+
+/// Vault's `aws` auth method, IAM type, in front of a real OpenBao: OpenBao 2.x ships no
+/// `aws` auth plugin and none installs from the registries reachable here, so this loopback
+/// server does what Vault's `pathLoginUpdate` does with an IAM login, written from Vault's
+/// documentation and source: decode `iam_request_url` / `_body` / `_headers`, check the request
+/// is `sts:GetCallerIdentity`, submit it to its configured STS endpoint (moto, which checks the
+/// signature as STS does), and bind the returned ARN to the role. A bound login gets a real
+/// OpenBao token (created with the root token for the role's policy); every other request is
+/// passed to OpenBao as it is.
+fn vault_with_aws_auth(bao: &Server, sts: &Server, bound_arn: &'static str) -> FakeServer {
+    use base64::Engine as _;
+    let (bao_url, sts_url) = (bao.url.clone(), sts.url.clone());
+    FakeServer::http(move |request| {
+        let agent = crate::servers::insecure_agent();
+        if request.method == "POST" && request.path() == "/v1/auth/aws/login" {
+            let refuse = |why: &str| Reply::json(400, json!({"errors": [why]}));
+            let login: Value = serde_json::from_str(&request.body).unwrap_or_default();
+            let decode = |field: &str| {
+                login[field]
+                    .as_str()
+                    .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .unwrap_or_default()
+            };
+            let (url, body, headers) = (
+                decode("iam_request_url"),
+                decode("iam_request_body"),
+                decode("iam_request_headers"),
+            );
+            if login["role"] != "keyturn"
+                || login["iam_http_request_method"] != "POST"
+                || body != "Action=GetCallerIdentity&Version=2011-06-15"
+                || !url.starts_with(&sts_url)
+            {
+                return refuse("invalid login request");
+            }
+            let headers: serde_json::Map<String, Value> =
+                serde_json::from_str(&headers).unwrap_or_default();
+            let mut forwarded = agent.post(&url);
+            for (name, values) in &headers {
+                if let Some(value) = values[0].as_str() {
+                    forwarded = forwarded.header(name.as_str(), value);
+                }
+            }
+            let mut answer = match forwarded.send(body) {
+                Ok(answer) => answer,
+                Err(error) => return refuse(&format!("error making upstream request: {error}")),
+            };
+            let status = answer.status().as_u16();
+            let xml = answer.body_mut().read_to_string().unwrap_or_default();
+            if status != 200 {
+                return refuse(&format!(
+                    "error making upstream request: received error code {status} from STS"
+                ));
+            }
+            if xml_tag(&xml, "Arn") != bound_arn {
+                return Reply::json(403, json!({"errors": ["permission denied"]}));
+            }
+            let created = crate::servers::vault_at(
+                &bao_url,
+                "POST",
+                "auth/token/create",
+                Some(json!({"policies": ["reader"]})),
+            );
+            return Reply::json(
+                200,
+                json!({"auth": {"client_token": created["auth"]["client_token"]}}),
+            );
+        }
+        let mut forwarded = agent.get(format!("{bao_url}{}", request.target));
+        if let Some(token) = request.header("x-vault-token") {
+            forwarded = forwarded.header("X-Vault-Token", token);
+        }
+        match forwarded.call() {
+            Ok(mut answer) => Reply {
+                status: answer.status().as_u16(),
+                body: answer.body_mut().read_to_string().unwrap_or_default(),
+            },
+            Err(error) => Reply::json(502, json!({"errors": [error.to_string()]})),
+        }
+    })
+}
+
+#[test]
+fn vault_aws_iam_login_verified_against_moto_sts() {
+    let sts = moto(Some(SEED_ACTIONS));
+    let key = seed(&sts);
+    let bao = crate::servers::openbao(false);
+    crate::servers::vault(
+        &bao,
+        "POST",
+        "sys/policies/acl/reader",
+        Some(json!({"policy": "path \"secret/*\" { capabilities = [\"read\"] }"})),
+    );
+    crate::servers::vault(
+        &bao,
+        "POST",
+        "secret/data/app/db",
+        Some(json!({"data": {"password": "bao-aws-pass"}})),
+    );
+    let vault = vault_with_aws_auth(&bao, &sts, "arn:aws:iam::123456789012:user/keyturn");
+    let config = |secret: &str| {
+        json!({"vault_address": vault.url,
+               "vault_session": {"vault_auth_type": "aws", "vault_aws_role": "keyturn",
+                                 "aws_region": "us-east-1", "aws_access_key_id": key.id,
+                                 "aws_secret_access_key": secret,
+                                 "aws_sts_endpoint_url": sts.url}})
+    };
+    let run = check_env(
+        request(
+            "hashicorp.vault",
+            &config(&key.secret),
+            &["secret/app/db;password"],
+        ),
+        &env_with(&[]),
+        &[("secret/app/db;password", Expect::Value("bao-aws-pass"))],
+    );
+    assert!(!run.stdout.contains(&key.secret));
+    // A wrong key: STS refuses the signature, so Vault refuses the login.
+    let wrong = "wrongSecretKey/abcdefghijklmnopqrstuvwx";
+    let run = check_env(
+        request(
+            "hashicorp.vault",
+            &config(wrong),
+            &["secret/app/db;password"],
+        ),
+        &env_with(&[]),
+        &[(
+            "secret/app/db;password",
+            Expect::Error(
+                "Vault login (aws at auth/aws) failed: HTTP 400: error making upstream request: \
+                 received error code 403 from STS",
+            ),
+        )],
+    );
+    assert!(!run.stdout.contains(wrong) && !run.stdout.contains(&key.secret));
+}

@@ -361,3 +361,28 @@ fn gcp_secretmanager_through_keyturn_resolve_and_a_serve_refresh() {
         *password.lock().expect("password") = "gcp-two".to_owned();
     });
 }
+
+#[test]
+fn azure_keyvault_through_keyturn_resolve_and_a_serve_refresh() {
+    use std::sync::{Arc, Mutex};
+
+    let ca = crate::fake::TestCa::new();
+    let password = Arc::new(Mutex::new("azure-one".to_owned()));
+    let server = crate::azure::azure(&ca, Arc::clone(&password));
+    let fixture = crate::harness::Fixture::new();
+    let ca_cert = fixture.write("ca.pem", &ca.ca_pem);
+    let settings = json!({
+        "secret_backend_type": "azure.keyvault",
+        "secret_backend_config": {
+            "keyvaulturl": server.url,
+            "ca_cert": ca_cert,
+            "azure_session": {"azure_tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                              "azure_client_id": "0b4e1d1e-7a4c-4c5e-9f1d-keyturn",
+                              "azure_client_secret": crate::azure::CLIENT_SECRET,
+                              "azure_authority_host": server.url},
+        },
+    });
+    resolve_then_refresh(settings, "db;password", "azure-one", "azure-two", || {
+        *password.lock().expect("password") = "azure-two".to_owned();
+    });
+}

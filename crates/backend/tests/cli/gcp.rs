@@ -34,6 +34,11 @@ const AUDIENCE: &str =
 
 /// Form fields of a request body, percent-decoded.
 fn form(request: &Request) -> Vec<(String, String)> {
+    form_fields(&request.body)
+}
+
+/// Fields of an `application/x-www-form-urlencoded` text (a body or a query), percent-decoded.
+pub(crate) fn form_fields(text: &str) -> Vec<(String, String)> {
     let decode = |text: &str| {
         let bytes = text.as_bytes();
         let mut out = Vec::new();
@@ -57,15 +62,13 @@ fn form(request: &Request) -> Vec<(String, String)> {
         }
         String::from_utf8(out).expect("utf-8")
     };
-    request
-        .body
-        .split('&')
+    text.split('&')
         .filter_map(|pair| pair.split_once('='))
         .map(|(name, value)| (decode(name), decode(value)))
         .collect()
 }
 
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
     fields
         .iter()
         .find(|(key, _)| key == name)

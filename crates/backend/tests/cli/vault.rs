@@ -346,7 +346,7 @@ fn vault_userpass_token_file_and_environment() {
         ),
         &[(
             "secret/app/db;password",
-            Expect::Error("\"aws\" is not supported"),
+            Expect::Error("config key `vault_session.vault_aws_role` is required (AWS IAM login)"),
         )],
     );
 }

@@ -228,6 +228,59 @@ fn check_reports_and_exits_by_verdict() {
     );
 }
 
+/// Regression (issue 9, items 5 and 10): a backend reached through a directory anyone may
+/// write passed `keyturn check`, and keyturn's own backend was not checked at all.
+#[test]
+fn check_reports_a_backend_path_others_can_change() {
+    let sandbox = Sandbox::new();
+    let open = fs::canonicalize(sandbox.path("")).unwrap().join("open");
+    fs::create_dir(&open).unwrap();
+    let backend = sandbox.script("open/backend", "#!/bin/sh\n", 0o700);
+    let builtin = sandbox.script("open/keyturn-backend", "#!/bin/sh\n", 0o755);
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let problem = format!(
+        "directory '{}' is writable by its group and others (mode 0777) and not sticky",
+        open.display()
+    );
+
+    sandbox.write(
+        "keyturn.yaml",
+        &format!("secret_backend_command: {}\n", backend.display()),
+    );
+    let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout().contains(&format!(
+            "Permissions error: invalid executable '{}': {problem}",
+            backend.display()
+        )),
+        "{}",
+        run.stdout()
+    );
+
+    sandbox.write("builtin.yaml", "secret_backend_type: file.json\n");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))
+        .args(["check", "--config", "builtin.yaml"])
+        .current_dir(sandbox.path(""))
+        .env("KEYTURN_BUILTIN_BACKEND", &builtin)
+        .output()
+        .unwrap();
+    let run = crate::Run(output);
+    run.expect_code(1);
+    let stdout = run.stdout();
+    assert!(
+        stdout.contains(&format!("Using embedded executable: {}", builtin.display()))
+            && stdout.contains(
+                "Executable permissions: error: the executable does not have the correct permissions"
+            )
+            && stdout.contains(&format!(
+                "Permissions error: invalid executable '{}': {problem}",
+                builtin.display()
+            )),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn bundled_example_resolves() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))

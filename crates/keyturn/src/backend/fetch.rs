@@ -201,8 +201,8 @@ async fn drive<T>(
     }
 }
 
-/// The permission check (unless skipped) and the start. The checked descriptor is closed once
-/// the child has started.
+/// The permission check (unless [`PermissionCheck::Skip`]) and the start. The checked
+/// descriptor is closed once the child has started.
 fn checked_start(spec: &BackendSpec) -> Result<Started, Failure> {
     let path = resolve_command(&spec.command).map_err(|reason| {
         Failure::Permission(PermissionError::Stat {

@@ -15,7 +15,8 @@
 //! - `scrub`: masking values, escaped or not, out of backend text (error texts, stderr tail).
 //!
 //! Invariants:
-//! - The permission check runs before every run (unless [`PermissionCheck::Skip`]).
+//! - The permission check runs before every run (unless [`PermissionCheck::Skip`]), on the
+//!   executable and on every directory and link of its path ([`crate::trusted_path`]).
 //! - A run never outlives its deadline, and never leaves its process group running when it
 //!   ends early or its future is dropped.
 //! - No value reaches a log line, an error text or a `Debug` print; backend stderr only reaches
@@ -46,7 +47,11 @@ pub enum PermissionCheck {
     Strict,
     /// Group may read and execute; no group write, no other bits (`mode & 0o027 == 0`).
     AllowGroupExec,
-    /// keyturn's own built-in backend: not checked.
+    /// keyturn's own `keyturn-backend`, installed like any program: no group or other write
+    /// (`mode & 0o022 == 0`, so root's `0755` passes).
+    Builtin,
+    /// Nothing is checked: for callers that vouch for the executable themselves (tests,
+    /// embedders). keyturn itself never uses it.
     Skip,
 }
 

@@ -23,12 +23,13 @@
 //!   was closed, and `$0` would no longer be the real path (Datadog backends use
 //!   `dirname "$0"`). Scripts are therefore started by their resolved path, right after
 //!   re-checking that the path still names the checked `(dev, inode)` with the checked mode and
-//!   owner. The window left is narrow but not zero: from that `stat` to the kernel's open in
-//!   `execve` (microseconds), and from then to the interpreter opening the script by path (the
-//!   interpreter's start-up). Exploiting it needs write access to a directory on the path,
-//!   which the permission check does not cover in the reference either.
-//! - [`PermissionCheck::Skip`](super::PermissionCheck::Skip) (keyturn's own backend) is started
-//!   by path without any check.
+//!   owner. The interpreter opens the script by path only after its own start-up
+//!   (milliseconds, not microseconds), so the path itself must be out of others' reach: the
+//!   permission check refuses a script (like any backend) reached through a directory or link
+//!   that anyone but root or the user can change ([`crate::trusted_path`]). What remains is a
+//!   swap by root or the user themselves, who could edit the script anyway.
+//! - [`PermissionCheck::Skip`](super::PermissionCheck::Skip) (callers that vouch for the
+//!   executable) is started by path without any check.
 //!
 //! # The program of `keyturn exec`
 //!

@@ -218,6 +218,7 @@ impl Supervisor {
         mut signals: mpsc::UnboundedReceiver<Signal>,
     ) -> ChildExit {
         let mut refreshed = self.daemon.refreshed();
+        let mut signals_closed = false;
         loop {
             // An exit may have been missed between the start and the first wait.
             if let Some(exit) = self.reap() {
@@ -233,22 +234,20 @@ impl Supervisor {
                     None => std::future::pending().await,
                 }
             };
+            // Biased: an exit is handled before anything else, and a refresh that completed
+            // before a signal arrived is acted on before that signal is forwarded.
             tokio::select! {
+                biased;
                 _ = children.recv() => {}
-                received = signals.recv() => match received {
-                    Some(signal) => {
-                        if let Some(exit) = self.forward(signal) {
-                            return exit;
-                        }
-                    }
-                    // The caller stopped forwarding: treat it as a SIGTERM.
-                    None => {
-                        if let Some(exit) = self.forward(Signal::SIGTERM) {
-                            return exit;
-                        }
-                    }
-                },
                 Ok(()) = refreshed.changed() => self.on_refresh(),
+                received = signals.recv(), if !signals_closed => {
+                    // The caller stopped forwarding: treat it as a last SIGTERM.
+                    let signal = received.unwrap_or(Signal::SIGTERM);
+                    signals_closed |= received.is_none();
+                    if let Some(exit) = self.forward(signal) {
+                        return exit;
+                    }
+                }
                 () = sleep => self.on_deadline(),
             }
         }

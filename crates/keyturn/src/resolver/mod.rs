@@ -704,7 +704,7 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
     let builtin_spec = |b: &BuiltinBackend| BackendSpec {
         command: builtin.to_path_buf(),
         args: settings.arguments.clone(),
-        check: PermissionCheck::Skip,
+        check: PermissionCheck::Builtin,
         backend_type: Some(b.backend_type.clone()),
         config: (!b.config.is_empty()).then(|| b.config.clone()),
         // keyturn's own backend needs `type`, which only 1.1 carries.

@@ -24,7 +24,8 @@ pub struct ExecutableReport {
     pub backend_type: Option<String>,
     /// Names of `multi_secret_backends`, sorted.
     pub multi_backend_names: Vec<String>,
-    /// Whether keyturn's own built-in backend runs (no permission check).
+    /// Whether keyturn's own built-in backend runs (checked as an installed program: no write
+    /// for group or others, on the file or its path).
     pub embedded: bool,
     /// The permission check's error, if it failed.
     pub permission_error: Option<String>,
@@ -44,12 +45,12 @@ impl ExecutableReport {
 
     /// The verdict line of the Agent (`executablePermissions`).
     pub fn verdict(&self) -> &'static str {
-        if self.embedded {
-            "OK, native secret generic connector used"
-        } else if self.passes() {
-            "OK, the executable has the correct permissions"
-        } else {
+        if !self.passes() {
             "error: the executable does not have the correct permissions"
+        } else if self.embedded {
+            "OK, native secret generic connector used"
+        } else {
+            "OK, the executable has the correct permissions"
         }
     }
 
@@ -66,6 +67,10 @@ impl ExecutableReport {
             let _ = writeln!(text, "Using embedded executable: {}", self.path);
             if let Some(version) = &self.version {
                 let _ = writeln!(text, "Executable version: {version}");
+            }
+            if let Some(error) = &self.permission_error {
+                let _ = writeln!(text, "Executable permissions: {}", self.verdict());
+                let _ = writeln!(text, "Permissions error: {error}");
             }
             return text;
         }
@@ -184,7 +189,7 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
             None
         },
         multi_backend_names,
-        embedded: spec.check == PermissionCheck::Skip,
+        embedded: spec.check == PermissionCheck::Builtin,
         permission_error: match checked.verdict {
             Verdict::Denied(error) => Some(error.to_string()),
             Verdict::Ok | Verdict::NotChecked => None,

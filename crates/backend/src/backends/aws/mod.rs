@@ -19,6 +19,7 @@
 //! process only inside a SigV4 signature or the `x-amz-security-token` header.
 
 mod chain;
+pub(crate) mod iam_login;
 mod process;
 mod remote;
 pub(crate) mod secrets;
@@ -171,14 +172,26 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    /// Resolves the credential chain of `settings` (the `aws_session` keys) and fetches the
-    /// first credentials.
+    /// Resolves the credential chain of `settings` (the `aws_session` keys, `sts_endpoint_url`)
+    /// and fetches the first credentials.
     pub(crate) fn new(
         settings: &Settings<'_>,
         context: &mut Context<'_>,
     ) -> Result<Identity, SessionError> {
-        let (env, redactor) = (context.env, &mut *context.redactor);
         let session = settings.section("aws_session")?;
+        let sts_url = url_setting(settings, "sts_endpoint_url")?;
+        Identity::from_section(&session, sts_url, None, context)
+    }
+
+    /// [`Identity::new`] from a section holding the `aws_*` keys, with the STS endpoint given
+    /// and a region to fall back on.
+    pub(crate) fn from_section(
+        session: &Settings<'_>,
+        sts_url: Option<&str>,
+        default_region: Option<&str>,
+        context: &mut Context<'_>,
+    ) -> Result<Identity, SessionError> {
+        let (env, redactor) = (context.env, &mut *context.redactor);
         let profile_named = session.string("aws_profile")?;
         let profiles = Profiles::load(env, redactor);
         let profile = match profile_named {
@@ -195,12 +208,13 @@ impl Identity {
             None => chain::set(env, "AWS_REGION")
                 .or_else(|| chain::set(env, "AWS_DEFAULT_REGION"))
                 .or_else(|| profile.and_then(|profile| profile.get("region").cloned()))
+                .or_else(|| default_region.map(str::to_owned))
                 .ok_or(SessionError::NoRegion)?,
         };
         let sts = Sts {
             http: Client::new(&TlsOptions::default(), context.deadline)?,
             endpoint: Endpoint::new(
-                url_setting(settings, "sts_endpoint_url")?
+                sts_url
                     .map(str::to_owned)
                     .or_else(|| chain::set(env, "AWS_ENDPOINT_URL_STS"))
                     .as_deref(),
@@ -210,7 +224,7 @@ impl Identity {
             region: region.clone(),
         };
         let mut provider = chain::resolve(&Sources {
-            session: &session,
+            session,
             profile_named,
             profiles: &profiles,
             env,
