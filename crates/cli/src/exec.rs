@@ -99,6 +99,7 @@ async fn supervise(
     program: Program,
     allow_partial: bool,
 ) -> Result<Outcome, Failure> {
+    exec::track_children_as_init();
     // Signals are caught from here on, so that one arriving while secrets are resolved is
     // forwarded to the program once it runs instead of killing keyturn.
     let (forward, forwarded) = tokio::sync::mpsc::unbounded_channel();
@@ -136,7 +137,9 @@ async fn supervise(
         (AuthToken::generate(), None)
     };
     let starting = Daemon::prepare(config, settings_file, token).map_err(|e| match e {
-        DaemonError::Token(_) => Failure::operational(e),
+        DaemonError::Token(_) | DaemonError::NotPrivate(_) | DaemonError::RunPath { .. } => {
+            Failure::operational(e)
+        }
         _ => Failure::input(e),
     })?;
 

@@ -10,6 +10,10 @@
 //!   and that entry must itself be owned by root or the user (every directory and link is
 //!   checked for that; the last entry is the caller's to check, see [`Walked`]).
 //!
+//! [`check_private_file`] and [`check_private_dir`] add the rules for what keyturn keeps for
+//! itself (the daemon's run directory, API token and audit file): owned by root or the user,
+//! a file accessible to no one else, a directory no one else may write.
+//!
 //! Invariants:
 //! - Work is bounded: at most [`MAX_LINKS`] symbolic links are followed, each read once.
 //! - A relative path is walked from the working directory's real path, from `/` too.
@@ -76,6 +80,90 @@ pub enum UntrustedPath {
         /// The error, in words.
         reason: String,
     },
+}
+
+/// A file or directory of keyturn's own that someone else could read, write or swap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {}: {problem}", path.display())]
+pub struct NotPrivate {
+    /// What it is to keyturn: `API token file`, `audit file`, `run directory`.
+    pub what: &'static str,
+    /// The path as configured.
+    pub path: PathBuf,
+    /// What is wrong, naming the entry at fault when it is a directory or link on the way.
+    pub problem: String,
+}
+
+/// Checks the file at `path` that keyturn keeps for itself (`what` names it in errors): every
+/// directory and link on the way passes [`check`], and the file is a regular file owned by
+/// root or the effective user with no permission for group or others. `Ok(None)` when there is
+/// nothing at `path`.
+pub fn check_private_file(what: &'static str, path: &Path) -> Result<Option<Walked>, NotPrivate> {
+    let not_private = |problem: String| NotPrivate {
+        what,
+        path: path.to_owned(),
+        problem,
+    };
+    match fs::symlink_metadata(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(not_private(error.to_string())),
+        Ok(_) => {}
+    }
+    let current = nix::unistd::geteuid().as_raw();
+    let walked = check_as(path, current).map_err(|e| not_private(e.to_string()))?;
+    match private_file_problem(&walked.metadata, current) {
+        Some(problem) => Err(not_private(problem)),
+        None => Ok(Some(walked)),
+    }
+}
+
+/// What keeps a file (`metadata` of the file itself, from `lstat` or `fstat`) from being
+/// private to `current`: not a regular file, another owner than root or `current`, or any
+/// permission for group or others. `None` when it is private.
+pub fn private_file_problem(metadata: &Metadata, current: u32) -> Option<String> {
+    let mode = metadata.mode() & 0o7777;
+    if !metadata.is_file() {
+        Some("is not a regular file".to_owned())
+    } else if !is_trusted_owner(metadata.uid(), current) {
+        Some(owner_problem(metadata.uid(), current))
+    } else if mode & 0o077 != 0 {
+        Some(format!(
+            "is accessible to group or others (mode {mode:04o}); chmod 600 it"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Checks the directory at `path` that keyturn keeps its own files in (`what` names it in
+/// errors): every directory and link on the way passes [`check`], and it is a directory owned
+/// by root or the effective user that group and others may not write, sticky or not (others
+/// could create the names keyturn is about to use).
+pub fn check_private_dir(what: &'static str, path: &Path) -> Result<(), NotPrivate> {
+    let not_private = |problem: String| NotPrivate {
+        what,
+        path: path.to_owned(),
+        problem,
+    };
+    let current = nix::unistd::geteuid().as_raw();
+    let walked = check_as(path, current).map_err(|e| not_private(e.to_string()))?;
+    let metadata = &walked.metadata;
+    let mode = metadata.mode() & 0o7777;
+    if !metadata.is_dir() {
+        Err(not_private("is not a directory".to_owned()))
+    } else if !is_trusted_owner(metadata.uid(), current) {
+        Err(not_private(owner_problem(metadata.uid(), current)))
+    } else if mode & 0o022 != 0 {
+        Err(not_private(format!(
+            "is writable by group or others (mode {mode:04o}); chmod 700 it"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn owner_problem(owner: u32, current: u32) -> String {
+    format!("is owned by UID {owner}, not by root or the user running keyturn (UID {current})")
 }
 
 /// Walks `path` (see the module documentation) as the effective user.
@@ -330,6 +418,97 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn private_files_and_directories() {
+        let (_dir, root) = private();
+        let file = root.join("token");
+        assert!(matches!(check_private_file("token file", &file), Ok(None)));
+        fs::write(&file, "t").unwrap();
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, false),
+            (0o604, false),
+            (0o610, false),
+        ] {
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+            let result = check_private_file("token file", &file).map(|w| w.map(|w| w.path));
+            match ok {
+                true => assert_eq!(result, Ok(Some(file.clone())), "{mode:o}"),
+                false => assert_eq!(
+                    result.unwrap_err().to_string(),
+                    format!(
+                        "token file {}: is accessible to group or others (mode {mode:04o}); chmod 600 it",
+                        file.display()
+                    )
+                ),
+            }
+        }
+        assert_eq!(
+            check_private_file("token file", &root).unwrap_err().problem,
+            "is not a regular file"
+        );
+        let run = root.join("run");
+        for (mode, ok) in [
+            (0o700, true),
+            (0o755, true),
+            (0o775, false),
+            (0o1777, false),
+            (0o757, false),
+        ] {
+            if !run.exists() {
+                fs::create_dir(&run).unwrap();
+            }
+            fs::set_permissions(&run, fs::Permissions::from_mode(mode)).unwrap();
+            let result = check_private_dir("run directory", &run);
+            match ok {
+                true => assert_eq!(result, Ok(()), "{mode:o}"),
+                false => assert_eq!(
+                    result.unwrap_err().to_string(),
+                    format!(
+                        "run directory {}: is writable by group or others (mode {mode:04o}); chmod 700 it",
+                        run.display()
+                    )
+                ),
+            }
+        }
+        // A file in a directory others may write: the directory is named.
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
+        fs::write(run.join("audit"), "").unwrap();
+        fs::set_permissions(run.join("audit"), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            check_private_file("audit file", &run.join("audit"))
+                .unwrap_err()
+                .problem,
+            format!(
+                "directory '{}' is writable by its group and others (mode 0777) and not sticky",
+                run.display()
+            )
+        );
+        if nix::unistd::geteuid().is_root() {
+            fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
+            nix::unistd::chown(
+                &run.join("audit"),
+                Some(nix::unistd::Uid::from_raw(4242)),
+                None,
+            )
+            .unwrap();
+            assert_eq!(
+                check_private_file("audit file", &run.join("audit"))
+                    .unwrap_err()
+                    .problem,
+                "is owned by UID 4242, not by root or the user running keyturn (UID 0)"
+            );
+            nix::unistd::chown(&run, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+            assert_eq!(
+                check_private_dir("run directory", &run)
+                    .unwrap_err()
+                    .problem,
+                "is owned by UID 4242, not by root or the user running keyturn (UID 0)"
+            );
+        }
     }
 
     #[test]

@@ -538,13 +538,19 @@ fn aws_instance_metadata_v2_session_token() {
             ("GET", "/latest/meta-data/iam/security-credentials/keyturn-instance-role") => {
                 Reply::json(200, document.clone())
             }
+            ("GET", "/latest/meta-data/placement/region") => Reply::text(200, "us-east-1"),
             _ => Reply::text(404, ""),
         }
     });
     let config = json!({"endpoint_url": server.url});
+    // No region configured either: the instance's own is used, as the SDKs do.
     let run = check_env(
         request("aws.secrets", &config, &["plain", "app/db;user"]),
-        &env_with(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url)]),
+        &env_with(&[
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url),
+            ("AWS_REGION", ""),
+            ("AWS_DEFAULT_REGION", ""),
+        ]),
         &[
             ("plain", Expect::Value("just-a-string")),
             ("app/db;user", Expect::Value("app")),
@@ -559,6 +565,8 @@ fn aws_instance_metadata_v2_session_token() {
     assert_eq!(
         paths,
         [
+            "PUT /latest/api/token",
+            "GET /latest/meta-data/placement/region",
             "PUT /latest/api/token",
             "GET /latest/meta-data/iam/security-credentials/",
             "GET /latest/meta-data/iam/security-credentials/keyturn-instance-role",

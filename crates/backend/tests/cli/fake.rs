@@ -67,6 +67,10 @@ pub(crate) struct TestCa {
     /// The CA certificate, PEM.
     pub(crate) ca_pem: String,
     server: Arc<rustls::ServerConfig>,
+    /// The same server, requiring a client certificate issued by the CA (mutual TLS).
+    server_mtls: Arc<rustls::ServerConfig>,
+    /// A client certificate and its key (PEM) issued by the CA.
+    pub(crate) client: (String, String),
 }
 
 impl TestCa {
@@ -83,19 +87,44 @@ impl TestCa {
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
                 .expect("server params");
         let cert = params.signed_by(&key, &ca).expect("server cert");
+        let client_key = rcgen::KeyPair::generate().expect("client key");
+        let mut client_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).expect("client params");
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "keyturn-client");
+        let client_cert = client_params
+            .signed_by(&client_key, &ca)
+            .expect("client cert");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("CA root");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .expect("client verifier");
+        let builder = || {
+            rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+        };
+        let chain = vec![cert.der().clone()];
+        let server_key = || rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let server = builder()
             .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
+            .with_single_cert(chain.clone(), server_key())
             .expect("server TLS config");
+        let server_mtls = builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, server_key())
+            .expect("mutual TLS config");
         TestCa {
             ca_pem: ca.pem(),
             server: Arc::new(server),
+            server_mtls: Arc::new(server_mtls),
+            client: (client_cert.pem(), client_key.serialize_pem()),
         }
     }
 }
@@ -122,6 +151,14 @@ impl FakeServer {
         handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     ) -> FakeServer {
         FakeServer::start(Some(Arc::clone(&ca.server)), handler)
+    }
+
+    /// Serves HTTPS with a certificate of `ca`, to clients with a certificate of `ca` only.
+    pub(crate) fn https_mutual(
+        ca: &TestCa,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> FakeServer {
+        FakeServer::start(Some(Arc::clone(&ca.server_mtls)), handler)
     }
 
     fn start(

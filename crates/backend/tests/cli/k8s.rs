@@ -249,3 +249,48 @@ fn k8s_secrets_never_skips_tls_verification() {
     );
     assert!(server.requests().is_empty());
 }
+
+#[test]
+fn k8s_secrets_kubeconfig_client_certificate() {
+    // An API server authenticating clients by certificate (the kubeconfig of a cluster admin):
+    // the TLS handshake fails without a certificate the cluster CA issued.
+    let ca = TestCa::new();
+    let server = FakeServer::https_mutual(&ca, |request| {
+        match (request.header("authorization"), request.path()) {
+            (None, "/api/v1/namespaces/prod/secrets/db-creds") => Reply::json(
+                200,
+                json!({"kind": "Secret", "data": {"user": b64(b"cert-user")}}),
+            ),
+            _ => status(404, "NotFound", "not found"),
+        }
+    });
+    let fixture = Fixture::new();
+    let (cert, key) = &ca.client;
+    let user = json!({"client-certificate-data": b64(cert.as_bytes()),
+                      "client-key-data": b64(key.as_bytes())});
+    let path = fixture.write("kubeconfig", &kubeconfig(&server, &ca, user));
+    let run = check_env(
+        request(
+            "k8s.secrets",
+            &json!({"kubeconfig_path": path}),
+            &["prod/db-creds;user"],
+        ),
+        &[],
+        &[("prod/db-creds;user", Expect::Value("cert-user"))],
+    );
+    assert!(!run.stdout.contains("PRIVATE KEY"));
+    // Without the client certificate the handshake is refused.
+    let bare = fixture.write("bare", &kubeconfig(&server, &ca, json!({})));
+    check_env(
+        request(
+            "k8s.secrets",
+            &json!({"kubeconfig_path": bare}),
+            &["prod/db-creds;user"],
+        ),
+        &[],
+        &[(
+            "prod/db-creds;user",
+            Expect::Error(&format!("request to {} failed", server.url)),
+        )],
+    );
+}

@@ -306,3 +306,26 @@ fn clients_fail_clearly_without_a_daemon() {
         invalid.stderr()
     );
 }
+
+/// Regression (issue 9, item 9): a token file pre-created for others to read was accepted.
+/// `keyturn serve` now refuses to start (exit 3), naming the file and what is wrong.
+#[test]
+fn serve_refuses_a_token_file_others_can_read() {
+    let sandbox = Sandbox::new();
+    let token = sandbox.write("auth_token", "known-to-others\n");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    sandbox.write(
+        "keyturn.yaml",
+        &format!("api:\n  listen: 127.0.0.1:{}\n", free_port()),
+    );
+    let run = sandbox.keyturn(&["serve", "--config", "keyturn.yaml"]);
+    run.expect_code(3);
+    assert!(
+        run.stderr().contains(&format!(
+            "API token file {}: is accessible to group or others (mode 0644); chmod 600 it",
+            token.display()
+        )),
+        "{}",
+        run.stderr()
+    );
+}

@@ -59,6 +59,7 @@ impl Fixture {
         };
         for &(name, content, modified) in files {
             fs::write(fixture.path(name), content).unwrap();
+            fs::set_permissions(fixture.path(name), fs::Permissions::from_mode(0o600)).unwrap();
             if let Some(seconds) = modified {
                 fixture.set_modified(name, seconds);
             }
@@ -428,6 +429,38 @@ fn files_are_created_and_rewritten_with_mode_0600() {
     let scanned = scan(&fs::read(fixture.path(NAME)).unwrap());
     assert_eq!(scanned.records.len(), 1);
     assert!(!fixture.contents().keys().any(|name| name.ends_with(".tmp")));
+}
+
+/// Regression (issue 9, item 9): an audit file others could read, or another user's, was
+/// appended to, so they read the trail.
+#[test]
+fn a_file_others_can_access_is_refused() {
+    let fixture = Fixture::new(&[]);
+    let mut writer = fixture.writer(AuditLimits::default());
+    writer.append(&record(&["apple"]), at(0)).unwrap();
+    let before = fs::read(fixture.path(NAME)).unwrap();
+    fs::set_permissions(fixture.path(NAME), fs::Permissions::from_mode(0o640)).unwrap();
+    let err = writer.append(&record(&["banana"]), at(1)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "audit file {}: is accessible to group or others (mode 0640); chmod 600 it",
+            fixture.path(NAME).display()
+        )
+    );
+    assert_eq!(fs::read(fixture.path(NAME)).unwrap(), before);
+    if nix::unistd::geteuid().is_root() {
+        fs::set_permissions(fixture.path(NAME), fs::Permissions::from_mode(0o600)).unwrap();
+        nix::unistd::chown(
+            &fixture.path(NAME),
+            Some(nix::unistd::Uid::from_raw(4242)),
+            None,
+        )
+        .unwrap();
+        let err = writer.append(&record(&["banana"]), at(2)).unwrap_err();
+        assert!(matches!(err, AuditError::NotPrivate { .. }), "{err}");
+        assert_eq!(fs::read(fixture.path(NAME)).unwrap(), before);
+    }
 }
 
 #[test]

@@ -131,7 +131,10 @@ impl Scrubber {
             }
         }
         if text.contains(&b'\\') {
-            let view = Unescaped::new(text);
+            // A value printed as it is may end in a backslash that would pair with the one
+            // opening an escaped value right after it: no escape starts inside a raw match.
+            let raw = merge(found.clone());
+            let view = Unescaped::new(text, &raw);
             for at in 0..view.bytes.len() {
                 if let Some(len) = self.longest_at(view.bytes.get(at..).unwrap_or_default()) {
                     found.push(view.source(at..at + len));
@@ -212,14 +215,19 @@ struct Unescaped {
 }
 
 impl Unescaped {
-    fn new(text: &[u8]) -> Unescaped {
+    /// The view of `text`, where no escape starts inside one of the (merged, sorted) ranges of
+    /// `opaque`.
+    fn new(text: &[u8], opaque: &[Range<usize>]) -> Unescaped {
         let mut view = Unescaped {
             bytes: Zeroizing::new(Vec::with_capacity(text.len())),
             sources: Vec::with_capacity(text.len()),
         };
+        let mut opaque = opaque.iter().peekable();
         let mut at = 0;
         while let Some(&byte) = text.get(at) {
-            let (decoded, len) = if byte == b'\\' {
+            while opaque.next_if(|range| range.end <= at).is_some() {}
+            let inside = opaque.peek().is_some_and(|range| range.start <= at);
+            let (decoded, len) = if byte == b'\\' && !inside {
                 unescape(text.get(at..).unwrap_or_default()).unwrap_or((EncodedChar::byte(byte), 1))
             } else {
                 (EncodedChar::byte(byte), 1)

@@ -30,6 +30,7 @@
 pub mod config;
 pub mod hook;
 pub mod schedule;
+pub mod server;
 pub mod template;
 #[cfg(test)]
 mod tests;
@@ -72,6 +73,17 @@ pub enum DaemonError {
     /// The API token could not be read or created.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// `run_path` or the audit file in it could be read, written or swapped by someone else.
+    #[error(transparent)]
+    NotPrivate(#[from] crate::trusted_path::NotPrivate),
+    /// `run_path` does not exist and could not be created.
+    #[error("cannot create run directory {}: {source}", path.display())]
+    RunPath {
+        /// `run_path`.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Reload was asked for but the daemon was not started from a file.
     #[error("there is no settings file to reload")]
     NoSettingsFile,
@@ -105,6 +117,7 @@ impl Starting {
         let daemon = Daemon {
             shared: Arc::new(Shared {
                 settings_file: self.settings_file,
+                api: generation.config.api.clone(),
                 token: self.token,
                 metrics: self.metrics,
                 current: Mutex::new(generation.clone()),
@@ -130,6 +143,8 @@ impl std::fmt::Debug for Starting {
 struct Shared {
     /// The settings file, for reloads.
     settings_file: Option<PathBuf>,
+    /// The `api` section the daemon started with (changes need a restart).
+    api: ApiConfig,
     token: AuthToken,
     metrics: Arc<Metrics>,
     current: Mutex<Arc<Generation>>,
@@ -286,6 +301,11 @@ impl Daemon {
     /// The current resolver.
     pub fn resolver(&self) -> Resolver {
         self.current().resolver.clone()
+    }
+
+    /// The `api` section the daemon started with.
+    pub fn api_config(&self) -> &ApiConfig {
+        &self.shared.api
     }
 
     /// The API token clients must present.
@@ -484,6 +504,8 @@ impl Generation {
     /// Reads every template and builds the resolver, subscribed to feed the templates.
     fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, DaemonError> {
         config::check_distinct_on_disk(&config.templates)?;
+        let audit_file = crate::audit::audit_path(&config.run_path);
+        check_run_path(&config.run_path, &audit_file)?;
         let templates = config
             .templates
             .iter()
@@ -491,7 +513,7 @@ impl Generation {
             .collect::<Result<Vec<_>, _>>()?;
         let options = ResolverOptions {
             metrics: Some(metrics.clone()),
-            audit_file: Some(crate::audit::audit_path(&config.run_path)),
+            audit_file: Some(audit_file),
             ..ResolverOptions::default()
         };
         let resolver = Resolver::with_options(config.settings.clone(), options);
@@ -574,21 +596,51 @@ impl Generation {
     }
 }
 
+/// Creates `run_path` (mode 0700) when it is missing, and checks that it and the audit file in
+/// it are private to this user ([`crate::trusted_path`]): a run directory others may write, or
+/// an audit file another user created or others can read, is refused.
+fn check_run_path(
+    run_path: &std::path::Path,
+    audit_file: &std::path::Path,
+) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+
+    if !run_path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(run_path)
+            .map_err(|source| DaemonError::RunPath {
+                path: run_path.to_owned(),
+                source,
+            })?;
+    }
+    crate::trusted_path::check_private_dir("run directory", run_path)?;
+    crate::trusted_path::check_private_file("audit file", audit_file)?;
+    Ok(())
+}
+
 /// Serves the HTTP API on `listener` and runs the refresh loop until `shutdown` completes.
 /// Then the loop stops (a refresh in progress is cancelled; destinations are only ever
 /// replaced atomically) and in-flight requests get [`SHUTDOWN_GRACE`] to finish. Run it once
-/// per daemon.
+/// per daemon. Connections are limited and header reads time out (see [`server`]).
 pub async fn serve(
     listener: TcpListener,
     daemon: Daemon,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, api::router(daemon.clone()))
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        })
-        .into_future();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let api = daemon.api_config();
+    let limits = server::Limits {
+        max_connections: server::connection_limit_now(api.max_connections),
+        header_read_timeout: api.header_read_timeout,
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        "API connection limits"
+    );
+    let server = server::run(listener, api::router(daemon.clone()), limits, stopped);
     let mut server = tokio::spawn(server);
     let refresh_loop = daemon.run_refreshes(shutdown);
     tokio::select! {

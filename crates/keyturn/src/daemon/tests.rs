@@ -32,7 +32,9 @@ impl Setup {
         let script = dir.path().join("backend.sh");
         fs::write(&script, BACKEND).unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-        fs::write(dir.path().join("auth_token"), "token\n").unwrap();
+        let token = dir.path().join("auth_token");
+        fs::write(&token, "token\n").unwrap();
+        fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
         Setup { dir }
     }
 
@@ -534,4 +536,68 @@ async fn an_on_change_that_did_not_complete_is_reported_and_retried() {
     );
     daemon.refresh(Trigger::Api, None).await;
     assert_eq!(setup.read("hooks.log"), "run\nrun\nrun\nrun\n");
+}
+
+/// Regression (issue 9, item 9): a token or audit file another user put in `run_path` (or
+/// one others can read), or a `run_path` others may write, was accepted: that user knew the
+/// API token and read the audit trail. Each is refused, naming the file and what is wrong; a
+/// reload with such a `run_path` fails and the old configuration keeps serving.
+#[tokio::test]
+async fn run_path_token_and_audit_file_must_be_private() {
+    let setup = Setup::new();
+    let daemon = setup.start("run_path: run\n").await;
+    let run = setup.path("run");
+    assert_eq!(mode(&run), 0o700, "created private");
+
+    let start = |rest: &'static str| {
+        let settings = setup.settings(rest);
+        async move { Daemon::load(settings).await.unwrap_err().to_string() }
+    };
+    let token = setup.path("auth_token");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        start("").await,
+        format!(
+            "API token file {}: is accessible to group or others (mode 0644); chmod 600 it",
+            token.display()
+        )
+    );
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o1777)).unwrap();
+    let refused = format!(
+        "run directory {}: is writable by group or others (mode 1777); chmod 700 it",
+        run.display()
+    );
+    assert_eq!(start("run_path: run\n").await, refused);
+    assert_eq!(
+        daemon.reload().await.unwrap_err().to_string(),
+        refused,
+        "a reload is refused too"
+    );
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
+
+    let audit = run.join(crate::audit::FILE_NAME);
+    fs::write(&audit, "").unwrap();
+    fs::set_permissions(&audit, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        start("run_path: run\n").await,
+        format!(
+            "audit file {}: is accessible to group or others (mode 0644); chmod 600 it",
+            audit.display()
+        )
+    );
+    if nix::unistd::geteuid().is_root() {
+        fs::set_permissions(&audit, fs::Permissions::from_mode(0o600)).unwrap();
+        nix::unistd::chown(&audit, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        assert_eq!(
+            start("run_path: run\n").await,
+            format!(
+                "audit file {}: is owned by UID 4242, not by root or the user running keyturn (UID 0)",
+                audit.display()
+            )
+        );
+        nix::unistd::chown(&token, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        assert!(start("").await.contains("is owned by UID 4242"));
+    }
 }

@@ -113,6 +113,17 @@ pub enum ExecError {
     Watch(std::io::Error),
 }
 
+/// As PID 1, starts recording the processes tokio waits for, so that reaping orphans never
+/// takes one of theirs (see `backend::spawn`); returns whether keyturn is PID 1. Call it before
+/// the first backend runs; [`run`] calls it too.
+pub fn track_children_as_init() -> bool {
+    let init = nix::unistd::getpid().as_raw() == 1;
+    if init {
+        spawn::track_children();
+    }
+    init
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -132,10 +143,7 @@ pub async fn run(
     config: ExecConfig,
     signals: mpsc::UnboundedReceiver<Signal>,
 ) -> Result<ChildExit, ExecError> {
-    let init = nix::unistd::getpid().as_raw() == 1;
-    if init {
-        spawn::track_children();
-    }
+    let init = track_children_as_init();
     let changed = Arc::new(Mutex::new(BTreeSet::new()));
     let recorder = changed.clone();
     daemon.resolver().subscribe(move |change| {
@@ -255,7 +263,9 @@ impl Supervisor {
 
     /// Reaps the program (and orphans, as PID 1); returns the final exit when supervision ends.
     fn reap(&mut self) -> Option<ChildExit> {
-        if self.init {
+        // Orphans come to keyturn as PID 1, and as the child subreaper it becomes on its first
+        // backend run.
+        if self.init || spawn::is_subreaper() {
             reap_orphans(self.child.map(|(pid, _)| pid));
         }
         let (pid, started) = self.child?;

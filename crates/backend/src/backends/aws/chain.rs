@@ -342,7 +342,7 @@ fn web_identity(env: &dyn Fn(&str) -> Option<String>) -> Option<Provider> {
     })
 }
 
-fn imds_disabled(env: &dyn Fn(&str) -> Option<String>) -> bool {
+pub(super) fn imds_disabled(env: &dyn Fn(&str) -> Option<String>) -> bool {
     set(env, "AWS_EC2_METADATA_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true"))
 }
 

@@ -11,7 +11,8 @@
 //! with `aws_role_arn`, those credentials then assume that role (`sts:AssumeRole`). Temporary
 //! credentials are fetched again from their source when they come within [`REFRESH_MARGIN`] of
 //! their expiry, so a long run never signs with expired keys.
-//! Region: `aws_region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, then the profile's `region`.
+//! Region: `aws_region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, then the
+//! instance's region from instance metadata.
 //!
 //! Invariant: every secret key and session token is registered with the [`Redactor`] as soon
 //! as it is read (those obtained by a refresh inside a worker thread are kept in the session and
@@ -80,8 +81,8 @@ pub(crate) enum SessionError {
     )]
     NoCredentials(String),
     /// No region was found anywhere.
-    #[error("no AWS region: set aws_session.aws_region, AWS_REGION or a profile region")]
-    NoRegion,
+    #[error("no AWS region: set aws_session.aws_region, AWS_REGION or a profile region{0}")]
+    NoRegion(String),
     /// A profile was named but is not in the shared files.
     #[error("AWS profile {0:?} not found in the shared credentials or config file")]
     NoProfile(String),
@@ -203,13 +204,28 @@ impl Identity {
             None => profiles
                 .get(&chain::set(env, "AWS_PROFILE").unwrap_or_else(|| "default".to_owned())),
         };
-        let region = match session.string("aws_region")? {
-            Some(region) => region.to_owned(),
+        let configured = match session.string("aws_region")? {
+            Some(region) => Some(region.to_owned()),
             None => chain::set(env, "AWS_REGION")
                 .or_else(|| chain::set(env, "AWS_DEFAULT_REGION"))
                 .or_else(|| profile.and_then(|profile| profile.get("region").cloned()))
-                .or_else(|| default_region.map(str::to_owned))
-                .ok_or(SessionError::NoRegion)?,
+                .or_else(|| default_region.map(str::to_owned)),
+        };
+        // As the SDKs do on EC2: the instance's own region, unless instance metadata is off.
+        let region = match configured {
+            Some(region) => region,
+            None if chain::imds_disabled(env) => return Err(SessionError::NoRegion(String::new())),
+            None => {
+                let endpoint = remote::imds_endpoint(env);
+                remote::imds_region(&endpoint, context.deadline, &mut |secret| {
+                    redactor.add(secret);
+                })
+                .map_err(|reason| {
+                    SessionError::NoRegion(format!(
+                        "; the EC2 instance metadata service at {endpoint} gave none: {reason}"
+                    ))
+                })?
+            }
         };
         let sts = Sts {
             http: Client::new(&TlsOptions::default(), context.deadline)?,

@@ -166,27 +166,59 @@ pub(super) fn imds_endpoint(env: &dyn Fn(&str) -> Option<String>) -> String {
     }
 }
 
-/// The instance role's credentials, by IMDSv2.
-pub(super) fn imds(
+/// The instance's region (`placement/region`), by IMDSv2.
+pub(super) fn imds_region(
     endpoint: &str,
     deadline: Deadline,
     register: &mut dyn FnMut(&str),
-) -> Result<Credentials, String> {
-    let send = |method: Method, path: &str, headers: &[(&str, &str)]| {
-        let client = Client::new(&TlsOptions::default(), deadline.capped(IMDS_TIMEOUT))
-            .map_err(|error| error.to_string())?;
-        let reply = client
-            .send(method, &format!("{endpoint}{path}"), headers, None)
-            .map_err(|error| match error {
-                HttpError::Timeout(_) => format!("{path}: no answer within {IMDS_TIMEOUT:?}"),
-                other => other.to_string(),
-            })?;
-        if reply.status == 200 {
-            Ok(reply.body)
-        } else {
-            Err(format!("{path}: HTTP {}", reply.status))
-        }
-    };
+) -> Result<String, String> {
+    let send = imds_sender(endpoint, deadline);
+    let token = imds_token(&send, register)?;
+    let region = send(
+        Method::GET,
+        "/latest/meta-data/placement/region",
+        &[("x-aws-ec2-metadata-token", token.as_str())],
+    )?;
+    let region = region.trim();
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+    {
+        return Err("unexpected answer for the region".to_owned());
+    }
+    Ok(region.to_owned())
+}
+
+type ImdsSend<'a> =
+    Box<dyn Fn(Method, &str, &[(&str, &str)]) -> Result<Zeroizing<String>, String> + 'a>;
+
+/// One IMDS request within [`IMDS_TIMEOUT`]: the body on HTTP 200.
+fn imds_sender(endpoint: &str, deadline: Deadline) -> ImdsSend<'_> {
+    Box::new(
+        move |method: Method, path: &str, headers: &[(&str, &str)]| {
+            let client = Client::new(&TlsOptions::default(), deadline.capped(IMDS_TIMEOUT))
+                .map_err(|error| error.to_string())?;
+            let reply = client
+                .send(method, &format!("{endpoint}{path}"), headers, None)
+                .map_err(|error| match error {
+                    HttpError::Timeout(_) => format!("{path}: no answer within {IMDS_TIMEOUT:?}"),
+                    other => other.to_string(),
+                })?;
+            if reply.status == 200 {
+                Ok(reply.body)
+            } else {
+                Err(format!("{path}: HTTP {}", reply.status))
+            }
+        },
+    )
+}
+
+/// An IMDSv2 session token.
+fn imds_token(
+    send: &ImdsSend<'_>,
+    register: &mut dyn FnMut(&str),
+) -> Result<Zeroizing<String>, String> {
     let token = send(
         Method::PUT,
         "/latest/api/token",
@@ -194,6 +226,17 @@ pub(super) fn imds(
     )?;
     let token = Zeroizing::new(token.trim().to_owned());
     register(&token);
+    Ok(token)
+}
+
+/// The instance role's credentials, by IMDSv2.
+pub(super) fn imds(
+    endpoint: &str,
+    deadline: Deadline,
+    register: &mut dyn FnMut(&str),
+) -> Result<Credentials, String> {
+    let send = imds_sender(endpoint, deadline);
+    let token = imds_token(&send, register)?;
     let with_token = [("x-aws-ec2-metadata-token", token.as_str())];
     let roles = send(
         Method::GET,
