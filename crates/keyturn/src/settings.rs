@@ -413,6 +413,19 @@ pub(crate) fn kind(value: &Value) -> &'static str {
 /// strings. An empty text is `null`; only the first document of a stream is read. Collections
 /// nesting deeper than [`MAX_DEPTH`] levels, aliases expanded, are a syntax error.
 pub fn yaml_to_tree(text: &str) -> Result<Value, SettingsError> {
+    load_tree(text, true)
+}
+
+/// [`yaml_to_tree`] with every scalar left as the text it was written as (`0o640` stays the
+/// string `"0o640"`, `'x'` the string `"x"`): for the few settings whose spelling matters,
+/// looked up at the same place in this tree as in [`yaml_to_tree`]'s.
+pub(crate) fn yaml_to_spelling_tree(text: &str) -> Result<Value, SettingsError> {
+    load_tree(text, false)
+}
+
+/// The loader of both trees; `typed` resolves scalars (YAML 1.2 core), otherwise they stay as
+/// written.
+fn load_tree(text: &str, typed: bool) -> Result<Value, SettingsError> {
     use saphyr_parser::SpannedEventReceiver as _;
 
     let syntax = |error: &saphyr::ScanError| SettingsError::Syntax {
@@ -424,6 +437,7 @@ pub fn yaml_to_tree(text: &str) -> Result<Value, SettingsError> {
     let mut parser = saphyr_parser::Parser::new_from_str(text);
     let mut depth = DepthLimit::default();
     let mut loader = saphyr::YamlLoader::<saphyr::Yaml<'_>>::default();
+    loader.early_parse(typed);
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|error| syntax(&error))?;
         if !depth.admit(&event) {

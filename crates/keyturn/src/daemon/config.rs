@@ -11,18 +11,25 @@
 //! default `run_path`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::document::Format;
-use crate::settings::{Keys, Settings, SettingsError, kind, yaml_to_tree};
+use crate::settings::{Keys, Settings, SettingsError, kind, yaml_to_spelling_tree, yaml_to_tree};
 
 /// Default of `api.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5009";
 /// File name of the API token in `run_path` when `api.auth_token_file` is not set.
 pub const DEFAULT_TOKEN_FILE_NAME: &str = "auth_token";
+/// Default of `api.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default of `api.header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `api.header_read_timeout` accepted, in seconds.
+pub const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 3600;
 /// Default of `templates.N.mode`.
 pub const DEFAULT_MODE: u32 = 0o600;
 /// Default of `templates.N.on_change_timeout`.
@@ -50,6 +57,11 @@ pub struct ApiConfig {
     pub auth_token_file: PathBuf,
     /// `api.allow_non_loopback`: whether `listen` may be a non-loopback address.
     pub allow_non_loopback: bool,
+    /// `api.max_connections`: at most this many connections open at once (fewer when the
+    /// descriptor limit is low, see [`crate::daemon::server`]).
+    pub max_connections: usize,
+    /// `api.header_read_timeout`: a client must send a request's header (and body) within it.
+    pub header_read_timeout: Duration,
 }
 
 /// One entry of `templates`: a document with handles and where its resolved form goes.
@@ -134,7 +146,9 @@ impl DaemonConfig {
             Some(section) => read_api(&section, base, &run_path)?,
             None => read_api(&Map::new(), base, &run_path)?,
         };
-        let templates = read_templates(map.get("templates"), base)?;
+        // `templates.N.mode` needs its spelling, not only its value.
+        let spellings = yaml_to_spelling_tree(text)?;
+        let templates = read_templates(map.get("templates"), spellings.get("templates"), base)?;
         Ok(DaemonConfig {
             settings,
             run_path,
@@ -153,7 +167,16 @@ fn read_api(
         map: section,
         prefix: "api",
     };
-    reject_unknown(&keys, &["listen", "auth_token_file", "allow_non_loopback"])?;
+    reject_unknown(
+        &keys,
+        &[
+            "listen",
+            "auth_token_file",
+            "allow_non_loopback",
+            "max_connections",
+            "header_read_timeout",
+        ],
+    )?;
     let allow_non_loopback = keys.boolean("allow_non_loopback")?.unwrap_or(false);
     let listen_text = keys
         .string("listen")?
@@ -174,15 +197,33 @@ fn read_api(
         Some(path) => base.join(path),
         None => run_path.join(DEFAULT_TOKEN_FILE_NAME),
     };
+    let max_connections = match keys.non_negative("max_connections")? {
+        None | Some(0) => DEFAULT_MAX_CONNECTIONS,
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let header_read_timeout = match keys.non_negative("header_read_timeout")? {
+        None | Some(0) => DEFAULT_HEADER_READ_TIMEOUT,
+        Some(secs) if secs > MAX_HEADER_READ_TIMEOUT_SECS => {
+            return Err(keys.invalid(
+                "header_read_timeout",
+                format!("must be at most {MAX_HEADER_READ_TIMEOUT_SECS} seconds"),
+            ));
+        }
+        Some(secs) => Duration::from_secs(secs),
+    };
     Ok(ApiConfig {
         listen,
         auth_token_file,
         allow_non_loopback,
+        max_connections,
+        header_read_timeout,
     })
 }
 
+/// `spellings`: the same list as written (see [`yaml_to_spelling_tree`]).
 fn read_templates(
     value: Option<&Value>,
+    spellings: Option<&Value>,
     base: &Path,
 ) -> Result<Vec<TemplateConfig>, SettingsError> {
     let items = match value {
@@ -204,41 +245,122 @@ fn read_templates(
                 problem: format!("expected a mapping, found {}", kind(item)),
             });
         };
+        let spelling = spellings.and_then(|list| list.get(i));
         let template = read_template(
             &Keys {
                 map,
                 prefix: &prefix,
             },
+            spelling,
             base,
         )?;
-        for (j, earlier) in templates.iter().enumerate() {
-            if earlier.source == template.source {
-                return Err(SettingsError::Invalid {
-                    key: format!("{prefix}.source"),
-                    problem: format!(
-                        "templates.{j} has the same source; each source may be used once"
-                    ),
-                });
-            }
-            if earlier.destination == template.destination {
-                return Err(SettingsError::Invalid {
-                    key: format!("{prefix}.destination"),
-                    problem: format!("templates.{j} has the same destination"),
-                });
-            }
-        }
-        if template.destination == template.source {
-            return Err(SettingsError::Invalid {
-                key: format!("{prefix}.destination"),
-                problem: "must differ from the source".into(),
-            });
-        }
         templates.push(template);
     }
+    check_distinct(&templates, |path| Some(lexical(path)))?;
     Ok(templates)
 }
 
-fn read_template(keys: &Keys<'_>, base: &Path) -> Result<TemplateConfig, SettingsError> {
+/// Fails unless every source, and every destination, names a file of its own: no two
+/// templates share a source or a destination, and no destination is any template's source.
+/// `key` says what a path names; `None` (not known) matches nothing.
+fn check_distinct<K: PartialEq>(
+    templates: &[TemplateConfig],
+    key: impl Fn(&Path) -> Option<K>,
+) -> Result<(), SettingsError> {
+    let sources: Vec<Option<K>> = templates.iter().map(|t| key(&t.source)).collect();
+    let destinations: Vec<Option<K>> = templates.iter().map(|t| key(&t.destination)).collect();
+    let same = |a: &Option<K>, b: &Option<K>| matches!((a, b), (Some(a), Some(b)) if a == b);
+    let invalid = |i: usize, key: &str, problem: String| SettingsError::Invalid {
+        key: format!("templates.{i}.{key}"),
+        problem,
+    };
+    for i in 0..templates.len() {
+        for j in 0..i {
+            if same(&sources[i], &sources[j]) {
+                return Err(invalid(
+                    i,
+                    "source",
+                    format!("templates.{j} has the same source; each source may be used once"),
+                ));
+            }
+            if same(&destinations[i], &destinations[j]) {
+                return Err(invalid(
+                    i,
+                    "destination",
+                    format!("templates.{j} has the same destination"),
+                ));
+            }
+        }
+        for (j, source) in sources.iter().enumerate() {
+            if same(&destinations[i], source) {
+                let problem = if i == j {
+                    "must differ from the source".to_owned()
+                } else {
+                    format!("is the source of templates.{j}")
+                };
+                return Err(invalid(i, "destination", problem));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` with `.` and `..` folded away as text (`/a/b/../c` is `/a/c`). Exact for paths
+/// without symbolic links; [`check_distinct_on_disk`] covers the others.
+fn lexical(path: &Path) -> PathBuf {
+    let mut folded = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !folded.pop() {
+                    folded.push(component);
+                }
+            }
+            other => folded.push(other),
+        }
+    }
+    folded
+}
+
+/// What a template path names on disk: its canonical path (of its directory, when the file does
+/// not exist yet) and, when it exists, its `(device, inode)`, so that symbolic links and hard
+/// links are seen through.
+#[derive(Debug)]
+struct OnDisk {
+    canonical: PathBuf,
+    inode: Option<(u64, u64)>,
+}
+
+impl PartialEq for OnDisk {
+    fn eq(&self, other: &OnDisk) -> bool {
+        self.canonical == other.canonical || (self.inode.is_some() && self.inode == other.inode)
+    }
+}
+
+/// The checks of [`read_templates`] again, on the files the paths name now: a destination
+/// reached through `..` and a symbolic link, or a hard link of a source, is still that source.
+/// A path whose directory does not exist names nothing yet (reading or writing it fails on its
+/// own).
+pub(crate) fn check_distinct_on_disk(templates: &[TemplateConfig]) -> Result<(), SettingsError> {
+    check_distinct(templates, |path| {
+        let inode = std::fs::metadata(path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
+        let canonical = std::fs::canonicalize(path).ok().or_else(|| {
+            let parent = std::fs::canonicalize(path.parent()?).ok()?;
+            Some(parent.join(path.file_name()?))
+        })?;
+        Some(OnDisk { canonical, inode })
+    })
+}
+
+/// `spelling`: the template as written (see [`yaml_to_spelling_tree`]).
+fn read_template(
+    keys: &Keys<'_>,
+    spelling: Option<&Value>,
+    base: &Path,
+) -> Result<TemplateConfig, SettingsError> {
     reject_unknown(
         keys,
         &[
@@ -259,7 +381,7 @@ fn read_template(keys: &Keys<'_>, base: &Path) -> Result<TemplateConfig, Setting
     };
     let source = required("source")?;
     let destination = required("destination")?;
-    let mode = read_mode(keys)?;
+    let mode = read_mode(keys, spelling.and_then(|t| t.get("mode")))?;
     let format = match keys.string("format")? {
         Some(name) => Format::from_name(&name)
             .ok_or_else(|| keys.invalid("format", "expected yaml or json".into()))?,
@@ -297,16 +419,16 @@ fn read_template(keys: &Keys<'_>, base: &Path) -> Result<TemplateConfig, Setting
     })
 }
 
-/// `mode`: an integer whose decimal digits are read as octal (YAML reads `0640` as 640), or a
-/// string of octal digits with an optional `0o` prefix. At most `0777`.
-fn read_mode(keys: &Keys<'_>) -> Result<u32, SettingsError> {
-    let digits = match keys.map.get("mode") {
+/// `mode`: permission bits, read as the number they denote, in octal with a leading `0` or `0o`
+/// (`0640`, `0o640`, quoted or not) or in hexadecimal (`0x1a0`). A decimal number (`640`,
+/// `416`) is refused: YAML reads `640` as six hundred and forty, and `0640` as the same number
+/// (YAML 1.2) or as octal (YAML 1.1), so an integer's value alone cannot say what was meant;
+/// `written` is how it was written. A mode that lets group or others write is refused.
+fn read_mode(keys: &Keys<'_>, written: Option<&Value>) -> Result<u32, SettingsError> {
+    let text = match keys.map.get("mode") {
         None | Some(Value::Null) => return Ok(DEFAULT_MODE),
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(n) => n.to_string(),
-            None => return Err(keys.invalid("mode", "expected octal digits like 0640".into())),
-        },
-        Some(Value::String(s)) => s.strip_prefix("0o").unwrap_or(s).to_owned(),
+        Some(Value::Number(_)) => written.and_then(Value::as_str).unwrap_or_default(),
+        Some(Value::String(s)) => s.as_str(),
         Some(other) => {
             return Err(keys.invalid(
                 "mode",
@@ -314,13 +436,41 @@ fn read_mode(keys: &Keys<'_>) -> Result<u32, SettingsError> {
             ));
         }
     };
-    match u32::from_str_radix(&digits, 8) {
-        Ok(mode) if mode <= 0o777 && !digits.is_empty() => Ok(mode),
-        _ => Err(keys.invalid(
+    match parse_mode(text) {
+        None => Err(keys.invalid(
             "mode",
-            "expected permission bits in octal, 0000 to 0777, like 0640 or \"0640\"".into(),
+            "expected permission bits in octal with a leading 0, like 0640, 0o640 or \"0640\" \
+             (without it, 640 is a decimal number)"
+                .into(),
         )),
+        Some(mode) if mode > 0o777 => {
+            Err(keys.invalid("mode", "expected permission bits from 0000 to 0777".into()))
+        }
+        Some(mode) if mode & 0o022 != 0 => Err(keys.invalid(
+            "mode",
+            "lets group or others write the destination; use 0600 or 0640, for example".into(),
+        )),
+        Some(mode) => Ok(mode),
     }
+}
+
+/// The number `text` denotes as a mode: `0o` octal, `0x` hexadecimal, a leading `0` octal (as
+/// chmod and YAML 1.1 read it). `None` for anything else, decimal included.
+fn parse_mode(text: &str) -> Option<u32> {
+    let (digits, radix) = if let Some(digits) = text.strip_prefix("0o") {
+        (digits, 8)
+    } else if let Some(digits) = text.strip_prefix("0x") {
+        (digits, 16)
+    } else if text == "0" {
+        (text, 8)
+    } else {
+        (text.strip_prefix('0')?, 8)
+    };
+    // `from_str_radix` takes a sign of its own; a mode has none.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, radix).ok()
 }
 
 fn non_empty_string(keys: &Keys<'_>, key: &str) -> Result<Option<String>, SettingsError> {
@@ -375,6 +525,8 @@ mod tests {
                 listen: DEFAULT_LISTEN.parse().unwrap(),
                 auth_token_file: Path::new(BASE).join("auth_token"),
                 allow_non_loopback: false,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             }
         );
         assert!(config.templates.is_empty());
@@ -387,6 +539,7 @@ mod tests {
         let config = parse(
             "run_path: run\n\
              api:\n  listen: '[::1]:7000'\n  auth_token_file: /secret/token\n\
+             \x20 max_connections: 8\n  header_read_timeout: 3\n\
              templates:\n\
              \x20 - source: app.tmpl\n\
              \x20   destination: /etc/app/app.conf\n\
@@ -405,6 +558,8 @@ mod tests {
         );
         assert_eq!(config.api.listen, "[::1]:7000".parse().unwrap());
         assert_eq!(config.api.auth_token_file, Path::new("/secret/token"));
+        assert_eq!(config.api.max_connections, 8);
+        assert_eq!(config.api.header_read_timeout, Duration::from_secs(3));
         assert_eq!(
             config.templates,
             [
@@ -441,13 +596,57 @@ mod tests {
     }
 
     #[test]
-    fn modes() {
-        check_mode("0640", 0o640);
-        check_mode("640", 0o640);
-        check_mode("'0640'", 0o640);
-        check_mode("'0o755'", 0o755);
-        check_mode("0", 0);
-        check_mode("'0777'", 0o777);
+    fn modes_are_the_numbers_they_denote() {
+        for (written, mode) in [
+            ("0640", 0o640),
+            ("0o640", 0o640),
+            ("0x1a0", 0o640),
+            ("'0640'", 0o640),
+            ("\"0o640\"", 0o640),
+            ("00600", 0o600),
+            ("'0o755'", 0o755),
+            ("0400", 0o400),
+            ("0", 0),
+            ("&m 0640", 0o640),
+        ] {
+            check_mode(written, mode);
+        }
+        // Through an alias, the anchor's spelling counts.
+        let config = parse(
+            "templates:\n  - {source: a.yaml, destination: b.yaml, mode: &m 0o640}\n  - {source: c.yaml, destination: d.yaml, mode: *m}\n",
+        )
+        .unwrap();
+        assert_eq!(config.templates[1].mode, 0o640);
+    }
+
+    /// Regression: `0o640` was read as 416, whose decimal digits were then read as octal
+    /// (`0o416`, `-r----xrw-`: world-writable); `416`, `0x1a0` and `640` were misread alike.
+    #[test]
+    fn modes_that_are_decimal_or_let_others_write_are_refused() {
+        let t = |mode: &str| {
+            format!("templates:\n  - {{source: a.yaml, destination: b.yaml, mode: {mode}}}\n")
+        };
+        let decimal = "invalid setting 'templates.0.mode': expected permission bits in octal with a leading 0, like 0640, 0o640 or \"0640\" (without it, 640 is a decimal number)";
+        for written in [
+            "640", "416", "'640'", "600", "1e3", "0640.0", "'0o'", "'0x'", "-0640", "'0o-1'",
+            "'+0640'", "'0_640'", "''", "0o9", "true",
+        ] {
+            let expected = if written == "true" {
+                "invalid setting 'templates.0.mode': expected octal digits like 0640, found a boolean"
+            } else {
+                decimal
+            };
+            check_err(&t(written), expected);
+        }
+        let writable = "invalid setting 'templates.0.mode': lets group or others write the destination; use 0600 or 0640, for example";
+        for written in ["0o666", "0x1b6", "0602", "0620", "'0777'", "0o2"] {
+            check_err(&t(written), writable);
+        }
+        let range =
+            "invalid setting 'templates.0.mode': expected permission bits from 0000 to 0777";
+        for written in ["01777", "0o4700", "0x1000", "'0o7777777'"] {
+            check_err(&t(written), range);
+        }
     }
 
     #[test]
@@ -456,11 +655,7 @@ mod tests {
             |rest: &str| format!("templates:\n  - {{source: a.yaml, destination: b.yaml{rest}}}\n");
         check_err(
             &t(", mode: 0800"),
-            "invalid setting 'templates.0.mode': expected permission bits in octal, 0000 to 0777, like 0640 or \"0640\"",
-        );
-        check_err(
-            &t(", mode: '1777'"),
-            "invalid setting 'templates.0.mode': expected permission bits in octal, 0000 to 0777, like 0640 or \"0640\"",
+            "invalid setting 'templates.0.mode': expected permission bits in octal with a leading 0, like 0640, 0o640 or \"0640\" (without it, 640 is a decimal number)",
         );
         check_err(
             &t(", mode: [1]"),
@@ -518,6 +713,19 @@ mod tests {
             "templates:\n  - {source: a.yaml, destination: a.yaml}\n",
             "invalid setting 'templates.0.destination': must differ from the source",
         );
+        // Regression: `..` hid that a destination was its own source.
+        check_err(
+            "templates:\n  - {source: a.yaml, destination: x/../a.yaml}\n",
+            "invalid setting 'templates.0.destination': must differ from the source",
+        );
+        check_err(
+            "templates:\n  - {source: a.yaml, destination: b.yaml}\n  - {source: ./c.yaml, destination: /etc/keyturn/sub/../a.yaml}\n",
+            "invalid setting 'templates.1.destination': is the source of templates.0",
+        );
+        check_err(
+            "templates:\n  - {source: a.yaml, destination: c.yaml}\n  - {source: c.yaml, destination: d.yaml}\n",
+            "invalid setting 'templates.0.destination': is the source of templates.1",
+        );
         check_err(
             "api:\n  listen: localhost:5009\n",
             "invalid setting 'api.listen': expected an IP address and a port, like 127.0.0.1:5009",
@@ -528,7 +736,15 @@ mod tests {
         );
         check_err(
             "api:\n  port: 1\n",
-            "invalid setting 'api.port': unknown key; expected one of listen, auth_token_file, allow_non_loopback",
+            "invalid setting 'api.port': unknown key; expected one of listen, auth_token_file, allow_non_loopback, max_connections, header_read_timeout",
+        );
+        check_err(
+            "api:\n  header_read_timeout: 3601\n",
+            "invalid setting 'api.header_read_timeout': must be at most 3600 seconds",
+        );
+        check_err(
+            "api:\n  max_connections: -1\n",
+            "invalid setting 'api.max_connections': must not be negative",
         );
         check_err(
             "api: [1]\n",
@@ -537,6 +753,56 @@ mod tests {
         check_err(
             "secret_refresh_interval: -1\n",
             "invalid setting 'secret_refresh_interval': must not be negative",
+        );
+    }
+
+    /// Regression: a destination reached through a symbolic link and `..`, or a hard link of a
+    /// source, passed the textual check.
+    #[test]
+    fn destinations_are_compared_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::fs::create_dir(root.join("real/sub")).unwrap();
+        std::fs::write(root.join("real/a.yaml"), "a: 1\n").unwrap();
+        std::fs::write(root.join("b.yaml"), "b: 1\n").unwrap();
+        std::os::unix::fs::symlink(root.join("real/sub"), root.join("link")).unwrap();
+        std::fs::hard_link(root.join("b.yaml"), root.join("b-too.yaml")).unwrap();
+        let check = |text: &str| {
+            let config = DaemonConfig::from_yaml_str(text, root).unwrap();
+            check_distinct_on_disk(&config.templates).map_err(|e| e.to_string())
+        };
+        // `link/..` is `real` on disk, but `.` as text.
+        assert_eq!(
+            check("templates:\n  - {source: real/a.yaml, destination: link/../a.yaml}\n"),
+            Err("invalid setting 'templates.0.destination': must differ from the source".into())
+        );
+        assert_eq!(
+            check(
+                "templates:\n  - {source: real/a.yaml, destination: out.yaml}\n  - {source: b.yaml, destination: b-too.yaml}\n"
+            ),
+            Err("invalid setting 'templates.1.destination': must differ from the source".into())
+        );
+        assert_eq!(
+            check(
+                "templates:\n  - {source: b.yaml, destination: out.yaml}\n  - {source: real/a.yaml, destination: link/../../b.yaml}\n"
+            ),
+            Err("invalid setting 'templates.1.destination': is the source of templates.0".into())
+        );
+        assert_eq!(
+            check(
+                "templates:\n  - {source: b.yaml, destination: link/out.yaml}\n  - {source: real/a.yaml, destination: real/sub/out.yaml}\n"
+            ),
+            Err(
+                "invalid setting 'templates.1.destination': templates.0 has the same destination"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check(
+                "templates:\n  - {source: b.yaml, destination: link/out.yaml}\n  - {source: real/a.yaml, destination: missing/out.yaml}\n"
+            ),
+            Ok(())
         );
     }
 

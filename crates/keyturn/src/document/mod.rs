@@ -139,6 +139,26 @@ pub enum DocumentError {
         /// The limit that was passed.
         limit: usize,
     },
+    /// An alias inside a mapping key refers to a handle that is replaced: the key would change
+    /// and hold a secret (keys appear in paths, errors and reports, so they must never).
+    #[error(
+        "could not parse YAML: an alias inside a mapping key at '{path}' refers to a handle; a \
+         key cannot hold a secret"
+    )]
+    HandleInKey {
+        /// Path of the mapping holding the key, segments joined with `/`.
+        path: String,
+    },
+    /// An alias used as a value copies a collection holding a handle written inside a mapping
+    /// key, where it is never replaced.
+    #[error(
+        "could not parse YAML: the alias at '{path}' copies a handle written inside a mapping \
+         key, which cannot be replaced"
+    )]
+    HandleFromKey {
+        /// Path of the alias, segments joined with `/`.
+        path: String,
+    },
     /// The source text of a handle's value could not be located. A bug, not a user error:
     /// reported instead of risking a corrupt output.
     #[error("could not locate the text of the value at line {line}, column {column}")]
@@ -237,6 +257,29 @@ impl Document {
             .iter()
             .map(|splice| lookup(&splice.handle))
             .collect();
+        self.splice(values)
+    }
+
+    /// Like [`Document::render`], with a value per use: `lookup` is called with the site that
+    /// owns each distinct source location, the first in document order (a YAML alias shares
+    /// its anchor's text, so it renders the value of the anchor's use).
+    pub fn render_sites<'a>(
+        &self,
+        mut lookup: impl FnMut(&HandleSite) -> Option<&'a str>,
+    ) -> Zeroizing<String> {
+        let mut owners: Vec<Option<&HandleSite>> = vec![None; self.splices.len()];
+        for site in &self.sites {
+            owners[site.splice].get_or_insert(site);
+        }
+        let values: Vec<Option<&'a str>> = owners
+            .into_iter()
+            .map(|owner| owner.and_then(&mut lookup))
+            .collect();
+        self.splice(values)
+    }
+
+    /// The text with `values[i]` (when `Some`) written at splice `i`.
+    fn splice(&self, values: Vec<Option<&str>>) -> Zeroizing<String> {
         // Size the output exactly, so that no partial copy of a value is left behind in a
         // reallocated buffer.
         let mut len = self.text.len();

@@ -260,8 +260,101 @@ fn yaml_aliases_share_the_anchor_text() {
         &[("x", "X"), ("u", "U"), ("l", "L")],
         "a: &p \"X\"\nb: *p\nbase: &b\n  user: \"U\"\n  list: [\"L\"]\nother: *b\n",
     );
-    // An alias to a key is not a site, and the key is not replaced.
-    check_sites(Yaml, "&k ENC[x]: 1\nb: *k\n", &[]);
+}
+
+/// Issue 9, item 16: an alias used as a value to an anchored key that is a handle reads as
+/// that handle; it is replaced at the alias, and the key stays as written.
+#[test]
+fn yaml_alias_to_a_handle_key_is_replaced_at_the_alias() {
+    for (text, sites, values, expected) in [
+        (
+            "&a ENC[x]: 1\nv: *a\n",
+            &["x @ v"][..],
+            &[("x", "V")][..],
+            "&a ENC[x]: 1\nv: \"V\"\n",
+        ),
+        (
+            "{&a \"ENC[x]\": 1, v: [*a, *a ], w: {k: *a}}",
+            &["x @ v/0", "x @ v/1", "x @ w/k"],
+            &[("x", "V")],
+            "{&a \"ENC[x]\": 1, v: [\"V\", \"V\" ], w: {k: \"V\"}}",
+        ),
+        // Written inside a complex key (whose mapping is skipped).
+        (
+            "m:\n  ? [&a \"ENC[x]\"]\n  : 1\nv: *a\n",
+            &["x @ v"],
+            &[("x", "V")],
+            "m:\n  ? [&a \"ENC[x]\"]\n  : 1\nv: \"V\"\n",
+        ),
+        // Copied through an anchored collection: every copy shares the alias' text.
+        (
+            "&a ENC[x]: 1\nb: &b [*a]\nc: *b\n",
+            &["x @ b/0", "x @ c/0"],
+            &[("x", "V")],
+            "&a ENC[x]: 1\nb: &b [\"V\"]\nc: *b\n",
+        ),
+        // As a key again, it is a key: never replaced.
+        (
+            "&a ENC[x]: 1\nm:\n  *a : 2\n",
+            &[],
+            &[("x", "V")],
+            "&a ENC[x]: 1\nm:\n  *a : 2\n",
+        ),
+    ] {
+        check_sites(Yaml, text, sites);
+        check_render(Yaml, text, values, expected);
+    }
+}
+
+/// Issue 9, item 18 (found by the `yaml_document` fuzz target): a key must never change, so an
+/// alias inside a key (a plain alias key, a complex key, a merge into a complex key) may not
+/// reach a handle that is replaced, and a value may not copy a collection holding a handle
+/// written inside a key (it could not be replaced there).
+#[test]
+fn yaml_handles_never_reach_keys() {
+    check_error(
+        Yaml,
+        "base: &base\n  user: ENC[user]\n  pass: &p ENC[pass]\nderived:\n  ? <<: *base\n  : 1\n",
+        "could not parse YAML: an alias inside a mapping key at 'derived' refers to a handle; a \
+         key cannot hold a secret",
+    );
+    for text in [
+        "a: &p ENC[p]\nm:\n  *p : 1\n",
+        "a: &p ENC[p]\nm:\n  ? [*p]\n  : 1\n",
+        "a: &p [\"ENC[p]\"]\nm:\n  ? {k: *p}\n  : 1\n",
+    ] {
+        check_error(
+            Yaml,
+            text,
+            "could not parse YAML: an alias inside a mapping key at 'm' refers to a handle; a key \
+             cannot hold a secret",
+        );
+    }
+    for text in [
+        "m:\n  ? &k {a: \"ENC[x]\"}\n  : 1\nv: *k\n",
+        "m:\n  ? &k [\"ENC[x]\"]\n  : 1\nv: *k\n",
+        "m:\n  ? &k {a: \"ENC[x]\"}\n  : 1\nv:\n  <<: *k\n",
+        "&a ENC[x]: 1\nm:\n  ? &k [*a]\n  : 1\nv: *k\n",
+    ] {
+        check_error(
+            Yaml,
+            text,
+            "could not parse YAML: the alias at 'v' copies a handle written inside a mapping key, \
+             which cannot be replaced",
+        );
+    }
+    // Aliases inside keys to nodes without a replaced handle are fine, and so are collections
+    // that only hold a skipped mapping with such a key.
+    check_sites(
+        Yaml,
+        "a: &a {k: v}\nm:\n  ? *a\n  : ENC[x]\nn: ENC[y]\n",
+        &["y @ n"],
+    );
+    check_sites(
+        Yaml,
+        "b: &b [{? [\"ENC[x]\"] : 1}]\nc: *b\nd: ENC[y]\n",
+        &["y @ d"],
+    );
 }
 
 #[test]

@@ -16,6 +16,12 @@
 //!   sequence of those; merged handles are sites at the merging mapping's path, recorded when
 //!   that mapping closes, with yaml v3's precedence (explicit keys first, then earlier sources).
 //! - Only one document per stream; duplicate string keys are an error (both as in yaml v3).
+//! - Keys never change (a key would carry a secret into paths, errors and reports). A handle
+//!   written in a key (`&a ENC[x]: 1`, or inside a complex key) is never replaced there; an
+//!   alias to it used as a value reads as that handle and is replaced at the alias itself
+//!   (`v: *a` becomes `v: "..."`). An alias inside a key that reaches a replaced handle (`*p: 1`,
+//!   `? <<: *base`) is refused, and so is a value alias that copies a collection holding a
+//!   handle written inside a key (it could be replaced nowhere).
 //!
 //! Positions: saphyr counts characters, not bytes; [`CharIndex`] converts them with a cursor that
 //! moves mostly forward, so the conversion is linear in the text. A handle's splice covers its
@@ -58,11 +64,18 @@ enum Captured {
         key: Option<String>,
         /// The handle and its splice, when the value is a handle.
         site: Option<(String, usize)>,
+        /// The handle, when the value is a handle written inside a mapping key. Its text is
+        /// never replaced (a key cannot hold a secret); an alias to it used as a value is
+        /// replaced at the alias instead.
+        key_handle: Option<String>,
     },
     Collection {
         is_map: bool,
         /// A mapping with a non-string key (skipped wherever it is used).
         skipped: bool,
+        /// Whether a handle value is written inside it within a mapping key: such a handle is
+        /// never replaced, so no alias may copy it out as a value.
+        key_handles: bool,
         /// A mapping's keys, merged ones included.
         keys: Vec<String>,
         /// The handles below, with paths relative to the node.
@@ -120,6 +133,8 @@ struct Frame {
     anchor: usize,
     sites_start: usize,
     path_len: usize,
+    /// The walker's `key_handles` when the collection opened.
+    key_handles_start: usize,
 }
 
 struct Walker<'t> {
@@ -133,6 +148,11 @@ struct Walker<'t> {
     documents: usize,
     saw_root: bool,
     copies: usize,
+    /// Open collections that are mapping keys (`? {...} : v`): while any is open, the walk is
+    /// inside a key.
+    open_keys: usize,
+    /// Handle values seen inside keys (never replaced there).
+    key_handles: usize,
 }
 
 impl<'t> Walker<'t> {
@@ -147,6 +167,8 @@ impl<'t> Walker<'t> {
             documents: 0,
             saw_root: false,
             copies: 0,
+            open_keys: 0,
+            key_handles: 0,
         }
     }
 
@@ -170,7 +192,7 @@ impl<'t> Walker<'t> {
             Event::Scalar(value, style, anchor, tag) => {
                 self.scalar(value, style, anchor, tag.as_deref(), span)?;
             }
-            Event::Alias(anchor) => self.alias(anchor)?,
+            Event::Alias(anchor) => self.alias(anchor, span)?,
             Event::MappingStart(anchor, _) => self.open(true, anchor)?,
             Event::SequenceStart(anchor, _) => self.open(false, anchor)?,
             Event::MappingEnd | Event::SequenceEnd => self.close()?,
@@ -268,9 +290,13 @@ impl<'t> Walker<'t> {
             Role::Key => {
                 let class = classify_key(&value, style, tag);
                 if anchor > 0 {
-                    // An alias to a key is never a handle site: its text is the key's.
+                    // The key's text is never replaced; an alias to it used as a value is.
                     let key = (class == KeyClass::String).then(|| value.to_string());
-                    self.capture_scalar(anchor, key, None);
+                    let key_handle = value_is_string(tag)
+                        .then(|| parse_handle(&value))
+                        .flatten()
+                        .map(str::to_owned);
+                    self.capture_scalar(anchor, key, None, key_handle);
                 }
                 let kind = match class {
                     KeyClass::String => KeyKind::String(self.collector.push_key(value)),
@@ -283,9 +309,15 @@ impl<'t> Walker<'t> {
             Role::MergeSource | Role::MergeList => Err(self.invalid_merge()),
             Role::Value => {
                 let mut site = None;
-                if value_is_string(tag)
-                    && let Some(handle) = parse_handle(&value)
+                let mut key_handle = None;
+                let handle = value_is_string(tag).then(|| parse_handle(&value)).flatten();
+                if let Some(handle) = handle
+                    && self.open_keys > 0
                 {
+                    // Inside a key: never replaced (see `Captured::Scalar::key_handle`).
+                    self.key_handles += 1;
+                    key_handle = Some(handle.to_owned());
+                } else if let Some(handle) = handle {
                     let splice = self.locate(handle, style, anchor > 0 || tag.is_some(), span)?;
                     let segment = self.segment();
                     self.collector.enter(segment);
@@ -298,7 +330,7 @@ impl<'t> Walker<'t> {
                         KeyClass::String => Some(value.into_owned()),
                         KeyClass::Merge | KeyClass::NonString => None,
                     };
-                    self.capture_scalar(anchor, key, site);
+                    self.capture_scalar(anchor, key, site, key_handle);
                 }
                 self.child_done();
                 Ok(())
@@ -311,16 +343,45 @@ impl<'t> Walker<'t> {
         anchor: usize,
         key: Option<String>,
         site: Option<(String, usize)>,
+        key_handle: Option<String>,
     ) {
-        self.anchors
-            .insert(anchor, Rc::new(Captured::Scalar { key, site }));
+        self.anchors.insert(
+            anchor,
+            Rc::new(Captured::Scalar {
+                key,
+                site,
+                key_handle,
+            }),
+        );
     }
 
-    fn alias(&mut self, anchor: usize) -> Result<(), DocumentError> {
+    fn alias(&mut self, anchor: usize, span: Span) -> Result<(), DocumentError> {
         // An alias to an unknown or still open node adds nothing (the parser rejects unknown
         // anchors; yaml v3 rejects a node containing an alias to itself).
         let captured = self.anchors.get(&anchor).cloned();
-        match self.role() {
+        let role = self.role();
+        if let Some(captured) = captured.as_deref() {
+            self.check_alias(captured, role)?;
+        }
+        if self.open_keys > 0
+            && matches!(role, Role::Value | Role::MergeSource)
+            && captured.as_deref().is_some_and(|captured| {
+                matches!(
+                    captured,
+                    Captured::Scalar {
+                        key_handle: Some(_),
+                        ..
+                    } | Captured::Collection {
+                        key_handles: true,
+                        ..
+                    }
+                )
+            })
+        {
+            // Inside a key: a copy of a handle written in a key stays unreplaced, like it.
+            self.key_handles += 1;
+        }
+        match role {
             Role::Root => Err(DocumentError::NotACollection),
             Role::Key => {
                 let kind = match captured.as_deref() {
@@ -350,6 +411,13 @@ impl<'t> Walker<'t> {
                         site: Some((handle, splice)),
                         ..
                     }) => self.collector.add_site(handle, *splice, &[]),
+                    Some(Captured::Scalar {
+                        key_handle: Some(handle),
+                        ..
+                    }) if self.open_keys == 0 => {
+                        let splice = self.locate_alias(handle, span)?;
+                        self.collector.add_site(handle, splice, &[]);
+                    }
                     Some(Captured::Collection {
                         skipped: false,
                         sites,
@@ -370,6 +438,39 @@ impl<'t> Walker<'t> {
         }
     }
 
+    /// Refuses an alias that would put a secret in a mapping key (an alias inside a key to a
+    /// node holding a handle that is replaced: the key would change), and an alias used as a
+    /// value that copies a collection holding a handle written inside a key (never replaced).
+    fn check_alias(&mut self, captured: &Captured, role: Role) -> Result<(), DocumentError> {
+        let (replaced, from_key) = match captured {
+            Captured::Scalar { site, .. } => (site.is_some(), false),
+            Captured::Collection {
+                sites, key_handles, ..
+            } => (!sites.is_empty(), *key_handles),
+        };
+        let in_key = self.open_keys > 0 || role == Role::Key;
+        if !(in_key && replaced || !in_key && from_key) {
+            return Ok(());
+        }
+        let segment = match role {
+            Role::Value => self.segment(),
+            _ => Segment::Hidden,
+        };
+        self.collector.enter(segment);
+        let mut path = self.collector.path();
+        self.collector.leave();
+        // Inside a complex key: the path of the mapping the key belongs to.
+        if let Some(key) = self.frames.iter().find(|frame| frame.role == Role::Key) {
+            path.truncate(key.path_len);
+        }
+        let path = path.join("/");
+        Err(if in_key {
+            DocumentError::HandleInKey { path }
+        } else {
+            DocumentError::HandleFromKey { path }
+        })
+    }
+
     fn open(&mut self, is_map: bool, anchor: usize) -> Result<(), DocumentError> {
         if self.frames.len() >= MAX_DEPTH {
             return Err(DocumentError::TooDeep {
@@ -386,6 +487,7 @@ impl<'t> Walker<'t> {
                 self.key_done(KeyKind::NonString);
                 // The key's content is walked for its anchors only.
                 self.collector.enter(Segment::Hidden);
+                self.open_keys += 1;
                 Role::Key
             }
             Role::Value => {
@@ -425,6 +527,7 @@ impl<'t> Walker<'t> {
             anchor,
             sites_start: self.collector.sites_len(),
             path_len: self.collector.path_len(),
+            key_handles_start: self.key_handles,
         });
         Ok(())
     }
@@ -462,6 +565,9 @@ impl<'t> Walker<'t> {
             if frame.role == Role::MergeSource {
                 self.merge(captured);
             }
+        }
+        if frame.role == Role::Key {
+            self.open_keys -= 1;
         }
         if frame.role != Role::Root {
             self.collector.leave();
@@ -535,6 +641,7 @@ impl<'t> Walker<'t> {
                 return Err(DocumentError::NotACollection);
             }
             self.collector.truncate_sites(frame.sites_start);
+            self.key_handles = frame.key_handles_start;
         }
         if !wanted {
             return Ok(None);
@@ -565,6 +672,7 @@ impl<'t> Walker<'t> {
         Ok(Captured::Collection {
             is_map,
             skipped,
+            key_handles: self.key_handles > frame.key_handles_start,
             keys,
             sites,
         })
@@ -606,6 +714,28 @@ impl<'t> Walker<'t> {
         DocumentError::InvalidMerge {
             path: path.join("/"),
         }
+    }
+
+    /// Records a splice at an alias (`*name`) to a handle whose own text is not replaced (one
+    /// written inside a mapping key): the alias itself is replaced by the value.
+    fn locate_alias(&mut self, handle: &str, span: Span) -> Result<usize, DocumentError> {
+        let start = self.chars.byte(span.start.index());
+        let end = self.chars.byte(span.end.index());
+        let name_ok = self.text.as_bytes()[start.min(end)..end]
+            .iter()
+            .skip(1)
+            .all(|byte| !matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}'));
+        if self.text.as_bytes().get(start) != Some(&b'*') || end <= start + 1 || !name_ok {
+            return Err(DocumentError::Layout {
+                line: span.start.line(),
+                column: span.start.col() + 1,
+            });
+        }
+        Ok(self.collector.add_splice(Splice {
+            span: start..end,
+            keep: start..start,
+            handle: handle.to_owned(),
+        }))
     }
 
     /// Finds the source text of a handle scalar and records its splice.
