@@ -20,6 +20,7 @@
 pub mod refresh;
 pub mod status;
 
+use crate::printable::Printable;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -140,19 +141,23 @@ impl fmt::Display for FailureGroup<'_> {
     /// affects 2 handles: 'a' at x/y; 'b' at z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = |failure: &Failure| {
-            let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+            let paths: Vec<String> = failure
+                .paths
+                .iter()
+                .map(|p| crate::printable::printable(&p.join("/")))
+                .collect();
             if paths.is_empty() {
                 String::new()
             } else {
                 format!(" at {}", paths.join(", "))
             }
         };
-        let uses = |failure: &Failure| format!("'{}'{}", failure.handle, at(failure));
+        let uses = |failure: &Failure| format!("'{}'{}", Printable(&failure.handle), at(failure));
         match self.failures.as_slice() {
             [one] => write!(
                 f,
                 "'{}' ({}){}: {}",
-                one.handle,
+                Printable(&one.handle),
                 self.kind.as_str(),
                 at(one),
                 self.message
@@ -429,7 +434,7 @@ impl Resolver {
                 let (kind, message) = state.failures.get(*handle).cloned().unwrap_or_else(|| {
                     (
                         FailureKind::BackendError,
-                        format!("resolving '{handle}' was interrupted"),
+                        format!("resolving '{}' was interrupted", Printable(handle)),
                     )
                 });
                 let paths = document
@@ -624,8 +629,11 @@ impl Inner {
                                     .or_default()
                                     .push((handle.clone(), key.to_owned())),
                                 None => {
-                                    let message =
-                                        format!("handle \"{handle}\": unknown backend \"{name}\"");
+                                    let message = format!(
+                                        "handle \"{}\": unknown backend \"{}\"",
+                                        Printable(handle),
+                                        Printable(name)
+                                    );
                                     results.insert(
                                         handle.clone(),
                                         Err((FailureKind::BackendError, message)),
@@ -634,7 +642,8 @@ impl Inner {
                             }
                         }
                         None => {
-                            let message = format!("handle \"{handle}\": unknown backend");
+                            let message =
+                                format!("handle \"{}\": unknown backend", Printable(handle));
                             results
                                 .insert(handle.clone(), Err((FailureKind::BackendError, message)));
                         }

@@ -3,6 +3,7 @@
 //!
 //! Nothing here carries a value: only handles, origins, paths, file metadata and messages.
 
+use crate::printable::{Printable, printable};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -335,11 +336,13 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
         handles.len()
     );
     for (handle, places) in &handles {
-        let _ = write!(text, "\n- '{handle}':");
+        let _ = write!(text, "\n- '{}':", Printable(handle));
         for (origin, path) in places {
             let _ = write!(
                 text,
-                "\n  - used in '{origin}' configuration in entry '{path}'"
+                "\n  - used in '{}' configuration in entry '{}'",
+                Printable(origin),
+                Printable(path)
             );
         }
     }
@@ -377,10 +380,14 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
 
 /// One line of `Secrets not resolved`: the handle, why, and where it is used.
 fn unresolved_message(failure: &super::Failure) -> String {
-    let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+    let paths: Vec<String> = failure
+        .paths
+        .iter()
+        .map(|p| printable(&p.join("/")))
+        .collect();
     format!(
         "'{}' ({}) at {}: {}",
-        failure.handle,
+        Printable(&failure.handle),
         failure.kind.as_str(),
         paths.join(", "),
         failure.message
