@@ -30,6 +30,7 @@ mod quote;
 mod sites;
 mod yaml;
 
+use crate::printable::Printable;
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
@@ -109,7 +110,7 @@ pub enum DocumentError {
         line: usize,
     },
     /// A mapping has the same key twice.
-    #[error("could not parse {format}: duplicate key at '{path}'")]
+    #[error("could not parse {format}: duplicate key at '{}'", Printable(.path))]
     DuplicateKey {
         /// `YAML` or `JSON`.
         format: &'static str,
@@ -118,8 +119,9 @@ pub enum DocumentError {
     },
     /// A YAML merge key (`<<`) whose value is not a mapping or a sequence of mappings.
     #[error(
-        "could not parse YAML: merge key '<<' at '{path}' needs a mapping or a sequence of \
-         mappings"
+        "could not parse YAML: merge key '<<' at '{}' needs a mapping or a sequence of \
+         mappings",
+        Printable(.path)
     )]
     InvalidMerge {
         /// Path of the mapping holding the merge key, segments joined with `/`.
@@ -142,8 +144,9 @@ pub enum DocumentError {
     /// An alias inside a mapping key refers to a handle that is replaced: the key would change
     /// and hold a secret (keys appear in paths, errors and reports, so they must never).
     #[error(
-        "could not parse YAML: an alias inside a mapping key at '{path}' refers to a handle; a \
-         key cannot hold a secret"
+        "could not parse YAML: an alias inside a mapping key at '{}' refers to a handle; a \
+         key cannot hold a secret",
+        Printable(.path)
     )]
     HandleInKey {
         /// Path of the mapping holding the key, segments joined with `/`.
@@ -152,8 +155,9 @@ pub enum DocumentError {
     /// An alias used as a value copies a collection holding a handle written inside a mapping
     /// key, where it is never replaced.
     #[error(
-        "could not parse YAML: the alias at '{path}' copies a handle written inside a mapping \
-         key, which cannot be replaced"
+        "could not parse YAML: the alias at '{}' copies a handle written inside a mapping \
+         key, which cannot be replaced",
+        Printable(.path)
     )]
     HandleFromKey {
         /// Path of the alias, segments joined with `/`.
@@ -257,6 +261,29 @@ impl Document {
             .iter()
             .map(|splice| lookup(&splice.handle))
             .collect();
+        self.splice(values)
+    }
+
+    /// Like [`Document::render`], with a value per use: `lookup` is called with the site that
+    /// owns each distinct source location, the first in document order (a YAML alias shares
+    /// its anchor's text, so it renders the value of the anchor's use).
+    pub fn render_sites<'a>(
+        &self,
+        mut lookup: impl FnMut(&HandleSite) -> Option<&'a str>,
+    ) -> Zeroizing<String> {
+        let mut owners: Vec<Option<&HandleSite>> = vec![None; self.splices.len()];
+        for site in &self.sites {
+            owners[site.splice].get_or_insert(site);
+        }
+        let values: Vec<Option<&'a str>> = owners
+            .into_iter()
+            .map(|owner| owner.and_then(&mut lookup))
+            .collect();
+        self.splice(values)
+    }
+
+    /// The text with `values[i]` (when `Some`) written at splice `i`.
+    fn splice(&self, values: Vec<Option<&str>>) -> Zeroizing<String> {
         // Size the output exactly, so that no partial copy of a value is left behind in a
         // reallocated buffer.
         let mut len = self.text.len();
