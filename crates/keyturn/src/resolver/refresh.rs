@@ -337,25 +337,25 @@ impl Inner {
             state.apply_refresh(candidates.len(), results, self.audit.is_some())
         };
         self.deliver(notifications);
-        if !report.changed.is_empty() {
-            if let Some(audit) = &self.audit {
-                let failed = report
-                    .failures
-                    .iter()
-                    .map(|f| FailedHandle {
-                        handle: f.handle.clone(),
-                        reason: f.kind,
-                    })
-                    .collect();
-                let record = Record {
-                    trigger,
-                    entries,
-                    failed,
-                };
-                if let Err(error) = append_audit(audit.clone(), record).await {
-                    tracing::error!(%error, "could not write the audit file");
-                    report.error = Some(format!("could not write the audit file: {error}"));
-                }
+        if !report.changed.is_empty()
+            && let Some(audit) = &self.audit
+        {
+            let failed = report
+                .failures
+                .iter()
+                .map(|f| FailedHandle {
+                    handle: f.handle.clone(),
+                    reason: f.kind,
+                })
+                .collect();
+            let record = Record {
+                trigger,
+                entries,
+                failed,
+            };
+            if let Err(error) = append_audit(audit.clone(), record).await {
+                tracing::error!(%error, "could not write the audit file");
+                report.error = Some(format!("could not write the audit file: {error}"));
             }
         }
 
