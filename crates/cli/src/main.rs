@@ -126,11 +126,20 @@ fn init_logging(default_level: &str, format: serve::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .with_target(false);
     match format {
         serve::LogFormat::Human => builder.init(),
         serve::LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Whether logs may carry ANSI colour: only on a terminal, and never with `NO_COLOR` set to a
+/// non-empty value (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// Writes data to stdout.

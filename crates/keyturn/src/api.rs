@@ -13,7 +13,8 @@
 //! - `GET|POST /secret/refresh[?handle=H]...[&trigger=cli]`: refreshes (all handles, coalesced
 //!   with concurrent refreshes, or only the named ones), re-renders changed templates, and
 //!   answers the report: text, or JSON `{"report": {...}, "text": "..."}`. On failure: 500 with
-//!   JSON `{"error": "..."}` (plus `report` and `text` in the JSON form).
+//!   JSON `{"error": "..."}` (plus `report` and `text` in the JSON form); 404 naming the
+//!   handles when a `handle` is used by no template (nothing runs).
 //! - `POST /secret/trigger`: queues a throttled refresh (spec §6.7) and answers at once: 202
 //!   `{"queued": true}`, 200 `{"queued": false}` when one is already waiting, 409 when triggers
 //!   are disabled.
@@ -91,6 +92,9 @@ pub enum ApiError {
     /// No such route.
     #[error("not found")]
     NotFound,
+    /// `?handle=` names handles that no template uses.
+    #[error("{}", unknown_handles_message(.0))]
+    UnknownHandles(Vec<String>),
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -137,7 +141,7 @@ impl ApiError {
         match self {
             ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::UnknownHandles(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -172,6 +176,16 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+fn unknown_handles_message(handles: &[String]) -> String {
+    let quoted: Vec<String> = handles.iter().map(|h| format!("'{h}'")).collect();
+    format!(
+        "unknown handle{}: {} (no template uses {})",
+        if handles.len() == 1 { "" } else { "s" },
+        quoted.join(", "),
+        if handles.len() == 1 { "it" } else { "them" }
+    )
 }
 
 /// Refuses a body over [`BODY_LIMIT`] on every route, before anything else: a declared
@@ -277,6 +291,12 @@ async fn refresh(
                 )));
             }
         }
+    }
+    let unknown = daemon.unknown_handles(&handles);
+    if !unknown.is_empty() {
+        return Err(ApiError::UnknownHandles(
+            unknown.into_iter().map(str::to_owned).collect(),
+        ));
     }
     let only = (!handles.is_empty()).then_some(handles.as_slice());
     let report = daemon.refresh(trigger, only).await;
@@ -700,10 +720,16 @@ mod tests {
             .header(ACCEPT, "application/json"),
         )
         .await;
-        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
         assert_eq!(
             answer.json(),
-            serde_json::json!({"report": {"candidates": 0, "changed": [], "failures": []}, "text": ""})
+            serde_json::json!({"error": "unknown handles: 'a', 'b;c' (no template uses them)"})
+        );
+        let answer = send(&daemon, authed(Method::POST, "/secret/refresh?handle=a")).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            answer.json(),
+            serde_json::json!({"error": "unknown handle: 'a' (no template uses it)"})
         );
     }
 
@@ -751,7 +777,7 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
-            serde_json::json!({"error": "'db': not found"})
+            serde_json::json!({"error": "'db' (missing) at a: not found"})
         );
         let with_details = ApiError::RefreshFailed {
             message: report.error_text().unwrap(),
@@ -768,7 +794,7 @@ mod tests {
             .unwrap()
             .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["error"], "'db': not found");
+        assert_eq!(json["error"], "'db' (missing) at a: not found");
         assert_eq!(json["report"]["failures"][0]["handle"], "db");
         assert_eq!(
             json["text"],

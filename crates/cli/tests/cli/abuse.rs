@@ -357,7 +357,9 @@ async fn storm_client(
                 let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 let error = body["error"].as_str().unwrap();
                 let run = error
-                    .strip_prefix("'run': an error occurred while resolving 'run': run ")
+                    .strip_prefix(
+                        "'run' (error) at run: an error occurred while resolving 'run': run ",
+                    )
                     .and_then(|pid| pid.parse().ok())
                     .unwrap_or_else(|| panic!("no run in the answer: {error}"));
                 samples.lock().unwrap().push(Sample {

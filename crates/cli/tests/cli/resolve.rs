@@ -107,11 +107,13 @@ fn unresolved_handles_exit_1_with_nothing_written() {
     assert_eq!(run.stdout(), "");
     assert!(!sandbox.path("out.yaml").exists());
     let stderr = run.stderr();
-    assert!(stderr.contains("handle 'bad' (error) at list/0: an error occurred while resolving 'bad': no such secret"), "{stderr}");
     assert!(
-        stderr.contains("handle 'gone' (missing) at nested/x"),
+        stderr.contains(
+            "'bad' (error) at list/0: an error occurred while resolving 'bad': no such secret"
+        ),
         "{stderr}"
     );
+    assert!(stderr.contains("'gone' (missing) at nested/x"), "{stderr}");
     assert!(
         !stderr.contains("fine"),
         "a resolved value leaked into stderr: {stderr}"
@@ -128,6 +130,38 @@ fn unresolved_handles_exit_1_with_nothing_written() {
     assert_eq!(
         run.stdout(),
         "a: \"fine\"\nlist:\n  - ENC[bad]\nnested:\n  x: ENC[gone]\n"
+    );
+}
+
+#[test]
+fn a_failed_backend_run_is_reported_once_with_every_handle_it_affects() {
+    let sandbox = Sandbox::new();
+    sandbox.script(
+        "backend.sh",
+        "#!/bin/sh\ncat >/dev/null\necho oops >&2\nexit 3\n",
+        0o700,
+    );
+    sandbox.write("keyturn.yaml", &settings(&sandbox));
+    sandbox.write("app.yaml", "a: ENC[x]\nb:\n  c: ENC[y]\n  d: ENC[x]\n");
+    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
+    run.expect_code(1);
+    let stderr = run.stderr();
+    assert_eq!(stderr.matches("exit status 3").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        2,
+        "one line for the cause, one summary: {stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "keyturn: app.yaml: error while running '{}': exit status 3",
+            sandbox.path("backend.sh").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(" (backend_error); affects 2 handles: 'x' at a, b/d; 'y' at b/c\n"),
+        "{stderr}"
     );
 }
 

@@ -64,14 +64,14 @@
 //! after which the remembered time is that of the new first line. The directory is listed only
 //! on the first append, at rotation and when a rotated file is due for deletion.
 //!
-//! The caller decides when to append: the resolver appends once per refresh that changed at
-//! least one value, never for the initial resolution.
+//! The caller decides when to append: the resolver appends once per refresh that changed a
+//! value or failed, never for the initial resolution.
 
 mod record;
 
 pub use record::{
-    AuditEntry, FailedHandle, Record, Scan, ScannedEntry, ScannedFailure, ScannedRecord, Trigger,
-    masked_key, scan,
+    AuditEntry, FailedHandle, HeldBackUse, Record, Scan, ScannedEntry, ScannedFailure,
+    ScannedRecord, Trigger, masked_key, scan,
 };
 
 use std::borrow::Cow;

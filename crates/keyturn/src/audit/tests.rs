@@ -36,6 +36,7 @@ fn record(handles: &[&str]) -> Record {
             .map(|handle| AuditEntry::new(*handle, &Secret::new("s3cr3t-value"), ["password"]))
             .collect(),
         failed: Vec::new(),
+        held_back: Vec::new(),
     }
 }
 
@@ -161,6 +162,11 @@ fn items_69_70_masked_key_values_and_several_handles_in_one_line() {
             handle: "plum".into(),
             reason: crate::metrics::FailureKind::BackendError,
         }],
+        held_back: vec![HeldBackUse {
+            handle: "pear".into(),
+            origin: "app.yaml".into(),
+            path: "other/colour".into(),
+        }],
     };
     check(Case {
         before: &[],
@@ -170,7 +176,8 @@ fn items_69_70_masked_key_values_and_several_handles_in_one_line() {
             NAME,
             "{\"time\":\"2014-02-04T10:30:00Z\",\"data\":[{\"handle\":\"apple\",\"value\":\
              \"***************************bcdef\"},{\"handle\":\"pear\"}],\"trigger\":\"api\",\
-             \"failed\":[{\"handle\":\"plum\",\"reason\":\"backend_error\"}]}\n",
+             \"failed\":[{\"handle\":\"plum\",\"reason\":\"backend_error\"}],\
+             \"held_back\":[{\"handle\":\"pear\",\"origin\":\"app.yaml\",\"path\":\"other/colour\"}]}\n",
         )],
     });
 }
@@ -505,6 +512,7 @@ fn a_record_never_contains_a_value_that_is_not_a_key() {
             AuditEntry::new("token", &Secret::new(HEX32), ["password"]),
         ],
         failed: Vec::new(),
+        held_back: Vec::new(),
     };
     fixture
         .writer(AuditLimits::default())

@@ -105,7 +105,8 @@ pub(crate) async fn fetch(
         Ok(status) => backend_error(spec, &Failure::Exit(status), options),
         Err(failure) => backend_error(spec, &failure, options),
     };
-    tracing::warn!(%command, %exit, elapsed_ms, kind = failure.kind.as_str(), "secret backend run failed");
+    // Debug only: the caller reports the failure once, with the handles it affects.
+    tracing::debug!(%command, %exit, elapsed_ms, kind = failure.kind.as_str(), "secret backend run failed");
     for _ in 0..count {
         metrics.record_handle_failure(failure.kind);
     }

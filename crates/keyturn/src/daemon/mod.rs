@@ -224,14 +224,20 @@ impl Daemon {
         }
         let generation = Generation::build(config, &self.shared.metrics)?;
         let (generation, schedule, success) = generation.start().await;
-        {
+        let held_back = {
             let _render = self.shared.render.lock().await;
-            *self.lock_current() = generation.clone();
-        }
+            let previous = std::mem::replace(&mut *self.lock_current(), generation.clone());
+            previous.held_back_uses()
+        };
         self.shared.scheduler.replace(schedule);
         self.render(&generation).await;
         self.shared.scheduler.completed(success);
         tracing::info!(templates = generation.templates.len(), "settings reloaded");
+        // A reload is a restart: every use gets the current value, those a refresh allowlist
+        // held back too.
+        if held_back > 0 {
+            tracing::info!("reload applied {held_back} held-back uses");
+        }
         Ok(())
     }
 
@@ -298,6 +304,11 @@ impl Daemon {
         self.shared.scheduler.trigger()
     }
 
+    /// Those of `handles` that no template uses, in the order given.
+    pub fn unknown_handles<'a>(&self, handles: &'a [String]) -> Vec<&'a str> {
+        self.current().resolver.unknown_handles(handles)
+    }
+
     /// The current resolver.
     pub fn resolver(&self) -> Resolver {
         self.current().resolver.clone()
@@ -343,7 +354,8 @@ impl Daemon {
         let generation = self.current();
         let report = status::executable_report_with_version(&generation.resolver).await;
         let mut text = status::render_status(&generation.resolver, report);
-        text.push_str("\n=== Templates ===\n");
+        text.truncate(text.trim_end_matches('\n').len());
+        text.push_str("\n\n=== Templates ===\n");
         if generation.templates.is_empty() {
             text.push_str("No templates configured\n");
         }
@@ -401,11 +413,10 @@ impl Daemon {
             errors.extend(rendered.errors);
             report.error = Some(errors.join("\n"));
         }
-        if !report.is_success() {
-            let level_error = report.error_text().unwrap_or_default();
-            tracing::info!(
+        if let Some(error) = report.error_text() {
+            tracing::warn!(
                 trigger = trigger.as_str(),
-                "error with refreshing secrets: {level_error}"
+                "error with refreshing secrets: {error}"
             );
         }
         self.shared
@@ -501,6 +512,15 @@ struct Rendered {
 }
 
 impl Generation {
+    /// How many uses in the templates hold a value other than the cached one: uses a refresh
+    /// allowlist held back.
+    fn held_back_uses(&self) -> usize {
+        self.templates
+            .iter()
+            .map(|template| template.stale_uses(|handle| self.resolver.cached(handle)))
+            .sum()
+    }
+
     /// Reads every template and builds the resolver, subscribed to feed the templates.
     fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, DaemonError> {
         config::check_distinct_on_disk(&config.templates)?;
@@ -552,16 +572,8 @@ impl Generation {
                 let resolution = resolver
                     .resolve(template.document(), &template.origin, true)
                     .await;
-                for failure in &resolution.failures {
-                    let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
-                    tracing::warn!(
-                        template = template.origin,
-                        handle = failure.handle,
-                        kind = failure.kind.as_str(),
-                        paths = paths.join(", "),
-                        "could not resolve: {}",
-                        failure.message
-                    );
+                for cause in crate::resolver::group_failures(&resolution.failures) {
+                    tracing::warn!(template = template.origin, "could not resolve: {cause}");
                 }
                 resolution.is_complete()
             });

@@ -2,10 +2,11 @@
 //! happened the last time it was written.
 //!
 //! The source is read and parsed once (per start or reload) and kept; every later render
-//! splices values into that cached [`Document`]. Values only arrive through resolver change
-//! notifications (`Template::record`), which is also what marks the template dirty, so a
-//! refresh re-renders exactly the templates whose values changed, and a refresh allowlist that
-//! keeps a use from being notified keeps its old value in the output.
+//! splices values into that cached [`Document`]. Values are held per use (handle and key path)
+//! and only arrive through resolver change notifications (`Template::record`), which is also
+//! what marks the template dirty, so a refresh re-renders exactly the templates whose values
+//! changed, and a use the refresh allowlist held back keeps the value it was last rendered
+//! with, even when another use of the same handle in the same template changed.
 //!
 //! Invariants:
 //! - A destination is written only when every handle of the template has a value, and only
@@ -32,7 +33,7 @@ use serde::Serialize;
 
 use super::config::TemplateConfig;
 use crate::atomic_file::{read_existing, remove_stale_temps, write_atomic};
-use crate::document::{Document, DocumentError};
+use crate::document::{Document, DocumentError, HandleSite};
 use crate::resolver::Change;
 use crate::secret::Secret;
 
@@ -67,8 +68,8 @@ pub(crate) struct Template {
 }
 
 struct State {
-    /// handle -> the value the next render uses.
-    values: HashMap<String, Secret>,
+    /// handle -> key path -> the value the next render uses there.
+    values: HashMap<String, HashMap<Vec<String>, Secret>>,
     /// Whether `values` changed since the destination was last written with them.
     dirty: bool,
     /// Counts the changes to `values`, so that a write clears `dirty` only if no value
@@ -172,14 +173,33 @@ impl Template {
         &self.document
     }
 
-    /// Takes a changed value (a resolver notification for this template's origin).
+    /// Takes a changed value for one use (a resolver notification for this template's origin).
     pub(crate) fn record(&self, change: &Change<'_>) {
         let mut state = self.lock();
         state
             .values
-            .insert(change.handle.to_owned(), Secret::new(change.new));
+            .entry(change.handle.to_owned())
+            .or_default()
+            .insert(change.path.to_vec(), Secret::new(change.new));
         state.dirty = true;
         state.version += 1;
+    }
+
+    /// How many uses hold a value other than `current` gives for their handle (uses a refresh
+    /// allowlist held back).
+    pub(crate) fn stale_uses(&self, current: impl Fn(&str) -> Option<Secret>) -> usize {
+        let state = self.lock();
+        state
+            .values
+            .iter()
+            .map(|(handle, uses)| match current(handle) {
+                Some(value) => uses
+                    .values()
+                    .filter(|used| used.expose() != value.expose())
+                    .count(),
+                None => 0,
+            })
+            .sum()
     }
 
     /// When dirty: renders from the current values and writes the destination if every handle
@@ -218,7 +238,7 @@ impl Template {
                 .document
                 .sites()
                 .iter()
-                .filter(|site| !state.values.contains_key(&site.handle))
+                .filter(|site| value_at(&state.values, site).is_none())
                 .map(|site| site.handle.clone())
                 .collect();
             if !missing.is_empty() {
@@ -234,7 +254,7 @@ impl Template {
             let values = &state.values;
             let rendered = self
                 .document
-                .render(|handle| values.get(handle).map(Secret::expose));
+                .render_sites(|site| value_at(values, site).map(Secret::expose));
             (rendered, state.version)
         };
         let result = write(&self.config.destination, &rendered, self.config.mode);
@@ -306,6 +326,14 @@ impl Template {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The value recorded for the use at `site`.
+fn value_at<'a>(
+    values: &'a HashMap<String, HashMap<Vec<String>, Secret>>,
+    site: &HandleSite,
+) -> Option<&'a Secret> {
+    values.get(&site.handle)?.get(site.path.as_slice())
 }
 
 /// Writes `contents` to `path` with `mode` unless the file already has both. Returns whether the

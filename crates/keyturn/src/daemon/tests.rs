@@ -192,7 +192,7 @@ async fn a_template_is_written_once_its_failed_handle_heals() {
     let report = daemon.refresh(Trigger::Api, None).await;
     assert_eq!(
         report.error_text().as_deref(),
-        Some("'b': an error occurred while resolving 'b': vault is sealed")
+        Some("'b' (error) at b: an error occurred while resolving 'b': vault is sealed")
     );
     assert!(!setup.path("out/t.yaml").exists());
 
@@ -225,6 +225,60 @@ async fn refresh_allowlist_keeps_other_uses_at_their_old_value() {
         setup.tree("out/t.yaml"),
         serde_json::json!({"instances": [{"password": "w1"}], "other": "v2"})
     );
+}
+
+#[tokio::test]
+async fn refresh_allowlist_applies_per_use_within_one_template() {
+    let setup = Setup::new();
+    setup.set("pass1", "v1");
+    setup.write(
+        "t.yaml",
+        "instances:\n  - password: ENC[pass1]\nother:\n  endpoint: ENC[pass1]\n",
+    );
+    let daemon = setup
+        .start(
+            "templates:\n  - {source: t.yaml, destination: out/t.yaml, refresh_allowlist: [instances]}\n",
+        )
+        .await;
+    setup.set("pass1", "w1");
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert_eq!(
+        setup.tree("out/t.yaml"),
+        serde_json::json!({"instances": [{"password": "w1"}], "other": {"endpoint": "v1"}}),
+        "only the allowlisted use changes"
+    );
+    let origin = setup.path("t.yaml").display().to_string();
+    assert_eq!(
+        report.to_text(),
+        format!(
+            "=== Secret stats ===\nNumber of secrets reloaded: 1\nSecrets handle reloaded:\n\n\
+             - 'pass1':\n\tused in '{origin}' configuration in entry 'instances/0/password'\n\n\
+             Number of uses held back: 1\nUses held back (not under their origin's \
+             refresh_allowlist; they keep their previous value):\n\n\
+             - 'pass1':\n\tkept in '{origin}' configuration in entry 'other/endpoint'\n"
+        )
+    );
+    let audit = setup.read("secret-audit-file.json");
+    let record: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(record["data"], serde_json::json!([{"handle": "pass1"}]));
+    assert_eq!(
+        record["held_back"],
+        serde_json::json!([{"handle": "pass1", "origin": origin, "path": "other/endpoint"}])
+    );
+
+    // A later refresh that changes nothing leaves the held-back use alone.
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.changed.is_empty() && report.held_back.is_empty());
+    assert_eq!(setup.tree("out/t.yaml")["other"]["endpoint"], "v1");
+
+    // A reload is a restart: every use gets the current value.
+    assert_eq!(daemon.current().held_back_uses(), 1);
+    daemon.reload().await.unwrap();
+    assert_eq!(
+        setup.tree("out/t.yaml"),
+        serde_json::json!({"instances": [{"password": "w1"}], "other": {"endpoint": "w1"}})
+    );
+    assert_eq!(daemon.current().held_back_uses(), 0);
 }
 
 #[tokio::test]
@@ -273,7 +327,7 @@ async fn api_refresh_of_selected_handles_and_failures() {
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         json["error"],
-        "'a': an error occurred while resolving 'a': denied"
+        "'a' (error) at a: an error occurred while resolving 'a': denied"
     );
     assert_eq!(json["report"]["failures"][0]["handle"], "a");
     assert!(!String::from_utf8_lossy(&body).contains("b-2"));

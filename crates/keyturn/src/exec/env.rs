@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use crate::document::{Document, Format};
@@ -161,11 +162,9 @@ impl Environment {
 
     /// The environment with each handle that `lookup` resolves replaced by its value; the
     /// others are left as written.
-    pub fn render(
-        &self,
-        mut lookup: impl FnMut(&str) -> Option<Secret>,
-    ) -> Vec<(OsString, OsString)> {
-        self.vars
+    pub fn render(&self, mut lookup: impl FnMut(&str) -> Option<Secret>) -> Rendered {
+        let vars = self
+            .vars
             .iter()
             .map(|(name, value)| {
                 let resolved = value
@@ -178,12 +177,41 @@ impl Environment {
                     None => (name.clone(), value.clone()),
                 }
             })
-            .collect()
+            .collect();
+        Rendered(vars)
     }
 
     /// The names of the variables, in order.
     pub fn names(&self) -> impl Iterator<Item = &OsStr> {
         self.vars.iter().map(|(name, _)| name.as_os_str())
+    }
+}
+
+/// An environment with values in it, for the child. `Debug` prints names only, and every value
+/// is wiped from memory when it is dropped.
+pub struct Rendered(Vec<(OsString, OsString)>);
+
+impl Rendered {
+    /// The variables, in order.
+    pub fn vars(&self) -> &[(OsString, OsString)] {
+        &self.0
+    }
+}
+
+impl Drop for Rendered {
+    fn drop(&mut self) {
+        for (_, value) in &mut self.0 {
+            drop(zeroize::Zeroizing::new(std::mem::take(value).into_vec()));
+        }
+    }
+}
+
+impl fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&OsStr> = self.0.iter().map(|(name, _)| name.as_os_str()).collect();
+        f.debug_struct("Rendered")
+            .field("names", &names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -261,7 +289,7 @@ mod tests {
         e.set("A".into(), "3".into());
         let rendered = e.render(|_| None);
         assert_eq!(
-            rendered,
+            rendered.vars(),
             [("A".into(), "3".into()), ("B".into(), "2".into())]
         );
     }
@@ -306,8 +334,9 @@ mod tests {
     fn render_replaces_resolved_handles_only() {
         let e = env(&[("KEY", "ENC[k]"), ("OTHER", "ENC[missing]"), ("P", "v")]);
         let rendered = e.render(|h| (h == "k").then(|| Secret::new("s3cr3t".to_owned())));
+        assert!(!format!("{rendered:?}").contains("s3cr3t"));
         assert_eq!(
-            rendered,
+            rendered.vars(),
             [
                 ("KEY".into(), "s3cr3t".into()),
                 ("OTHER".into(), "ENC[missing]".into()),
@@ -329,7 +358,7 @@ mod tests {
         e.merge_env_file(&path).unwrap();
         let rendered = e.render(|_| None);
         assert_eq!(
-            rendered,
+            rendered.vars(),
             [
                 ("A".into(), "ENC[a]".into()),
                 ("Z".into(), "z".into()),

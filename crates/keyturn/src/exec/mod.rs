@@ -415,7 +415,7 @@ impl Supervisor {
             .program
             .environment
             .render(|handle| resolver.cached(handle));
-        let pid = spawn::start_program(&self.program.argv, &environment)?;
+        let pid = spawn::start_program(&self.program.argv, environment.vars())?;
         tracing::debug!(pid = pid.as_raw(), "the program started");
         self.child = Some((pid, Instant::now()));
         Ok(())
@@ -477,4 +477,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_the_programs_or_128_plus_the_signal() {
+        assert_eq!(ChildExit::Code(0).exit_code(), 0);
+        assert_eq!(ChildExit::Code(7).exit_code(), 7);
+        assert_eq!(ChildExit::Code(255).exit_code(), 255);
+        assert_eq!(ChildExit::Signal(15).exit_code(), 143);
+        assert_eq!(ChildExit::Signal(9).exit_code(), 137);
+    }
 }

@@ -11,6 +11,7 @@
 //! gives up does not cancel the run others wait on.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::{Failure, Inner, Lookup, Notification, Resolver};
-use crate::audit::{AuditEntry, AuditWriter, FailedHandle, Record};
+use crate::audit::{AuditEntry, AuditWriter, FailedHandle, HeldBackUse, Record};
 
 pub use crate::audit::Trigger;
 
@@ -27,8 +28,12 @@ pub use crate::audit::Trigger;
 pub struct RefreshReport {
     /// How many handles were candidates (0: nothing to refresh, the backend did not run).
     pub candidates: usize,
-    /// Handles whose value changed, sorted, each with every place it is used.
+    /// Handles whose new value was applied somewhere, sorted, each with the places it was
+    /// applied to.
     pub changed: Vec<ChangedHandle>,
+    /// Uses whose new value was not applied: their origin's refresh allowlist held them back,
+    /// so they keep the value they were last rendered with. Sorted by handle, then origin.
+    pub held_back: Vec<HeldBack>,
     /// Handles that failed in this run (their last known good values were kept).
     pub failures: Vec<Failure>,
     /// An error beyond per-handle failures (e.g. the audit file could not be written).
@@ -41,7 +46,7 @@ pub struct RefreshReport {
 pub struct ChangedHandle {
     /// The handle.
     pub handle: String,
-    /// Every place it is used: origin and path joined with `/`.
+    /// Every place the new value was applied to: origin and path joined with `/`.
     pub places: Vec<Place>,
 }
 
@@ -54,27 +59,48 @@ pub struct Place {
     pub path: String,
 }
 
+/// A use a refresh did not change although its handle's value changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldBack {
+    /// The handle.
+    pub handle: String,
+    /// Where it is used.
+    #[serde(flatten)]
+    pub place: Place,
+    /// Why it was held back.
+    pub reason: HoldReason,
+}
+
+/// Why a use was held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// No segment of its key path is in its origin's refresh allowlist.
+    RefreshAllowlist,
+}
+
 impl RefreshReport {
     /// Whether every candidate refreshed and nothing else went wrong.
     pub fn is_success(&self) -> bool {
         self.failures.is_empty() && self.error.is_none()
     }
 
-    /// The error a caller reports for an unsuccessful refresh: every failure, one per line.
+    /// The error a caller reports for an unsuccessful refresh: each cause once (a failure of a
+    /// whole backend run names every handle it affects), then any other error.
     pub fn error_text(&self) -> Option<String> {
         if self.is_success() {
             return None;
         }
-        let mut lines: Vec<String> = self
-            .failures
+        let mut lines: Vec<String> = super::group_failures(&self.failures)
             .iter()
-            .map(|f| format!("'{}': {}", f.handle, f.message))
+            .map(ToString::to_string)
             .collect();
         lines.extend(self.error.clone());
         Some(lines.join("\n"))
     }
 
-    /// The report text of the Datadog Agent (empty when there was nothing to refresh).
+    /// The report text of the Datadog Agent (empty when there was nothing to refresh), then,
+    /// when the refresh allowlist held uses back, which ones and why.
     pub fn to_text(&self) -> String {
         if self.candidates == 0 {
             return String::new();
@@ -83,17 +109,37 @@ impl RefreshReport {
             "=== Secret stats ===\nNumber of secrets reloaded: {}\nSecrets handle reloaded:\n",
             self.changed.len()
         );
-        if self.changed.is_empty() {
-            text.push('\n');
-        }
         for changed in &self.changed {
-            text.push_str(&format!("\n- '{}':\n", changed.handle));
+            let _ = write!(text, "\n- '{}':", changed.handle);
             for place in &changed.places {
-                text.push_str(&format!(
-                    "\tused in '{}' configuration in entry '{}'\n",
+                let _ = write!(
+                    text,
+                    "\n\tused in '{}' configuration in entry '{}'",
                     place.origin, place.path
-                ));
+                );
             }
+        }
+        text.push('\n');
+        if !self.held_back.is_empty() {
+            let _ = write!(
+                text,
+                "\nNumber of uses held back: {}\nUses held back (not under their origin's \
+                 refresh_allowlist; they keep their previous value):\n",
+                self.held_back.len()
+            );
+            let mut previous: Option<&str> = None;
+            for held in &self.held_back {
+                if previous != Some(held.handle.as_str()) {
+                    let _ = write!(text, "\n- '{}':", held.handle);
+                    previous = Some(&held.handle);
+                }
+                let _ = write!(
+                    text,
+                    "\n\tkept in '{}' configuration in entry '{}'",
+                    held.place.origin, held.place.path
+                );
+            }
+            text.push('\n');
         }
         text
     }
@@ -154,6 +200,12 @@ impl Run {
                 .changed
                 .iter()
                 .filter(|c| handles.contains(&c.handle))
+                .cloned()
+                .collect(),
+            held_back: report
+                .held_back
+                .iter()
+                .filter(|h| handles.contains(&h.handle))
                 .cloned()
                 .collect(),
             failures: report
@@ -317,7 +369,12 @@ impl Inner {
                 .contexts
                 .iter()
                 .filter(|(handle, _)| scope.contains(handle))
-                .filter(|(_, contexts)| contexts.iter().any(|c| state.context_matches(c)))
+                // A handle without a value yet is always a candidate: it has no value to hold
+                // back, and it heals this way.
+                .filter(|(handle, contexts)| {
+                    !state.cache.contains_key(*handle)
+                        || contexts.iter().any(|c| state.context_matches(c))
+                })
                 .map(|(handle, _)| handle.clone())
                 .collect()
         };
@@ -337,7 +394,10 @@ impl Inner {
             state.apply_refresh(candidates.len(), results, self.audit.is_some())
         };
         self.deliver(notifications);
-        if !report.changed.is_empty()
+        // One line for every refresh that changed a value (applied or held back) or failed;
+        // none for a successful refresh that changed nothing, as in the Agent.
+        let changed = !report.changed.is_empty() || !report.held_back.is_empty();
+        if (changed || !report.failures.is_empty())
             && let Some(audit) = &self.audit
         {
             let failed = report
@@ -348,10 +408,20 @@ impl Inner {
                     reason: f.kind,
                 })
                 .collect();
+            let held_back = report
+                .held_back
+                .iter()
+                .map(|held| HeldBackUse {
+                    handle: held.handle.clone(),
+                    origin: held.place.origin.clone(),
+                    path: held.place.path.clone(),
+                })
+                .collect();
             let record = Record {
                 trigger,
                 entries,
                 failed,
+                held_back,
             };
             if let Err(error) = append_audit(audit.clone(), record).await {
                 tracing::error!(%error, "could not write the audit file");
@@ -371,13 +441,6 @@ impl Inner {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         self.metrics.record_refresh(trigger.as_str(), outcome, now);
-        if !report.failures.is_empty() {
-            tracing::warn!(
-                failed = report.failures.len(),
-                trigger = trigger.as_str(),
-                "refresh left handles unresolved"
-            );
-        }
         (report, candidates)
     }
 }
@@ -405,8 +468,11 @@ async fn append_audit(audit: Arc<Mutex<AuditWriter>>, record: Record) -> Result<
 }
 
 impl super::State {
-    /// Applies a refresh's lookups (§6.3 with the allowlist on and notifications on). With
-    /// `audit`, also returns an audit entry (masked) for every handle of the response.
+    /// Applies a refresh's lookups (§6.3 with the allowlist on and notifications on), per use:
+    /// a changed value is applied to (and notified for) the uses its origin's allowlist lets
+    /// through, and to every use of a handle that had no value yet; the other uses are held
+    /// back. With `audit`, also returns an audit entry (masked) for every handle of the
+    /// response.
     fn apply_refresh(
         &mut self,
         candidates: usize,
@@ -441,11 +507,9 @@ impl super::State {
                 }
             };
             self.failures.remove(&handle);
-            let old = self
-                .cache
-                .get(&handle)
-                .map(|s| s.expose().to_owned())
-                .unwrap_or_default();
+            let previous = self.cache.get(&handle);
+            let first = previous.is_none();
+            let old = previous.map(|s| s.expose().to_owned()).unwrap_or_default();
             let contexts = self.contexts.get(&handle).cloned().unwrap_or_default();
             if audit {
                 let last_segments = contexts
@@ -453,10 +517,14 @@ impl super::State {
                     .filter_map(|c| c.path.last().map(String::as_str));
                 entries.push(AuditEntry::new(handle.clone(), &value, last_segments));
             }
-            if old != value.expose() && contexts.iter().any(|c| self.context_matches(c)) {
+            if old != value.expose() {
                 let mut places = Vec::new();
                 for context in &contexts {
-                    if self.context_matches(context) {
+                    let place = Place {
+                        origin: context.origin.clone(),
+                        path: context.path.join("/"),
+                    };
+                    if first || self.context_matches(context) {
                         notifications.push(Notification {
                             handle: handle.clone(),
                             origin: context.origin.clone(),
@@ -464,20 +532,27 @@ impl super::State {
                             old: zeroize::Zeroizing::new(old.clone()),
                             new: value.clone(),
                         });
+                        places.push(place);
+                    } else {
+                        report.held_back.push(HeldBack {
+                            handle: handle.clone(),
+                            place,
+                            reason: HoldReason::RefreshAllowlist,
+                        });
                     }
-                    places.push(Place {
-                        origin: context.origin.clone(),
-                        path: context.path.join("/"),
+                }
+                if !places.is_empty() {
+                    report.changed.push(ChangedHandle {
+                        handle: handle.clone(),
+                        places,
                     });
                 }
-                report.changed.push(ChangedHandle {
-                    handle: handle.clone(),
-                    places,
-                });
             }
             self.cache.insert(handle, value);
         }
         report.changed.sort_by(|a, b| a.handle.cmp(&b.handle));
+        // Stable: the uses of one handle stay in registration order.
+        report.held_back.sort_by(|a, b| a.handle.cmp(&b.handle));
         report.failures.sort_by(|a, b| a.handle.cmp(&b.handle));
         (report, notifications, entries)
     }
