@@ -73,7 +73,7 @@ impl Schedule {
         rng: StdRng,
     ) -> Schedule {
         Schedule {
-            next: interval.map(|interval| now + first_delay.unwrap_or(interval)),
+            next: interval.map(|interval| later(now, first_delay.unwrap_or(interval))),
             interval,
             trigger_interval,
             failures: 0,
@@ -107,11 +107,11 @@ impl Schedule {
             let was_retrying = self.failures > 0;
             self.failures = 0;
             if scheduled || was_retrying {
-                self.next = Some(now + interval);
+                self.next = Some(later(now, interval));
             }
             return;
         }
-        let retry = now + backoff(self.failures, interval, &mut self.rng);
+        let retry = later(now, backoff(self.failures, interval, &mut self.rng));
         self.failures = self.failures.saturating_add(1);
         self.next = match self.next {
             Some(next) if !scheduled => Some(next.min(retry)),
@@ -144,6 +144,14 @@ impl Schedule {
     pub fn next_due(&self) -> Option<Instant> {
         self.next
     }
+}
+
+/// `delay` after `now`, or as late as an `Instant` goes when that overflows (a schedule built
+/// from settings never gets there: they clamp durations to [`crate::settings::MAX_DURATION`]).
+fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(crate::settings::MAX_DURATION))
+        .unwrap_or(now)
 }
 
 /// The delay before retry number `failures` (0-based): uniform in `[0, min(interval, 1 s ·
@@ -426,6 +434,18 @@ mod tests {
             schedule.next_due(),
             Some(t0 + 3 * SECOND / 2 + 100 * SECOND)
         );
+    }
+
+    // Issue 9.14: the largest interval neither panics nor wraps around.
+    #[test]
+    fn huge_intervals_do_not_overflow() {
+        let t0 = Instant::now();
+        let huge = Duration::MAX;
+        let mut schedule = Schedule::new(t0, Some(huge), None, Some(huge), seeded());
+        assert!(schedule.next_due().is_some_and(|next| next > t0));
+        schedule.completed(t0, true, true);
+        schedule.completed(t0, false, true);
+        assert!(schedule.next_due().is_some_and(|next| next > t0));
     }
 
     #[test]
