@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use keyturn_protocol::PayloadVersion;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -864,10 +865,12 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
         check: PermissionCheck::Builtin,
         backend_type: Some(b.backend_type.clone()),
         config: (!b.config.is_empty()).then(|| b.config.clone()),
+        // keyturn's own backend needs `type`, which only 1.1 carries.
+        protocol: PayloadVersion::V1_1,
     };
     match &settings.backend {
         None => Routing::None,
-        Some(BackendSelection::Command { command }) => Routing::Single(BackendSpec {
+        Some(BackendSelection::Command { command, payload }) => Routing::Single(BackendSpec {
             command: command.clone(),
             args: settings.arguments.clone(),
             check: if settings.allow_group_exec {
@@ -875,8 +878,13 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
             } else {
                 PermissionCheck::Strict
             },
-            backend_type: None,
-            config: None,
+            // The Agent sends `type` and `config` to the command whenever a type is set.
+            backend_type: payload.as_ref().map(|b| b.backend_type.clone()),
+            config: payload
+                .as_ref()
+                .filter(|b| !b.config.is_empty())
+                .map(|b| b.config.clone()),
+            protocol: settings.protocol_version,
         }),
         Some(BackendSelection::Type(b)) => Routing::Single(builtin_spec(b)),
         Some(BackendSelection::Multi(backends)) => Routing::Multi(
