@@ -148,9 +148,8 @@ fn handles_and_key_paths_are_printed_escaped() {
     run.expect_code(1);
     let stderr = run.stderr();
     assert!(
-        stderr.contains(
-            "'x\\u{1b}[31m\\nkeyturn: forged\\u{202e}' (missing) at k\\ney\\u{1b}[7m: "
-        ),
+        stderr
+            .contains("'x\\u{1b}[31m\\nkeyturn: forged\\u{202e}' (missing) at k\\ney\\u{1b}[7m: "),
         "{stderr}"
     );
     assert!(!stderr.contains(['\x1b', '\u{202e}']), "{stderr:?}");
