@@ -869,18 +869,18 @@ pub fn locate_builtin_backend() -> PathBuf {
     if let Some(path) = std::env::var_os("KEYTURN_BUILTIN_BACKEND").filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            let sibling = dir.join(BUILTIN_BACKEND_NAME);
-            if sibling.is_file() {
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let sibling = dir.join(BUILTIN_BACKEND_NAME);
+        if sibling.is_file() {
+            return sibling;
+        }
+        // Test and bench executables live one level down, in `deps/`.
+        if let Some(parent) = dir.parent() {
+            let sibling = parent.join(BUILTIN_BACKEND_NAME);
+            if dir.ends_with("deps") && sibling.is_file() {
                 return sibling;
-            }
-            // Test and bench executables live one level down, in `deps/`.
-            if let Some(parent) = dir.parent() {
-                let sibling = parent.join(BUILTIN_BACKEND_NAME);
-                if dir.ends_with("deps") && sibling.is_file() {
-                    return sibling;
-                }
             }
         }
     }
