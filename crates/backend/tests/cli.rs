@@ -126,6 +126,27 @@ fn whole_request_problems_are_per_handle_errors() {
     );
 }
 
+// Issue 9.14: the largest timeout a request can carry, and an argument that is not UTF-8, are
+// handled, not panics (exit 101).
+#[test]
+fn the_largest_timeout_and_a_non_utf8_argument_do_not_panic() {
+    let fixture = Fixture::new();
+    let file = fixture.write("s.json", r#"{"a":"x"}"#);
+    let input = json!({"version": "1.1", "secrets": ["a"],
+        "secret_backend_timeout": u64::MAX, "type": "file.json",
+        "config": {"file_path": file}});
+    check(input.to_string().into_bytes(), &[("a", Expect::Value("x"))]);
+
+    use std::os::unix::ffi::OsStrExt;
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn-backend"))
+        .arg(std::ffi::OsStr::from_bytes(b"--type=\xff"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run keyturn-backend");
+    assert_eq!(run.status.code(), Some(2), "{run:?}");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("not valid UTF-8"));
+}
+
 #[test]
 fn payload_versions_1_0_and_1_1() {
     let fixture = Fixture::new();
