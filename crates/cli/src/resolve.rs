@@ -38,8 +38,9 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
         Some(path) => crate::read_settings(path)?,
         None => {
             let tree = match format {
-                Format::Json => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-                Format::Yaml => keyturn::settings::yaml_to_tree(&text)
+                // Only the settings keys are built: the rest of the document costs nothing.
+                Format::Json => keyturn::settings::json_to_settings_tree(&text),
+                Format::Yaml => keyturn::settings::yaml_to_settings_tree(&text)
                     .map_err(|e| Failure::input(anyhow!("{}: {e}", file.display())))?,
             };
             let settings = Settings::from_tree(&tree)
@@ -74,13 +75,12 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     });
 
     for failure in &resolution.failures {
-        let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
         eprintln!(
             "keyturn: {}: handle '{}' ({}) at {}: {}",
             file.display(),
             failure.handle,
             failure.kind.as_str(),
-            paths.join(", "),
+            failure.paths_text(),
             failure.message
         );
     }

@@ -10,6 +10,7 @@ mod abuse;
 mod daemon;
 mod faults;
 mod leaks;
+mod memory;
 mod resolve;
 mod serve;
 

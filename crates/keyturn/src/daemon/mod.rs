@@ -416,12 +416,11 @@ impl Generation {
                     .resolve(template.document(), &template.origin, true)
                     .await;
                 for failure in &resolution.failures {
-                    let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
                     tracing::warn!(
                         template = template.origin,
                         handle = failure.handle,
                         kind = failure.kind.as_str(),
-                        paths = paths.join(", "),
+                        paths = failure.paths_text(),
                         "could not resolve: {}",
                         failure.message
                     );

@@ -191,10 +191,10 @@ impl Template {
             state.dirty = false;
             let mut missing: Vec<String> = self
                 .document
-                .sites()
-                .iter()
-                .filter(|site| !state.values.contains_key(&site.handle))
-                .map(|site| site.handle.clone())
+                .handles()
+                .into_iter()
+                .filter(|handle| !state.values.contains_key(*handle))
+                .map(str::to_owned)
                 .collect();
             if !missing.is_empty() {
                 missing.sort();

@@ -16,8 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{Failure, Inner, Lookup, Notification, Resolver};
+use super::{Failure, Inner, Lookup, Notification, Resolver, SharedChange};
 use crate::audit::{AuditEntry, AuditWriter, FailedHandle, Record};
+use crate::document::Segment;
 
 pub use crate::audit::Trigger;
 
@@ -338,7 +339,7 @@ impl super::State {
                         .get(&handle)
                         .into_iter()
                         .flatten()
-                        .map(|c| c.path.clone())
+                        .flat_map(|c| c.paths.iter().cloned())
                         .collect();
                     report.failures.push(Failure {
                         handle: handle.clone(),
@@ -358,27 +359,30 @@ impl super::State {
                 .unwrap_or_default();
             let contexts = self.contexts.get(&handle).cloned().unwrap_or_default();
             if audit {
-                let last_segments = contexts
-                    .iter()
-                    .filter_map(|c| c.path.last().map(String::as_str));
+                // Only keys can end in `key`: indexes are left out.
+                let last_segments =
+                    contexts
+                        .iter()
+                        .flat_map(|c| c.paths.iter())
+                        .filter_map(|path| match path.last() {
+                            Some(Segment::Key(key)) => Some(&**key),
+                            Some(Segment::Index(_)) | None => None,
+                        });
                 entries.push(AuditEntry::new(handle.clone(), &value, last_segments));
             }
             if old != value.expose() && contexts.iter().any(|c| self.context_matches(c)) {
                 let mut places = Vec::new();
+                let change = SharedChange::new(&handle, old.clone(), &value);
                 for context in &contexts {
-                    if self.context_matches(context) {
-                        notifications.push(Notification {
-                            handle: handle.clone(),
-                            origin: context.origin.clone(),
-                            path: context.path.clone(),
-                            old: zeroize::Zeroizing::new(old.clone()),
-                            new: value.clone(),
+                    for path in context.paths.iter() {
+                        if self.use_matches(&context.origin, path) {
+                            notifications.push(change.at(&context.origin, path));
+                        }
+                        places.push(Place {
+                            origin: context.origin.to_string(),
+                            path: path.join("/"),
                         });
                     }
-                    places.push(Place {
-                        origin: context.origin.clone(),
-                        path: context.path.join("/"),
-                    });
                 }
                 report.changed.push(ChangedHandle {
                     handle: handle.clone(),
@@ -468,7 +472,7 @@ mod tests {
             handle: "h".into(),
             kind: FailureKind::InvalidResponse,
             message: "m".into(),
-            paths: vec![vec!["a".into()]],
+            paths: vec![["a"].into_iter().collect()],
         };
         assert_eq!(
             serde_json::to_string(&failure).unwrap(),

@@ -332,13 +332,12 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
     if !failures.is_empty() {
         text.push_str("Secrets not resolved:\n");
         for failure in failures {
-            let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
             let _ = writeln!(
                 text,
                 "  - '{}' ({}) at {}: {}",
                 failure.handle,
                 failure.kind.as_str(),
-                paths.join(", "),
+                failure.paths_text(),
                 failure.message
             );
         }
