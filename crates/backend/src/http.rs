@@ -32,10 +32,24 @@ const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
 pub(crate) struct TlsOptions {
     /// PEM files whose certificates replace the default roots, when not empty.
     pub(crate) ca_files: Vec<PathBuf>,
+    /// PEM certificates given inline (a kubeconfig's `certificate-authority-data`), added to
+    /// `ca_files`, each with a name for errors.
+    pub(crate) ca_pems: Vec<InlinePem>,
     /// Client certificate chain and key (PEM files), for mutual TLS.
     pub(crate) client: Option<(PathBuf, PathBuf)>,
+    /// Client certificate chain and key given inline, each with a name for errors.
+    pub(crate) client_pem: Option<(InlinePem, InlinePem)>,
     /// Skip server certificate verification. Off unless configured.
     pub(crate) insecure: bool,
+}
+
+/// PEM text given inline rather than in a file.
+#[derive(Debug, Clone)]
+pub(crate) struct InlinePem {
+    /// What it is, for errors (`kubeconfig: client-key-data`).
+    pub(crate) name: String,
+    /// The PEM text, wiped when dropped: it may hold a private key.
+    pub(crate) pem: Zeroizing<Vec<u8>>,
 }
 
 /// A failure to talk to the server at all.
@@ -77,18 +91,32 @@ impl Client {
     /// A client with the given TLS settings whose requests all end by `deadline`.
     pub(crate) fn new(tls: &TlsOptions, deadline: Deadline) -> Result<Client, HttpError> {
         let mut builder = TlsConfig::builder().disable_verification(tls.insecure);
-        if !tls.ca_files.is_empty() {
+        if !tls.ca_files.is_empty() || !tls.ca_pems.is_empty() {
             let mut roots = Vec::new();
             for path in &tls.ca_files {
                 roots.extend(read_pem(path)?.0);
             }
+            for inline in &tls.ca_pems {
+                roots.extend(parse_pem(&inline.pem, Path::new(&inline.name))?.0);
+            }
             builder = builder.root_certs(RootCerts::Specific(Arc::new(roots)));
         }
-        if let Some((cert_path, key_path)) = &tls.client {
-            let (chain, _) = read_pem(cert_path)?;
-            let (_, key) = read_pem(key_path)?;
+        let client = match (&tls.client, &tls.client_pem) {
+            (Some((cert_path, key_path)), _) => Some((
+                read_pem(cert_path)?.0,
+                read_pem(key_path)?.1,
+                key_path.clone(),
+            )),
+            (None, Some((cert, key))) => Some((
+                parse_pem(&cert.pem, Path::new(&cert.name))?.0,
+                parse_pem(&key.pem, Path::new(&key.name))?.1,
+                PathBuf::from(&key.name),
+            )),
+            (None, None) => None,
+        };
+        if let Some((chain, key, key_path)) = client {
             let key = key.ok_or_else(|| HttpError::TlsFile {
-                path: key_path.clone(),
+                path: key_path,
                 reason: "no private key in the file".to_owned(),
             })?;
             builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
@@ -171,13 +199,19 @@ fn transport_error(error: ureq::Error, host: &str, timeout_secs: u64) -> HttpErr
     }
 }
 
-/// `scheme://host:port` of a URL, for error messages.
+/// `scheme://host:port` of a URL, for error messages, its user info redacted.
 fn host_of(url: &str) -> String {
-    let after_scheme = url.find("://").map_or(0, |at| at + 3);
-    let end = url[after_scheme..]
-        .find('/')
-        .map_or(url.len(), |at| after_scheme + at);
-    url[..end].to_owned()
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return keyturn_protocol::redact_userinfo(url).into_owned();
+    };
+    // The user info ends at the last `@` (a password may hold `/`); our paths encode `@`.
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((_, host)) => (keyturn_protocol::REDACTED_USERINFO, host),
+        None => ("", rest),
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let at = if userinfo.is_empty() { "" } else { "@" };
+    format!("{scheme}://{userinfo}{at}{host}")
 }
 
 /// The certificates and the first private key of a PEM file.
@@ -192,9 +226,21 @@ fn read_pem(
     let mut bytes = Zeroizing::new(Vec::new());
     std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_PEM_BYTES), &mut bytes)
         .map_err(|source| error(source.to_string()))?;
+    parse_pem(&bytes, path)
+}
+
+/// The certificates and the first private key of PEM text; `path` names it in errors.
+fn parse_pem(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(Vec<Certificate<'static>>, Option<PrivateKey<'static>>), HttpError> {
+    let error = |reason: String| HttpError::TlsFile {
+        path: path.to_owned(),
+        reason,
+    };
     let mut certs = Vec::new();
     let mut key = None;
-    for item in ureq::tls::parse_pem(&bytes) {
+    for item in ureq::tls::parse_pem(bytes) {
         match item {
             Ok(PemItem::Certificate(cert)) => certs.push(cert),
             Ok(PemItem::PrivateKey(found)) => key = key.or(Some(found)),
@@ -222,6 +268,31 @@ pub(crate) fn encode_path(path: &str) -> String {
     out
 }
 
+/// `application/x-www-form-urlencoded` encoding of a value (RFC 3986 unreserved kept).
+pub(crate) fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(byte));
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+/// An `application/x-www-form-urlencoded` body.
+pub(crate) fn form_body(pairs: &[(&str, &str)]) -> Zeroizing<String> {
+    Zeroizing::new(
+        pairs
+            .iter()
+            .map(|(name, value)| format!("{name}={}", form_encode(value)))
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
+}
+
 /// The server-chosen part of an error answer, made fit for an error text: whitespace collapsed,
 /// at most 300 characters.
 pub(crate) fn tidy(text: &str) -> String {
@@ -243,6 +314,10 @@ mod tests {
             "https://vault:8200"
         );
         assert_eq!(host_of("http://127.0.0.1:1"), "http://127.0.0.1:1");
+        assert_eq!(
+            host_of("http://admin:pa/ss@127.0.0.1:1/v1/x"),
+            "http://<redacted>@127.0.0.1:1"
+        );
     }
 
     #[test]
@@ -250,6 +325,18 @@ mod tests {
         assert_eq!(
             encode_path("secret/data/my app/ü?x"),
             "secret/data/my%20app/%C3%BC%3Fx"
+        );
+    }
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(
+            form_encode("arn:aws:iam::1:role/a b+c"),
+            "arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fa%20b%2Bc"
+        );
+        assert_eq!(
+            form_body(&[("a", "1 2"), ("b", "=")]).as_str(),
+            "a=1%202&b=%3D"
         );
     }
 

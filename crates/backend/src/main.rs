@@ -58,7 +58,8 @@ backend with protocol v1), the backend comes from --type and its config from --c
 object) or --config-file (a file holding one; use it for credentials).
 
 Backend types: file.json, file.yaml, file.text, k8s.file, docker.secrets,
-               hashicorp.vault, aws.secrets, aws.ssm
+               hashicorp.vault, aws.secrets, aws.ssm, k8s.secrets,
+               gcp.secretmanager, azure.keyvault
 
 Exit status: 0 answered (failed handles carry an \"error\"), 1 unreadable input, 2 bad usage.
 ";

@@ -19,6 +19,10 @@ pub(crate) const REDACTED: &str = "<redacted>";
 /// would mangle it, and such a credential protects nothing.
 const MIN_CREDENTIAL_LEN: usize = 4;
 
+/// A credential cut by [`crate::http::tidy`]'s 300-character cap ends just before its `...`;
+/// a cut part this long is still scrubbed.
+const MIN_CUT_LEN: usize = 8;
+
 /// The credentials to scrub from error texts.
 #[derive(Default)]
 pub(crate) struct Redactor {
@@ -36,8 +40,17 @@ impl Redactor {
         redactor
     }
 
-    /// Registers a credential.
+    /// Registers a credential, and its form-encoded spelling (a server echoing a form body
+    /// shows `a%2Fb` for `a/b`).
     pub(crate) fn add(&mut self, credential: &str) {
+        let encoded = crate::http::form_encode(credential.trim());
+        if encoded != credential.trim() {
+            self.add_one(&encoded);
+        }
+        self.add_one(credential);
+    }
+
+    fn add_one(&mut self, credential: &str) {
         let credential = credential.trim();
         if credential.len() >= MIN_CREDENTIAL_LEN
             && !self
@@ -52,13 +65,28 @@ impl Redactor {
         }
     }
 
-    /// `text` with every registered credential replaced by [`REDACTED`].
+    /// Registers the user info of `url` (`user:password@`), whole and its password alone, when
+    /// it has one.
+    pub(crate) fn add_url(&mut self, url: &str) {
+        if let Some(info) = keyturn_protocol::userinfo(url) {
+            self.add(info);
+            if let Some((_, password)) = info.split_once(':') {
+                self.add(password);
+            }
+        }
+    }
+
+    /// `text` with every registered credential replaced by [`REDACTED`], and the user info of
+    /// every URL in it too.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
+        let mut out = keyturn_protocol::redact_userinfo(text).into_owned();
         for needle in &self.needles {
             if out.contains(needle.as_str()) {
                 out = out.replace(needle.as_str(), REDACTED);
             }
+        }
+        for needle in &self.needles {
+            out = scrub_cut(&out, needle);
         }
         out
     }
@@ -67,6 +95,7 @@ impl Redactor {
         for (key, value) in map {
             match value {
                 Value::String(text) if is_credential_key(key) => self.add(text),
+                Value::String(text) => self.add_url(text),
                 Value::Object(inner) => self.walk_map(inner),
                 Value::Array(items) => {
                     for item in items {
@@ -79,6 +108,30 @@ impl Redactor {
             }
         }
     }
+}
+
+/// `text` with the start of `needle` removed where it stands cut just before a `...`.
+fn scrub_cut(text: &str, needle: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("...") {
+        let head = &rest[..at];
+        let cut = (MIN_CUT_LEN..needle.len())
+            .rev()
+            .filter(|len| needle.is_char_boundary(*len))
+            .find(|len| head.ends_with(&needle[..*len]));
+        match cut {
+            Some(len) => {
+                out.push_str(&head[..head.len() - len]);
+                out.push_str(REDACTED);
+            }
+            None => out.push_str(head),
+        }
+        out.push_str("...");
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether a configuration key names a credential (`vault_token`, `aws_secret_access_key`,
@@ -136,6 +189,37 @@ mod tests {
             redactor.scrub(text),
             "token <redacted> <redacted> <redacted> <redacted> at http://vault:8200 ab"
         );
+    }
+
+    // Issue 9.17: user info in any URL of the configuration, or of any error text.
+    #[test]
+    fn url_user_info_is_redacted() {
+        let config: Map<String, Value> =
+            serde_json::from_str(r#"{"vault_address":"https://admin:pa/ss-7f@vault:8200"}"#)
+                .unwrap();
+        let redactor = Redactor::from_config(Some(&config));
+        assert_eq!(
+            redactor.scrub("at https://admin:pa/ss-7f@vault:8200: pa/ss-7f, ftp://u:p@h/x"),
+            "at https://<redacted>@vault:8200: <redacted>, ftp://<redacted>@h/x"
+        );
+    }
+
+    #[test]
+    fn cut_and_form_encoded_credentials_are_scrubbed() {
+        let mut redactor = Redactor::default();
+        redactor.add("1//0gRefreshToken+abc/def=");
+        redactor.add("eyJhbGciOiJSUzI1NiJ9.claims.signature");
+        let echoed = crate::http::tidy(&format!(
+            "{} refresh_token=1%2F%2F0gRefreshToken%2Babc%2Fdef%3D assertion=eyJhbGciOiJSUzI1NiJ9.claims.signature",
+            "x".repeat(260)
+        ));
+        assert!(echoed.ends_with("..."), "{echoed}");
+        let scrubbed = redactor.scrub(&echoed);
+        assert!(!scrubbed.contains("0gRefresh"), "{scrubbed}");
+        assert!(!scrubbed.contains("eyJhbGci"), "{scrubbed}");
+        assert!(scrubbed.ends_with("<redacted>..."), "{scrubbed}");
+        // Short coincidences before an ellipsis are left alone.
+        assert_eq!(redactor.scrub("wait 1//0g..."), "wait 1//0g...");
     }
 
     #[test]

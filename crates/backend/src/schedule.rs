@@ -8,6 +8,7 @@
 //! Invariants: results come back in input order, one per item; the work given to
 //! [`map_bounded`] must not panic (a panic in a worker propagates to the caller).
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -48,10 +49,38 @@ impl Deadline {
             .filter(|left| !left.is_zero())
     }
 
+    /// This deadline, or `cap` from now when that comes first (for a request that must fail
+    /// fast, such as instance metadata outside EC2). Messages still name the caller's timeout.
+    pub(crate) fn capped(&self, cap: Duration) -> Deadline {
+        Deadline {
+            at: self.at.min(Instant::now() + cap),
+            timeout: self.timeout,
+        }
+    }
+
     /// The caller's timeout, for "timed out" messages.
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
+}
+
+/// Applies `work` once to each distinct key on at most `limit` threads (one request per
+/// remote secret, however many handles point into it) and returns the results by key.
+pub(crate) fn map_distinct<K, R, F>(
+    keys: impl IntoIterator<Item = K>,
+    limit: usize,
+    work: F,
+) -> BTreeMap<K, R>
+where
+    K: Ord + Sync,
+    R: Send,
+    F: Fn(&K) -> R + Sync,
+{
+    let mut keys: Vec<K> = keys.into_iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let results = map_bounded(&keys, limit, work);
+    keys.into_iter().zip(results).collect()
 }
 
 /// Applies `work` to every item on at most `limit` threads and returns the results in input
@@ -127,5 +156,12 @@ mod tests {
         assert_eq!(out, items.iter().map(|item| item * 2).collect::<Vec<_>>());
         assert!(peak.load(Ordering::SeqCst) <= 4);
         assert!(map_bounded(&[] as &[usize], 8, |item| *item).is_empty());
+        let calls = AtomicUsize::new(0);
+        let by_key = map_distinct(["b", "a", "b", "a", "c"], 4, |key| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            key.to_uppercase()
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(by_key.get("b").map(String::as_str), Some("B"));
     }
 }

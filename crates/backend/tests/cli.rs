@@ -11,10 +11,20 @@
 
 #[path = "cli/aws.rs"]
 mod aws;
+#[path = "cli/azure.rs"]
+mod azure;
 #[path = "cli/end_to_end.rs"]
 mod end_to_end;
+#[path = "cli/fake.rs"]
+mod fake;
+#[path = "cli/gcp.rs"]
+mod gcp;
 #[path = "cli/harness.rs"]
 mod harness;
+#[path = "cli/k8s.rs"]
+mod k8s;
+#[path = "cli/leaks.rs"]
+mod leaks;
 #[path = "cli/servers.rs"]
 mod servers;
 #[path = "cli/vault.rs"]

@@ -2,7 +2,8 @@
 //! `keyturn` library.
 //!
 //! Every command returns `Result<ExitCode>`-like outcomes to [`main`], which is the one place
-//! that maps errors to the documented exit codes:
+//! that maps errors to the documented exit codes (`exec` exits with its program's status once
+//! the program ran, and with 126 or 127 when it could not be started):
 //! - 0: success;
 //! - 1: the job ran but did not fully succeed (a handle unresolved, the executable check failed,
 //!   a refresh failed);
@@ -18,6 +19,7 @@
 
 mod check;
 mod client;
+mod exec;
 mod refresh;
 mod resolve;
 mod serve;
@@ -48,6 +50,8 @@ enum Command {
     Status(status::Args),
     /// Ask a running daemon to refresh now and print the report.
     Refresh(refresh::Args),
+    /// Run COMMAND with the secrets of its environment resolved, and keep them fresh.
+    Exec(exec::Args),
 }
 
 /// An error with the exit code it maps to.
@@ -66,6 +70,14 @@ impl Failure {
         }
     }
 
+    /// An error with an exit code of its own (126 and 127 for `exec`).
+    pub(crate) fn with_code(code: u8, error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code,
+            error: error.into(),
+        }
+    }
+
     /// Could not write, start or reach something: exit 3.
     pub(crate) fn operational(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
@@ -79,6 +91,8 @@ impl Failure {
 pub(crate) enum Outcome {
     Success,
     Incomplete,
+    /// `exec`: the program's own exit status.
+    Exit(u8),
 }
 
 fn main() -> ExitCode {
@@ -93,10 +107,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
         Command::Refresh(args) => refresh::run(args),
+        Command::Exec(args) => exec::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Incomplete) => ExitCode::from(1),
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(failure) => {
             eprintln!("keyturn: {:#}", failure.error);
             ExitCode::from(failure.code)
@@ -110,11 +126,20 @@ fn init_logging(default_level: &str, format: serve::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .with_target(false);
     match format {
         serve::LogFormat::Human => builder.init(),
         serve::LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Whether logs may carry ANSI colour: only on a terminal, and never with `NO_COLOR` set to a
+/// non-empty value (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// Writes data to stdout.

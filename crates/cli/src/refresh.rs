@@ -30,6 +30,10 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
         uri.push_str(&encode_query_value(handle));
     }
     let answer = crate::runtime()?.block_on(client.send(Method::POST, &uri, true, TIMEOUT))?;
+    if answer.status == StatusCode::NOT_FOUND && !args.handle.is_empty() {
+        // A `--handle` that no template uses: bad input, nothing ran.
+        return Err(Failure::input(anyhow!("{}", answer.error())));
+    }
     if answer.status != StatusCode::OK && answer.status != StatusCode::INTERNAL_SERVER_ERROR {
         return Err(answer.failure());
     }

@@ -74,15 +74,9 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
         resolver.resolve(&document, &origin, false).await
     });
 
-    for failure in &resolution.failures {
-        eprintln!(
-            "keyturn: {}: handle '{}' ({}) at {}: {}",
-            file.display(),
-            failure.handle,
-            failure.kind.as_str(),
-            failure.paths_text(),
-            failure.message
-        );
+    // Each cause once: a failed backend run is one line naming every handle it affects.
+    for cause in keyturn::resolver::group_failures(&resolution.failures) {
+        eprintln!("keyturn: {}: {cause}", file.display());
     }
     let complete = resolution.is_complete();
     if complete || args.allow_partial {

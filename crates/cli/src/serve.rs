@@ -62,6 +62,16 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     for warning in &hardening.warnings {
         tracing::warn!("{warning}");
     }
+    // Descriptors in reserve for backend runs and file writes (see keyturn::daemon::server).
+    match daemon::server::raise_open_files_limit() {
+        Ok(limit) if limit.after > limit.before => tracing::info!(
+            before = limit.before,
+            after = limit.after,
+            "raised the open files limit"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not raise the open files limit: {e}"),
+    }
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -69,13 +79,17 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     let daemon = Daemon::start(config, Some(path))
         .await
         .map_err(|e| match e {
-            DaemonError::Token(_) => Failure::operational(e),
+            DaemonError::Token(_) | DaemonError::NotPrivate(_) | DaemonError::RunPath { .. } => {
+                Failure::operational(e)
+            }
             _ => Failure::input(e),
         })?;
     daemon
         .metrics()
         .set_memory_lock_failed(hardening.memory == keyturn::hygiene::MemoryLock::Degraded);
-    tracing::info!(%listen, "serving the API");
+    // The bound address: with port 0 the system chose the port.
+    let address = listener.local_addr().map_or(listen, |address| address);
+    tracing::info!(%address, "serving the API");
 
     let reloader = daemon.clone();
     tokio::spawn(async move {

@@ -42,6 +42,7 @@ fn record() -> Record {
         trigger: Trigger::Timer,
         entries,
         failed: Vec::new(),
+        held_back: Vec::new(),
     }
 }
 

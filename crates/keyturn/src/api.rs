@@ -13,7 +13,8 @@
 //! - `GET|POST /secret/refresh[?handle=H]...[&trigger=cli]`: refreshes (all handles, coalesced
 //!   with concurrent refreshes, or only the named ones), re-renders changed templates, and
 //!   answers the report: text, or JSON `{"report": {...}, "text": "..."}`. On failure: 500 with
-//!   JSON `{"error": "..."}` (plus `report` and `text` in the JSON form).
+//!   JSON `{"error": "..."}` (plus `report` and `text` in the JSON form); 404 naming the
+//!   handles when a `handle` is used by no template (nothing runs).
 //! - `POST /secret/trigger`: queues a throttled refresh (spec §6.7) and answers at once: 202
 //!   `{"queued": true}`, 200 `{"queued": false}` when one is already waiting, 409 when triggers
 //!   are disabled.
@@ -23,7 +24,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,6 +47,10 @@ use crate::daemon::Daemon;
 use crate::daemon::schedule::TriggerRefused;
 use crate::resolver::{RefreshReport, Trigger};
 use crate::secret::Secret;
+use crate::trusted_path::{self, NotPrivate};
+
+/// What the token file is called in errors.
+const TOKEN_FILE: &str = "API token file";
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -68,7 +73,7 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/healthz", get(healthz))
         .merge(protected)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(limit_body))
+        .layer(middleware::from_fn_with_state(daemon.clone(), limit_body))
         .with_state(daemon)
 }
 
@@ -87,12 +92,18 @@ pub enum ApiError {
     /// No such route.
     #[error("not found")]
     NotFound,
+    /// `?handle=` names handles that no template uses.
+    #[error("{}", unknown_handles_message(.0))]
+    UnknownHandles(Vec<String>),
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
     /// A request body over [`BODY_LIMIT`].
     #[error("request body is larger than {BODY_LIMIT} bytes")]
     PayloadTooLarge,
+    /// A request body that did not arrive within `api.header_read_timeout`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// `POST /secret/trigger` while triggers are off.
     #[error(
         "refresh triggers are disabled: set secret_refresh_on_api_key_failure_interval to enable them"
@@ -130,9 +141,10 @@ impl ApiError {
         match self {
             ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::UnknownHandles(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TriggersDisabled => StatusCode::CONFLICT,
             ApiError::RefreshFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -166,11 +178,36 @@ impl IntoResponse for ApiError {
     }
 }
 
+fn unknown_handles_message(handles: &[String]) -> String {
+    let quoted: Vec<String> = handles.iter().map(|h| format!("'{h}'")).collect();
+    format!(
+        "unknown handle{}: {} (no template uses {})",
+        if handles.len() == 1 { "" } else { "s" },
+        quoted.join(", "),
+        if handles.len() == 1 { "it" } else { "them" }
+    )
+}
+
 /// Refuses a body over [`BODY_LIMIT`] on every route, before anything else: a declared
 /// `Content-Length` over it at once, any other body once it passes it. No route reads a body,
 /// and `DefaultBodyLimit` only bounds extractors that do, so without this a request of any
-/// size would be served (and a refresh run) with its body unread.
-async fn limit_body(request: Request, next: Next) -> Result<Response, ApiError> {
+/// size would be served (and a refresh run) with its body unread. A body that has not arrived
+/// within `api.header_read_timeout` is answered 408, so a slow client cannot hold a
+/// connection.
+async fn limit_body(
+    State(daemon): State<Daemon>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let timeout = daemon.api_config().header_read_timeout;
+    let request = tokio::time::timeout(timeout, read_body(request))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
+    Ok(next.run(request).await)
+}
+
+/// Reads the body of `request` into memory, up to [`BODY_LIMIT`].
+async fn read_body(request: Request) -> Result<Request, ApiError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -192,9 +229,7 @@ async fn limit_body(request: Request, next: Next) -> Result<Response, ApiError> 
             bytes.extend_from_slice(data);
         }
     }
-    Ok(next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await)
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 async fn authorize(
@@ -256,6 +291,12 @@ async fn refresh(
                 )));
             }
         }
+    }
+    let unknown = daemon.unknown_handles(&handles);
+    if !unknown.is_empty() {
+        return Err(ApiError::UnknownHandles(
+            unknown.into_iter().map(str::to_owned).collect(),
+        ));
     }
     let only = (!handles.is_empty()).then_some(handles.as_slice());
     let report = daemon.refresh(trigger, only).await;
@@ -357,6 +398,10 @@ pub enum TokenError {
         /// The token file.
         path: PathBuf,
     },
+    /// Someone else could read, write or swap the file (its owner, mode, or a directory or
+    /// link on its path).
+    #[error(transparent)]
+    NotPrivate(#[from] NotPrivate),
 }
 
 impl AuthToken {
@@ -388,28 +433,22 @@ impl AuthToken {
         Ok(AuthToken::new(token))
     }
 
-    /// Reads the token at `path`, creating the file (mode 0600, parent directories as needed)
-    /// with a [generated](AuthToken::generate) token when it does not exist.
+    /// Reads the token at `path`, creating the file (mode 0600, parent directories as needed,
+    /// mode 0700) with a [generated](AuthToken::generate) token when it does not exist. The
+    /// daemon's side: the file must be private to this user, checked before it is read
+    /// ([`trusted_path::check_private_file`]): a token file someone else created, can read, or
+    /// can swap through its path is refused.
     pub fn load_or_create(path: &Path) -> Result<AuthToken, TokenError> {
-        match AuthToken::read(path) {
-            Err(TokenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
-            Ok(token) => {
-                if let Ok(meta) = fs::metadata(path) {
-                    if meta.permissions().mode() & 0o077 != 0 {
-                        tracing::warn!(
-                            path = %path.display(),
-                            "the API token file is accessible to other users; chmod 600 it"
-                        );
-                    }
-                }
-                return Ok(token);
-            }
-            Err(e) => return Err(e),
+        if trusted_path::check_private_file(TOKEN_FILE, path)?.is_some() {
+            return AuthToken::read(path);
         }
         let token = AuthToken::generate();
         let create = || -> io::Result<()> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::create_dir_all(dir)?;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)?;
             }
             let mut file = OpenOptions::new()
                 .write(true)
@@ -426,11 +465,19 @@ impl AuthToken {
         };
         match create() {
             Ok(()) => {
+                // The directories on its path, even those that were there before.
+                if let Err(error) = trusted_path::check_private_file(TOKEN_FILE, path) {
+                    let _ = fs::remove_file(path);
+                    return Err(error.into());
+                }
                 tracing::info!(path = %path.display(), "created the API token file");
                 Ok(token)
             }
-            // Another process created it first: use theirs.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => AuthToken::read(path),
+            // Another process created it first: use theirs, if it is ours to use.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                trusted_path::check_private_file(TOKEN_FILE, path)?;
+                AuthToken::read(path)
+            }
             Err(source) => Err(TokenError::Io {
                 action: "create",
                 path: path.to_path_buf(),
@@ -492,6 +539,8 @@ mod tests {
     /// A daemon with no backend and no templates, its token written beforehand.
     async fn daemon(dir: &Path, settings: &str) -> Daemon {
         fs::write(dir.join("auth_token"), format!("{TOKEN}\n")).unwrap();
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        fs::set_permissions(dir.join("auth_token"), private).unwrap();
         let config = DaemonConfig::from_yaml_str(settings, dir).unwrap();
         Daemon::start(config, None).await.unwrap()
     }
@@ -671,10 +720,16 @@ mod tests {
             .header(ACCEPT, "application/json"),
         )
         .await;
-        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
         assert_eq!(
             answer.json(),
-            serde_json::json!({"report": {"candidates": 0, "changed": [], "failures": []}, "text": ""})
+            serde_json::json!({"error": "unknown handles: 'a', 'b;c' (no template uses them)"})
+        );
+        let answer = send(&daemon, authed(Method::POST, "/secret/refresh?handle=a")).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            answer.json(),
+            serde_json::json!({"error": "unknown handle: 'a' (no template uses it)"})
         );
     }
 
@@ -722,7 +777,7 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
-            serde_json::json!({"error": "'db': not found"})
+            serde_json::json!({"error": "'db' (missing) at a: not found"})
         );
         let with_details = ApiError::RefreshFailed {
             message: report.error_text().unwrap(),
@@ -739,7 +794,7 @@ mod tests {
             .unwrap()
             .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["error"], "'db': not found");
+        assert_eq!(json["error"], "'db' (missing) at a: not found");
         assert_eq!(json["report"]["failures"][0]["handle"], "db");
         assert_eq!(
             json["text"],
@@ -787,6 +842,43 @@ mod tests {
                 serde_json::json!({"error": "method not allowed"})
             )
         );
+    }
+
+    /// A request body that never arrives.
+    struct Stalled;
+
+    impl HttpBody for Stalled {
+        type Data = axum::body::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    // Issue 9, item 8: a client that sends a header and then trickles (or withholds) its body
+    // is answered 408 at `api.header_read_timeout`, so it cannot hold a connection.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_does_not_arrive_in_time_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(dir.path(), "api:\n  header_read_timeout: 5\n").await;
+        for uri in ["/healthz", "/secret/refresh"] {
+            let started = tokio::time::Instant::now();
+            let response = router(daemon.clone())
+                .oneshot(
+                    authed(Method::POST, uri)
+                        .header(CONTENT_LENGTH, 10)
+                        .body(Body::new(Stalled))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT, "{uri}");
+            assert_eq!(started.elapsed(), std::time::Duration::from_secs(5));
+        }
     }
 
     #[tokio::test]
@@ -879,6 +971,8 @@ mod tests {
 
     #[test]
     fn token_file_is_created_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run").join("auth_token");
         let created = AuthToken::load_or_create(&path).unwrap();
@@ -897,6 +991,43 @@ mod tests {
         assert!(
             empty.to_string().ends_with("auth_token is empty"),
             "{empty}"
+        );
+        // Regression (issue 9, item 9): a token file others can read (or created by another
+        // user) was used, with a warning at most.
+        fs::write(&path, "pre-created\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            AuthToken::load_or_create(&path).unwrap_err().to_string(),
+            format!(
+                "API token file {}: is accessible to group or others (mode 0644); chmod 600 it",
+                path.display()
+            )
+        );
+        if nix::unistd::geteuid().is_root() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+            assert_eq!(
+                AuthToken::load_or_create(&path).unwrap_err().to_string(),
+                format!(
+                    "API token file {}: is owned by UID 4242, not by root or the user running keyturn (UID 0)",
+                    path.display()
+                )
+            );
+        }
+        // In a directory anyone may write, even a new token file is refused.
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let error = AuthToken::load_or_create(&open.join("auth_token")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with("is writable by its group and others (mode 0777) and not sticky"),
+            "{error}"
+        );
+        assert!(
+            !open.join("auth_token").exists(),
+            "the refused token is not left there"
         );
         let missing = AuthToken::read(&dir.path().join("absent")).unwrap_err();
         assert!(

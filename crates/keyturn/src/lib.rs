@@ -18,7 +18,9 @@
 //! - [`audit`]: the audit trail of refreshes (NDJSON, rotated, never a plain value).
 //! - [`atomic_file`]: writing files that are never seen half-written.
 //! - [`daemon`]: `keyturn serve`: templates kept resolved, refresh schedule, reloads.
+//! - [`exec`]: `keyturn exec`: a program run with its secrets in its environment, supervised.
 //! - [`api`]: the daemon's HTTP API (status, refresh, metrics) behind a bearer token.
+//! - [`trusted_path`]: whether anyone but root and the user can change what a path names.
 //!
 //! Invariant: no secret value reaches a log line, an error message, or a `Debug` print.
 
@@ -30,12 +32,14 @@ pub mod audit;
 pub mod backend;
 pub mod daemon;
 pub mod document;
+pub mod exec;
 pub mod handle;
 pub mod hygiene;
 pub mod metrics;
 pub mod resolver;
 pub mod secret;
 pub mod settings;
+pub mod trusted_path;
 
 pub use document::{Document, Format, HandleSite};
 pub use resolver::{Resolution, Resolver};

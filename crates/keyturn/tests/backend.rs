@@ -130,6 +130,19 @@ fn fixtures() -> &'static Path {
                 );
             }
             write_file(&dir.path().join("garbage"), "neither ELF nor #!\n", 0o700);
+            // The same answering script as the built-in backend is installed (0755), as a
+            // file others may write, and both again under a directory anyone may write (with
+            // and without the sticky bit).
+            let answer = format!("#!/bin/sh\n{}\n", SCRIPTS[0].2);
+            write_file(&dir.path().join("builtin-ok"), &answer, 0o755);
+            write_file(&dir.path().join("builtin-writable"), &answer, 0o757);
+            for (sub, mode) in [("open", 0o777), ("sticky", 0o1777)] {
+                let sub = dir.path().join(sub);
+                std::fs::create_dir(&sub).unwrap();
+                write_file(&sub.join("answer"), &answer, 0o700);
+                write_file(&sub.join("builtin"), &answer, 0o755);
+                set_mode(&sub, mode);
+            }
             std::fs::copy("/bin/echo", dir.path().join("echo-copy")).unwrap();
             set_mode(&dir.path().join("echo-copy"), 0o700);
             dir
@@ -885,6 +898,75 @@ async fn bare_names_and_skip() {
     assert_eq!(outcomes(&fetched), resolved("h", "builtin"));
 }
 
+/// Regression (issue 9, item 5): a backend reached through a directory others could write was
+/// run, and a `#!` script there could be swapped during its interpreter's start-up. It is now
+/// refused, by a run and by the report `keyturn check` prints, for scripts and the built-in
+/// backend alike; in a sticky directory the entry's owner counts, so it runs.
+#[tokio::test]
+async fn backends_on_paths_others_can_change_are_refused() {
+    let answer = r#"{"h":{"value":"v"}}"#;
+    let fixtures = std::fs::canonicalize(fixtures()).unwrap();
+    for (name, check) in [
+        ("answer", PermissionCheck::Strict),
+        ("builtin", PermissionCheck::Builtin),
+    ] {
+        let mut open = spec(&format!("open/{name}"), &[answer]);
+        open.check = check;
+        let expected = format!(
+            "invalid executable '{}': directory '{}' is writable by its group and others (mode 0777) and not sticky",
+            open.command.display(),
+            fixtures.join("open").display()
+        );
+        let error = run(&open, &options(), &["h"]).await.unwrap_err();
+        assert!(error.message.starts_with(&expected), "{error}");
+        assert_eq!(
+            verdict(&executable_report(&open.command, check)),
+            Err(expected)
+        );
+
+        let mut sticky = spec(&format!("sticky/{name}"), &[answer]);
+        sticky.check = check;
+        let fetched = run(&sticky, &options(), &["h"]).await.unwrap();
+        assert_eq!(outcomes(&fetched), resolved("h", "v"), "{name}");
+    }
+}
+
+/// Regression (issue 9, item 10): keyturn's own backend ran without any check, even a file
+/// others could write. Installed like any program (0755, root's or the user's) it runs; a
+/// file others may write, or another user's, is refused.
+#[tokio::test]
+async fn the_builtin_backend_is_checked_too() {
+    let answer = r#"{"h":{"value":"v"}}"#;
+    let mut installed = spec("builtin-ok", &[answer]);
+    installed.check = PermissionCheck::Builtin;
+    let fetched = run(&installed, &options(), &["h"]).await.unwrap();
+    assert_eq!(outcomes(&fetched), resolved("h", "v"));
+
+    let mut writable = spec("builtin-writable", &[answer]);
+    writable.check = PermissionCheck::Builtin;
+    let error = run(&writable, &options(), &["h"]).await.unwrap_err();
+    let expected = format!(
+        "invalid executable '{}': group or others may write it",
+        writable.command.display()
+    );
+    assert!(error.message.starts_with(&expected), "{error}");
+
+    if nix::unistd::geteuid().is_root() {
+        let dir = private_dir();
+        let foreign = dir.path().join("keyturn-backend");
+        write_file(&foreign, "#!/bin/sh\n", 0o755);
+        nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        assert_eq!(
+            executable_report(&foreign, PermissionCheck::Builtin).verdict,
+            Verdict::Denied(PermissionError::Owner {
+                path: foreign.clone(),
+                owner: 4242,
+                current: 0
+            })
+        );
+    }
+}
+
 fn verdict(report: &ExecutableReport) -> Result<(), String> {
     match &report.verdict {
         Verdict::Ok | Verdict::NotChecked => Ok(()),
@@ -1062,6 +1144,13 @@ async fn no_value_leaks() {
     let per_handle = format!(
         r#"{{"handle-name":{{"error":"no luck, other was {SECRET}"}},"other":{{"value":"{SECRET}"}}}}"#
     );
+    // Issue 9.4c: a repeated handle's first value, echoed.
+    let repeated =
+        format!(r#"{{"handle-name":{{"value":"{SECRET}"}},"handle-name":{{"value":"other"}}}}"#);
+    // Issue 9.4b: the value `ä<secret>&` as Python's and Go's JSON encoders print it.
+    let html = value(&format!("ä<{SECRET}>&"));
+    let echo_python = format!("STDERR-MARKER answered \\u00e4<{SECRET}>&\n");
+    let echo_go = format!("STDERR-MARKER answered ä\\u003c{SECRET}\\u003e\\u0026\n");
     let tiny = FetchOptions {
         output_max_size: 30,
         ..options()
@@ -1087,6 +1176,9 @@ async fn no_value_leaks() {
         ("answer", vec![&invalid_shape, &echo], options(), false),
         ("answer", vec![&trailing, &echo], options(), false),
         ("answer", vec![&per_handle, &echo], options(), true),
+        ("answer", vec![&repeated, &echo, "1"], options(), true),
+        ("answer", vec![&html, &echo_python, "1"], options(), true),
+        ("answer", vec![&html, &echo_go, "1"], options(), true),
         ("answer", vec![&plain, &echo, "0"], tiny, false),
         ("slow", vec![&truncated, &echo], quick.clone(), false),
         ("slow", vec!["", "STDERR-MARKER waiting"], quick, false),

@@ -39,6 +39,13 @@ case "$mode" in
   hang) sleep 600 & echo "child $!" >> "$state/pids"; wait ;;
   # Answers in full and exits 0, but leaves a grandchild holding stdout open.
   grandchild) answer; sleep 600 & echo "child $!" >> "$state/pids"; exit 0 ;;
+  # Leaves two descendants outside its process group's reach (one in a session of its own, one
+  # orphaned by a double fork), then answers and exits 0 (escape) or hangs (escape-hang).
+  escape|escape-hang)
+    setsid sh -c 'echo "child $$" >> "$1/pids"; exec sleep 600' sh "$state" </dev/null >/dev/null 2>&1 &
+    (sleep 600 </dev/null >/dev/null 2>&1 & echo "child $!" >> "$state/pids")
+    while [ "$(grep -c child "$state/pids")" -lt 2 ]; do sleep 0.01; done
+    if [ "$mode" = escape ]; then answer; else sleep 600; fi ;;
   # 100 MB on stdout.
   flood) head -c 100000000 /dev/zero | tr '\0' x ;;
   # A valid answer, then 100 MB on stderr.

@@ -366,6 +366,22 @@ async fn every_process_fault_fails_cleanly_keeps_last_good_values_and_heals() {
     assert_eq!(metrics.unparsable_outputs(), 2);
 }
 
+// Issue 9.11: descendants that leave the run's process group (`setsid`, a double fork) die with
+// the run, whether it succeeds or times out.
+#[tokio::test]
+async fn descendants_that_leave_the_group_die_with_the_run() {
+    let state = State::new();
+    let resolver = primed(&state, &fixtures().join("backend")).await;
+    state.mode("escape");
+    let report = resolver.refresh(Trigger::Api).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_no_survivors(&state, "escape").await;
+    state.mode("escape-hang");
+    let report = resolver.refresh(Trigger::Api).await;
+    assert_eq!(report.failures.len(), 2, "{report:?}");
+    assert_no_survivors(&state, "escape-hang").await;
+}
+
 // Swapping the executable between two runs: the check runs before every run, on the file the
 // path names at that moment.
 #[tokio::test]

@@ -488,6 +488,17 @@ async fn refresh_allowlist_is_per_origin_and_whole_segment() {
         ]
     );
     assert_eq!(report.changed.len(), 2);
+    // Per use: only the allowlisted use of h1 took the new value; the report says so.
+    assert_eq!(
+        report.to_text(),
+        "=== Secret stats ===\nNumber of secrets reloaded: 2\nSecrets handle reloaded:\n\n\
+         - 'h1':\n\tused in 'main.yaml' configuration in entry 'instances/0/password'\n\
+         - 'h2':\n\tused in 'postgres' configuration in entry 'db_password'\n\n\
+         Number of uses held back: 2\nUses held back (not under their origin's \
+         refresh_allowlist; they keep their previous value):\n\n\
+         - 'h1':\n\tkept in 'main.yaml' configuration in entry 'more_endpoints/http://x/0'\n\
+         - 'h2':\n\tkept in 'main.yaml' configuration in entry 'setting'\n"
+    );
 
     // Only segments that match exactly: nothing under main.yaml is refreshable any more.
     resolver.set_refresh_allowlist("main.yaml", Some(vec!["instance".into()]));
@@ -652,6 +663,104 @@ async fn two_hundred_concurrent_refreshes_cause_at_most_two_backend_runs() {
 }
 
 #[tokio::test]
+async fn a_hundred_concurrent_scoped_refreshes_cause_at_most_two_backend_runs() {
+    let fixture = Fixture::new();
+    let names: Vec<String> = (0..10).map(|i| format!("h{i}")).collect();
+    let mut document = String::new();
+    for name in &names {
+        fixture.set(name, "old");
+        document.push_str(&format!("{name}: ENC[{name}]\n"));
+    }
+    let resolver = fixture.resolver();
+    resolver.resolve(&yaml(&document), "o", false).await;
+    for name in &names {
+        fixture.set(name, "new");
+    }
+    fixture.close_gate();
+
+    // Ten requesters for each handle, all at once: every one must be answered by a run that
+    // started after it asked, and the runs must be shared.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let resolver = resolver.clone();
+        let name = names[i % names.len()].clone();
+        tasks.spawn(async move {
+            let report = resolver
+                .refresh_handles(std::slice::from_ref(&name), Trigger::Api)
+                .await;
+            (name, report)
+        });
+    }
+    // Every task registers its request before the gated backend answers (see above).
+    tokio::task::yield_now().await;
+    fixture.open_gate();
+
+    while let Some(joined) = tasks.join_next().await {
+        let (name, report) = joined.unwrap();
+        assert!(report.is_success(), "{report:?}");
+        // Each requester sees its own handle only, whatever else its run covered.
+        assert_eq!(report.candidates, 1, "{name}: {report:?}");
+        assert!(
+            report.changed.iter().all(|c| c.handle == name),
+            "{name}: {report:?}"
+        );
+    }
+    let runs = fixture.calls().len() - 1;
+    assert!(
+        runs <= 2,
+        "{runs} backend runs for 100 concurrent scoped refreshes"
+    );
+    // The queued run covered the union of what was asked.
+    let mut asked: Vec<String> = fixture.calls()[1..].concat();
+    asked.sort();
+    asked.dedup();
+    assert_eq!(asked, names);
+    for name in &names {
+        assert_eq!(resolver.cached(name).unwrap().expose(), "new");
+    }
+}
+
+#[tokio::test]
+async fn a_full_refresh_asked_during_a_scoped_one_covers_every_handle() {
+    let fixture = Fixture::new();
+    fixture.set("a", "1").set("b", "1");
+    let resolver = fixture.resolver();
+    resolver
+        .resolve(&yaml("a: ENC[a]\nb: ENC[b]\n"), "o", false)
+        .await;
+    fixture.set("a", "2").set("b", "2");
+    fixture.close_gate();
+    let scoped = {
+        let resolver = resolver.clone();
+        tokio::spawn(async move {
+            resolver
+                .refresh_handles(&["a".to_owned()], Trigger::Api)
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let (full, scoped_again) = {
+        let (one, two) = (resolver.clone(), resolver.clone());
+        (
+            tokio::spawn(async move { one.refresh(Trigger::Api).await }),
+            tokio::spawn(async move { two.refresh_handles(&["b".to_owned()], Trigger::Api).await }),
+        )
+    };
+    tokio::task::yield_now().await;
+    fixture.open_gate();
+    let scoped = scoped.await.unwrap();
+    assert_eq!(scoped.candidates, 1);
+    let full = full.await.unwrap();
+    assert_eq!(full.candidates, 2, "{full:?}");
+    let scoped_again = scoped_again.await.unwrap();
+    assert_eq!(scoped_again.candidates, 1);
+    assert_eq!(
+        fixture.calls()[1..],
+        [vec!["a".to_owned()], vec!["a".to_owned(), "b".to_owned()]]
+    );
+}
+
+#[tokio::test]
 async fn multi_backends_route_by_prefix_and_send_type_and_config() {
     let fixture = Fixture::new();
     fixture.set("key", "v").set("other", "w");
@@ -783,6 +892,33 @@ async fn refreshes_that_change_a_value_append_one_audit_record_each() {
 }
 
 #[tokio::test]
+async fn a_refresh_that_fails_is_audited_even_when_nothing_changed() {
+    let fixture = Fixture::new();
+    fixture.set("a", "1").set("b", "2");
+    let audit_file = fixture.dir.path().join("secret-audit-file.json");
+    let resolver = audited(&fixture, audit_file.clone());
+    resolver
+        .resolve(&yaml("x: ENC[a]\ny: ENC[b]\n"), "o", false)
+        .await;
+    resolver.refresh(Trigger::Timer).await;
+    assert!(!audit_file.exists(), "nothing changed, nothing failed");
+
+    fixture.fail("b", "denied");
+    let report = resolver.refresh(Trigger::Timer).await;
+    assert!(report.changed.is_empty() && !report.is_success());
+    let text = fs::read_to_string(&audit_file).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(record["data"], serde_json::json!([{"handle": "a"}]));
+    assert_eq!(
+        record["failed"],
+        serde_json::json!([{"handle": "b", "reason": "error"}])
+    );
+    assert_eq!(record["trigger"], "timer");
+    assert!(record.get("held_back").is_none(), "{record}");
+}
+
+#[tokio::test]
 async fn an_audit_error_is_reported_but_values_still_apply() {
     let fixture = Fixture::new();
     fixture.set("a", "1");
@@ -867,19 +1003,72 @@ mod status {
             json["executablePermissionsDetails"],
             serde_json::json!({"FileMode": "100700", "Owner": user, "Group": group, "IsWindows": false})
         );
+        // The Agent's template, byte for byte (its owner and group lines carry two tabs), plus
+        // the final newline it leaves out.
+        assert_eq!(
+            status::status_text(&resolver),
+            format!(
+                "=== Checking executable permissions ===\n\
+                 Executable path: {path}\n\
+                 Executable permissions: OK, the executable has the correct permissions\n\
+                 Permissions Detail:\n\
+                 File mode: 100700\n\t\tOwner: {user}\n\t\tGroup: {group}\n\
+                 \n\
+                 === Secrets stats ===\n\
+                 Number of secrets resolved: 3\n\
+                 Secrets handle resolved:\n\
+                 \n\
+                 - 'pass1':\n\
+                 \x20 - used in 'test' configuration in entry 'instances/0/password'\n\
+                 - 'pass2':\n\
+                 \x20 - used in 'test' configuration in entry 'instances/1/password'\n\
+                 \x20 - used in 'test2' configuration in entry 'instances/1/password'\n\
+                 - 'pass3':\n\
+                 \x20 - used in 'test2' configuration in entry 'instances/0/password'\n\
+                 \n\
+                 'secret_refresh_interval' is disabled\n",
+                path = fixture.script().display()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn status_counts_and_lists_resolved_and_unresolved_handles_apart() {
+        let fixture = Fixture::new();
+        fixture.set("good", "1").fail("bad", "denied");
+        let resolver = fixture.resolver();
+        resolver
+            .resolve(&yaml("a: ENC[good]\nb: ENC[bad]\n"), "o", false)
+            .await;
+        let json = info(&resolver);
+        assert_eq!(
+            json["handles"],
+            serde_json::json!({"good": [["o", "a"]]}),
+            "a failed handle is not listed as resolved"
+        );
+        assert_eq!(
+            json["unresolvedSecrets"],
+            serde_json::json!([
+                "'bad' (error) at b: an error occurred while resolving 'bad': denied"
+            ])
+        );
         let text = status::status_text(&resolver);
-        for expected in [
-            format!("Executable path: {}", fixture.script().display()),
-            "Executable permissions: OK, the executable has the correct permissions".to_owned(),
-            format!("Owner: {user}"),
-            format!("Group: {group}"),
-            "Number of secrets resolved: 3".to_owned(),
-            "- 'pass2':\n  - used in 'test' configuration in entry 'instances/1/password'\n  - used in 'test2' configuration in entry 'instances/1/password'".to_owned(),
-            "'secret_refresh_interval' is disabled".to_owned(),
-        ] {
-            assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
-        }
-        assert!(!text.contains("Secrets not resolved"));
+        let stats = &text[text.find("=== Secrets stats ===").unwrap()..];
+        assert_eq!(
+            stats,
+            "=== Secrets stats ===\n\
+             Number of secrets resolved: 1\n\
+             Secrets handle resolved:\n\
+             \n\
+             - 'good':\n\
+             \x20 - used in 'o' configuration in entry 'a'\n\
+             \n\
+             'secret_refresh_interval' is disabled\n\
+             \n\
+             Secrets not resolved:\n\
+             \x20 - 'bad' (error) at b: an error occurred while resolving 'bad': denied\n\
+             \n"
+        );
     }
 
     #[tokio::test]

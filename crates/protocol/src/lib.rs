@@ -19,6 +19,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+mod userinfo;
+
+pub use userinfo::{REDACTED_USERINFO, redact_userinfo, userinfo};
+
 /// The payload version keyturn sends, as the current Datadog Agent does.
 pub const PAYLOAD_VERSION: &str = "1.1";
 

@@ -83,3 +83,17 @@ fn a_backend_response_value_is_zeroed_when_dropped() {
         Outcome::Zeroed
     );
 }
+
+#[test]
+fn a_rendered_environment_is_zeroed_when_dropped() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let environment = keyturn::exec::Environment::new([("KEY".into(), "ENC[k]".into())]);
+    assert_eq!(
+        check(
+            || environment.render(|_| Some(Secret::new(VALUE))),
+            |rendered| rendered.vars()[0].1.as_bytes()
+        ),
+        Outcome::Zeroed
+    );
+}

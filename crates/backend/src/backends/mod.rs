@@ -9,8 +9,12 @@
 //! `Ok` holds one outcome per handle, in the order given; `Err` fails them all.
 
 pub(crate) mod aws;
+pub(crate) mod azure;
 pub(crate) mod dir;
 pub(crate) mod file;
+pub(crate) mod gcp;
+pub(crate) mod k8s;
+pub(crate) mod oauth;
 pub(crate) mod vault;
 
 use std::collections::BTreeSet;
@@ -41,7 +45,7 @@ pub(crate) struct Context<'a> {
 const SUPPORTED_VERSIONS: [&str; 2] = ["1.0", "1.1"];
 
 /// Every backend type, as named in the payload's `type`.
-pub(crate) const TYPES: [&str; 8] = [
+pub(crate) const TYPES: [&str; 11] = [
     "file.json",
     "file.yaml",
     "file.text",
@@ -50,6 +54,9 @@ pub(crate) const TYPES: [&str; 8] = [
     "hashicorp.vault",
     "aws.secrets",
     "aws.ssm",
+    "k8s.secrets",
+    "gcp.secretmanager",
+    "azure.keyvault",
 ];
 
 /// Resolves every handle of `request`, which arrived at `started`.
@@ -137,6 +144,9 @@ fn dispatch(
             aws::secrets::resolve(&settings, handles, &mut context).map_err(fail)
         }
         Some("aws.ssm") => aws::ssm::resolve(&settings, handles, &mut context).map_err(fail),
+        Some("k8s.secrets") => k8s::resolve(&settings, handles, &mut context).map_err(fail),
+        Some("gcp.secretmanager") => gcp::resolve(&settings, handles, &mut context).map_err(fail),
+        Some("azure.keyvault") => azure::resolve(&settings, handles, &mut context).map_err(fail),
         Some(other) => Err(format!(
             "unknown backend type {other:?}; keyturn-backend knows: {}",
             TYPES.join(", ")

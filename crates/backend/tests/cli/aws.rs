@@ -6,7 +6,8 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Expect, Fixture, check, check_env, request};
+use crate::fake::{FakeServer, Reply};
+use crate::harness::{Expect, Fixture, backend_env, check, check_env, request};
 use crate::servers::{Server, moto};
 
 /// Requests [`seed`] makes before signature checking starts.
@@ -309,6 +310,7 @@ fn aws_credentials_sources_and_wrong_credentials() {
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
             ("AWS_CONFIG_FILE", "/nonexistent"),
             ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
         ],
         &[("plain", Expect::Error("no AWS credentials"))],
     );
@@ -377,13 +379,7 @@ fn aws_web_identity() {
         &format!("Action=CreatePolicy&PolicyName=all&PolicyDocument={ALLOW_ALL}"),
     );
     seed_role(&server, &xml_tag(&policy_xml, "Arn"));
-    let (status, text) = json_call(
-        &server,
-        "secretsmanager",
-        "secretsmanager.CreateSecret",
-        json!({"Name": "plain", "SecretString": "just-a-string"}),
-    );
-    assert_eq!(status, 200, "{text}");
+    create_plain_secret(&server);
     let fixture = Fixture::new();
     let token = fixture.write("token", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln\n");
     let config = json!({"endpoint_url": server.url, "aws_session": {"aws_region": "us-east-1"}});
@@ -410,4 +406,434 @@ fn aws_web_identity() {
             &[("plain", expected)],
         );
     }
+}
+
+/// Environment that turns off every credential source a developer's machine may have, so a
+/// test selects exactly one.
+const NO_AMBIENT_CREDENTIALS: [(&str, &str); 9] = [
+    ("AWS_ACCESS_KEY_ID", ""),
+    ("AWS_WEB_IDENTITY_TOKEN_FILE", ""),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ("AWS_CONFIG_FILE", "/nonexistent"),
+    ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", ""),
+    ("AWS_CONTAINER_CREDENTIALS_FULL_URI", ""),
+    ("AWS_EC2_METADATA_SERVICE_ENDPOINT", ""),
+    ("AWS_EC2_METADATA_DISABLED", ""),
+    ("AWS_REGION", "us-east-1"),
+];
+
+fn env_with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env: Vec<(&str, &str)> = NO_AMBIENT_CREDENTIALS.to_vec();
+    env.extend_from_slice(extra);
+    env
+}
+
+/// The secret `plain` on a server that checks no signatures.
+fn create_plain_secret(server: &Server) {
+    let (status, text) = json_call(
+        server,
+        "secretsmanager",
+        "secretsmanager.CreateSecret",
+        json!({"Name": "plain", "SecretString": "just-a-string"}),
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+/// RFC 3339 time `seconds` from now, as the credential endpoints write `Expiration`.
+fn expiration_in(seconds: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format time")
+}
+
+fn credentials_document(key: &Key, token: Option<&str>, expires_in: i64) -> Value {
+    let mut document = json!({
+        "Code": "Success",
+        "Type": "AWS-HMAC",
+        "AccessKeyId": key.id,
+        "SecretAccessKey": key.secret,
+        "Expiration": expiration_in(expires_in),
+    });
+    if let Some(token) = token {
+        document["Token"] = json!(token);
+    }
+    document
+}
+
+#[test]
+fn aws_instance_metadata_from_moto() {
+    // moto's server mode serves the instance metadata endpoints; its IMDS credentials are not
+    // IAM keys it knows, so this server checks no signatures.
+    let server = moto(None);
+    create_plain_secret(&server);
+    let served = crate::servers::insecure_agent()
+        .get(format!(
+            "{}/latest/meta-data/iam/security-credentials/default-role",
+            server.url
+        ))
+        .call()
+        .expect("moto IMDS")
+        .body_mut()
+        .read_to_string()
+        .expect("IMDS body");
+    let served: Value = serde_json::from_str(&served).expect("IMDS JSON");
+    let config = json!({"endpoint_url": server.url});
+    let run = check_env(
+        request("aws.secrets", &config, &["plain"]),
+        &env_with(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &server.url)]),
+        &[("plain", Expect::Value("just-a-string"))],
+    );
+    for secret in ["SecretAccessKey", "Token"] {
+        let secret = served[secret].as_str().expect(secret);
+        assert!(!run.stdout.contains(secret));
+    }
+    // Nothing listening: the chain ends with a "no credentials" error naming the endpoint.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("addr"))
+    };
+    check_env(
+        request("aws.secrets", &config, &["plain"]),
+        &env_with(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed)]),
+        &[(
+            "plain",
+            Expect::Error(&format!(
+                "or an instance role; the EC2 instance metadata service at {closed} gave none: \
+                 request to {closed} failed"
+            )),
+        )],
+    );
+    check_env(
+        request("aws.secrets", &config, &["plain"]),
+        &env_with(&[
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]),
+        &[("plain", Expect::Error("AWS_EC2_METADATA_DISABLED is set"))],
+    );
+}
+
+#[test]
+fn aws_instance_metadata_v2_session_token() {
+    let server = moto(Some(SEED_ACTIONS));
+    let key = seed(&server);
+    let document = credentials_document(&key, None, 3600);
+    // IMDSv2 as EC2 serves it: a PUT with a TTL header gives a session token; the credential
+    // paths answer 401 without that token (an instance with IMDSv1 disabled).
+    let imds = FakeServer::http(move |request| {
+        const SESSION: &str = "imds-session-token-0123456789";
+        match (request.method.as_str(), request.path()) {
+            ("PUT", "/latest/api/token") if request.body.is_empty() => {
+                match request.header("x-aws-ec2-metadata-token-ttl-seconds") {
+                    Some(_) => Reply::text(200, SESSION),
+                    None => Reply::text(400, ""),
+                }
+            }
+            (_, _) if request.header("x-aws-ec2-metadata-token") != Some(SESSION) => {
+                Reply::text(401, "")
+            }
+            ("GET", "/latest/meta-data/iam/security-credentials/") => {
+                Reply::text(200, "keyturn-instance-role\n")
+            }
+            ("GET", "/latest/meta-data/iam/security-credentials/keyturn-instance-role") => {
+                Reply::json(200, document.clone())
+            }
+            ("GET", "/latest/meta-data/placement/region") => Reply::text(200, "us-east-1"),
+            _ => Reply::text(404, ""),
+        }
+    });
+    let config = json!({"endpoint_url": server.url});
+    // No region configured either: the instance's own is used, as the SDKs do.
+    let run = check_env(
+        request("aws.secrets", &config, &["plain", "app/db;user"]),
+        &env_with(&[
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url),
+            ("AWS_REGION", ""),
+            ("AWS_DEFAULT_REGION", ""),
+        ]),
+        &[
+            ("plain", Expect::Value("just-a-string")),
+            ("app/db;user", Expect::Value("app")),
+        ],
+    );
+    assert!(!run.stdout.contains(&key.secret));
+    let paths: Vec<String> = imds
+        .requests()
+        .iter()
+        .map(|request| format!("{} {}", request.method, request.path()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "PUT /latest/api/token",
+            "GET /latest/meta-data/placement/region",
+            "PUT /latest/api/token",
+            "GET /latest/meta-data/iam/security-credentials/",
+            "GET /latest/meta-data/iam/security-credentials/keyturn-instance-role",
+        ]
+    );
+}
+
+#[test]
+fn aws_container_credentials_token_file_and_refresh_before_expiry() {
+    let server = moto(Some(SEED_ACTIONS));
+    let key = seed(&server);
+    let fixture = Fixture::new();
+    let token = "pod-identity-token-0123456789";
+    let token_file = fixture.write("token", &format!("{token}\n"));
+    // The first answer expires within the refresh margin and holds a key moto refuses: the
+    // values below resolve only if the backend fetches again before signing with it.
+    let expiring = credentials_document(
+        &Key {
+            id: key.id.clone(),
+            secret: "expiringSecretKey/abcdefghijklmnopqrstu".to_owned(),
+        },
+        None,
+        30,
+    );
+    let fresh = credentials_document(&key, None, 3600);
+    let served = std::sync::atomic::AtomicUsize::new(0);
+    // The ECS agent / EKS pod identity agent: the token, as it is, in `Authorization`.
+    let agent = FakeServer::http(move |request| {
+        if request.header("authorization") != Some(token) {
+            return Reply::json(401, json!({"code": "AccessDenied", "message": "bad token"}));
+        }
+        match served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Reply::json(200, expiring.clone()),
+            _ => Reply::json(200, fresh.clone()),
+        }
+    });
+    let full_uri = format!("{}/v1/credentials", agent.url);
+    let config = json!({"endpoint_url": server.url});
+    let run = check_env(
+        request("aws.secrets", &config, &["plain", "app/db;user"]),
+        &env_with(&[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &full_uri),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file),
+        ]),
+        &[
+            ("plain", Expect::Value("just-a-string")),
+            ("app/db;user", Expect::Value("app")),
+        ],
+    );
+    assert!(!run.stdout.contains(&key.secret));
+    assert_eq!(agent.requests().len(), 2, "one fetch, one refresh");
+    // A wrong token: the error names the source, never the token or a key.
+    let wrong = fixture.write("wrong", "wrong-token-abcdefghij");
+    let run = check_env(
+        request("aws.secrets", &config, &["plain"]),
+        &env_with(&[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &full_uri),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &wrong),
+        ]),
+        &[(
+            "plain",
+            Expect::Error(&format!(
+                "cannot get AWS credentials from the container credentials endpoint \
+                 {full_uri}: HTTP 401"
+            )),
+        )],
+    );
+    assert!(!run.stdout.contains("wrong-token-abcdefghij"));
+    // Plain HTTP to another host would carry the token in clear: refused before any request.
+    let run = backend_env(
+        &[],
+        &request("aws.secrets", &config, &["plain"]),
+        &env_with(&[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://credentials.example/v1",
+        )]),
+    );
+    assert!(
+        run.error("plain")
+            .contains("plain http is allowed only to a loopback address"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn aws_profile_role_chain_over_credential_process() {
+    let server = moto(Some(SEED_ACTIONS));
+    let key = seed(&server);
+    let fixture = Fixture::new();
+    let document = fixture.write(
+        "process-output.json",
+        &json!({"Version": 1, "AccessKeyId": key.id, "SecretAccessKey": key.secret,
+                "Expiration": expiration_in(3600)})
+        .to_string(),
+    );
+    // `chained` assumes the role with the credentials of `base`, which runs a helper; the
+    // assumed role's credentials then sign the Secrets Manager calls (moto checks them).
+    let profiles = fixture.write(
+        "config",
+        &format!(
+            "[profile base]\ncredential_process = cat '{document}'\n\n\
+             [profile chained]\nrole_arn = {ROLE_ARN}\nsource_profile = base\n\
+             role_session_name = chained\nregion = us-east-1\n"
+        ),
+    );
+    let config = json!({"endpoint_url": server.url, "sts_endpoint_url": server.url,
+                        "aws_session": {"aws_profile": "chained"}});
+    let run = check_env(
+        request("aws.secrets", &config, &["plain"]),
+        &env_with(&[("AWS_CONFIG_FILE", &profiles), ("AWS_REGION", "")]),
+        &[("plain", Expect::Value("just-a-string"))],
+    );
+    assert!(!run.stdout.contains(&key.secret));
+    // A failing helper is named by its profile; its output is never quoted.
+    let failing = fixture.write(
+        "failing",
+        "[profile base]\ncredential_process = sh -c 'echo hunter2-output; exit 4'\n\
+         [profile chained]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = base\n",
+    );
+    let run = check_env(
+        request("aws.secrets", &config, &["plain"]),
+        &env_with(&[("AWS_CONFIG_FILE", &failing)]),
+        &[(
+            "plain",
+            Expect::Error(
+                "cannot get AWS credentials from the credential_process of profile \"base\": \
+                 it exited with exit status: 4",
+            ),
+        )],
+    );
+    assert!(!run.stdout.contains("hunter2"));
+}
+
+/// Vault's `aws` auth method, IAM type, in front of a real OpenBao: OpenBao 2.x ships no
+/// `aws` auth plugin and none installs from the registries reachable here, so this loopback
+/// server does what Vault's `pathLoginUpdate` does with an IAM login, written from Vault's
+/// documentation and source: decode `iam_request_url` / `_body` / `_headers`, check the request
+/// is `sts:GetCallerIdentity`, submit it to its configured STS endpoint (moto, which checks the
+/// signature as STS does), and bind the returned ARN to the role. A bound login gets a real
+/// OpenBao token (created with the root token for the role's policy); every other request is
+/// passed to OpenBao as it is.
+fn vault_with_aws_auth(bao: &Server, sts: &Server, bound_arn: &'static str) -> FakeServer {
+    use base64::Engine as _;
+    let (bao_url, sts_url) = (bao.url.clone(), sts.url.clone());
+    FakeServer::http(move |request| {
+        let agent = crate::servers::insecure_agent();
+        if request.method == "POST" && request.path() == "/v1/auth/aws/login" {
+            let refuse = |why: &str| Reply::json(400, json!({"errors": [why]}));
+            let login: Value = serde_json::from_str(&request.body).unwrap_or_default();
+            let decode = |field: &str| {
+                login[field]
+                    .as_str()
+                    .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .unwrap_or_default()
+            };
+            let (url, body, headers) = (
+                decode("iam_request_url"),
+                decode("iam_request_body"),
+                decode("iam_request_headers"),
+            );
+            if login["role"] != "keyturn"
+                || login["iam_http_request_method"] != "POST"
+                || body != "Action=GetCallerIdentity&Version=2011-06-15"
+                || !url.starts_with(&sts_url)
+            {
+                return refuse("invalid login request");
+            }
+            let headers: serde_json::Map<String, Value> =
+                serde_json::from_str(&headers).unwrap_or_default();
+            let mut forwarded = agent.post(&url);
+            for (name, values) in &headers {
+                if let Some(value) = values[0].as_str() {
+                    forwarded = forwarded.header(name.as_str(), value);
+                }
+            }
+            let mut answer = match forwarded.send(body) {
+                Ok(answer) => answer,
+                Err(error) => return refuse(&format!("error making upstream request: {error}")),
+            };
+            let status = answer.status().as_u16();
+            let xml = answer.body_mut().read_to_string().unwrap_or_default();
+            if status != 200 {
+                return refuse(&format!(
+                    "error making upstream request: received error code {status} from STS"
+                ));
+            }
+            if xml_tag(&xml, "Arn") != bound_arn {
+                return Reply::json(403, json!({"errors": ["permission denied"]}));
+            }
+            let created = crate::servers::vault_at(
+                &bao_url,
+                "POST",
+                "auth/token/create",
+                Some(json!({"policies": ["reader"]})),
+            );
+            return Reply::json(
+                200,
+                json!({"auth": {"client_token": created["auth"]["client_token"]}}),
+            );
+        }
+        let mut forwarded = agent.get(format!("{bao_url}{}", request.target));
+        if let Some(token) = request.header("x-vault-token") {
+            forwarded = forwarded.header("X-Vault-Token", token);
+        }
+        match forwarded.call() {
+            Ok(mut answer) => Reply {
+                status: answer.status().as_u16(),
+                body: answer.body_mut().read_to_string().unwrap_or_default(),
+            },
+            Err(error) => Reply::json(502, json!({"errors": [error.to_string()]})),
+        }
+    })
+}
+
+#[test]
+fn vault_aws_iam_login_verified_against_moto_sts() {
+    let sts = moto(Some(SEED_ACTIONS));
+    let key = seed(&sts);
+    let bao = crate::servers::openbao(false);
+    crate::servers::vault(
+        &bao,
+        "POST",
+        "sys/policies/acl/reader",
+        Some(json!({"policy": "path \"secret/*\" { capabilities = [\"read\"] }"})),
+    );
+    crate::servers::vault(
+        &bao,
+        "POST",
+        "secret/data/app/db",
+        Some(json!({"data": {"password": "bao-aws-pass"}})),
+    );
+    let vault = vault_with_aws_auth(&bao, &sts, "arn:aws:iam::123456789012:user/keyturn");
+    let config = |secret: &str| {
+        json!({"vault_address": vault.url,
+               "vault_session": {"vault_auth_type": "aws", "vault_aws_role": "keyturn",
+                                 "aws_region": "us-east-1", "aws_access_key_id": key.id,
+                                 "aws_secret_access_key": secret,
+                                 "aws_sts_endpoint_url": sts.url}})
+    };
+    let run = check_env(
+        request(
+            "hashicorp.vault",
+            &config(&key.secret),
+            &["secret/app/db;password"],
+        ),
+        &env_with(&[]),
+        &[("secret/app/db;password", Expect::Value("bao-aws-pass"))],
+    );
+    assert!(!run.stdout.contains(&key.secret));
+    // A wrong key: STS refuses the signature, so Vault refuses the login.
+    let wrong = "wrongSecretKey/abcdefghijklmnopqrstuvwx";
+    let run = check_env(
+        request(
+            "hashicorp.vault",
+            &config(wrong),
+            &["secret/app/db;password"],
+        ),
+        &env_with(&[]),
+        &[(
+            "secret/app/db;password",
+            Expect::Error(
+                "Vault login (aws at auth/aws) failed: HTTP 400: error making upstream request: \
+                 received error code 403 from STS",
+            ),
+        )],
+    );
+    assert!(!run.stdout.contains(wrong) && !run.stdout.contains(&key.secret));
 }

@@ -301,3 +301,88 @@ fn aws_secrets_through_a_serve_refresh() {
         put(r#"{"password":"aws-two"}"#, false);
     });
 }
+
+#[test]
+fn k8s_secrets_through_keyturn_resolve_and_a_serve_refresh() {
+    use base64::Engine as _;
+    use std::sync::{Arc, Mutex};
+
+    let ca = crate::fake::TestCa::new();
+    let value = Arc::new(Mutex::new("k8s-one".to_owned()));
+    let served = Arc::clone(&value);
+    let server = crate::fake::FakeServer::https(&ca, move |request| {
+        if request.header("authorization") != Some("Bearer k8s-e2e-token-0123456789") {
+            return crate::fake::Reply::text(401, "{}");
+        }
+        if request.path() != "/api/v1/namespaces/apps/secrets/db" {
+            return crate::fake::Reply::text(404, "{}");
+        }
+        let current = served.lock().expect("value").clone();
+        crate::fake::Reply::json(
+            200,
+            json!({"kind": "Secret", "data": {
+                "password": base64::engine::general_purpose::STANDARD.encode(current)}}),
+        )
+    });
+    let files = tempfile::tempdir().expect("tempdir");
+    let token = files.path().join("token");
+    let ca_path = files.path().join("ca.crt");
+    fs::write(&token, "k8s-e2e-token-0123456789\n").expect("token");
+    fs::write(&ca_path, &ca.ca_pem).expect("ca");
+    let settings = json!({
+        "secret_backend_type": "k8s.secrets",
+        "secret_backend_config": {"api_server": server.url, "token_path": token, "ca_path": ca_path},
+    });
+    resolve_then_refresh(settings, "apps/db;password", "k8s-one", "k8s-two", || {
+        *value.lock().expect("value") = "k8s-two".to_owned();
+    });
+}
+
+#[test]
+fn gcp_secretmanager_through_keyturn_resolve_and_a_serve_refresh() {
+    use std::sync::{Arc, Mutex};
+
+    let ca = crate::fake::TestCa::new();
+    let password = Arc::new(Mutex::new("gcp-one".to_owned()));
+    let server = crate::gcp::google(&ca, Arc::clone(&password));
+    let fixture = crate::harness::Fixture::new();
+    let ca_cert = fixture.write("ca.pem", &ca.ca_pem);
+    let key_file =
+        crate::gcp::service_account_file(&fixture, "sa.json", &server, crate::gcp::KEY_PEM);
+    let settings = json!({
+        "secret_backend_type": "gcp.secretmanager",
+        "secret_backend_config": {
+            "endpoint_url": server.url,
+            "ca_cert": ca_cert,
+            "gcp_session": {"project_id": "test-project", "credentials_file": key_file},
+        },
+    });
+    resolve_then_refresh(settings, "db;password", "gcp-one", "gcp-two", || {
+        *password.lock().expect("password") = "gcp-two".to_owned();
+    });
+}
+
+#[test]
+fn azure_keyvault_through_keyturn_resolve_and_a_serve_refresh() {
+    use std::sync::{Arc, Mutex};
+
+    let ca = crate::fake::TestCa::new();
+    let password = Arc::new(Mutex::new("azure-one".to_owned()));
+    let server = crate::azure::azure(&ca, Arc::clone(&password));
+    let fixture = crate::harness::Fixture::new();
+    let ca_cert = fixture.write("ca.pem", &ca.ca_pem);
+    let settings = json!({
+        "secret_backend_type": "azure.keyvault",
+        "secret_backend_config": {
+            "keyvaulturl": server.url,
+            "ca_cert": ca_cert,
+            "azure_session": {"azure_tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                              "azure_client_id": "0b4e1d1e-7a4c-4c5e-9f1d-keyturn",
+                              "azure_client_secret": crate::azure::CLIENT_SECRET,
+                              "azure_authority_host": server.url},
+        },
+    });
+    resolve_then_refresh(settings, "db;password", "azure-one", "azure-two", || {
+        *password.lock().expect("password") = "azure-two".to_owned();
+    });
+}

@@ -191,8 +191,13 @@ pub(crate) fn insecure_agent() -> ureq::Agent {
 /// A Vault API call with the root token; returns the JSON answer (or `null`) and fails the test
 /// on an error status.
 pub(crate) fn vault(server: &Server, method: &str, path: &str, body: Option<Value>) -> Value {
+    vault_at(&server.url, method, path, body)
+}
+
+/// [`vault`] for the server at `address`.
+pub(crate) fn vault_at(address: &str, method: &str, path: &str, body: Option<Value>) -> Value {
     let agent = insecure_agent();
-    let url = format!("{}/v1/{path}", server.url);
+    let url = format!("{address}/v1/{path}");
     let response = match (method, body) {
         ("GET", _) => agent.get(&url).header("X-Vault-Token", BAO_ROOT).call(),
         (_, body) => agent

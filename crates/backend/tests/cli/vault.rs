@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Expect, Fixture, backend, check, check_env, request};
+use crate::harness::{Expect, Fixture, backend, backend_env, check, check_env, request};
 use crate::servers::{BAO_ROOT, Server, openbao, vault};
 
 /// Policy of the AppRole and userpass logins: read the app's secrets, nothing else.
@@ -346,7 +346,7 @@ fn vault_userpass_token_file_and_environment() {
         ),
         &[(
             "secret/app/db;password",
-            Expect::Error("\"aws\" is not supported"),
+            Expect::Error("config key `vault_session.vault_aws_role` is required (AWS IAM login)"),
         )],
     );
 }
@@ -399,6 +399,38 @@ fn vault_tls_is_verified_by_default() {
             ),
             &[("secret/app/db;password", Expect::Value("v2-pass"))],
         );
+    }
+}
+
+// Issue 9.17: user info in the address, from the config or `VAULT_ADDR`, is never echoed.
+#[test]
+fn address_user_info_is_never_echoed() {
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let address = format!("http://admin:pa/ss-4d9e@127.0.0.1:{port}");
+    let from_config = json!({"vault_address": address, "vault_token": "t-123456"});
+    let input = request("hashicorp.vault", &from_config, &["secret/a;b"]);
+    for run in [
+        backend(&input),
+        backend_env(
+            &[],
+            &request(
+                "hashicorp.vault",
+                &json!({"vault_token": "t-123456"}),
+                &["secret/a;b"],
+            ),
+            &[("VAULT_ADDR", address.as_str())],
+        ),
+    ] {
+        let error = run.error("secret/a;b");
+        assert!(
+            error.contains(&format!("http://<redacted>@127.0.0.1:{port}")),
+            "{error}"
+        );
+        for text in [&run.stdout, &run.stderr] {
+            assert!(!text.contains("admin") && !text.contains("4d9e"), "{text}");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Abuse of the HTTP API of a running `keyturn serve`: tokens that are wrong, missing, empty or
-//! nearly right; bodies and headers over the limits; slow clients; a storm of refresh requests
-//! held to the coalescing bound; and listen addresses that are not loopback.
+//! nearly right; bodies and headers over the limits; slow clients; idle half-requests against
+//! a daemon short of descriptors; a storm of refresh requests held to the coalescing bound; and
+//! listen addresses that are not loopback.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
@@ -356,7 +357,9 @@ async fn storm_client(
                 let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 let error = body["error"].as_str().unwrap();
                 let run = error
-                    .strip_prefix("'run': an error occurred while resolving 'run': run ")
+                    .strip_prefix(
+                        "'run' (error) at run: an error occurred while resolving 'run': run ",
+                    )
                     .and_then(|pid| pid.parse().ok())
                     .unwrap_or_else(|| panic!("no run in the answer: {error}"));
                 samples.lock().unwrap().push(Sample {
@@ -566,4 +569,87 @@ fn non_loopback_addresses_need_an_explicit_setting() {
         .sandbox
         .keyturn(&["serve", "--config", "keyturn.yaml"])
         .expect_code(2);
+}
+
+/// The soft and hard `Max open files` of process `pid`.
+fn open_files_limits(pid: i32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let mut numbers = line.split_whitespace().filter_map(|word| word.parse().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+// Issue 9, item 8: the daemon raises its soft descriptor limit to the hard one at start.
+#[test]
+fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let setup = Setup::new(TEMPLATE);
+    setup.sandbox.write("app.yaml", "a: ENC[a]\n");
+    setup.set("a", "a0");
+    let serve = setup.serve(&ServeOptions {
+        open_files: Some((256, 4096)),
+        ..ServeOptions::default()
+    });
+    assert_eq!(open_files_limits(serve.pid), (4096, 4096));
+}
+
+// Issue 9, item 8: idle half-requests from any local user cannot take the descriptors the
+// daemon needs for backend runs and file writes. With 64 descriptors in all (soft = hard, so
+// raising the limit does not help), 100 connections that each send half a request header and
+// then nothing: rotation goes on, the half-requests are closed at the header-read timeout,
+// and the API answers again.
+#[test]
+fn idle_half_requests_cannot_exhaust_descriptors() {
+    let setup = Setup::new(
+        "  header_read_timeout: 1\n\
+         secret_refresh_interval: 1\n\
+         secret_refresh_scatter: false\n\
+         templates:\n  - {source: app.yaml, destination: out/app.yaml}\n",
+    );
+    setup.sandbox.write("app.yaml", "a: ENC[a]\n");
+    setup.set("a", "a0");
+    let mut serve = setup.serve(&ServeOptions {
+        open_files: Some((64, 64)),
+        ..ServeOptions::default()
+    });
+    let mut idle: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", setup.port)).unwrap();
+            stream
+                .write_all(b"GET /secrets HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+
+    // The periodic refresh still runs the backend and rewrites the destination.
+    setup.set("a", "a1");
+    crate::daemon::wait_until("the destination holds the rotated value", || {
+        setup.read("out/app.yaml").contains("a1")
+    });
+
+    // Every half-request is closed by the daemon (none is served), within a bound.
+    for stream in &mut idle {
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut rest = Vec::new();
+        if let Err(e) = std::io::Read::read_to_end(stream, &mut rest) {
+            assert!(
+                !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                "a half-request was never closed: {e}"
+            );
+        }
+        assert!(
+            !String::from_utf8_lossy(&rest).contains(" 200 "),
+            "a half-request was answered"
+        );
+    }
+    serve.assert_up();
+    setup.authed("GET", "/secrets").expect(setup.port, 200);
+    assert!(
+        !serve.log_text().contains("Too many open files"),
+        "{}",
+        serve.log_text()
+    );
 }

@@ -133,22 +133,23 @@ impl Setup {
         if options.json_logs {
             args.extend(["--log-format", "json"]);
         }
+        let mut limits = Vec::new();
         // The soft limit only: a test may lift it again without privileges.
-        let fsize = options
-            .max_file_size
-            .map(|bytes| format!("--fsize={bytes}:unlimited"));
-        let mut command = match &fsize {
-            // prlimit sets the limit on itself, then execs keyturn: same PID.
-            Some(fsize) => {
-                let mut command = Command::new("prlimit");
-                command.arg(fsize).arg(keyturn).args(&args);
-                command
-            }
-            None => {
-                let mut command = Command::new(keyturn);
-                command.args(&args);
-                command
-            }
+        if let Some(bytes) = options.max_file_size {
+            limits.push(format!("--fsize={bytes}:unlimited"));
+        }
+        if let Some((soft, hard)) = options.open_files {
+            limits.push(format!("--nofile={soft}:{hard}"));
+        }
+        let mut command = if limits.is_empty() {
+            let mut command = Command::new(keyturn);
+            command.args(&args);
+            command
+        } else {
+            // prlimit sets the limits on itself, then execs keyturn: same PID.
+            let mut command = Command::new("prlimit");
+            command.args(&limits).arg(keyturn).args(&args);
+            command
         };
         command
             .current_dir(self.path(""))
@@ -183,6 +184,8 @@ pub(crate) struct ServeOptions {
     /// Run under `prlimit --fsize=N:unlimited`: no file the daemon writes may grow past N
     /// bytes (soft limit).
     pub(crate) max_file_size: Option<u64>,
+    /// Run under `prlimit --nofile=SOFT:HARD`: the descriptor limits.
+    pub(crate) open_files: Option<(u64, u64)>,
     /// The sandbox file stderr is appended to.
     pub(crate) log: &'static str,
 }
@@ -193,6 +196,7 @@ impl Default for ServeOptions {
             log_filter: "",
             json_logs: false,
             max_file_size: None,
+            open_files: None,
             log: "serve.log",
         }
     }

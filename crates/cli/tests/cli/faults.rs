@@ -257,7 +257,7 @@ fn per_handle_errors_keep_the_failed_handles_last_value() {
         .expect(setup.port, 500);
     assert_eq!(
         answer.json()["error"],
-        "'b': an error occurred while resolving 'b': permission denied on b"
+        "'b' (error) at user: an error occurred while resolving 'b': permission denied on b"
     );
     assert_eq!(
         setup.read("out/app.yaml"),

@@ -1,6 +1,6 @@
-//! The leak audit: every command (`check`, `resolve`, `serve`, `status`, `refresh`) and every
-//! API route, on success and on every failure path of the fault backend, with secrets drawn
-//! from a marker alphabet; then a scan of everything a user or an operator can see.
+//! The leak audit: every command (`check`, `resolve`, `serve`, `status`, `refresh`, `exec`) and
+//! every API route, on success and on every failure path of the fault backend, with secrets
+//! drawn from a marker alphabet; then a scan of everything a user or an operator can see.
 //!
 //! Every value but the API key is `QZXJ-<random>-JXZQ`, so any leak, whole or partial, shows the
 //! marker. The API key is 32 random hex digits under `api_key`: only the audit file may show it,
@@ -350,4 +350,136 @@ fn no_resolved_value_reaches_anything_users_or_operators_see() {
         }
         panic!("{} leaks:\n{report}", leaks.len());
     }
+}
+
+// The leak audit of `keyturn exec`: its logs at trace level, the API and `keyturn refresh` /
+// `status` while it runs, its own environment and command line (which backends and hooks
+// inherit), the environment of an `on_change` hook, and the program's command line, on a
+// start, a restart with new values, a failed refresh and a refused start. The program's own
+// environment is the product.
+#[test]
+fn no_value_reaches_exec_logs_hooks_or_command_lines() {
+    use crate::exec::{Running, exec_sandbox, free_port, read, wait_until};
+
+    let mut random = Random::new();
+    let first = random.values();
+    let sandbox = exec_sandbox(
+        &[("pass", &first.pass), ("user", &first.user)],
+        &format!(
+            "api:\n  listen: 127.0.0.1:{}\n\
+             templates:\n\
+             \x20 - source: app.yaml\n\
+             \x20   destination: out/app.yaml\n\
+             \x20   on_change: [/bin/sh, -c, 'env >> hook.env; cat out/app.yaml; cat out/app.yaml >&2']\n",
+            free_port()
+        ),
+    );
+    fs::create_dir(sandbox.path("out")).unwrap();
+    sandbox.write("app.yaml", "password: ENC[pass]\n");
+    sandbox.write("app.env", "USER_NAME=ENC[user]\n");
+    // The program records its parent's (keyturn's) environment and command line and its own
+    // command line at each start, and its own environment apart (the product).
+    sandbox.script(
+        "child.sh",
+        "#!/bin/sh\n\
+         trap 'exit 0' TERM\n\
+         tr '\\0' '\\n' < /proc/$PPID/environ >> keyturn.environ\n\
+         tr '\\0' ' ' < /proc/$PPID/cmdline >> keyturn.cmdline\n\
+         tr '\\0' ' ' < /proc/$$/cmdline >> child.cmdline\n\
+         echo \"$PASS $USER_NAME\" >> product\n\
+         while :; do sleep 1 & wait $!; done\n",
+        0o700,
+    );
+    let args = [
+        "--config",
+        "keyturn.yaml",
+        "--env-file",
+        "app.env",
+        "--",
+        "./child.sh",
+        "--flag",
+    ];
+    let env = [("PASS", "ENC[pass]"), ("KEYTURN_LOG", "trace")];
+    let mut seen = Seen::default();
+
+    let keyturn = |args: &[&str], code: i32| {
+        let run = sandbox.keyturn_with_log(args, "trace");
+        run.expect_code(code);
+        run
+    };
+
+    let running = Running::start(&sandbox, &args, &env);
+    let product = |values: &Values| format!("{} {}\n", values.pass, values.user);
+    wait_until("the first start", || {
+        read(&sandbox, "product") == product(&first)
+    });
+    seen.run(
+        "status",
+        &keyturn(&["status", "--config", "keyturn.yaml"], 0),
+    );
+    // A restart with new values (the hook runs: the template changed).
+    let second = random.values();
+    sandbox.write("store/pass", &second.pass);
+    sandbox.write("store/user", &second.user);
+    seen.run(
+        "refresh",
+        &keyturn(&["refresh", "--config", "keyturn.yaml"], 0),
+    );
+    wait_until("the restart", || {
+        read(&sandbox, "product") == product(&first) + &product(&second)
+    });
+    // A failed refresh: one value is missing, the other changed.
+    let third = random.values();
+    fs::remove_file(sandbox.path("store/pass")).unwrap();
+    sandbox.write("store/user", &third.user);
+    seen.run(
+        "failed refresh",
+        &keyturn(&["refresh", "--config", "keyturn.yaml"], 1),
+    );
+    seen.run(
+        "status after a failure",
+        &keyturn(&["status", "--config", "keyturn.yaml", "--json"], 0),
+    );
+    assert_eq!(running.stop(Signal::SIGTERM), Some(0));
+    // A refused start: `pass` is missing.
+    let refused = crate::exec::exec(&sandbox, &args, &env);
+    assert_eq!(refused.status.code(), Some(1));
+    seen.add(
+        "refused start: stderr",
+        String::from_utf8_lossy(&refused.stderr),
+    );
+    seen.add(
+        "refused start: stdout",
+        String::from_utf8_lossy(&refused.stdout),
+    );
+
+    // What is scanned was captured: the hook ran, keyturn's environment holds the handles as
+    // written, and the log is at trace level.
+    assert!(
+        read(&sandbox, "hook.env").contains("PASS=ENC[pass]"),
+        "the hook ran"
+    );
+    assert!(read(&sandbox, "keyturn.environ").contains("PASS=ENC[pass]"));
+    assert!(read(&sandbox, "exec.log").contains("the program started"));
+    for file in [
+        "exec.log",
+        "hook.env",
+        "keyturn.environ",
+        "keyturn.cmdline",
+        "child.cmdline",
+    ] {
+        seen.add(file, read(&sandbox, file));
+    }
+    let leaks: Vec<String> = seen
+        .0
+        .iter()
+        .filter(|(_, text)| text.contains("QZXJ") || text.contains("JXZQ"))
+        .map(|(place, text)| format!("- {place}: {text:?}"))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
 }

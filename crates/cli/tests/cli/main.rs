@@ -8,6 +8,7 @@
 
 mod abuse;
 mod daemon;
+mod exec;
 mod faults;
 mod leaks;
 mod memory;

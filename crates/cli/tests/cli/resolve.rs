@@ -107,11 +107,13 @@ fn unresolved_handles_exit_1_with_nothing_written() {
     assert_eq!(run.stdout(), "");
     assert!(!sandbox.path("out.yaml").exists());
     let stderr = run.stderr();
-    assert!(stderr.contains("handle 'bad' (error) at list/0: an error occurred while resolving 'bad': no such secret"), "{stderr}");
     assert!(
-        stderr.contains("handle 'gone' (missing) at nested/x"),
+        stderr.contains(
+            "'bad' (error) at list/0: an error occurred while resolving 'bad': no such secret"
+        ),
         "{stderr}"
     );
+    assert!(stderr.contains("'gone' (missing) at nested/x"), "{stderr}");
     assert!(
         !stderr.contains("fine"),
         "a resolved value leaked into stderr: {stderr}"
@@ -128,6 +130,38 @@ fn unresolved_handles_exit_1_with_nothing_written() {
     assert_eq!(
         run.stdout(),
         "a: \"fine\"\nlist:\n  - ENC[bad]\nnested:\n  x: ENC[gone]\n"
+    );
+}
+
+#[test]
+fn a_failed_backend_run_is_reported_once_with_every_handle_it_affects() {
+    let sandbox = Sandbox::new();
+    sandbox.script(
+        "backend.sh",
+        "#!/bin/sh\ncat >/dev/null\necho oops >&2\nexit 3\n",
+        0o700,
+    );
+    sandbox.write("keyturn.yaml", &settings(&sandbox));
+    sandbox.write("app.yaml", "a: ENC[x]\nb:\n  c: ENC[y]\n  d: ENC[x]\n");
+    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
+    run.expect_code(1);
+    let stderr = run.stderr();
+    assert_eq!(stderr.matches("exit status 3").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        2,
+        "one line for the cause, one summary: {stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "keyturn: app.yaml: error while running '{}': exit status 3",
+            sandbox.path("backend.sh").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(" (backend_error); affects 2 handles: 'x' at a, b/d; 'y' at b/c\n"),
+        "{stderr}"
     );
 }
 
@@ -224,6 +258,59 @@ fn check_reports_and_exits_by_verdict() {
             "invalid executable '{}', 'group' or 'others' have rights on it",
             backend.display()
         )),
+        "{stdout}"
+    );
+}
+
+/// Regression (issue 9, items 5 and 10): a backend reached through a directory anyone may
+/// write passed `keyturn check`, and keyturn's own backend was not checked at all.
+#[test]
+fn check_reports_a_backend_path_others_can_change() {
+    let sandbox = Sandbox::new();
+    let open = fs::canonicalize(sandbox.path("")).unwrap().join("open");
+    fs::create_dir(&open).unwrap();
+    let backend = sandbox.script("open/backend", "#!/bin/sh\n", 0o700);
+    let builtin = sandbox.script("open/keyturn-backend", "#!/bin/sh\n", 0o755);
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let problem = format!(
+        "directory '{}' is writable by its group and others (mode 0777) and not sticky",
+        open.display()
+    );
+
+    sandbox.write(
+        "keyturn.yaml",
+        &format!("secret_backend_command: {}\n", backend.display()),
+    );
+    let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout().contains(&format!(
+            "Permissions error: invalid executable '{}': {problem}",
+            backend.display()
+        )),
+        "{}",
+        run.stdout()
+    );
+
+    sandbox.write("builtin.yaml", "secret_backend_type: file.json\n");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))
+        .args(["check", "--config", "builtin.yaml"])
+        .current_dir(sandbox.path(""))
+        .env("KEYTURN_BUILTIN_BACKEND", &builtin)
+        .output()
+        .unwrap();
+    let run = crate::Run(output);
+    run.expect_code(1);
+    let stdout = run.stdout();
+    assert!(
+        stdout.contains(&format!("Using embedded executable: {}", builtin.display()))
+            && stdout.contains(
+                "Executable permissions: error: the executable does not have the correct permissions"
+            )
+            && stdout.contains(&format!(
+                "Permissions error: invalid executable '{}': {problem}",
+                builtin.display()
+            )),
         "{stdout}"
     );
 }

@@ -218,7 +218,7 @@ fn serve_resolves_refreshes_and_stops_on_sigterm() {
     assert!(
         refresh
             .stderr()
-            .starts_with("keyturn: refresh failed: 'missing': "),
+            .starts_with("keyturn: refresh failed: 'missing' (missing) at x: "),
         "{}",
         refresh.stderr()
     );
@@ -256,8 +256,26 @@ fn serve_resolves_refreshes_and_stops_on_sigterm() {
     );
     assert_eq!(sandbox.read("hooks.log"), "changed\nchanged\nchanged\n");
 
+    // A handle no template uses: bad input, nothing runs.
+    let unknown = sandbox.keyturn(&["refresh", "--config", "keyturn.yaml", "--handle", "nope"]);
+    unknown.expect_code(2);
+    assert_eq!(unknown.stdout(), "");
+    assert_eq!(
+        unknown.stderr(),
+        "keyturn: unknown handle: 'nope' (no template uses it)\n"
+    );
+    let (code, body) = http(port, "GET", "/secret/refresh?handle=nope", Some(&token)).unwrap();
+    assert_eq!(code, 404, "{body}");
+
     assert_eq!(daemon.terminate(), Some(0));
     let log = sandbox.read("serve.log");
+    // The failed refresh is one warning; logs to a file carry no colour codes.
+    assert_eq!(
+        log.matches("WARN error with refreshing secrets").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains('\x1b'), "{log}");
     for value in ["hunter2", "hunter3", "key-one", "key-two", token.as_str()] {
         assert!(!log.contains(value), "the log shows a secret:\n{log}");
     }
@@ -304,5 +322,28 @@ fn clients_fail_clearly_without_a_daemon() {
         invalid.stderr().contains("invalid setting 'api.listen'"),
         "{}",
         invalid.stderr()
+    );
+}
+
+/// Regression (issue 9, item 9): a token file pre-created for others to read was accepted.
+/// `keyturn serve` now refuses to start (exit 3), naming the file and what is wrong.
+#[test]
+fn serve_refuses_a_token_file_others_can_read() {
+    let sandbox = Sandbox::new();
+    let token = sandbox.write("auth_token", "known-to-others\n");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    sandbox.write(
+        "keyturn.yaml",
+        &format!("api:\n  listen: 127.0.0.1:{}\n", free_port()),
+    );
+    let run = sandbox.keyturn(&["serve", "--config", "keyturn.yaml"]);
+    run.expect_code(3);
+    assert!(
+        run.stderr().contains(&format!(
+            "API token file {}: is accessible to group or others (mode 0644); chmod 600 it",
+            token.display()
+        )),
+        "{}",
+        run.stderr()
     );
 }

@@ -48,9 +48,10 @@
 //!   the next record is written with a leading `\n` in the same single write, so the fragment
 //!   becomes a line of its own, which [`scan`] counts as invalid and a later prune drops. This
 //!   keeps a complete record that merely lacks its newline valid, which truncating would not.
-//! - The file is created with mode 0600 (an existing file keeps its mode until a prune rewrites
-//!   it as 0600) and opened with `O_NOFOLLOW`: a symbolic link, a directory or any other
-//!   non-regular file at the path is an error, not a target.
+//! - The file is created with mode 0600 and opened with `O_NOFOLLOW`: a symbolic link, a
+//!   directory or any other non-regular file at the path is an error, not a target, and so is
+//!   a file of another user or one that group or others may access (checked on the open
+//!   descriptor before every append: someone else could read the trail).
 //! - One writer per file: rotation and truncation assume no other process appends.
 //!
 //! # Cost
@@ -63,14 +64,14 @@
 //! after which the remembered time is that of the new first line. The directory is listed only
 //! on the first append, at rotation and when a rotated file is due for deletion.
 //!
-//! The caller decides when to append: the resolver appends once per refresh that changed at
-//! least one value, never for the initial resolution.
+//! The caller decides when to append: the resolver appends once per refresh that changed a
+//! value or failed, never for the initial resolution.
 
 mod record;
 
 pub use record::{
-    AuditEntry, FailedHandle, Record, Scan, ScannedEntry, ScannedFailure, ScannedRecord, Trigger,
-    masked_key, scan,
+    AuditEntry, FailedHandle, HeldBackUse, Record, Scan, ScannedEntry, ScannedFailure,
+    ScannedRecord, Trigger, masked_key, scan,
 };
 
 use std::borrow::Cow;
@@ -181,6 +182,15 @@ pub enum AuditError {
     NotAFile {
         /// The audit file's path.
         path: PathBuf,
+    },
+    /// The file belongs to another user, or group or others may access it: they could read
+    /// the trail (or it was created for them to).
+    #[error("audit file {}: {problem}", path.display())]
+    NotPrivate {
+        /// The audit file's path.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
     },
     /// The single write of the record wrote only part of it (the file was truncated back).
     #[error("could not write a whole record to audit file {}: wrote {written} of {len} bytes", path.display())]
@@ -503,6 +513,13 @@ impl AuditWriter {
             .map_err(|err| self.io(Operation::Inspect, err))?;
         if !meta.is_file() {
             return Err(self.not_a_file());
+        }
+        let current = nix::unistd::geteuid().as_raw();
+        if let Some(problem) = crate::trusted_path::private_file_problem(&meta, current) {
+            return Err(AuditError::NotPrivate {
+                path: self.path.clone(),
+                problem,
+            });
         }
         let size = meta.len();
         let torn = if size == 0 {

@@ -88,7 +88,19 @@ pub struct FailedHandle {
     pub reason: FailureKind,
 }
 
-/// What one refresh that changed at least one value appends to the audit file. The time is
+/// A use whose new value a refresh did not apply: its origin's `refresh_allowlist` held it
+/// back, so it keeps the value it was last rendered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldBackUse {
+    /// The handle.
+    pub handle: String,
+    /// The origin (document) of the use.
+    pub origin: String,
+    /// Its key path, joined with `/`.
+    pub path: String,
+}
+
+/// What one refresh that changed a value or failed appends to the audit file. The time is
 /// given when the record is appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -99,6 +111,8 @@ pub struct Record {
     pub entries: Vec<AuditEntry>,
     /// Handles the refresh could not resolve, in any order: they are written sorted by handle.
     pub failed: Vec<FailedHandle>,
+    /// Uses whose new value was not applied (written sorted; the field is left out when empty).
+    pub held_back: Vec<HeldBackUse>,
 }
 
 impl Record {
@@ -128,11 +142,15 @@ impl Record {
             })
             .collect();
         failed.sort_by(|a, b| a.handle.cmp(b.handle));
+        let mut held_back: Vec<&HeldBackUse> = self.held_back.iter().collect();
+        held_back
+            .sort_by(|a, b| (&a.handle, &a.origin, &a.path).cmp(&(&b.handle, &b.origin, &b.path)));
         let wire = WireRecord {
             time: &time,
             data,
             trigger: self.trigger.as_str(),
             failed,
+            held_back,
         };
         let mut line = serde_json::to_vec(&wire).map_err(|err| err.to_string())?;
         line.push(b'\n');
@@ -265,6 +283,8 @@ struct WireRecord<'a> {
     data: Vec<WireEntry<'a>>,
     trigger: &'a str,
     failed: Vec<WireFailure<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    held_back: Vec<&'a HeldBackUse>,
 }
 
 #[derive(Serialize)]
@@ -347,6 +367,7 @@ mod tests {
                 AuditEntry::new("token", &Secret::new(HEX32), ["password"]),
             ],
             failed: Vec::new(),
+            held_back: Vec::new(),
         };
         let line = record.encode(datetime!(2014-02-04 10:30:00 UTC)).unwrap();
         let line = String::from_utf8(line).unwrap();
@@ -370,6 +391,7 @@ mod tests {
                 handle: "gone".into(),
                 reason: FailureKind::Missing,
             }],
+            held_back: Vec::new(),
         };
         let line = record.encode(datetime!(2014-02-04 10:30:00 UTC)).unwrap();
         let line = String::from_utf8(line).unwrap();
@@ -402,6 +424,7 @@ mod tests {
                     reason: FailureKind::Empty,
                 },
             ],
+            held_back: Vec::new(),
         };
         let at = |time| String::from_utf8(record.encode(time).unwrap()).unwrap();
         assert_eq!(
@@ -465,6 +488,7 @@ mod tests {
             trigger: Trigger::Startup,
             entries: vec![AuditEntry::new("k", &Secret::new(HEX32), ["apiKey"])],
             failed: Vec::new(),
+            held_back: Vec::new(),
         };
         let time = datetime!(2014-02-04 10:30:00.125 UTC);
         let scanned = scan(&record.encode(time).unwrap());

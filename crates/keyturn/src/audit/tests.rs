@@ -36,6 +36,7 @@ fn record(handles: &[&str]) -> Record {
             .map(|handle| AuditEntry::new(*handle, &Secret::new("s3cr3t-value"), ["password"]))
             .collect(),
         failed: Vec::new(),
+        held_back: Vec::new(),
     }
 }
 
@@ -59,6 +60,7 @@ impl Fixture {
         };
         for &(name, content, modified) in files {
             fs::write(fixture.path(name), content).unwrap();
+            fs::set_permissions(fixture.path(name), fs::Permissions::from_mode(0o600)).unwrap();
             if let Some(seconds) = modified {
                 fixture.set_modified(name, seconds);
             }
@@ -160,6 +162,11 @@ fn items_69_70_masked_key_values_and_several_handles_in_one_line() {
             handle: "plum".into(),
             reason: crate::metrics::FailureKind::BackendError,
         }],
+        held_back: vec![HeldBackUse {
+            handle: "pear".into(),
+            origin: "app.yaml".into(),
+            path: "other/colour".into(),
+        }],
     };
     check(Case {
         before: &[],
@@ -169,7 +176,8 @@ fn items_69_70_masked_key_values_and_several_handles_in_one_line() {
             NAME,
             "{\"time\":\"2014-02-04T10:30:00Z\",\"data\":[{\"handle\":\"apple\",\"value\":\
              \"***************************bcdef\"},{\"handle\":\"pear\"}],\"trigger\":\"api\",\
-             \"failed\":[{\"handle\":\"plum\",\"reason\":\"backend_error\"}]}\n",
+             \"failed\":[{\"handle\":\"plum\",\"reason\":\"backend_error\"}],\
+             \"held_back\":[{\"handle\":\"pear\",\"origin\":\"app.yaml\",\"path\":\"other/colour\"}]}\n",
         )],
     });
 }
@@ -430,6 +438,38 @@ fn files_are_created_and_rewritten_with_mode_0600() {
     assert!(!fixture.contents().keys().any(|name| name.ends_with(".tmp")));
 }
 
+/// Regression (issue 9, item 9): an audit file others could read, or another user's, was
+/// appended to, so they read the trail.
+#[test]
+fn a_file_others_can_access_is_refused() {
+    let fixture = Fixture::new(&[]);
+    let mut writer = fixture.writer(AuditLimits::default());
+    writer.append(&record(&["apple"]), at(0)).unwrap();
+    let before = fs::read(fixture.path(NAME)).unwrap();
+    fs::set_permissions(fixture.path(NAME), fs::Permissions::from_mode(0o640)).unwrap();
+    let err = writer.append(&record(&["banana"]), at(1)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "audit file {}: is accessible to group or others (mode 0640); chmod 600 it",
+            fixture.path(NAME).display()
+        )
+    );
+    assert_eq!(fs::read(fixture.path(NAME)).unwrap(), before);
+    if nix::unistd::geteuid().is_root() {
+        fs::set_permissions(fixture.path(NAME), fs::Permissions::from_mode(0o600)).unwrap();
+        nix::unistd::chown(
+            &fixture.path(NAME),
+            Some(nix::unistd::Uid::from_raw(4242)),
+            None,
+        )
+        .unwrap();
+        let err = writer.append(&record(&["banana"]), at(2)).unwrap_err();
+        assert!(matches!(err, AuditError::NotPrivate { .. }), "{err}");
+        assert_eq!(fs::read(fixture.path(NAME)).unwrap(), before);
+    }
+}
+
 #[test]
 fn a_torn_last_line_gets_a_line_of_its_own() {
     let torn = "{\"time\":\"2014-02-04T10:30:10Z\",\"data\":[{\"han";
@@ -472,6 +512,7 @@ fn a_record_never_contains_a_value_that_is_not_a_key() {
             AuditEntry::new("token", &Secret::new(HEX32), ["password"]),
         ],
         failed: Vec::new(),
+        held_back: Vec::new(),
     };
     fixture
         .writer(AuditLimits::default())

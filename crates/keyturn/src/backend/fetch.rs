@@ -31,8 +31,9 @@ use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, io_text, resolve_command};
 use super::response::{
-    Known, Requested, Scrubber, answer_values, classify, classify_early, describe_parse_error,
+    Known, Requested, answer_values, classify, classify_early, describe_parse_error,
 };
+use super::scrub::Scrubber;
 use super::spawn::{Program, StartError, Started, start};
 use super::{BackendSpec, FetchError, FetchOptions, Fetched, PermissionCheck};
 use crate::DOCS_URL;
@@ -104,7 +105,8 @@ pub(crate) async fn fetch(
         Ok(status) => backend_error(spec, &Failure::Exit(status), options),
         Err(failure) => backend_error(spec, &failure, options),
     };
-    tracing::warn!(%command, %exit, elapsed_ms, kind = failure.kind.as_str(), "secret backend run failed");
+    // Debug only: the caller reports the failure once, with the handles it affects.
+    tracing::debug!(%command, %exit, elapsed_ms, kind = failure.kind.as_str(), "secret backend run failed");
     for _ in 0..count {
         metrics.record_handle_failure(failure.kind);
     }
@@ -200,8 +202,8 @@ async fn drive<T>(
     }
 }
 
-/// The permission check (unless skipped) and the start. The checked descriptor is closed once
-/// the child has started.
+/// The permission check (unless [`PermissionCheck::Skip`]) and the start. The checked
+/// descriptor is closed once the child has started.
 fn checked_start(spec: &BackendSpec) -> Result<Started, Failure> {
     let path = resolve_command(&spec.command).map_err(|reason| {
         Failure::Permission(PermissionError::Stat {

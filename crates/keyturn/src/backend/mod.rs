@@ -11,10 +11,12 @@
 //!   its doc explains how the checked file is the file that runs.
 //! - `fetch`: payload, deadline, concurrent stdin/stdout/stderr with output caps, exit status,
 //!   error texts, metrics.
-//! - `response`: pure classification of the answer and scrubbing of values from backend text.
+//! - `response`: pure classification of the answer.
+//! - `scrub`: masking values, escaped or not, out of backend text (error texts, stderr tail).
 //!
 //! Invariants:
-//! - The permission check runs before every run (unless [`PermissionCheck::Skip`]).
+//! - The permission check runs before every run (unless [`PermissionCheck::Skip`]), on the
+//!   executable and on every directory and link of its path ([`crate::trusted_path`]).
 //! - A run never outlives its deadline, and never leaves its process group running when it
 //!   ends early or its future is dropped.
 //! - No value reaches a log line, an error text or a `Debug` print; backend stderr only reaches
@@ -23,6 +25,7 @@
 mod fetch;
 mod permissions;
 mod response;
+mod scrub;
 pub(crate) mod spawn;
 
 pub(crate) use spawn::start_command;
@@ -42,7 +45,11 @@ pub enum PermissionCheck {
     Strict,
     /// Group may read and execute; no group write, no other bits (`mode & 0o027 == 0`).
     AllowGroupExec,
-    /// keyturn's own built-in backend: not checked.
+    /// keyturn's own `keyturn-backend`, installed like any program: no group or other write
+    /// (`mode & 0o022 == 0`, so root's `0755` passes).
+    Builtin,
+    /// Nothing is checked: for callers that vouch for the executable themselves (tests,
+    /// embedders). keyturn itself never uses it.
     Skip,
 }
 

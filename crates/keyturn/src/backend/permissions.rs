@@ -9,15 +9,19 @@
 //!   runs on that descriptor (`fstat`, and `access` through `/proc/self/fd/N`), so the checked
 //!   inode is the one [`Checked`] hands to `spawn`. `O_PATH` needs no read permission, so an
 //!   execute-only file (`0100`) passes like it does in the reference.
-//! - The owner must be the current effective user or root, in both modes (the reference no
+//! - The owner must be the current effective user or root, in every mode (the reference no
 //!   longer checks the owner; its docs still require it).
+//! - Every directory and symbolic link on the way to the executable passes
+//!   [`trusted_path::check`] (owned by root or the user, not writable by others unless sticky),
+//!   and the walk must end at the inode that was opened: no one else can swap the file, even a
+//!   `#!` script that is started by its path.
 //! - Error texts are those of the reference (`CheckRights`), errno texts in its lowercase form;
 //!   the owner text is our own.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -25,6 +29,7 @@ use nix::sys::stat::{FileStat, SFlag};
 use nix::unistd::{AccessFlags, Gid, Group, Uid, User};
 
 use super::PermissionCheck;
+use crate::trusted_path::{self, UntrustedPath};
 
 /// Why an executable may not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +55,20 @@ pub enum PermissionError {
     OthersOrGroupWrite {
         /// The path as checked.
         path: PathBuf,
+    },
+    /// [`PermissionCheck::Builtin`]: group or others may write the file.
+    #[error("invalid executable '{path}': group or others may write it")]
+    Writable {
+        /// The path as checked.
+        path: PathBuf,
+    },
+    /// A directory or link on the way to the file can be changed by someone else.
+    #[error("invalid executable '{path}': {problem}")]
+    Path {
+        /// The path as checked.
+        path: PathBuf,
+        /// Which directory or link, and what is wrong with it.
+        problem: UntrustedPath,
     },
     /// The file belongs to neither the current user nor root.
     #[error(
@@ -97,7 +116,7 @@ pub struct ExecutableReport {
 pub enum Verdict {
     /// The executable has the correct permissions.
     Ok,
-    /// [`PermissionCheck::Skip`]: keyturn's own backend, not checked.
+    /// [`PermissionCheck::Skip`]: not checked.
     NotChecked,
     /// The check failed; the error's text is the status `executablePermissionsError`.
     Denied(PermissionError),
@@ -187,6 +206,15 @@ impl Checked {
             reason: errno_text(errno),
         })?;
         check_mode_and_owner(path, &stat, check, nix::unistd::geteuid().as_raw())?;
+        let walked = trusted_path::check(path).map_err(|problem| PermissionError::Path {
+            path: path.to_owned(),
+            problem,
+        })?;
+        if (walked.metadata.dev(), walked.metadata.ino()) != (stat.st_dev, stat.st_ino) {
+            return Err(PermissionError::Changed {
+                path: path.to_owned(),
+            });
+        }
         let fd_path = descriptor_path(&file);
         nix::unistd::access(&fd_path, AccessFlags::X_OK).map_err(|errno| {
             PermissionError::Access {
@@ -266,9 +294,14 @@ pub(crate) fn check_mode_and_owner(
                 path: path.to_owned(),
             });
         }
+        PermissionCheck::Builtin if mode & 0o022 != 0 => {
+            return Err(PermissionError::Writable {
+                path: path.to_owned(),
+            });
+        }
         _ => {}
     }
-    if stat.st_uid != current_uid && stat.st_uid != 0 {
+    if !trusted_path::is_trusted_owner(stat.st_uid, current_uid) {
         return Err(PermissionError::Owner {
             path: path.to_owned(),
             owner: stat.st_uid,
@@ -397,7 +430,19 @@ mod tests {
         ] {
             check(AllowGroupExec, mode, 1000, 1000, ok);
         }
-        // Owner: current user or root, in both modes.
+        // The built-in backend: installed like any program, but no one else may write it.
+        for (mode, ok) in [
+            (0o755, true),
+            (0o700, true),
+            (0o555, true),
+            (0o775, false),
+            (0o757, false),
+            (0o722, false),
+        ] {
+            check(PermissionCheck::Builtin, mode, 0, 1000, ok);
+        }
+        check(PermissionCheck::Builtin, 0o755, 1001, 1000, false);
+        // Owner: current user or root, in every mode.
         check(Strict, 0o700, 0, 1000, true);
         check(Strict, 0o700, 1001, 1000, false);
         check(AllowGroupExec, 0o750, 1001, 1000, false);

@@ -24,23 +24,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::error::Category;
 use zeroize::Zeroizing;
 
+use super::scrub::{Scrubber, escape_controls};
 use super::{Fetched, HandleError};
 use crate::DOCS_URL;
 use crate::metrics::FailureKind;
 use crate::secret::Secret;
-
-/// What replaces a value in scrubbed text.
-pub(crate) const MASK: &str = "********";
-
-/// How much of the end of stderr an error text carries, in bytes.
-pub(crate) const STDERR_TAIL: usize = 1024;
 
 /// Every value keyturn already holds (its last-known-good values, whatever their handle): they
 /// are scrubbed from the backend's texts too, since a failing backend may repeat an old value
@@ -262,136 +256,36 @@ pub(crate) fn describe_parse_error(error: &serde_json::Error) -> String {
 
 /// The values of `output` when it is a valid answer: what to scrub from the backend's other
 /// texts. `None` when it is not an answer (a value there cannot be told apart reliably, so
-/// callers withhold those texts instead of scrubbing them).
+/// callers withhold those texts instead of scrubbing them). Every entry's value counts, those
+/// of a handle the answer repeats included (a map would keep only the last one, and the
+/// backend may still print the others).
 pub(crate) fn answer_values(output: &[u8]) -> Option<Vec<Zeroizing<String>>> {
-    let response = keyturn_protocol::parse_response(output).ok()?;
-    Some(
-        response
-            .into_values()
-            .filter_map(|entry| entry.value)
-            .collect(),
-    )
+    // Accepts exactly what `keyturn_protocol::parse_response` accepts: an object of entries,
+    // then only whitespace.
+    let mut deserializer = serde_json::Deserializer::from_slice(output);
+    let values = deserializer.deserialize_map(AllValues).ok()?;
+    deserializer.end().ok()?;
+    Some(values)
 }
 
-/// Replaces every known value in a text by [`MASK`].
-///
-/// A text is scanned once, left to right; at each position the longest needle that starts
-/// there is masked. Needles are indexed by a keyed hash of their first [`PREFIX`] bytes, so the
-/// cost is one lookup per position of the text, whatever the number of needles (a refresh of
-/// 10,000 handles that all fail with an error text stays linear).
-#[derive(Default)]
-pub(crate) struct Scrubber {
-    /// Distinct non-empty needles, longest first.
-    needles: Vec<Zeroizing<String>>,
-    /// Indexes into `needles` (ascending, so longest first) by the hash of their first
-    /// [`PREFIX`] bytes. Keyed hashes, so no plain fragment of a value is kept as a key.
-    by_prefix: HashMap<u64, Vec<usize>>,
-    /// Indexes of the needles shorter than [`PREFIX`] bytes.
-    short: Vec<usize>,
-    hasher: RandomState,
-}
+/// Collects the value of every entry of an answer object, in order, repeated keys included.
+struct AllValues;
 
-/// How many leading bytes of a needle index it.
-const PREFIX: usize = 4;
+impl<'de> Visitor<'de> for AllValues {
+    type Value = Vec<Zeroizing<String>>;
 
-impl Scrubber {
-    /// A scrubber for `values`: each as returned, without its trailing line breaks, and in its
-    /// JSON-escaped form (how a backend that logs its own answer would print it).
-    pub(crate) fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Scrubber {
-        let mut needles: Vec<Zeroizing<String>> = Vec::new();
-        for value in values {
-            let trimmed = value.trim_end_matches(['\r', '\n']);
-            let escaped = Zeroizing::new(serde_json::to_string(value).unwrap_or_default());
-            let escaped = escaped
-                .get(1..escaped.len().saturating_sub(1))
-                .unwrap_or_default();
-            for needle in [value, trimmed, escaped] {
-                if !needle.is_empty() {
-                    needles.push(Zeroizing::new(needle.to_owned()));
-                }
-            }
-        }
-        needles.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        needles.dedup();
-        let mut scrubber = Scrubber {
-            needles,
-            ..Scrubber::default()
-        };
-        for (index, needle) in scrubber.needles.iter().enumerate() {
-            match needle.as_bytes().get(..PREFIX) {
-                Some(prefix) => scrubber
-                    .by_prefix
-                    .entry(scrubber.hasher.hash_one(prefix))
-                    .or_default()
-                    .push(index),
-                None => scrubber.short.push(index),
-            }
-        }
-        scrubber
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of handles")
     }
 
-    /// `text` with every needle replaced by [`MASK`].
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let bytes = text.as_bytes();
-        let mut out = Zeroizing::new(String::with_capacity(text.len()));
-        let (mut at, mut copied) = (0, 0);
-        while at < bytes.len() {
-            match self.longest_at(&bytes[at..]) {
-                // A needle is valid UTF-8, so it starts and ends on character boundaries.
-                Some(len) => {
-                    out.push_str(text.get(copied..at).unwrap_or_default());
-                    out.push_str(MASK);
-                    at += len;
-                    copied = at;
-                }
-                None => at += 1,
-            }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values = Vec::new();
+        while map.next_key::<de::IgnoredAny>()?.is_some() {
+            let entry: keyturn_protocol::Entry = map.next_value()?;
+            values.extend(entry.value);
         }
-        out.push_str(text.get(copied..).unwrap_or_default());
-        out.as_str().to_owned()
+        Ok(values)
     }
-
-    /// The length of the longest needle `rest` starts with.
-    fn longest_at(&self, rest: &[u8]) -> Option<usize> {
-        let indexed = rest
-            .get(..PREFIX)
-            .and_then(|prefix| self.by_prefix.get(&self.hasher.hash_one(prefix)))
-            .into_iter()
-            .flatten();
-        indexed
-            .chain(&self.short)
-            .filter(|&&index| rest.starts_with(self.needles[index].as_bytes()))
-            .min()
-            .map(|&index| self.needles[index].len())
-    }
-
-    /// The last [`STDERR_TAIL`] bytes of `stderr` (at most), scrubbed, as valid UTF-8 with
-    /// control characters escaped. Scrubbing runs on a window that reaches one longest needle
-    /// further back, so a value crossing the cut is masked too.
-    pub(crate) fn stderr_tail(&self, stderr: &[u8]) -> String {
-        let longest = self.needles.first().map_or(0, |needle| needle.len());
-        let window = &stderr[stderr.len().saturating_sub(STDERR_TAIL + longest)..];
-        let text = Zeroizing::new(String::from_utf8_lossy(window).into_owned());
-        let scrubbed = Zeroizing::new(self.scrub(&text));
-        let mut start = scrubbed.len().saturating_sub(STDERR_TAIL);
-        while !scrubbed.is_char_boundary(start) {
-            start += 1;
-        }
-        escape_controls(scrubbed[start..].trim())
-    }
-}
-
-/// Escapes control characters (newlines included) so a backend's text stays on one line.
-pub(crate) fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn handle_error(kind: FailureKind, message: String) -> HandleError {
@@ -1189,28 +1083,10 @@ mod tests {
         check(r#"{"a":{"value": "trunc"#, None);
         check(r#"{"a":{"value":"ok"}} trailing"#, None);
         check(r#"{"a":"bare"}"#, None);
-    }
-
-    #[test]
-    fn scrubbing() {
-        let scrubber = Scrubber::new(["s3cret\n", "a\"b", "s3"]);
-        assert_eq!(
-            scrubber.scrub("x s3cret y s3cret\n z"),
-            "x ******** y ******** z"
-        );
-        assert_eq!(
-            scrubber.scrub(r#"{"value":"a\"b"} a"b"#),
-            r#"{"value":"********"} ********"#
-        );
-        assert_eq!(scrubber.scrub("s3 s3c"), "******** ********c");
-        let long = format!("{}s3cret{}", "x".repeat(5000), "y".repeat(1020));
-        let tail = scrubber.stderr_tail(long.as_bytes());
-        assert!(tail.len() <= STDERR_TAIL, "{}", tail.len());
-        assert!(tail.ends_with(&"y".repeat(1020)));
-        assert!(!tail.contains("cret"), "{tail}");
-        assert_eq!(
-            scrubber.stderr_tail(b"bad \xff utf8\n\x1b[31m"),
-            "bad \u{fffd} utf8\\n\\u{1b}[31m"
+        // Issue 9.4c: a repeated handle's first value is a value too.
+        check(
+            r#"{"a":{"value":"first"},"b":{"value":"x"},"a":{"value":"second"}}"#,
+            Some(&["first", "x", "second"]),
         );
     }
 }

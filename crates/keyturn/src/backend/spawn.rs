@@ -9,6 +9,20 @@
 //! the caller drops the fetch future. A child we did not wait for is reaped by tokio's orphan
 //! queue, so no zombie is left behind.
 //!
+//! # No descendant outlives its run
+//!
+//! A process group does not hold a descendant that calls `setsid` (or `setpgid`), so killing
+//! the group is not enough. On its first start keyturn makes itself a *child subreaper*
+//! (`PR_SET_CHILD_SUBREAPER`): every orphan among its descendants is re-parented to keyturn
+//! instead of init. Every backend and `on_change` command is started with `KEYTURN_RUN` set to
+//! a mark of its own (`<keyturn PID>.<run number>`), which its descendants inherit. When a run's
+//! [`GroupGuard`] is dropped, [`sweep`] kills every child of keyturn that carries the run's
+//! mark and is not a process keyturn waits for, reaps every such child that has ended, and
+//! repeats until the run's leader has exited and none is left: killing one re-parents its own
+//! children to keyturn, so a whole tree goes, whatever its sessions and groups. Orphans without
+//! the mark (the descendants of `keyturn exec`'s program, or a backend descendant that cleared
+//! its environment) are never killed, only reaped once they end.
+//!
 //! # Running the file that was checked
 //!
 //! The permission check opens the executable once and checks the open descriptor
@@ -23,18 +37,35 @@
 //!   was closed, and `$0` would no longer be the real path (Datadog backends use
 //!   `dirname "$0"`). Scripts are therefore started by their resolved path, right after
 //!   re-checking that the path still names the checked `(dev, inode)` with the checked mode and
-//!   owner. The window left is narrow but not zero: from that `stat` to the kernel's open in
-//!   `execve` (microseconds), and from then to the interpreter opening the script by path (the
-//!   interpreter's start-up). Exploiting it needs write access to a directory on the path,
-//!   which the permission check does not cover in the reference either.
-//! - [`PermissionCheck::Skip`](super::PermissionCheck::Skip) (keyturn's own backend) is started
-//!   by path without any check.
+//!   owner. The interpreter opens the script by path only after its own start-up
+//!   (milliseconds, not microseconds), so the path itself must be out of others' reach: the
+//!   permission check refuses a script (like any backend) reached through a directory or link
+//!   that anyone but root or the user can change ([`crate::trusted_path`]). What remains is a
+//!   swap by root or the user themselves, who could edit the script anyway.
+//! - [`PermissionCheck::Skip`](super::PermissionCheck::Skip) (callers that vouch for the
+//!   executable) is started by path without any check.
+//!
+//! # The program of `keyturn exec`
+//!
+//! [`start_program`] starts the operator's program with exactly the environment it is given,
+//! stdio inherited, in keyturn's own process group (so it keeps the terminal), with
+//! `std::process` rather than tokio: keyturn reaps it itself ([`reap`]), because as PID 1 it
+//! must also reap orphans, and a `waitpid` on a process tokio waits for would steal its exit
+//! status. While orphan reaping is on ([`track_children`]), every process tokio waits for is
+//! recorded under one mutex that is held across its spawn, so [`reap_orphan`] can never reap
+//! one of them, even one that exits before `spawn` returns.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::io;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::permissions::{Checked, PermissionError};
@@ -66,14 +97,26 @@ pub(crate) enum StartError {
     Io(io::Error),
 }
 
-/// Kills a process group with `SIGKILL` when dropped, unless disarmed.
+/// Kills a process group with `SIGKILL` when dropped, unless disarmed; then, armed or not,
+/// kills and reaps every descendant of the run that left the group ([`sweep`]).
 ///
 /// Only disarm after the group leader was reaped: until then its PID (the group ID) cannot be
 /// reused, so the kill cannot reach an unrelated group.
 #[derive(Debug)]
 pub(crate) struct GroupGuard {
     pgid: Option<Pid>,
+    /// The run's leader, whether or not the group is still to be killed.
+    leader: Option<Pid>,
+    /// The run's `KEYTURN_RUN` mark.
+    mark: String,
 }
+
+/// The environment variable that marks a run's processes (see the module doc).
+pub(crate) const RUN_MARK: &str = "KEYTURN_RUN";
+
+/// How long [`sweep`] keeps killing and reaping a run's descendants before leaving the rest
+/// to later sweeps. Killed processes normally end within milliseconds.
+const SWEEP_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Starts `program` with `args`, `argv[0]` = `arg0`, in a new process group.
 pub(crate) fn start(
@@ -89,9 +132,11 @@ pub(crate) fn start(
     // The one sanctioned process start in keyturn; see the module doc for why it is safe.
     #[allow(clippy::disallowed_methods)]
     let mut command = tokio::process::Command::new(&path);
+    let mark = next_mark();
     command
         .arg0(arg0)
         .args(args)
+        .env(RUN_MARK, &mark)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,9 +149,9 @@ pub(crate) fn start(
     {
         checked.recheck_path().map_err(StartError::Changed)?;
     }
-    let child = command.spawn().map_err(StartError::Io)?;
+    let child = spawn_tracked(&mut command).map_err(StartError::Io)?;
     // `program` (and so the checked descriptor) is borrowed until here: it outlives the spawn.
-    Ok(Started::guarded(child))
+    Ok(Started::guarded(child, mark))
 }
 
 /// Starts an operator's own command (a template's `on_change`): no permission check and no
@@ -119,27 +164,235 @@ pub(crate) fn start_command(argv: &[String]) -> io::Result<Started> {
     // The second sanctioned process start in keyturn: a command the operator configured.
     #[allow(clippy::disallowed_methods)]
     let mut command = tokio::process::Command::new(program);
+    let mark = next_mark();
     command
         .args(args)
+        .env(RUN_MARK, &mark)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    Ok(Started::guarded(command.spawn()?))
+    Ok(Started::guarded(spawn_tracked(&mut command)?, mark))
+}
+
+/// Starts the program of `keyturn exec`: `argv[0]` looked up on the `PATH` of `env` when it
+/// has no slash, with exactly `env` as its environment, stdio inherited, in keyturn's process
+/// group. Returns its PID; the caller reaps it with [`reap`].
+pub(crate) fn start_program(argv: &[OsString], env: &[(OsString, OsString)]) -> io::Result<Pid> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    };
+    // The third sanctioned process start in keyturn: the program the operator asked to run.
+    // std, not tokio: keyturn reaps it itself (see the module doc).
+    #[allow(clippy::disallowed_methods)]
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(name, value)| (name, value)));
+    // Recorded like tokio's children, so a sweep never reaps it before `reap` does.
+    let mut tracked = tokio_children();
+    let child = command.spawn()?;
+    let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("process ID out of range"))?;
+    if let Some(set) = tracked.as_mut() {
+        set.insert(pid);
+    }
+    Ok(Pid::from_raw(pid))
+}
+
+/// How a process reaped by [`reap`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// It exited with this status.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+/// Reaps `pid` (a child started by [`start_program`]) if it has ended, without blocking.
+pub(crate) fn reap(pid: Pid) -> io::Result<Option<Exit>> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(Exit::Code(code))),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(Some(Exit::Signal(signal as i32))),
+            Ok(_) => return Ok(None),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Processes tokio waits for, while orphan reaping is on (`None`: off).
+static TOKIO_CHILDREN: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+fn tokio_children() -> MutexGuard<'static, Option<HashSet<i32>>> {
+    TOKIO_CHILDREN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Turns on the record of processes tokio waits for, so that [`reap_orphan`] can tell orphans
+/// (re-parented to keyturn as PID 1) from them. Call before any backend starts.
+pub(crate) fn track_children() {
+    tokio_children().get_or_insert_with(HashSet::new);
+}
+
+/// Spawns `command` (reaped by tokio), recording its PID while orphan reaping is on. The lock
+/// is held across the spawn: [`reap_orphan`] waits for the record. The first spawn makes keyturn
+/// a child subreaper and turns the record on.
+fn spawn_tracked(command: &mut tokio::process::Command) -> io::Result<tokio::process::Child> {
+    become_subreaper();
+    let mut tracked = tokio_children();
+    let child = command.spawn()?;
+    if let (Some(set), Some(pid)) = (tracked.as_mut(), child.id()) {
+        if let Ok(pid) = i32::try_from(pid) {
+            set.insert(pid);
+        }
+    }
+    Ok(child)
+}
+
+/// Reaps `pid`, a child of keyturn that is neither tokio's nor the caller's own program, if it
+/// has ended. Returns whether it was reaped.
+pub(crate) fn reap_orphan(pid: Pid) -> bool {
+    let tracked = tokio_children();
+    if tracked
+        .as_ref()
+        .is_some_and(|set| set.contains(&pid.as_raw()))
+    {
+        return false;
+    }
+    matches!(
+        waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+    )
+}
+
+/// Forgets the recorded processes that no longer exist (tokio reaped them), so the record
+/// stays as small as the number of backends and hooks alive at once.
+pub(crate) fn forget_reaped() {
+    if let Some(set) = tokio_children().as_mut() {
+        // A zombie still exists; ESRCH means reaped.
+        set.retain(|&pid| {
+            nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+        });
+    }
 }
 
 impl Started {
     /// A child started as the leader of its own process group, with the guard over that group.
-    fn guarded(child: tokio::process::Child) -> Started {
+    fn guarded(child: tokio::process::Child, mark: String) -> Started {
         let pgid = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
             .map(Pid::from_raw);
         Started {
             child,
-            group: GroupGuard { pgid },
+            group: GroupGuard {
+                pgid,
+                leader: pgid,
+                mark,
+            },
         }
     }
+}
+
+/// A fresh `KEYTURN_RUN` mark.
+fn next_mark() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether keyturn became a child subreaper: orphans of any descendant, `keyturn exec`'s
+/// program's included, are then re-parented to keyturn, which must reap them.
+pub(crate) fn is_subreaper() -> bool {
+    nix::sys::prctl::get_child_subreaper().unwrap_or(false)
+}
+
+/// Makes keyturn a child subreaper (once) and turns on the record of processes it waits for.
+fn become_subreaper() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        track_children();
+        if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(%error, "cannot become a child subreaper: a backend's descendants that leave its process group may outlive it");
+        }
+    });
+}
+
+/// Kills every descendant of the run marked `mark` that left its process group, and reaps every
+/// orphan that has ended, until the run's `leader` has exited and no marked process is left
+/// among keyturn's children, or [`SWEEP_PATIENCE`] has passed.
+fn sweep(mark: &str, leader: Option<Pid>) {
+    let needle = format!("{RUN_MARK}={mark}\0");
+    let started = Instant::now();
+    forget_reaped();
+    loop {
+        let leader_ended = leader.is_none_or(|pid| !is_running(pid));
+        let mut left = false;
+        for pid in untracked_children() {
+            if reap_orphan(pid) {
+                continue;
+            }
+            if carries(pid, needle.as_bytes()) {
+                // ESRCH: it ended since it was listed; the next round reaps it.
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                left = true;
+            } else if is_zombie(pid) {
+                left = true;
+            }
+        }
+        if (leader_ended && !left) || started.elapsed() > SWEEP_PATIENCE {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// keyturn's children that it does not wait for itself (tokio's, `keyturn exec`'s program).
+fn untracked_children() -> Vec<Pid> {
+    let tracked = tokio_children().clone().unwrap_or_default();
+    let mut children = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return children;
+    };
+    for task in tasks.flatten() {
+        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        children.extend(
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse::<i32>().ok())
+                .filter(|pid| !tracked.contains(pid))
+                .map(Pid::from_raw),
+        );
+    }
+    children
+}
+
+/// Whether `pid`'s environment holds `entry` (`NAME=value` and its NUL).
+fn carries(pid: Pid, entry: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|environ| environ.windows(entry.len()).any(|window| window == entry))
+}
+
+/// The state letter of `/proc/PID/stat` (`None` once the process is reaped).
+fn state(pid: Pid) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ...`: comm may hold spaces and parentheses.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn is_zombie(pid: Pid) -> bool {
+    state(pid) == Some('Z')
+}
+
+fn is_running(pid: Pid) -> bool {
+    !matches!(state(pid), None | Some('Z' | 'X'))
 }
 
 impl GroupGuard {
@@ -151,7 +404,7 @@ impl GroupGuard {
         }
     }
 
-    /// Leaves the group alone from now on.
+    /// Leaves the group alone from now on (the sweep of descendants that left it still runs).
     pub(crate) fn disarm(&mut self) {
         self.pgid = None;
     }
@@ -160,6 +413,16 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.kill();
+        let (mark, leader) = (std::mem::take(&mut self.mark), self.leader);
+        // The common case, a leader reaped and nothing left behind, costs one look.
+        if leader.is_none_or(|pid| state(pid).is_none()) && untracked_children().is_empty() {
+            return;
+        }
+        // Off the async workers when there is a runtime: killed processes take a moment to end.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || sweep(&mark, leader))),
+            Err(_) => sweep(&mark, leader),
+        }
     }
 }
 

@@ -24,6 +24,12 @@ use crate::settings::{Keys, Settings, SettingsError, kind, yaml_to_spelling_tree
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5009";
 /// File name of the API token in `run_path` when `api.auth_token_file` is not set.
 pub const DEFAULT_TOKEN_FILE_NAME: &str = "auth_token";
+/// Default of `api.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default of `api.header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `api.header_read_timeout` accepted, in seconds.
+pub const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 3600;
 /// Default of `templates.N.mode`.
 pub const DEFAULT_MODE: u32 = 0o600;
 /// Default of `templates.N.on_change_timeout`.
@@ -51,6 +57,11 @@ pub struct ApiConfig {
     pub auth_token_file: PathBuf,
     /// `api.allow_non_loopback`: whether `listen` may be a non-loopback address.
     pub allow_non_loopback: bool,
+    /// `api.max_connections`: at most this many connections open at once (fewer when the
+    /// descriptor limit is low, see [`crate::daemon::server`]).
+    pub max_connections: usize,
+    /// `api.header_read_timeout`: a client must send a request's header (and body) within it.
+    pub header_read_timeout: Duration,
 }
 
 /// One entry of `templates`: a document with handles and where its resolved form goes.
@@ -156,7 +167,16 @@ fn read_api(
         map: section,
         prefix: "api",
     };
-    reject_unknown(&keys, &["listen", "auth_token_file", "allow_non_loopback"])?;
+    reject_unknown(
+        &keys,
+        &[
+            "listen",
+            "auth_token_file",
+            "allow_non_loopback",
+            "max_connections",
+            "header_read_timeout",
+        ],
+    )?;
     let allow_non_loopback = keys.boolean("allow_non_loopback")?.unwrap_or(false);
     let listen_text = keys
         .string("listen")?
@@ -177,10 +197,26 @@ fn read_api(
         Some(path) => base.join(path),
         None => run_path.join(DEFAULT_TOKEN_FILE_NAME),
     };
+    let max_connections = match keys.non_negative("max_connections")? {
+        None | Some(0) => DEFAULT_MAX_CONNECTIONS,
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let header_read_timeout = match keys.non_negative("header_read_timeout")? {
+        None | Some(0) => DEFAULT_HEADER_READ_TIMEOUT,
+        Some(secs) if secs > MAX_HEADER_READ_TIMEOUT_SECS => {
+            return Err(keys.invalid(
+                "header_read_timeout",
+                format!("must be at most {MAX_HEADER_READ_TIMEOUT_SECS} seconds"),
+            ));
+        }
+        Some(secs) => Duration::from_secs(secs),
+    };
     Ok(ApiConfig {
         listen,
         auth_token_file,
         allow_non_loopback,
+        max_connections,
+        header_read_timeout,
     })
 }
 
@@ -489,6 +525,8 @@ mod tests {
                 listen: DEFAULT_LISTEN.parse().unwrap(),
                 auth_token_file: Path::new(BASE).join("auth_token"),
                 allow_non_loopback: false,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             }
         );
         assert!(config.templates.is_empty());
@@ -501,6 +539,7 @@ mod tests {
         let config = parse(
             "run_path: run\n\
              api:\n  listen: '[::1]:7000'\n  auth_token_file: /secret/token\n\
+             \x20 max_connections: 8\n  header_read_timeout: 3\n\
              templates:\n\
              \x20 - source: app.tmpl\n\
              \x20   destination: /etc/app/app.conf\n\
@@ -519,6 +558,8 @@ mod tests {
         );
         assert_eq!(config.api.listen, "[::1]:7000".parse().unwrap());
         assert_eq!(config.api.auth_token_file, Path::new("/secret/token"));
+        assert_eq!(config.api.max_connections, 8);
+        assert_eq!(config.api.header_read_timeout, Duration::from_secs(3));
         assert_eq!(
             config.templates,
             [
@@ -695,7 +736,15 @@ mod tests {
         );
         check_err(
             "api:\n  port: 1\n",
-            "invalid setting 'api.port': unknown key; expected one of listen, auth_token_file, allow_non_loopback",
+            "invalid setting 'api.port': unknown key; expected one of listen, auth_token_file, allow_non_loopback, max_connections, header_read_timeout",
+        );
+        check_err(
+            "api:\n  header_read_timeout: 3601\n",
+            "invalid setting 'api.header_read_timeout': must be at most 3600 seconds",
+        );
+        check_err(
+            "api:\n  max_connections: -1\n",
+            "invalid setting 'api.max_connections': must not be negative",
         );
         check_err(
             "api: [1]\n",

@@ -14,6 +14,12 @@
 //! refresh, then re-render the templates whose values changed (they are marked by the
 //! resolver's change notifications), then run their `on_change` commands.
 //!
+//! Refreshes asked for from outside ([`Daemon::refresh`]) run in a task of their own, so a
+//! caller that goes away never cancels a write or an `on_change` command half way. A template
+//! whose destination changed keeps its `on_change` command due until a run of it completes
+//! successfully: a failed, timed-out or interrupted run is reported in the status and runs
+//! again on the next refresh.
+//!
 //! Invariants:
 //! - Rendering and writing are serialized (one async mutex), and only the current generation
 //!   writes, so an older render can never overwrite a newer one.
@@ -24,6 +30,7 @@
 pub mod config;
 pub mod hook;
 pub mod schedule;
+pub mod server;
 pub mod template;
 #[cfg(test)]
 mod tests;
@@ -66,6 +73,17 @@ pub enum DaemonError {
     /// The API token could not be read or created.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// `run_path` or the audit file in it could be read, written or swapped by someone else.
+    #[error(transparent)]
+    NotPrivate(#[from] crate::trusted_path::NotPrivate),
+    /// `run_path` does not exist and could not be created.
+    #[error("cannot create run directory {}: {source}", path.display())]
+    RunPath {
+        /// `run_path`.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Reload was asked for but the daemon was not started from a file.
     #[error("there is no settings file to reload")]
     NoSettingsFile,
@@ -77,15 +95,64 @@ pub struct Daemon {
     shared: Arc<Shared>,
 }
 
+/// A daemon whose resolver is built but which has resolved and written nothing yet (see
+/// [`Daemon::prepare`]).
+pub struct Starting {
+    settings_file: Option<PathBuf>,
+    token: AuthToken,
+    metrics: Arc<Metrics>,
+    generation: Generation,
+}
+
+impl Starting {
+    /// The resolver the daemon will use.
+    pub fn resolver(&self) -> &Resolver {
+        &self.generation.resolver
+    }
+
+    /// Resolves every template, writes every destination whose handles all resolved and sets
+    /// up the schedule. Handles that fail are logged and show in the status.
+    pub async fn start(self) -> Daemon {
+        let (generation, schedule, success) = self.generation.start().await;
+        let daemon = Daemon {
+            shared: Arc::new(Shared {
+                settings_file: self.settings_file,
+                api: generation.config.api.clone(),
+                token: self.token,
+                metrics: self.metrics,
+                current: Mutex::new(generation.clone()),
+                scheduler: Scheduler::new(schedule),
+                render: tokio::sync::Mutex::new(()),
+                refreshed: tokio::sync::watch::Sender::new(0),
+            }),
+        };
+        daemon.render(&generation).await;
+        daemon.shared.scheduler.completed(success);
+        daemon
+    }
+}
+
+impl std::fmt::Debug for Starting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Starting")
+            .field("settings_file", &self.settings_file)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Shared {
     /// The settings file, for reloads.
     settings_file: Option<PathBuf>,
+    /// The `api` section the daemon started with (changes need a restart).
+    api: ApiConfig,
     token: AuthToken,
     metrics: Arc<Metrics>,
     current: Mutex<Arc<Generation>>,
     scheduler: Scheduler,
     /// Serializes rendering and writing (see the module invariants).
     render: tokio::sync::Mutex<()>,
+    /// How many refreshes (of any trigger) have completed, rendering included.
+    refreshed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A resolver and the templates it resolves.
@@ -121,22 +188,25 @@ impl Daemon {
         settings_file: Option<PathBuf>,
     ) -> Result<Daemon, DaemonError> {
         let token = AuthToken::load_or_create(&config.api.auth_token_file)?;
+        Ok(Daemon::prepare(config, settings_file, token)?.start().await)
+    }
+
+    /// Reads every template and builds the resolver, without resolving or writing anything
+    /// yet: the caller may resolve documents of its own with [`Starting::resolver`] first
+    /// (`keyturn exec` resolves its child's environment), then [`Starting::start`].
+    pub fn prepare(
+        config: DaemonConfig,
+        settings_file: Option<PathBuf>,
+        token: AuthToken,
+    ) -> Result<Starting, DaemonError> {
         let metrics = Arc::new(Metrics::new());
         let generation = Generation::build(config, &metrics)?;
-        let (generation, schedule, success) = generation.start().await;
-        let daemon = Daemon {
-            shared: Arc::new(Shared {
-                settings_file,
-                token,
-                metrics,
-                current: Mutex::new(generation.clone()),
-                scheduler: Scheduler::new(schedule),
-                render: tokio::sync::Mutex::new(()),
-            }),
-        };
-        daemon.render(&generation).await;
-        daemon.shared.scheduler.completed(success);
-        Ok(daemon)
+        Ok(Starting {
+            settings_file,
+            token,
+            metrics,
+            generation,
+        })
     }
 
     /// Re-reads the settings file and the templates and swaps in a new resolver. On any error
@@ -154,30 +224,79 @@ impl Daemon {
         }
         let generation = Generation::build(config, &self.shared.metrics)?;
         let (generation, schedule, success) = generation.start().await;
-        {
+        let held_back = {
             let _render = self.shared.render.lock().await;
-            *self.lock_current() = generation.clone();
-        }
+            let previous = std::mem::replace(&mut *self.lock_current(), generation.clone());
+            previous.held_back_uses()
+        };
         self.shared.scheduler.replace(schedule);
         self.render(&generation).await;
         self.shared.scheduler.completed(success);
         tracing::info!(templates = generation.templates.len(), "settings reloaded");
+        // A reload is a restart: every use gets the current value, those a refresh allowlist
+        // held back too.
+        if held_back > 0 {
+            tracing::info!("reload applied {held_back} held-back uses");
+        }
         Ok(())
     }
 
-    /// Refreshes every refreshable handle (coalesced with concurrent refreshes), or only
-    /// `handles`, re-renders the templates whose values changed and runs their `on_change`
-    /// commands. Write and `on_change` failures are added to the report's `error`.
+    /// Refreshes every refreshable handle, or only `handles` (coalesced with concurrent
+    /// refreshes either way), re-renders the templates whose values changed and runs their
+    /// `on_change` commands. Write and `on_change` failures are added to the report's `error`.
+    ///
+    /// The work runs in a task of its own: a caller that goes away (an HTTP client that
+    /// disconnects) does not cancel a write or an `on_change` command half way.
     pub async fn refresh(
         &self,
         trigger: Trigger,
         handles: Option<&[String]>,
     ) -> Arc<RefreshReport> {
-        let (report, success) = self.refresh_and_render(trigger, handles).await;
-        if handles.is_none() {
-            self.shared.scheduler.completed(success);
-        }
-        report
+        let daemon = self.clone();
+        let handles = handles.map(<[String]>::to_vec);
+        let work = tokio::spawn(async move {
+            let (report, success) = daemon.refresh_and_render(trigger, handles.as_deref()).await;
+            if handles.is_none() {
+                daemon.shared.scheduler.completed(success);
+            }
+            report
+        });
+        work.await.unwrap_or_else(|_| {
+            Arc::new(RefreshReport {
+                error: Some("the refresh task failed".to_owned()),
+                ..RefreshReport::default()
+            })
+        })
+    }
+
+    /// Counts completed refreshes (of any trigger): it changes once each refresh has applied
+    /// its values, written its destinations and run their `on_change` commands.
+    pub fn refreshed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.refreshed.subscribe()
+    }
+
+    /// Runs the refresh loop (schedule, retries, triggers) until `shutdown` completes; a
+    /// refresh in progress then is cancelled. [`serve`] runs it beside the API; run it alone
+    /// when there is no API. Only one loop runs per daemon.
+    pub async fn run_refreshes(&self, shutdown: impl Future<Output = ()>) {
+        let refresher = self.clone();
+        self.shared
+            .scheduler
+            .run(
+                move |scheduled| {
+                    let daemon = refresher.clone();
+                    async move {
+                        let trigger = if scheduled {
+                            Trigger::Timer
+                        } else {
+                            Trigger::Api
+                        };
+                        daemon.refresh_and_render(trigger, None).await.1
+                    }
+                },
+                shutdown,
+            )
+            .await;
     }
 
     /// Queues a throttled refresh (spec §6.7) without waiting for it.
@@ -185,9 +304,19 @@ impl Daemon {
         self.shared.scheduler.trigger()
     }
 
+    /// Those of `handles` that no template uses, in the order given.
+    pub fn unknown_handles<'a>(&self, handles: &'a [String]) -> Vec<&'a str> {
+        self.current().resolver.unknown_handles(handles)
+    }
+
     /// The current resolver.
     pub fn resolver(&self) -> Resolver {
         self.current().resolver.clone()
+    }
+
+    /// The `api` section the daemon started with.
+    pub fn api_config(&self) -> &ApiConfig {
+        &self.shared.api
     }
 
     /// The API token clients must present.
@@ -225,7 +354,8 @@ impl Daemon {
         let generation = self.current();
         let report = status::executable_report_with_version(&generation.resolver).await;
         let mut text = status::render_status(&generation.resolver, report);
-        text.push_str("\n=== Templates ===\n");
+        text.truncate(text.trim_end_matches('\n').len());
+        text.push_str("\n\n=== Templates ===\n");
         if generation.templates.is_empty() {
             text.push_str("No templates configured\n");
         }
@@ -251,13 +381,17 @@ impl Daemon {
             if let Some(error) = &status.on_change_error {
                 text.push_str(&format!("  on_change failed: {error}\n"));
             }
+            if status.on_change_pending {
+                text.push_str("  on_change runs again on the next refresh\n");
+            }
         }
         text
     }
 
     /// The refresh run by the loop and by [`Daemon::refresh`]. Returns the report and whether
-    /// the schedule should count it a success: every handle refreshed and every destination
-    /// written (an `on_change` failure is reported but not retried).
+    /// the schedule should count it a success: every handle refreshed, every destination
+    /// written and every `on_change` command completed (a failed one runs again on the next
+    /// refresh).
     async fn refresh_and_render(
         &self,
         trigger: Trigger,
@@ -271,25 +405,29 @@ impl Daemon {
             Some(handles) => Arc::new(generation.resolver.refresh_handles(handles, trigger).await),
         };
         let rendered = self.render(&generation).await;
-        let success = report.is_success() && rendered.write_failures == 0;
+        let success =
+            report.is_success() && rendered.write_failures == 0 && rendered.hook_failures == 0;
         if !rendered.errors.is_empty() {
             let report = Arc::make_mut(&mut report);
             let mut errors: Vec<String> = report.error.take().into_iter().collect();
             errors.extend(rendered.errors);
             report.error = Some(errors.join("\n"));
         }
-        if !report.is_success() {
-            let level_error = report.error_text().unwrap_or_default();
-            tracing::info!(
+        if let Some(error) = report.error_text() {
+            tracing::warn!(
                 trigger = trigger.as_str(),
-                "error with refreshing secrets: {level_error}"
+                "error with refreshing secrets: {error}"
             );
         }
+        self.shared
+            .refreshed
+            .send_modify(|n| *n = n.wrapping_add(1));
         (report, success)
     }
 
     /// Renders and writes every dirty template of `generation` (when it is still the current
-    /// one) and runs the `on_change` commands of those whose content changed.
+    /// one) and runs the `on_change` commands of those whose content changed, or whose last
+    /// `on_change` run did not complete.
     async fn render(&self, generation: &Arc<Generation>) -> Rendered {
         let _render = self.shared.render.lock().await;
         let mut rendered = Rendered::default();
@@ -321,18 +459,24 @@ impl Daemon {
                 }
                 Written::Changed => {
                     tracing::info!(%destination, "destination written");
-                    let Some(on_change) = &template.config.on_change else {
-                        continue;
-                    };
-                    let outcome = hook::run(on_change).await;
-                    let error = outcome.err().map(|e| format!("{destination}: {e}"));
-                    if let Some(error) = &error {
-                        tracing::warn!("{error}");
-                        rendered.errors.push(error.clone());
-                    }
-                    template.set_on_change_error(error);
+                    template.on_change_due();
                 }
             }
+            let Some(on_change) = &template.config.on_change else {
+                continue;
+            };
+            if !template.begin_on_change() {
+                continue;
+            }
+            // Until it completes, the status says it was interrupted (a shutdown may drop it).
+            let outcome = hook::run(on_change).await;
+            let error = outcome.err().map(|e| format!("{destination}: {e}"));
+            if let Some(error) = &error {
+                tracing::warn!("{error}; it runs again on the next refresh");
+                rendered.hook_failures += 1;
+                rendered.errors.push(error.clone());
+            }
+            template.end_on_change(error);
         }
         rendered
     }
@@ -361,14 +505,27 @@ impl std::fmt::Debug for Daemon {
 #[derive(Default)]
 struct Rendered {
     write_failures: usize,
+    /// `on_change` commands that did not succeed.
+    hook_failures: usize,
     /// Write and `on_change` errors.
     errors: Vec<String>,
 }
 
 impl Generation {
+    /// How many uses in the templates hold a value other than the cached one: uses a refresh
+    /// allowlist held back.
+    fn held_back_uses(&self) -> usize {
+        self.templates
+            .iter()
+            .map(|template| template.stale_uses(|handle| self.resolver.cached(handle)))
+            .sum()
+    }
+
     /// Reads every template and builds the resolver, subscribed to feed the templates.
     fn build(config: DaemonConfig, metrics: &Arc<Metrics>) -> Result<Generation, DaemonError> {
         config::check_distinct_on_disk(&config.templates)?;
+        let audit_file = crate::audit::audit_path(&config.run_path);
+        check_run_path(&config.run_path, &audit_file)?;
         let templates = config
             .templates
             .iter()
@@ -376,7 +533,7 @@ impl Generation {
             .collect::<Result<Vec<_>, _>>()?;
         let options = ResolverOptions {
             metrics: Some(metrics.clone()),
-            audit_file: Some(crate::audit::audit_path(&config.run_path)),
+            audit_file: Some(audit_file),
             ..ResolverOptions::default()
         };
         let resolver = Resolver::with_options(config.settings.clone(), options);
@@ -415,15 +572,8 @@ impl Generation {
                 let resolution = resolver
                     .resolve(template.document(), &template.origin, true)
                     .await;
-                for failure in &resolution.failures {
-                    tracing::warn!(
-                        template = template.origin,
-                        handle = failure.handle,
-                        kind = failure.kind.as_str(),
-                        paths = failure.paths_text(),
-                        "could not resolve: {}",
-                        failure.message
-                    );
+                for cause in crate::resolver::group_failures(&resolution.failures) {
+                    tracing::warn!(template = template.origin, "could not resolve: {cause}");
                 }
                 resolution.is_complete()
             });
@@ -458,37 +608,53 @@ impl Generation {
     }
 }
 
+/// Creates `run_path` (mode 0700) when it is missing, and checks that it and the audit file in
+/// it are private to this user ([`crate::trusted_path`]): a run directory others may write, or
+/// an audit file another user created or others can read, is refused.
+fn check_run_path(
+    run_path: &std::path::Path,
+    audit_file: &std::path::Path,
+) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+
+    if !run_path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(run_path)
+            .map_err(|source| DaemonError::RunPath {
+                path: run_path.to_owned(),
+                source,
+            })?;
+    }
+    crate::trusted_path::check_private_dir("run directory", run_path)?;
+    crate::trusted_path::check_private_file("audit file", audit_file)?;
+    Ok(())
+}
+
 /// Serves the HTTP API on `listener` and runs the refresh loop until `shutdown` completes.
 /// Then the loop stops (a refresh in progress is cancelled; destinations are only ever
 /// replaced atomically) and in-flight requests get [`SHUTDOWN_GRACE`] to finish. Run it once
-/// per daemon.
+/// per daemon. Connections are limited and header reads time out (see [`server`]).
 pub async fn serve(
     listener: TcpListener,
     daemon: Daemon,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, api::router(daemon.clone()))
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        })
-        .into_future();
-    let mut server = tokio::spawn(server);
-    let refresher = daemon.clone();
-    let refresh_loop = daemon.shared.scheduler.run(
-        move |scheduled| {
-            let daemon = refresher.clone();
-            async move {
-                let trigger = if scheduled {
-                    Trigger::Timer
-                } else {
-                    Trigger::Api
-                };
-                daemon.refresh_and_render(trigger, None).await.1
-            }
-        },
-        shutdown,
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let api = daemon.api_config();
+    let limits = server::Limits {
+        max_connections: server::connection_limit_now(api.max_connections),
+        header_read_timeout: api.header_read_timeout,
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        "API connection limits"
     );
+    let server = server::run(listener, api::router(daemon.clone()), limits, stopped);
+    let mut server = tokio::spawn(server);
+    let refresh_loop = daemon.run_refreshes(shutdown);
     tokio::select! {
         joined = &mut server => return flatten(joined),
         () = refresh_loop => {}

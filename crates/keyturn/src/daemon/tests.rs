@@ -32,7 +32,9 @@ impl Setup {
         let script = dir.path().join("backend.sh");
         fs::write(&script, BACKEND).unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-        fs::write(dir.path().join("auth_token"), "token\n").unwrap();
+        let token = dir.path().join("auth_token");
+        fs::write(&token, "token\n").unwrap();
+        fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
         Setup { dir }
     }
 
@@ -190,7 +192,7 @@ async fn a_template_is_written_once_its_failed_handle_heals() {
     let report = daemon.refresh(Trigger::Api, None).await;
     assert_eq!(
         report.error_text().as_deref(),
-        Some("'b': an error occurred while resolving 'b': vault is sealed")
+        Some("'b' (error) at b: an error occurred while resolving 'b': vault is sealed")
     );
     assert!(!setup.path("out/t.yaml").exists());
 
@@ -223,6 +225,60 @@ async fn refresh_allowlist_keeps_other_uses_at_their_old_value() {
         setup.tree("out/t.yaml"),
         serde_json::json!({"instances": [{"password": "w1"}], "other": "v2"})
     );
+}
+
+#[tokio::test]
+async fn refresh_allowlist_applies_per_use_within_one_template() {
+    let setup = Setup::new();
+    setup.set("pass1", "v1");
+    setup.write(
+        "t.yaml",
+        "instances:\n  - password: ENC[pass1]\nother:\n  endpoint: ENC[pass1]\n",
+    );
+    let daemon = setup
+        .start(
+            "templates:\n  - {source: t.yaml, destination: out/t.yaml, refresh_allowlist: [instances]}\n",
+        )
+        .await;
+    setup.set("pass1", "w1");
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert_eq!(
+        setup.tree("out/t.yaml"),
+        serde_json::json!({"instances": [{"password": "w1"}], "other": {"endpoint": "v1"}}),
+        "only the allowlisted use changes"
+    );
+    let origin = setup.path("t.yaml").display().to_string();
+    assert_eq!(
+        report.to_text(),
+        format!(
+            "=== Secret stats ===\nNumber of secrets reloaded: 1\nSecrets handle reloaded:\n\n\
+             - 'pass1':\n\tused in '{origin}' configuration in entry 'instances/0/password'\n\n\
+             Number of uses held back: 1\nUses held back (not under their origin's \
+             refresh_allowlist; they keep their previous value):\n\n\
+             - 'pass1':\n\tkept in '{origin}' configuration in entry 'other/endpoint'\n"
+        )
+    );
+    let audit = setup.read("secret-audit-file.json");
+    let record: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(record["data"], serde_json::json!([{"handle": "pass1"}]));
+    assert_eq!(
+        record["held_back"],
+        serde_json::json!([{"handle": "pass1", "origin": origin, "path": "other/endpoint"}])
+    );
+
+    // A later refresh that changes nothing leaves the held-back use alone.
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.changed.is_empty() && report.held_back.is_empty());
+    assert_eq!(setup.tree("out/t.yaml")["other"]["endpoint"], "v1");
+
+    // A reload is a restart: every use gets the current value.
+    assert_eq!(daemon.current().held_back_uses(), 1);
+    daemon.reload().await.unwrap();
+    assert_eq!(
+        setup.tree("out/t.yaml"),
+        serde_json::json!({"instances": [{"password": "w1"}], "other": {"endpoint": "w1"}})
+    );
+    assert_eq!(daemon.current().held_back_uses(), 0);
 }
 
 #[tokio::test]
@@ -271,7 +327,7 @@ async fn api_refresh_of_selected_handles_and_failures() {
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         json["error"],
-        "'a': an error occurred while resolving 'a': denied"
+        "'a' (error) at a: an error occurred while resolving 'a': denied"
     );
     assert_eq!(json["report"]["failures"][0]["handle"], "a");
     assert!(!String::from_utf8_lossy(&body).contains("b-2"));
@@ -368,5 +424,234 @@ async fn reload_swaps_in_new_templates_and_survives_a_bad_file() {
             2,
             "still serving the old generation"
         );
+    }
+}
+
+/// Waits (bounded) until `path` exists.
+async fn wait_for_file(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+// Issue 9, item 7: a client that disconnects mid-refresh (its request future is dropped) does
+// not cancel the on_change command; the program is told.
+#[tokio::test]
+async fn a_caller_that_goes_away_does_not_cancel_on_change() {
+    let setup = Setup::new();
+    setup.set("a", "one");
+    setup.write("t.yaml", "a: ENC[a]\n");
+    let (started, gate, log) = (
+        setup.path("started"),
+        setup.path("hook-gate"),
+        setup.path("hooks.log"),
+    );
+    let script = format!(
+        "touch {started}; while [ -f {gate} ]; do sleep 0.01; done; echo done >> {log}",
+        started = started.display(),
+        gate = gate.display(),
+        log = log.display()
+    );
+    let daemon = setup
+        .start(&format!(
+            "templates:\n  - {{source: t.yaml, destination: out/t.yaml, on_change: [/bin/sh, -c, '{script}']}}\n"
+        ))
+        .await;
+    assert_eq!(setup.read("hooks.log"), "done\n");
+
+    setup.set("a", "two");
+    fs::remove_file(&started).unwrap();
+    setup.write("hook-gate", "");
+    let request = api::router(daemon.clone()).oneshot(
+        Request::post("/secret/refresh")
+            .header("authorization", "Bearer token")
+            .body(Body::empty())
+            .unwrap(),
+    );
+    // The client goes away once the command runs: its request future is dropped.
+    tokio::select! {
+        answer = request => panic!("answered while on_change was held: {answer:?}"),
+        () = wait_for_file(&started) => {}
+    }
+    fs::remove_file(&gate).unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while setup.read("hooks.log") != "done\ndone\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "on_change never completed: {:?}",
+            setup.read("hooks.log")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(setup.tree("out/t.yaml")["a"], "two");
+    // The work was not cut short: the status records a completed run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while daemon.templates()[0].on_change_error.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            daemon.templates()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!daemon.templates()[0].on_change_pending);
+}
+
+// Issue 9, item 7: an on_change command that did not complete (failed, or dropped half way)
+// is reported and runs again on the next refresh, even when nothing changed since.
+#[tokio::test]
+async fn an_on_change_that_did_not_complete_is_reported_and_retried() {
+    let setup = Setup::new();
+    setup.set("a", "one");
+    setup.write("t.yaml", "a: ENC[a]\n").write("broken", "");
+    let (log, broken, gate) = (
+        setup.path("hooks.log"),
+        setup.path("broken"),
+        setup.path("hook-gate"),
+    );
+    let script = format!(
+        "echo run >> {log}; while [ -f {gate} ]; do sleep 0.01; done; [ ! -f {broken} ]",
+        log = log.display(),
+        gate = gate.display(),
+        broken = broken.display()
+    );
+    let daemon = setup
+        .start(&format!(
+            "templates:\n  - {{source: t.yaml, destination: out/t.yaml, on_change: [/bin/sh, -c, '{script}']}}\n"
+        ))
+        .await;
+    let status = &daemon.templates()[0];
+    assert!(status.on_change_pending, "{status:?}");
+    assert!(
+        status
+            .on_change_error
+            .as_deref()
+            .is_some_and(|e| e.contains("exited with status 1")),
+        "{status:?}"
+    );
+    assert!(
+        daemon
+            .status_text()
+            .await
+            .contains("  on_change runs again on the next refresh\n")
+    );
+
+    // Nothing changed, but the command is still due: it runs again (and fails again).
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.changed.is_empty());
+    assert!(
+        report
+            .error_text()
+            .is_some_and(|e| e.contains("on_change command")),
+        "{report:?}"
+    );
+    assert_eq!(setup.read("hooks.log"), "run\nrun\n");
+
+    // A run dropped half way (the daemon shutting down) is reported as interrupted.
+    setup.write("hook-gate", "");
+    let refresh = daemon.refresh_and_render(Trigger::Timer, None);
+    tokio::select! {
+        _ = refresh => panic!("the held on_change command completed"),
+        () = async {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while setup.read("hooks.log") != "run\nrun\nrun\n" {
+                assert!(std::time::Instant::now() < deadline, "the command never started");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        } => {}
+    }
+    fs::remove_file(&gate).unwrap();
+    let status = &daemon.templates()[0];
+    assert!(status.on_change_pending, "{status:?}");
+    assert!(
+        status
+            .on_change_error
+            .as_deref()
+            .is_some_and(|e| e.ends_with("on_change command was interrupted before it completed")),
+        "{status:?}"
+    );
+
+    // Once it succeeds, it is done.
+    fs::remove_file(&broken).unwrap();
+    let report = daemon.refresh(Trigger::Api, None).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(setup.read("hooks.log"), "run\nrun\nrun\nrun\n");
+    let status = &daemon.templates()[0];
+    assert!(
+        !status.on_change_pending && status.on_change_error.is_none(),
+        "{status:?}"
+    );
+    daemon.refresh(Trigger::Api, None).await;
+    assert_eq!(setup.read("hooks.log"), "run\nrun\nrun\nrun\n");
+}
+
+/// Regression (issue 9, item 9): a token or audit file another user put in `run_path` (or
+/// one others can read), or a `run_path` others may write, was accepted: that user knew the
+/// API token and read the audit trail. Each is refused, naming the file and what is wrong; a
+/// reload with such a `run_path` fails and the old configuration keeps serving.
+#[tokio::test]
+async fn run_path_token_and_audit_file_must_be_private() {
+    let setup = Setup::new();
+    let daemon = setup.start("run_path: run\n").await;
+    let run = setup.path("run");
+    assert_eq!(mode(&run), 0o700, "created private");
+
+    let start = |rest: &'static str| {
+        let settings = setup.settings(rest);
+        async move { Daemon::load(settings).await.unwrap_err().to_string() }
+    };
+    let token = setup.path("auth_token");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        start("").await,
+        format!(
+            "API token file {}: is accessible to group or others (mode 0644); chmod 600 it",
+            token.display()
+        )
+    );
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o1777)).unwrap();
+    let refused = format!(
+        "run directory {}: is writable by group or others (mode 1777); chmod 700 it",
+        run.display()
+    );
+    assert_eq!(start("run_path: run\n").await, refused);
+    assert_eq!(
+        daemon.reload().await.unwrap_err().to_string(),
+        refused,
+        "a reload is refused too"
+    );
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
+
+    let audit = run.join(crate::audit::FILE_NAME);
+    fs::write(&audit, "").unwrap();
+    fs::set_permissions(&audit, fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        start("run_path: run\n").await,
+        format!(
+            "audit file {}: is accessible to group or others (mode 0644); chmod 600 it",
+            audit.display()
+        )
+    );
+    if nix::unistd::geteuid().is_root() {
+        fs::set_permissions(&audit, fs::Permissions::from_mode(0o600)).unwrap();
+        nix::unistd::chown(&audit, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        assert_eq!(
+            start("run_path: run\n").await,
+            format!(
+                "audit file {}: is owned by UID 4242, not by root or the user running keyturn (UID 0)",
+                audit.display()
+            )
+        );
+        nix::unistd::chown(&token, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        assert!(start("").await.contains("is owned by UID 4242"));
     }
 }

@@ -262,6 +262,29 @@ impl Document {
             .iter()
             .map(|splice| lookup(&splice.handle))
             .collect();
+        self.splice(values)
+    }
+
+    /// Like [`Document::render`], with a value per use: `lookup` is called with the site that
+    /// owns each distinct source location, the first in document order (a YAML alias shares
+    /// its anchor's text, so it renders the value of the anchor's use).
+    pub fn render_sites<'a>(
+        &self,
+        mut lookup: impl FnMut(&HandleSite) -> Option<&'a str>,
+    ) -> Zeroizing<String> {
+        let mut owners: Vec<Option<&HandleSite>> = vec![None; self.splices.len()];
+        for site in &self.sites {
+            owners[site.splice].get_or_insert(site);
+        }
+        let values: Vec<Option<&'a str>> = owners
+            .into_iter()
+            .map(|owner| owner.and_then(&mut lookup))
+            .collect();
+        self.splice(values)
+    }
+
+    /// The text with `values[i]` (when `Some`) written at splice `i`.
+    fn splice(&self, values: Vec<Option<&str>>) -> Zeroizing<String> {
         // Size the output exactly, so that no partial copy of a value is left behind in a
         // reallocated buffer.
         let mut len = self.text.len();

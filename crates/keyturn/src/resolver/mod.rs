@@ -9,8 +9,8 @@
 //! - The state mutex is never held across an `.await` or a backend run: a resolve that only needs
 //!   cached handles returns at once even while a backend is slow.
 //! - Concurrent resolves that need the same uncached handle share one backend run (the
-//!   `inflight` map); concurrent full refreshes are coalesced into at most two runs (see
-//!   [`refresh`]).
+//!   `inflight` map); concurrent refreshes (of all handles or of named ones) are coalesced
+//!   into at most two runs (see [`refresh`]).
 //! - Backend runs happen in spawned tasks, so a caller that gives up (drops its future) never
 //!   strands the others waiting on the same run.
 //! - Subscribers are called after the state lock is released, so they may call back into the
@@ -37,7 +37,7 @@ use crate::metrics::{FailureKind, Metrics};
 use crate::secret::Secret;
 use crate::settings::{BackendSelection, BuiltinBackend, Settings};
 
-pub use refresh::{RefreshReport, Trigger};
+pub use refresh::{ChangedHandle, HeldBack, HoldReason, Place, RefreshReport, Trigger};
 
 /// Name of the built-in backend executable.
 pub const BUILTIN_BACKEND_NAME: &str = "keyturn-backend";
@@ -103,6 +103,9 @@ pub struct Failure {
 /// How many paths [`Failure::paths_text`] lists before it counts the rest.
 pub const LISTED_PATHS: usize = 10;
 
+/// How many handles one line of grouped failures lists before it counts the rest.
+pub const LISTED_HANDLES: usize = 100;
+
 impl Failure {
     /// The paths joined with `, ` (each with its segments joined by `/`) for messages: at most
     /// [`LISTED_PATHS`], then `and N more`, so a message stays proportional to the input
@@ -119,6 +122,85 @@ impl Failure {
             text.push_str(&format!(" and {} more", self.paths.len() - LISTED_PATHS));
         }
         text
+    }
+}
+
+/// Failures with one cause: the same kind and message. A failure of a whole backend run (the
+/// permission check, the exit status, the timeout, the output cap) gives every handle of the
+/// run the same message, so it forms one group naming every handle it affects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureGroup<'a> {
+    /// Why, as a kind.
+    pub kind: FailureKind,
+    /// Why, in words.
+    pub message: &'a str,
+    /// The failures of this cause, in the order given.
+    pub failures: Vec<&'a Failure>,
+}
+
+/// Groups `failures` by cause (kind and message), in order of first appearance.
+pub fn group_failures(failures: &[Failure]) -> Vec<FailureGroup<'_>> {
+    let mut groups: Vec<FailureGroup<'_>> = Vec::new();
+    let mut index: HashMap<(FailureKind, &str), usize> = HashMap::new();
+    for failure in failures {
+        let key = (failure.kind, failure.message.as_str());
+        match index.get(&key) {
+            Some(&at) => groups[at].failures.push(failure),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(FailureGroup {
+                    kind: failure.kind,
+                    message: &failure.message,
+                    failures: vec![failure],
+                });
+            }
+        }
+    }
+    groups
+}
+
+impl fmt::Display for FailureGroup<'_> {
+    /// One handle: `'db' (missing) at db/password: <message>`. Several: `<message> (kind);
+    /// affects 2 handles: 'a' at x/y; 'b' at z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |failure: &Failure| {
+            if failure.paths.is_empty() {
+                String::new()
+            } else {
+                format!(" at {}", failure.paths_text())
+            }
+        };
+        match self.failures.as_slice() {
+            [one] => write!(
+                f,
+                "'{}' ({}){}: {}",
+                one.handle,
+                self.kind.as_str(),
+                at(one),
+                self.message
+            ),
+            many => {
+                // Listed one by one (never joined into one string), at most LISTED_HANDLES of
+                // them: the line stays proportional to the input however many handles fail.
+                write!(
+                    f,
+                    "{} ({}); affects {} handles: ",
+                    self.message,
+                    self.kind.as_str(),
+                    many.len()
+                )?;
+                for (index, failure) in many.iter().take(LISTED_HANDLES).enumerate() {
+                    if index > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "'{}'{}", failure.handle, at(failure))?;
+                }
+                if many.len() > LISTED_HANDLES {
+                    write!(f, "; and {} more", many.len() - LISTED_HANDLES)?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -491,10 +573,25 @@ impl Resolver {
     /// Every known handle and where it is used: `(origin, path joined with "/")`, handles
     /// sorted, uses in registration order.
     pub fn handles(&self) -> BTreeMap<String, Vec<(String, String)>> {
+        self.handles_where(|_, _| true)
+    }
+
+    /// Like [`Resolver::handles`], for the handles whose last lookup succeeded.
+    pub fn resolved_handles(&self) -> BTreeMap<String, Vec<(String, String)>> {
+        self.handles_where(|state, handle| {
+            state.cache.contains_key(handle) && !state.failures.contains_key(handle)
+        })
+    }
+
+    fn handles_where(
+        &self,
+        keep: impl Fn(&State, &str) -> bool,
+    ) -> BTreeMap<String, Vec<(String, String)>> {
         let state = self.inner.lock();
         state
             .contexts
             .iter()
+            .filter(|(handle, _)| keep(&state, handle))
             .map(|(handle, contexts)| {
                 (
                     handle.clone(),
@@ -532,6 +629,16 @@ impl Resolver {
             .collect();
         failures.sort_by(|a, b| a.handle.cmp(&b.handle));
         failures
+    }
+
+    /// Those of `handles` that no origin uses (a refresh cannot know them), in the order given.
+    pub fn unknown_handles<'a>(&self, handles: &'a [String]) -> Vec<&'a str> {
+        let state = self.inner.lock();
+        handles
+            .iter()
+            .filter(|handle| !state.contexts.contains_key(*handle))
+            .map(String::as_str)
+            .collect()
     }
 
     /// The cached value of `handle`, if any.
@@ -573,7 +680,13 @@ impl Inner {
                     )
                 })
                 .collect(),
-            Routing::Single(spec) => self.fetch_group(spec, handles).await,
+            Routing::Single(spec) => match self.fetch_group(spec, &handles).await {
+                Ok(lookups) => lookups,
+                Err(failure) => handles
+                    .into_iter()
+                    .map(|handle| (handle, Err(failure.clone())))
+                    .collect(),
+            },
             Routing::Multi(backends) => {
                 let mut groups: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
                 let mut results = HashMap::new();
@@ -620,7 +733,19 @@ impl Inner {
                             .map(|(_, key)| key.clone())
                             .collect();
                         let fetched: HashMap<String, Lookup> =
-                            inner.fetch_group(spec, keys).await.into_iter().collect();
+                            match inner.fetch_group(spec, &keys).await {
+                                Ok(lookups) => lookups.into_iter().collect(),
+                                // One cause, one message: every handle of the run gets the
+                                // same text, so that it is reported once for all of them.
+                                Err((kind, message)) => {
+                                    let failure =
+                                        Err((kind, format!("backend \"{name}\": {message}")));
+                                    return members
+                                        .into_iter()
+                                        .map(|(full, _)| (full, failure.clone()))
+                                        .collect();
+                                }
+                            };
                         members
                             .into_iter()
                             .map(|(full, key)| {
@@ -660,19 +785,21 @@ impl Inner {
         }
     }
 
-    /// One backend run for `keys` (distinct): one lookup per key, in order. Every cached value
-    /// is scrubbed from whatever the backend says if it fails (it may repeat an old value).
-    async fn fetch_group(&self, spec: &BackendSpec, keys: Vec<String>) -> Vec<(String, Lookup)> {
+    /// One backend run for `keys` (distinct): one lookup per key, in order, or the failure of
+    /// the whole run. Every cached value is scrubbed from whatever the backend says if it fails
+    /// (it may repeat an old value).
+    async fn fetch_group(
+        &self,
+        spec: &BackendSpec,
+        keys: &[String],
+    ) -> Result<Vec<(String, Lookup)>, (FailureKind, String)> {
         let known = || self.lock().cache.values().cloned().collect();
-        match backend::fetch_scrubbing(spec, &self.options, &keys, &self.metrics, &known).await {
-            Ok(fetched) => fetched
+        match backend::fetch_scrubbing(spec, &self.options, keys, &self.metrics, &known).await {
+            Ok(fetched) => Ok(fetched
                 .into_iter()
                 .map(|(handle, result)| (handle, result.map_err(|e| (e.kind, e.message))))
-                .collect(),
-            Err(error) => keys
-                .into_iter()
-                .map(|handle| (handle, Err((error.kind, error.message.clone()))))
-                .collect(),
+                .collect()),
+            Err(error) => Err((error.kind, error.message)),
         }
     }
 
@@ -813,7 +940,7 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
     let builtin_spec = |b: &BuiltinBackend| BackendSpec {
         command: builtin.to_path_buf(),
         args: settings.arguments.clone(),
-        check: PermissionCheck::Skip,
+        check: PermissionCheck::Builtin,
         backend_type: Some(b.backend_type.clone()),
         config: (!b.config.is_empty()).then(|| b.config.clone()),
     };

@@ -1,15 +1,17 @@
 //! Refresh: re-fetch known handles, apply what changed, report it.
 //!
-//! Coalescing: full refreshes go through a `Coordinator` that keeps `started` (the generation
-//! of the last run that began) under a short-held mutex. A requester needs generation
-//! `started + 1` when a run is in progress (it must be answered by a run that started after its
-//! request), or starts generation `started + 1` itself when none is. When a run completes and
-//! requesters are queued, exactly one more run starts for all of them. Requesters wait on a
-//! watch channel for "generation >= needed completed". So any number of concurrent requests
-//! cause at most two backend runs, and every requester gets the report of a run that started
-//! after it asked. Runs execute in a spawned task: a requester that gives up does not cancel
-//! the run others wait on.
+//! Coalescing: every refresh, of all handles or of named ones (`?handle=`), goes through a
+//! `Coordinator`. At most one run is in progress; requesters that arrive while it runs join the
+//! one run *queued* behind it, merging what they ask for into its scope (all handles absorbs
+//! any set; sets are united). When the run in progress completes, the queued run starts, once,
+//! for all of them. Each run publishes its result on a watch channel of its own, which its
+//! requesters hold. So any number of concurrent requests, scoped or not, cause at most two
+//! backend runs, and every requester gets the report of a run that started after it asked,
+//! restricted to the handles it asked for. Runs execute in a spawned task: a requester that
+//! gives up does not cancel the run others wait on.
 
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::{Failure, Inner, Lookup, Notification, Resolver, SharedChange};
-use crate::audit::{AuditEntry, AuditWriter, FailedHandle, Record};
+use crate::audit::{AuditEntry, AuditWriter, FailedHandle, HeldBackUse, Record};
 use crate::document::Segment;
 
 pub use crate::audit::Trigger;
@@ -27,8 +29,12 @@ pub use crate::audit::Trigger;
 pub struct RefreshReport {
     /// How many handles were candidates (0: nothing to refresh, the backend did not run).
     pub candidates: usize,
-    /// Handles whose value changed, sorted, each with every place it is used.
+    /// Handles whose new value was applied somewhere, sorted, each with the places it was
+    /// applied to.
     pub changed: Vec<ChangedHandle>,
+    /// Uses whose new value was not applied: their origin's refresh allowlist held them back,
+    /// so they keep the value they were last rendered with. Sorted by handle, then origin.
+    pub held_back: Vec<HeldBack>,
     /// Handles that failed in this run (their last known good values were kept).
     pub failures: Vec<Failure>,
     /// An error beyond per-handle failures (e.g. the audit file could not be written).
@@ -41,7 +47,7 @@ pub struct RefreshReport {
 pub struct ChangedHandle {
     /// The handle.
     pub handle: String,
-    /// Every place it is used: origin and path joined with `/`.
+    /// Every place the new value was applied to: origin and path joined with `/`.
     pub places: Vec<Place>,
 }
 
@@ -54,27 +60,48 @@ pub struct Place {
     pub path: String,
 }
 
+/// A use a refresh did not change although its handle's value changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldBack {
+    /// The handle.
+    pub handle: String,
+    /// Where it is used.
+    #[serde(flatten)]
+    pub place: Place,
+    /// Why it was held back.
+    pub reason: HoldReason,
+}
+
+/// Why a use was held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReason {
+    /// No segment of its key path is in its origin's refresh allowlist.
+    RefreshAllowlist,
+}
+
 impl RefreshReport {
     /// Whether every candidate refreshed and nothing else went wrong.
     pub fn is_success(&self) -> bool {
         self.failures.is_empty() && self.error.is_none()
     }
 
-    /// The error a caller reports for an unsuccessful refresh: every failure, one per line.
+    /// The error a caller reports for an unsuccessful refresh: each cause once (a failure of a
+    /// whole backend run names every handle it affects), then any other error.
     pub fn error_text(&self) -> Option<String> {
         if self.is_success() {
             return None;
         }
-        let mut lines: Vec<String> = self
-            .failures
+        let mut lines: Vec<String> = super::group_failures(&self.failures)
             .iter()
-            .map(|f| format!("'{}': {}", f.handle, f.message))
+            .map(ToString::to_string)
             .collect();
         lines.extend(self.error.clone());
         Some(lines.join("\n"))
     }
 
-    /// The report text of the Datadog Agent (empty when there was nothing to refresh).
+    /// The report text of the Datadog Agent (empty when there was nothing to refresh), then,
+    /// when the refresh allowlist held uses back, which ones and why.
     pub fn to_text(&self) -> String {
         if self.candidates == 0 {
             return String::new();
@@ -83,17 +110,37 @@ impl RefreshReport {
             "=== Secret stats ===\nNumber of secrets reloaded: {}\nSecrets handle reloaded:\n",
             self.changed.len()
         );
-        if self.changed.is_empty() {
-            text.push('\n');
-        }
         for changed in &self.changed {
-            text.push_str(&format!("\n- '{}':\n", changed.handle));
+            let _ = write!(text, "\n- '{}':", changed.handle);
             for place in &changed.places {
-                text.push_str(&format!(
-                    "\tused in '{}' configuration in entry '{}'\n",
+                let _ = write!(
+                    text,
+                    "\n\tused in '{}' configuration in entry '{}'",
                     place.origin, place.path
-                ));
+                );
             }
+        }
+        text.push('\n');
+        if !self.held_back.is_empty() {
+            let _ = write!(
+                text,
+                "\nNumber of uses held back: {}\nUses held back (not under their origin's \
+                 refresh_allowlist; they keep their previous value):\n",
+                self.held_back.len()
+            );
+            let mut previous: Option<&str> = None;
+            for held in &self.held_back {
+                if previous != Some(held.handle.as_str()) {
+                    let _ = write!(text, "\n- '{}':", held.handle);
+                    previous = Some(&held.handle);
+                }
+                let _ = write!(
+                    text,
+                    "\n\tkept in '{}' configuration in entry '{}'",
+                    held.place.origin, held.place.path
+                );
+            }
+            text.push('\n');
         }
         text
     }
@@ -107,30 +154,110 @@ pub fn scatter(interval: std::time::Duration, rng: &mut impl rand::Rng) -> std::
     std::time::Duration::from_nanos(rng.random_range(0..nanos)) + std::time::Duration::from_secs(1)
 }
 
-/// Coalesces concurrent full refreshes (see the module docs).
+/// Which handles a refresh run re-fetches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Every refreshable handle.
+    All,
+    /// Only these (those that are known and refreshable).
+    Handles(BTreeSet<String>),
+}
+
+impl Scope {
+    /// Widens this scope to cover `other` too.
+    fn merge(&mut self, other: Scope) {
+        match (&mut *self, other) {
+            (Scope::All, _) => {}
+            (_, Scope::All) => *self = Scope::All,
+            (Scope::Handles(mine), Scope::Handles(theirs)) => mine.extend(theirs),
+        }
+    }
+
+    fn contains(&self, handle: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Handles(handles) => handles.contains(handle),
+        }
+    }
+}
+
+/// What a run did: its report, and the handles it re-fetched (to restrict the report to what
+/// each requester asked for).
+struct Run {
+    report: Arc<RefreshReport>,
+    candidates: BTreeSet<String>,
+}
+
+impl Run {
+    /// The report as a requester of `scope` sees it: only its handles.
+    fn report_for(&self, scope: &Scope) -> Arc<RefreshReport> {
+        let Scope::Handles(handles) = scope else {
+            return self.report.clone();
+        };
+        let report = &self.report;
+        Arc::new(RefreshReport {
+            candidates: self.candidates.intersection(handles).count(),
+            changed: report
+                .changed
+                .iter()
+                .filter(|c| handles.contains(&c.handle))
+                .cloned()
+                .collect(),
+            held_back: report
+                .held_back
+                .iter()
+                .filter(|h| handles.contains(&h.handle))
+                .cloned()
+                .collect(),
+            failures: report
+                .failures
+                .iter()
+                .filter(|f| handles.contains(&f.handle))
+                .cloned()
+                .collect(),
+            error: report.error.clone(),
+        })
+    }
+}
+
+/// A run waiting for its turn or in progress: what it covers and where its result goes.
+struct Job {
+    trigger: Trigger,
+    scope: Scope,
+    done: watch::Sender<Option<Arc<Run>>>,
+}
+
+impl Job {
+    fn new(trigger: Trigger, scope: Scope) -> Job {
+        Job {
+            trigger,
+            scope,
+            done: watch::Sender::new(None),
+        }
+    }
+}
+
+/// Coalesces concurrent refreshes (see the module docs).
 pub(super) struct Coordinator {
-    generations: Mutex<Generations>,
-    completed: watch::Sender<Option<(u64, Arc<RefreshReport>)>>,
+    runs: Mutex<Runs>,
 }
 
 #[derive(Default)]
-struct Generations {
-    started: u64,
+struct Runs {
     running: bool,
-    /// Trigger of the run queued behind the current one.
-    queued: Option<Trigger>,
+    /// The run queued behind the one in progress, for everyone who asked meanwhile.
+    queued: Option<Job>,
 }
 
 impl Coordinator {
     pub(super) fn new() -> Coordinator {
         Coordinator {
-            generations: Mutex::new(Generations::default()),
-            completed: watch::Sender::new(None),
+            runs: Mutex::new(Runs::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
-        self.generations
+    fn lock(&self) -> std::sync::MutexGuard<'_, Runs> {
+        self.runs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -138,33 +265,55 @@ impl Coordinator {
 
 impl Resolver {
     /// Refreshes every refreshable handle and returns the report of a run that started after
-    /// this call. Concurrent calls share runs (at most two for any number of callers).
+    /// this call. Concurrent calls share runs (at most two for any number of callers, with
+    /// [`Resolver::refresh_handles`] too).
     pub async fn refresh(&self, trigger: Trigger) -> Arc<RefreshReport> {
+        self.refresh_scope(Scope::All, trigger).await
+    }
+
+    /// Refreshes only `handles` (those that are known and refreshable) and returns the report
+    /// of a run that started after this call, restricted to them. Coalesced with concurrent
+    /// refreshes like [`Resolver::refresh`]: a run queued behind the one in progress covers
+    /// the union of what its requesters asked for.
+    pub async fn refresh_handles(&self, handles: &[String], trigger: Trigger) -> RefreshReport {
+        // Unknown handles are dropped here, so a merged scope never outgrows the known handles.
+        let known: BTreeSet<String> = {
+            let state = self.inner.lock();
+            handles
+                .iter()
+                .filter(|h| state.contexts.contains_key(*h))
+                .cloned()
+                .collect()
+        };
+        Arc::unwrap_or_clone(self.refresh_scope(Scope::Handles(known), trigger).await)
+    }
+
+    async fn refresh_scope(&self, scope: Scope, trigger: Trigger) -> Arc<RefreshReport> {
+        if scope == Scope::Handles(BTreeSet::new()) {
+            return Arc::new(RefreshReport::default());
+        }
         let coordinator = &self.inner.refresh;
-        let mut completed = coordinator.completed.subscribe();
-        let needed = {
-            let mut generations = coordinator.lock();
-            if generations.running {
-                generations.queued = Some(trigger);
-                generations.started + 1
+        let mut done = {
+            let mut runs = coordinator.lock();
+            if runs.running {
+                let queued = runs
+                    .queued
+                    .get_or_insert_with(|| Job::new(trigger, Scope::Handles(BTreeSet::new())));
+                queued.trigger = trigger;
+                queued.scope.merge(scope.clone());
+                queued.done.subscribe()
             } else {
-                generations.running = true;
-                generations.started += 1;
-                let generation = generations.started;
-                tokio::spawn(run_coalesced(self.inner.clone(), generation, trigger));
-                generation
+                runs.running = true;
+                let job = Job::new(trigger, scope.clone());
+                let done = job.done.subscribe();
+                tokio::spawn(run_coalesced(self.inner.clone(), job));
+                done
             }
         };
-        let result = completed
-            .wait_for(|done| {
-                done.as_ref()
-                    .is_some_and(|(generation, _)| *generation >= needed)
-            })
-            .await;
-        match result {
-            Ok(done) => done
+        match done.wait_for(Option::is_some).await {
+            Ok(run) => run
                 .as_ref()
-                .map(|(_, report)| report.clone())
+                .map(|run| run.report_for(&scope))
                 .unwrap_or_default(),
             Err(_) => Arc::new(RefreshReport {
                 error: Some("refresh was cancelled".to_owned()),
@@ -172,43 +321,34 @@ impl Resolver {
             }),
         }
     }
-
-    /// Refreshes only `handles` (those that are known and refreshable), without coalescing.
-    pub async fn refresh_handles(&self, handles: &[String], trigger: Trigger) -> RefreshReport {
-        self.inner.run_refresh(Some(handles), trigger).await
-    }
 }
 
-/// Runs generation `generation`, then one more for whoever queued meanwhile, and so on.
-async fn run_coalesced(inner: Arc<Inner>, mut generation: u64, mut trigger: Trigger) {
+/// Runs `job`, then the job queued meanwhile, and so on until none is queued.
+async fn run_coalesced(inner: Arc<Inner>, mut job: Job) {
     // If this task dies (panic), let the next requester start a fresh run instead of waiting
-    // forever.
+    // forever; the requesters of the queued run see it cancelled.
     struct Reset<'a>(&'a Coordinator, bool);
     impl Drop for Reset<'_> {
         fn drop(&mut self) {
             if self.1 {
-                let mut generations = self.0.lock();
-                generations.running = false;
-                generations.queued = None;
+                let mut runs = self.0.lock();
+                runs.running = false;
+                runs.queued = None;
             }
         }
     }
     let mut reset = Reset(&inner.refresh, true);
     loop {
-        let report = inner.run_refresh(None, trigger).await;
-        inner
-            .refresh
-            .completed
-            .send_replace(Some((generation, Arc::new(report))));
-        let mut generations = inner.refresh.lock();
-        match generations.queued.take() {
-            Some(next) => {
-                generations.started += 1;
-                generation = generations.started;
-                trigger = next;
-            }
+        let (report, candidates) = inner.run_refresh(&job.scope, job.trigger).await;
+        job.done.send_replace(Some(Arc::new(Run {
+            report: Arc::new(report),
+            candidates,
+        })));
+        let mut runs = inner.refresh.lock();
+        match runs.queued.take() {
+            Some(next) => job = next,
             None => {
-                generations.running = false;
+                runs.running = false;
                 reset.1 = false;
                 return;
             }
@@ -218,23 +358,29 @@ async fn run_coalesced(inner: Arc<Inner>, mut generation: u64, mut trigger: Trig
 
 impl Inner {
     /// One refresh run: candidates, one fetch per backend group, apply, notify, report.
-    pub(super) async fn run_refresh(
+    /// Returns the report and the candidates.
+    async fn run_refresh(
         self: &Arc<Self>,
-        only: Option<&[String]>,
+        scope: &Scope,
         trigger: Trigger,
-    ) -> RefreshReport {
+    ) -> (RefreshReport, BTreeSet<String>) {
         let candidates: Vec<String> = {
             let state = self.lock();
             state
                 .contexts
                 .iter()
-                .filter(|(handle, _)| only.is_none_or(|only| only.contains(handle)))
-                .filter(|(_, contexts)| contexts.iter().any(|c| state.context_matches(c)))
+                .filter(|(handle, _)| scope.contains(handle))
+                // A handle without a value yet is always a candidate: it has no value to hold
+                // back, and it heals this way.
+                .filter(|(handle, contexts)| {
+                    !state.cache.contains_key(*handle)
+                        || contexts.iter().any(|c| state.context_matches(c))
+                })
                 .map(|(handle, _)| handle.clone())
                 .collect()
         };
         if candidates.is_empty() {
-            return RefreshReport::default();
+            return (RefreshReport::default(), BTreeSet::new());
         }
         tracing::info!(
             handles = candidates.len(),
@@ -242,13 +388,17 @@ impl Inner {
             "refreshing secrets"
         );
         let results = self.fetch_all(candidates.clone()).await;
+        let candidates: BTreeSet<String> = candidates.into_iter().collect();
 
         let (mut report, notifications, entries) = {
             let mut state = self.lock();
             state.apply_refresh(candidates.len(), results, self.audit.is_some())
         };
         self.deliver(notifications);
-        if !report.changed.is_empty() {
+        // One line for every refresh that changed a value (applied or held back) or failed;
+        // none for a successful refresh that changed nothing, as in the Agent.
+        let changed = !report.changed.is_empty() || !report.held_back.is_empty();
+        if changed || !report.failures.is_empty() {
             if let Some(audit) = &self.audit {
                 let failed = report
                     .failures
@@ -258,10 +408,20 @@ impl Inner {
                         reason: f.kind,
                     })
                     .collect();
+                let held_back = report
+                    .held_back
+                    .iter()
+                    .map(|held| HeldBackUse {
+                        handle: held.handle.clone(),
+                        origin: held.place.origin.clone(),
+                        path: held.place.path.clone(),
+                    })
+                    .collect();
                 let record = Record {
                     trigger,
                     entries,
                     failed,
+                    held_back,
                 };
                 if let Err(error) = append_audit(audit.clone(), record).await {
                     tracing::error!(%error, "could not write the audit file");
@@ -282,14 +442,7 @@ impl Inner {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         self.metrics.record_refresh(trigger.as_str(), outcome, now);
-        if !report.failures.is_empty() {
-            tracing::warn!(
-                failed = report.failures.len(),
-                trigger = trigger.as_str(),
-                "refresh left handles unresolved"
-            );
-        }
-        report
+        (report, candidates)
     }
 }
 
@@ -316,8 +469,11 @@ async fn append_audit(audit: Arc<Mutex<AuditWriter>>, record: Record) -> Result<
 }
 
 impl super::State {
-    /// Applies a refresh's lookups (§6.3 with the allowlist on and notifications on). With
-    /// `audit`, also returns an audit entry (masked) for every handle of the response.
+    /// Applies a refresh's lookups (§6.3 with the allowlist on and notifications on), per use:
+    /// a changed value is applied to (and notified for) the uses its origin's allowlist lets
+    /// through, and to every use of a handle that had no value yet; the other uses are held
+    /// back. With `audit`, also returns an audit entry (masked) for every handle of the
+    /// response.
     fn apply_refresh(
         &mut self,
         candidates: usize,
@@ -352,11 +508,9 @@ impl super::State {
                 }
             };
             self.failures.remove(&handle);
-            let old = self
-                .cache
-                .get(&handle)
-                .map(|s| s.expose().to_owned())
-                .unwrap_or_default();
+            let previous = self.cache.get(&handle);
+            let first = previous.is_none();
+            let old = previous.map(|s| s.expose().to_owned()).unwrap_or_default();
             let contexts = self.contexts.get(&handle).cloned().unwrap_or_default();
             if audit {
                 // Only keys can end in `key`: indexes are left out.
@@ -370,28 +524,39 @@ impl super::State {
                         });
                 entries.push(AuditEntry::new(handle.clone(), &value, last_segments));
             }
-            if old != value.expose() && contexts.iter().any(|c| self.context_matches(c)) {
+            if old != value.expose() {
                 let mut places = Vec::new();
                 let change = SharedChange::new(&handle, old.clone(), &value);
                 for context in &contexts {
                     for path in context.paths.iter() {
-                        if self.use_matches(&context.origin, path) {
-                            notifications.push(change.at(&context.origin, path));
-                        }
-                        places.push(Place {
+                        let place = Place {
                             origin: context.origin.to_string(),
                             path: path.join("/"),
-                        });
+                        };
+                        if first || self.use_matches(&context.origin, path) {
+                            notifications.push(change.at(&context.origin, path));
+                            places.push(place);
+                        } else {
+                            report.held_back.push(HeldBack {
+                                handle: handle.clone(),
+                                place,
+                                reason: HoldReason::RefreshAllowlist,
+                            });
+                        }
                     }
                 }
-                report.changed.push(ChangedHandle {
-                    handle: handle.clone(),
-                    places,
-                });
+                if !places.is_empty() {
+                    report.changed.push(ChangedHandle {
+                        handle: handle.clone(),
+                        places,
+                    });
+                }
             }
             self.cache.insert(handle, value);
         }
         report.changed.sort_by(|a, b| a.handle.cmp(&b.handle));
+        // Stable: the uses of one handle stay in registration order.
+        report.held_back.sort_by(|a, b| a.handle.cmp(&b.handle));
         report.failures.sort_by(|a, b| a.handle.cmp(&b.handle));
         (report, notifications, entries)
     }

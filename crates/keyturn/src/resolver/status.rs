@@ -23,7 +23,8 @@ pub struct ExecutableReport {
     pub backend_type: Option<String>,
     /// Names of `multi_secret_backends`, sorted.
     pub multi_backend_names: Vec<String>,
-    /// Whether keyturn's own built-in backend runs (no permission check).
+    /// Whether keyturn's own built-in backend runs (checked as an installed program: no write
+    /// for group or others, on the file or its path).
     pub embedded: bool,
     /// The permission check's error, if it failed.
     pub permission_error: Option<String>,
@@ -41,47 +42,64 @@ impl ExecutableReport {
 
     /// The verdict line of the Agent (`executablePermissions`).
     pub fn verdict(&self) -> &'static str {
-        if self.embedded {
-            "OK, native secret generic connector used"
-        } else if self.passes() {
-            "OK, the executable has the correct permissions"
-        } else {
+        if !self.passes() {
             "error: the executable does not have the correct permissions"
+        } else if self.embedded {
+            "OK, native secret generic connector used"
+        } else {
+            "OK, the executable has the correct permissions"
         }
     }
 
-    /// The report as text (the first part of `keyturn status`, all of `keyturn check`).
+    /// The report as text (`keyturn check`): the Agent's executable section, then the
+    /// permission check's error when it failed.
     pub fn to_text(&self) -> String {
-        let mut text = String::from("=== Checking executable permissions ===\n");
-        if !self.multi_backend_names.is_empty() {
-            let _ = writeln!(text, "Backends: {}", self.multi_backend_names.join(", "));
-        } else if let Some(backend_type) = &self.backend_type {
-            let _ = writeln!(text, "Secret backend type: {backend_type}");
-        }
-        if self.embedded {
-            let _ = writeln!(text, "Using embedded executable: {}", self.path);
-            if let Some(version) = &self.version {
-                let _ = writeln!(text, "Executable version: {version}");
-            }
-            return text;
-        }
-        let _ = writeln!(text, "Executable path: {}", self.path);
-        let _ = writeln!(text, "Executable permissions: {}", self.verdict());
-        if let Some(version) = &self.version {
-            let _ = writeln!(text, "Executable version: {version}");
+        let mut text = self.agent_text();
+        text.push('\n');
+        // The Agent's section has no verdict line for its embedded backend; keyturn checks
+        // that one too, so a refusal is said here.
+        if self.embedded && self.permission_error.is_some() {
+            let _ = writeln!(text, "Executable permissions: {}", self.verdict());
         }
         if let Some(error) = &self.permission_error {
             let _ = writeln!(text, "Permissions error: {error}");
         }
-        text.push_str("\nPermissions Detail:\n");
-        match &self.details {
-            Ok(details) => {
-                let _ = writeln!(text, "File mode: {}", details.file_mode);
-                let _ = writeln!(text, "Owner: {}", details.owner);
-                let _ = writeln!(text, "Group: {}", details.group);
-            }
-            Err(error) => {
-                let _ = writeln!(text, "{error}");
+        text
+    }
+
+    /// The executable section of the Agent's status template, byte for byte (it ends without a
+    /// newline). The Agent indents the owner and group lines with two tabs.
+    fn agent_text(&self) -> String {
+        let mut text = String::from("=== Checking executable permissions ===");
+        if !self.multi_backend_names.is_empty() {
+            let _ = write!(text, "\nBackends: {}", self.multi_backend_names.join(", "));
+        } else if let Some(backend_type) = self.backend_type.as_ref().filter(|t| !t.is_empty()) {
+            let _ = write!(text, "\nSecret backend type: {backend_type}");
+        }
+        if self.embedded {
+            let _ = write!(text, "\nUsing embedded executable: {}", self.path);
+        } else {
+            let _ = write!(
+                text,
+                "\nExecutable path: {}\nExecutable permissions: {}",
+                self.path,
+                self.verdict()
+            );
+        }
+        if let Some(version) = &self.version {
+            let _ = write!(text, "\nExecutable version: {version}");
+        }
+        if !self.embedded {
+            text.push_str("\nPermissions Detail:\n");
+            match &self.details {
+                Ok(details) => {
+                    let _ = write!(
+                        text,
+                        "File mode: {}\n\t\tOwner: {}\n\t\tGroup: {}",
+                        details.file_mode, details.owner, details.group
+                    );
+                }
+                Err(error) => text.push_str(error),
             }
         }
         text
@@ -130,7 +148,8 @@ pub struct DebugInfo {
     /// Why the details could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executable_permissions_details_error: Option<String>,
-    /// handle -> `[origin, path]` pairs.
+    /// Resolved handle -> `[origin, path]` pairs (handles whose last lookup failed are in
+    /// `unresolved_secrets` instead).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handles: Option<BTreeMap<String, Vec<[String; 2]>>>,
     /// Whether periodic refresh is on.
@@ -177,7 +196,7 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
             None
         },
         multi_backend_names,
-        embedded: spec.check == PermissionCheck::Skip,
+        embedded: spec.check == PermissionCheck::Builtin,
         permission_error: match checked.verdict {
             Verdict::Denied(error) => Some(error.to_string()),
             Verdict::Ok | Verdict::NotChecked => None,
@@ -212,7 +231,7 @@ impl DebugInfo {
             return DebugInfo::disabled();
         };
         let handles = resolver
-            .handles()
+            .resolved_handles()
             .into_iter()
             .map(|(handle, places)| (handle, places.into_iter().map(|(o, p)| [o, p]).collect()))
             .collect();
@@ -257,12 +276,8 @@ impl DebugInfo {
                         .as_secs_f64()
                 )
             }),
-            unresolved_secrets: (!failures.is_empty()).then(|| {
-                failures
-                    .iter()
-                    .map(|f| format!("'{}' ({}): {}", f.handle, f.kind.as_str(), f.message))
-                    .collect()
-            }),
+            unresolved_secrets: (!failures.is_empty())
+                .then(|| failures.iter().map(unresolved_message).collect()),
         }
     }
 
@@ -294,31 +309,37 @@ pub fn status_text(resolver: &Resolver) -> String {
     render_status(resolver, executable_report(resolver))
 }
 
-/// The full status text (spec §4.4) with `report`.
+/// The full status text (spec §4.4) with `report`: the Agent's status template, byte for
+/// byte, followed by a newline where the template leaves none. Resolved and unresolved handles
+/// are apart: `Number of secrets resolved` counts and lists the handles whose last lookup
+/// succeeded; every handle whose last lookup failed is under `Secrets not resolved`.
 pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> String {
     let Some(report) = report else {
         return format!("{DISABLED_MESSAGE}\n");
     };
-    let mut text = report.to_text();
-    let handles = resolver.handles();
-    text.push_str("\n=== Secrets stats ===\n");
-    let _ = writeln!(text, "Number of secrets resolved: {}", handles.len());
-    text.push_str("Secrets handle resolved:\n");
+    let mut text = report.agent_text();
+    let handles = resolver.resolved_handles();
+    let _ = write!(
+        text,
+        "\n\n=== Secrets stats ===\nNumber of secrets resolved: {}\nSecrets handle resolved:\n",
+        handles.len()
+    );
     for (handle, places) in &handles {
-        let _ = writeln!(text, "- '{handle}':");
+        let _ = write!(text, "\n- '{handle}':");
         for (origin, path) in places {
-            let _ = writeln!(
+            let _ = write!(
                 text,
-                "  - used in '{origin}' configuration in entry '{path}'"
+                "\n  - used in '{origin}' configuration in entry '{path}'"
             );
         }
     }
+    text.push('\n');
     let settings = resolver.settings();
     match settings.refresh_interval {
         Some(interval) => {
             let _ = writeln!(
                 text,
-                "'secret_refresh_interval' is enabled: the first refresh will happen {:.2}s after startup and then every {}",
+                "\n'secret_refresh_interval' is enabled: the first refresh will happen {:.2}s after startup and then every {}",
                 resolver
                     .first_refresh_delay()
                     .unwrap_or_default()
@@ -326,23 +347,33 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
                 go_duration(interval)
             );
         }
-        None => text.push_str("'secret_refresh_interval' is disabled\n"),
+        None => text.push_str("\n'secret_refresh_interval' is disabled"),
     }
-    let failures = resolver.failures();
-    if !failures.is_empty() {
-        text.push_str("Secrets not resolved:\n");
-        for failure in failures {
-            let _ = writeln!(
-                text,
-                "  - '{}' ({}) at {}: {}",
-                failure.handle,
-                failure.kind.as_str(),
-                failure.paths_text(),
-                failure.message
-            );
+    let mut unresolved: Vec<String> = resolver.failures().iter().map(unresolved_message).collect();
+    if !unresolved.is_empty() {
+        // The Agent keeps them in a set and lists them sorted.
+        unresolved.sort();
+        text.push_str("\n\nSecrets not resolved:");
+        for message in unresolved {
+            let _ = write!(text, "\n  - {message}");
         }
+        text.push_str("\n\n");
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
     }
     text
+}
+
+/// One line of `Secrets not resolved`: the handle, why, and where it is used.
+fn unresolved_message(failure: &super::Failure) -> String {
+    format!(
+        "'{}' ({}) at {}: {}",
+        failure.handle,
+        failure.kind.as_str(),
+        failure.paths_text(),
+        failure.message
+    )
 }
 
 /// Formats a duration as Go does (`15s`, `1m30s`, `1h0m0s`), for whole seconds.

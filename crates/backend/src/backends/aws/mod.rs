@@ -6,46 +6,65 @@
 //! ours `aws_session.aws_role_session_name`, `endpoint_url` (another endpoint for the service: a
 //! VPC or FIPS endpoint, a test server) and `sts_endpoint_url` (else `AWS_ENDPOINT_URL_STS`).
 //!
-//! Base credentials, first found wins: the static keys of `aws_session`; the named `aws_profile`
-//! of the shared files when one is configured; the `AWS_ACCESS_KEY_ID` /
-//! `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` environment variables; a web identity
-//! (`AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`, as EKS IRSA sets them, exchanged with
-//! `sts:AssumeRoleWithWebIdentity`); the profile `AWS_PROFILE` (or `default`) of
-//! `~/.aws/credentials` and `~/.aws/config` (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`).
-//! With `aws_role_arn`, those credentials then assume that role (`sts:AssumeRole`).
-//! Region: `aws_region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, then the profile's `region`.
-//! Not supported: instance roles (IMDS), container credentials, SSO, profiles that assume roles
-//! themselves (`source_profile`).
+//! Credentials come from the [chain](chain) (static keys, profiles with their role chains and
+//! `credential_process`, environment, web identity, container credentials, instance metadata);
+//! with `aws_role_arn`, those credentials then assume that role (`sts:AssumeRole`). Temporary
+//! credentials are fetched again from their source when they come within [`REFRESH_MARGIN`] of
+//! their expiry, so a long run never signs with expired keys.
+//! Region: `aws_region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, then the
+//! instance's region from instance metadata.
 //!
 //! Invariant: every secret key and session token is registered with the [`Redactor`] as soon
-//! as it is read; they leave the process only inside a SigV4 signature or the
-//! `x-amz-security-token` header.
+//! as it is read (those obtained by a refresh inside a worker thread are kept in the session and
+//! registered by [`Session::register_refreshed`] before the errors are scrubbed); they leave the
+//! process only inside a SigV4 signature or the `x-amz-security-token` header.
 
+mod chain;
+pub(crate) mod iam_login;
+mod process;
+mod remote;
 pub(crate) mod secrets;
 mod sigv4;
 pub(crate) mod ssm;
 mod sts;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use time::OffsetDateTime;
 use ureq::http::Method;
 use zeroize::Zeroizing;
 
+use self::chain::{Profiles, Provider, Sources};
 use self::sts::Sts;
 use crate::backends::Context;
 use crate::http::{self, Client, HttpError, TlsOptions};
 use crate::redact::Redactor;
+use crate::schedule::Deadline;
 use crate::settings::{Settings, SettingsError};
 
-/// Largest shared credentials or config file read.
+/// Largest shared credentials or config file, token file or credentials document read.
 const MAX_PROFILE_FILE: u64 = 1024 * 1024;
 
+/// Temporary credentials this close to their expiry are fetched again before the next call.
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
 /// AWS credentials.
+#[derive(Clone)]
 pub(crate) struct Credentials {
     pub(crate) access_key_id: String,
     pub(crate) secret_access_key: Zeroizing<String>,
     pub(crate) session_token: Option<Zeroizing<String>>,
+    /// When temporary credentials expire; `None` for long-term keys.
+    pub(crate) expires: Option<OffsetDateTime>,
+}
+
+impl Credentials {
+    /// Whether these credentials should be fetched again before signing at `now`.
+    fn needs_refresh(&self, now: OffsetDateTime) -> bool {
+        self.expires
+            .is_some_and(|expires| expires - now < REFRESH_MARGIN)
+    }
 }
 
 /// A failure of the whole backend, reported for every handle.
@@ -54,19 +73,25 @@ pub(crate) enum SessionError {
     /// The configuration is unusable.
     #[error(transparent)]
     Settings(#[from] SettingsError),
-    /// No credentials were found anywhere.
+    /// No credentials were found anywhere; the text says why the last resort gave none.
     #[error(
         "no AWS credentials: set aws_session.aws_access_key_id and aws_secret_access_key, \
-         the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables, or a profile \
-         in ~/.aws/credentials (instance roles and SSO are not supported)"
+         the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables, a profile \
+         in ~/.aws/credentials, a web identity, container credentials or an instance role{0}"
     )]
-    NoCredentials,
+    NoCredentials(String),
     /// No region was found anywhere.
-    #[error("no AWS region: set aws_session.aws_region, AWS_REGION or a profile region")]
-    NoRegion,
+    #[error("no AWS region: set aws_session.aws_region, AWS_REGION or a profile region{0}")]
+    NoRegion(String),
     /// A profile was named but is not in the shared files.
     #[error("AWS profile {0:?} not found in the shared credentials or config file")]
     NoProfile(String),
+    /// A profile cannot give credentials.
+    #[error("AWS profile {name:?}: {reason}")]
+    Profile { name: String, reason: String },
+    /// A configured source of credentials failed.
+    #[error("cannot get AWS credentials from {origin}: {reason}")]
+    Source { origin: String, reason: String },
     /// `aws_role_arn` could not be assumed.
     #[error("cannot assume the role {role_arn}: {reason}")]
     AssumeRole { role_arn: String, reason: String },
@@ -91,6 +116,9 @@ pub(crate) enum CallError {
         code: String,
         message: String,
     },
+    /// Credentials expired and could not be fetched again.
+    #[error("{0}")]
+    Refresh(String),
 }
 
 impl CallError {
@@ -98,12 +126,13 @@ impl CallError {
     pub(crate) fn code(&self) -> Option<&str> {
         match self {
             CallError::Api { code, .. } => Some(code),
-            CallError::Http(_) => None,
+            CallError::Http(_) | CallError::Refresh(_) => None,
         }
     }
 }
 
 /// Where requests to one service go: the URL and the `Host` header it implies.
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     url: String,
     host: String,
@@ -132,13 +161,167 @@ impl Endpoint {
     }
 }
 
+/// Credentials, their source, and what a refresh registered.
+pub(crate) struct Identity {
+    provider: Provider,
+    sts: Sts,
+    deadline: Deadline,
+    current: Mutex<Arc<Credentials>>,
+    /// Secrets obtained by refreshes, for the redactor.
+    refreshed: Mutex<Vec<Zeroizing<String>>>,
+    pub(crate) region: String,
+}
+
+impl Identity {
+    /// Resolves the credential chain of `settings` (the `aws_session` keys, `sts_endpoint_url`)
+    /// and fetches the first credentials.
+    pub(crate) fn new(
+        settings: &Settings<'_>,
+        context: &mut Context<'_>,
+    ) -> Result<Identity, SessionError> {
+        let session = settings.section("aws_session")?;
+        let sts_url = url_setting(settings, "sts_endpoint_url")?;
+        Identity::from_section(&session, sts_url, None, context)
+    }
+
+    /// [`Identity::new`] from a section holding the `aws_*` keys, with the STS endpoint given
+    /// and a region to fall back on.
+    pub(crate) fn from_section(
+        session: &Settings<'_>,
+        sts_url: Option<&str>,
+        default_region: Option<&str>,
+        context: &mut Context<'_>,
+    ) -> Result<Identity, SessionError> {
+        let (env, redactor) = (context.env, &mut *context.redactor);
+        let profile_named = session.string("aws_profile")?;
+        let profiles = Profiles::load(env, redactor);
+        let profile = match profile_named {
+            Some(name) => Some(
+                profiles
+                    .get(name)
+                    .ok_or_else(|| SessionError::NoProfile(name.to_owned()))?,
+            ),
+            None => profiles
+                .get(&chain::set(env, "AWS_PROFILE").unwrap_or_else(|| "default".to_owned())),
+        };
+        let configured = match session.string("aws_region")? {
+            Some(region) => Some(region.to_owned()),
+            None => chain::set(env, "AWS_REGION")
+                .or_else(|| chain::set(env, "AWS_DEFAULT_REGION"))
+                .or_else(|| profile.and_then(|profile| profile.get("region").cloned()))
+                .or_else(|| default_region.map(str::to_owned)),
+        };
+        // As the SDKs do on EC2: the instance's own region, unless instance metadata is off.
+        let region = match configured {
+            Some(region) => region,
+            None if chain::imds_disabled(env) => return Err(SessionError::NoRegion(String::new())),
+            None => {
+                let endpoint = remote::imds_endpoint(env);
+                remote::imds_region(&endpoint, context.deadline, &mut |secret| {
+                    redactor.add(secret);
+                })
+                .map_err(|reason| {
+                    SessionError::NoRegion(format!(
+                        "; the EC2 instance metadata service at {endpoint} gave none: {reason}"
+                    ))
+                })?
+            }
+        };
+        let sts = Sts {
+            http: Client::new(&TlsOptions::default(), context.deadline)?,
+            endpoint: Endpoint::new(
+                sts_url
+                    .map(str::to_owned)
+                    .or_else(|| chain::set(env, "AWS_ENDPOINT_URL_STS"))
+                    .as_deref(),
+                "sts",
+                &region,
+            ),
+            region: region.clone(),
+        };
+        let mut provider = chain::resolve(&Sources {
+            session,
+            profile_named,
+            profiles: &profiles,
+            env,
+        })?;
+        if let Some(role_arn) = session.string("aws_role_arn")? {
+            provider = Provider::AssumeRole {
+                base: Box::new(provider),
+                role_arn: role_arn.to_owned(),
+                session_name: session
+                    .string("aws_role_session_name")?
+                    .unwrap_or(sts::SESSION_NAME)
+                    .to_owned(),
+                external_id: session.string("aws_external_id")?.map(str::to_owned),
+            };
+        }
+        let credentials =
+            provider.fetch(&sts, context.deadline, &mut |secret| redactor.add(secret))?;
+        Ok(Identity {
+            provider,
+            sts,
+            deadline: context.deadline,
+            current: Mutex::new(Arc::new(credentials)),
+            refreshed: Mutex::new(Vec::new()),
+            region,
+        })
+    }
+
+    /// Credentials to sign with now: the current ones, fetched again first when they are
+    /// within [`REFRESH_MARGIN`] of their expiry. One refresh at a time (the others wait for
+    /// its result); when it fails, credentials that have not yet expired are still used.
+    pub(crate) fn credentials(&self) -> Result<Arc<Credentials>, CallError> {
+        // A poisoned lock only means a worker panicked; the credentials are still whole.
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let now = OffsetDateTime::now_utc();
+        if !current.needs_refresh(now) {
+            return Ok(Arc::clone(&current));
+        }
+        let mut found = Vec::new();
+        let fetched = self
+            .provider
+            .fetch(&self.sts, self.deadline, &mut |secret| {
+                found.push(Zeroizing::new(secret.to_owned()));
+            });
+        self.refreshed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .extend(found);
+        match fetched {
+            Ok(fresh) => *current = Arc::new(fresh),
+            Err(error) if current.expires.is_some_and(|expires| expires <= now) => {
+                return Err(CallError::Refresh(format!(
+                    "the AWS credentials expired and could not be fetched again: {error}"
+                )));
+            }
+            Err(_) => {}
+        }
+        Ok(Arc::clone(&current))
+    }
+
+    /// Registers the secrets obtained by refreshes with `redactor`.
+    pub(crate) fn register_refreshed(&self, redactor: &mut Redactor) {
+        for secret in self
+            .refreshed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+        {
+            redactor.add(secret);
+        }
+    }
+}
+
 /// A signed-call client for one AWS service.
 pub(crate) struct Session {
     http: Client,
     endpoint: Endpoint,
-    region: String,
     service: &'static str,
-    credentials: Credentials,
+    identity: Identity,
 }
 
 impl Session {
@@ -148,72 +331,17 @@ impl Session {
         settings: &Settings<'_>,
         context: &mut Context<'_>,
     ) -> Result<Session, SessionError> {
-        let (env, redactor) = (context.env, &mut *context.redactor);
-        let session = settings.section("aws_session")?;
-        let profile_name = session.string("aws_profile")?.map(str::to_owned);
-        let profiles = Profiles::load(env, redactor);
-        let profile = match &profile_name {
-            Some(name) => Some(
-                profiles
-                    .get(name)
-                    .ok_or_else(|| SessionError::NoProfile(name.clone()))?,
-            ),
-            None => profiles.get(&env("AWS_PROFILE").unwrap_or_else(|| "default".to_owned())),
-        };
-        let region = match session.string("aws_region")? {
-            Some(region) => region.to_owned(),
-            None => env("AWS_REGION")
-                .filter(|region| !region.is_empty())
-                .or_else(|| env("AWS_DEFAULT_REGION").filter(|region| !region.is_empty()))
-                .or_else(|| profile.and_then(|profile| profile.get("region").cloned()))
-                .ok_or(SessionError::NoRegion)?,
-        };
-        let endpoint = Endpoint::new(url_setting(settings, "endpoint_url")?, service, &region);
-        let http = Client::new(&TlsOptions::default(), context.deadline)?;
-        let sts = Sts {
-            http: &http,
-            endpoint: Endpoint::new(
-                url_setting(settings, "sts_endpoint_url")?
-                    .map(str::to_owned)
-                    .or_else(|| env("AWS_ENDPOINT_URL_STS").filter(|url| !url.is_empty()))
-                    .as_deref(),
-                "sts",
-                &region,
-            ),
-            region: &region,
-        };
-        let source = Source {
-            session: &session,
-            profile_named: profile_name.is_some(),
-            profile,
-        };
-        let mut credentials = credentials(&source, &sts, redactor, env)?;
-        if let Some(role_arn) = session.string("aws_role_arn")? {
-            let session_name = session
-                .string("aws_role_session_name")?
-                .unwrap_or(sts::SESSION_NAME);
-            credentials = sts
-                .assume_role(
-                    &credentials,
-                    role_arn,
-                    session_name,
-                    session.string("aws_external_id")?,
-                )
-                .map_err(|reason| SessionError::AssumeRole {
-                    role_arn: role_arn.to_owned(),
-                    reason,
-                })?;
-            redactor.add(&credentials.secret_access_key);
-            if let Some(token) = &credentials.session_token {
-                redactor.add(token);
-            }
-        }
-        Ok(Session {
-            http,
-            endpoint,
-            region,
+        let identity = Identity::new(settings, context)?;
+        let endpoint = Endpoint::new(
+            url_setting(settings, "endpoint_url")?,
             service,
-            credentials,
+            &identity.region,
+        );
+        Ok(Session {
+            http: Client::new(&TlsOptions::default(), context.deadline)?,
+            endpoint,
+            service,
+            identity,
         })
     }
 
@@ -224,6 +352,7 @@ impl Session {
         target: &str,
         body: &serde_json::Value,
     ) -> Result<Zeroizing<String>, CallError> {
+        let credentials = self.identity.credentials()?;
         post(
             &self.http,
             &self.endpoint,
@@ -232,9 +361,19 @@ impl Session {
                 ("x-amz-target", target),
             ],
             body.to_string().into_bytes(),
-            Some((&self.credentials, &self.region, self.service)),
+            Some((&credentials, &self.identity.region, self.service)),
         )
     }
+
+    /// Registers the secrets obtained by credential refreshes with `redactor`.
+    pub(crate) fn register_refreshed(&self, redactor: &mut Redactor) {
+        self.identity.register_refreshed(redactor);
+    }
+}
+
+/// An RFC 3339 time (`Expiration` of AWS credentials).
+fn parse_time(text: &str) -> Result<OffsetDateTime, time::error::Parse> {
+    OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
 }
 
 /// POSTs `body` to the endpoint, signed when `signer` is given; the answer's body on HTTP 200.
@@ -291,187 +430,6 @@ fn url_setting<'a>(settings: &Settings<'a>, key: &str) -> Result<Option<&'a str>
     }
 }
 
-/// Where the base credentials may come from.
-struct Source<'a, 's> {
-    session: &'a Settings<'s>,
-    /// Whether `aws_profile` names the profile (then it wins over the environment).
-    profile_named: bool,
-    profile: Option<&'a BTreeMap<String, String>>,
-}
-
-fn credentials(
-    source: &Source<'_, '_>,
-    sts: &Sts<'_>,
-    redactor: &mut Redactor,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Credentials, SessionError> {
-    let from = |id: Option<String>, secret: Option<String>, token: Option<String>| {
-        let (id, secret) = (id?, secret?);
-        Some(Credentials {
-            access_key_id: id,
-            secret_access_key: Zeroizing::new(secret),
-            session_token: token.filter(|token| !token.is_empty()).map(Zeroizing::new),
-        })
-    };
-    let session = source.session;
-    let id = session.string("aws_access_key_id")?;
-    let secret = session.string("aws_secret_access_key")?;
-    let configured = match (id, secret) {
-        (Some(id), Some(secret)) => from(
-            Some(id.to_owned()),
-            Some(secret.to_owned()),
-            session.string("aws_session_token")?.map(str::to_owned),
-        ),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(session
-                .invalid(
-                    "aws_secret_access_key",
-                    "is required with aws_access_key_id",
-                )
-                .into());
-        }
-        (None, Some(_)) => {
-            return Err(session
-                .invalid(
-                    "aws_access_key_id",
-                    "is required with aws_secret_access_key",
-                )
-                .into());
-        }
-    };
-    let from_profile = || {
-        let profile = source.profile?;
-        from(
-            profile.get("aws_access_key_id").cloned(),
-            profile.get("aws_secret_access_key").cloned(),
-            profile.get("aws_session_token").cloned(),
-        )
-    };
-    let from_env = || {
-        from(
-            env("AWS_ACCESS_KEY_ID").filter(|id| !id.is_empty()),
-            env("AWS_SECRET_ACCESS_KEY").filter(|secret| !secret.is_empty()),
-            env("AWS_SESSION_TOKEN"),
-        )
-    };
-    let found = if source.profile_named {
-        configured.or_else(from_profile)
-    } else {
-        match configured.or_else(from_env) {
-            Some(found) => Some(found),
-            None => match web_identity(sts, redactor, env)? {
-                Some(found) => Some(found),
-                None => from_profile(),
-            },
-        }
-    };
-    let found = found.ok_or(SessionError::NoCredentials)?;
-    redactor.add(&found.secret_access_key);
-    if let Some(token) = &found.session_token {
-        redactor.add(token);
-    }
-    Ok(found)
-}
-
-/// Credentials for the role of `AWS_ROLE_ARN` in exchange for the token in
-/// `AWS_WEB_IDENTITY_TOKEN_FILE` (EKS IRSA), when both are set.
-fn web_identity(
-    sts: &Sts<'_>,
-    redactor: &mut Redactor,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<Credentials>, SessionError> {
-    let set = |name: &str| env(name).filter(|value| !value.is_empty());
-    let (Some(token_file), Some(role_arn)) =
-        (set("AWS_WEB_IDENTITY_TOKEN_FILE"), set("AWS_ROLE_ARN"))
-    else {
-        return Ok(None);
-    };
-    let failed = |reason: String| SessionError::WebIdentity {
-        role_arn: role_arn.clone(),
-        reason,
-    };
-    let token =
-        crate::backends::file::read_text(std::path::Path::new(&token_file), MAX_PROFILE_FILE)
-            .map_err(|error| failed(format!("AWS_WEB_IDENTITY_TOKEN_FILE: {error}")))?;
-    let token = Zeroizing::new(token.trim().to_owned());
-    redactor.add(&token);
-    let session_name = set("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| sts::SESSION_NAME.to_owned());
-    sts.assume_role_with_web_identity(&role_arn, &session_name, &token)
-        .map(Some)
-        .map_err(failed)
-}
-
-/// The profiles of the shared credentials and config files, merged (credentials file first).
-struct Profiles {
-    profiles: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl Profiles {
-    /// Reads both files; a missing or unreadable file contributes nothing.
-    fn load(env: &dyn Fn(&str) -> Option<String>, redactor: &mut Redactor) -> Profiles {
-        let home = env("HOME").map(PathBuf::from);
-        let path = |variable: &str, default: &str| {
-            env(variable)
-                .filter(|path| !path.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| home.as_ref().map(|home| home.join(".aws").join(default)))
-        };
-        let mut profiles: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for (file, is_config) in [
-            (path("AWS_SHARED_CREDENTIALS_FILE", "credentials"), false),
-            (path("AWS_CONFIG_FILE", "config"), true),
-        ] {
-            let Some(text) = file
-                .and_then(|file| crate::backends::file::read_text(&file, MAX_PROFILE_FILE).ok())
-            else {
-                continue;
-            };
-            for (name, values) in parse_ini(&text, is_config) {
-                let profile = profiles.entry(name).or_default();
-                for (key, value) in values {
-                    if key.contains("secret") || key.contains("token") {
-                        redactor.add(&value);
-                    }
-                    profile.entry(key).or_insert(value);
-                }
-            }
-        }
-        Profiles { profiles }
-    }
-
-    fn get(&self, name: &str) -> Option<&BTreeMap<String, String>> {
-        self.profiles.get(name)
-    }
-}
-
-/// Sections of an AWS INI file. In the config file, `[profile NAME]` names profile `NAME`.
-fn parse_ini(text: &str, is_config: bool) -> Vec<(String, Vec<(String, String)>)> {
-    let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(header) = line
-            .strip_prefix('[')
-            .and_then(|rest| rest.strip_suffix(']'))
-        {
-            let header = header.trim();
-            let name = match header.strip_prefix("profile ") {
-                Some(name) if is_config => name.trim(),
-                _ => header,
-            };
-            sections.push((name.to_owned(), Vec::new()));
-        } else if let (Some((key, value)), Some((_, values))) =
-            (line.split_once('='), sections.last_mut())
-        {
-            values.push((key.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-    sections
-}
-
 /// The error code and message of an AWS error answer: JSON (`__type`, `message`) from the
 /// services, XML (`<Code>`, `<Message>`) from the signature checker.
 fn error_details(body: &str) -> (Option<String>, Option<String>) {
@@ -500,14 +458,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ini_profiles() {
-        let text = "# c\n[default]\naws_access_key_id = AKIA1\nregion=eu-west-1\n\n\
-                    [profile dev]\nregion = us-east-2\n[plain]\nkey = v = w\n";
-        let sections = parse_ini(text, true);
-        let names: Vec<&str> = sections.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, ["default", "dev", "plain"]);
-        assert_eq!(sections[2].1, [("key".to_owned(), "v = w".to_owned())]);
-        assert_eq!(parse_ini("[profile dev]\n", false)[0].0, "profile dev");
+    fn temporary_credentials_are_refreshed_within_the_margin() {
+        let now = time::macros::datetime!(2030-01-01 00:00:00 UTC);
+        let with = |expires: Option<OffsetDateTime>| Credentials {
+            access_key_id: "ASIA1".to_owned(),
+            secret_access_key: Zeroizing::new("s".to_owned()),
+            session_token: None,
+            expires,
+        };
+        assert!(!with(None).needs_refresh(now));
+        assert!(!with(Some(now + time::Duration::seconds(61))).needs_refresh(now));
+        assert!(with(Some(now + time::Duration::seconds(59))).needs_refresh(now));
+        assert!(with(Some(now - time::Duration::seconds(1))).needs_refresh(now));
     }
 
     #[test]

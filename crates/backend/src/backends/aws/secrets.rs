@@ -55,6 +55,7 @@ pub(crate) fn resolve(
     ids.sort_unstable();
     ids.dedup();
     let fetched = map_bounded(&ids, MAX_IN_FLIGHT, |id| fetch(&session, id));
+    session.register_refreshed(context.redactor);
     let by_id: BTreeMap<&str, &Result<Zeroizing<String>, String>> =
         ids.iter().copied().zip(fetched.iter()).collect();
     Ok(parsed
@@ -121,7 +122,8 @@ fn fetch(session: &Session, id: &str) -> Result<Zeroizing<String>, String> {
         .ok_or_else(|| format!("secret {id:?} holds binary data, which is not supported"))
 }
 
-fn json_key(secret: &str, id: &str, key: &str) -> Outcome {
+/// The value of `key` in the JSON object `secret` (shared with the other JSON-secret stores).
+pub(crate) fn json_key(secret: &str, id: &str, key: &str) -> Outcome {
     let object: BTreeMap<String, Box<RawValue>> = serde_json::from_str(secret).map_err(|_| {
         format!("secret {id:?} is not a JSON object; use the handle {id:?} for its whole value")
     })?;

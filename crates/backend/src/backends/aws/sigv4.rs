@@ -135,6 +135,7 @@ mod tests {
                     "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned(),
                 ),
                 session_token: session_token.map(|token| Zeroizing::new(token.to_owned())),
+                expires: None,
             };
             let request = Unsigned {
                 method: "POST",

@@ -66,6 +66,7 @@ pub(crate) fn resolve(
         .collect();
     let batches: Vec<&[&str]> = names.chunks(BATCH).collect();
     let fetched = map_bounded(&batches, MAX_IN_FLIGHT, |batch| fetch(&session, batch));
+    session.register_refreshed(context.redactor);
     Ok(handles
         .iter()
         .map(|handle| {

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{CallError, Credentials, Endpoint, post};
 use crate::http::Client;
+use crate::http::form_encode;
 
 /// Session name when none is configured; it shows in the role's CloudTrail events.
 pub(super) const SESSION_NAME: &str = "keyturn-backend";
@@ -17,13 +18,13 @@ pub(super) const SESSION_NAME: &str = "keyturn-backend";
 const DURATION_SECONDS: &str = "900";
 
 /// An STS client.
-pub(super) struct Sts<'a> {
-    pub(super) http: &'a Client,
+pub(super) struct Sts {
+    pub(super) http: Client,
     pub(super) endpoint: Endpoint,
-    pub(super) region: &'a str,
+    pub(super) region: String,
 }
 
-impl Sts<'_> {
+impl Sts {
     /// `sts:AssumeRole`, signed with `base`.
     pub(super) fn assume_role(
         &self,
@@ -77,14 +78,14 @@ impl Sts<'_> {
                 .join("&"),
         );
         let answer = post(
-            self.http,
+            &self.http,
             &self.endpoint,
             &[(
                 "content-type",
                 "application/x-www-form-urlencoded; charset=utf-8",
             )],
             body.as_bytes().to_vec(),
-            signer.map(|credentials| (credentials, self.region, "sts")),
+            signer.map(|credentials| (credentials, self.region.as_str(), "sts")),
         )
         .map_err(|error: CallError| error.to_string())?;
         parse_credentials(&answer).ok_or_else(|| "unexpected answer from STS".to_owned())
@@ -103,6 +104,7 @@ fn parse_credentials(xml: &str) -> Option<Credentials> {
         access_key_id: tag("AccessKeyId")?,
         secret_access_key: Zeroizing::new(tag("SecretAccessKey")?),
         session_token: Some(Zeroizing::new(tag("SessionToken")?)),
+        expires: tag("Expiration").and_then(|text| super::parse_time(&text).ok()),
     })
 }
 
@@ -115,20 +117,6 @@ fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// `application/x-www-form-urlencoded` encoding of a value (RFC 3986 unreserved kept).
-fn form_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(byte));
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,20 +125,17 @@ mod tests {
     fn parses_assume_role_answers() {
         let xml = "<AssumeRoleResponse><AssumeRoleResult><Credentials>\
                    <AccessKeyId>ASIA1</AccessKeyId><SecretAccessKey>s/k+1</SecretAccessKey>\
-                   <SessionToken>tok&amp;en=</SessionToken></Credentials></AssumeRoleResult>\
+                   <SessionToken>tok&amp;en=</SessionToken>\
+                   <Expiration>2030-01-02T03:04:05Z</Expiration></Credentials></AssumeRoleResult>\
                    </AssumeRoleResponse>";
         let credentials = parse_credentials(xml).unwrap();
         assert_eq!(credentials.access_key_id, "ASIA1");
         assert_eq!(credentials.secret_access_key.as_str(), "s/k+1");
         assert_eq!(credentials.session_token.unwrap().as_str(), "tok&en=");
-        assert!(parse_credentials("<Error/>").is_none());
-    }
-
-    #[test]
-    fn form_encoding() {
         assert_eq!(
-            form_encode("arn:aws:iam::1:role/a b+c"),
-            "arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fa%20b%2Bc"
+            credentials.expires,
+            Some(time::macros::datetime!(2030-01-02 03:04:05 UTC))
         );
+        assert!(parse_credentials("<Error/>").is_none());
     }
 }

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use super::VaultError;
 use crate::http::{self, TlsOptions};
 use crate::redact::Redactor;
+use crate::schedule::Deadline;
 use crate::settings::{Settings, SettingsError};
 
 /// Where Kubernetes mounts the service account token.
@@ -51,6 +52,7 @@ impl VaultConfig {
         settings: &Settings<'_>,
         redactor: &mut Redactor,
         env: &dyn Fn(&str) -> Option<String>,
+        deadline: Deadline,
     ) -> Result<VaultConfig, VaultError> {
         let address = match settings.string("vault_address")? {
             Some(address) => address.to_owned(),
@@ -66,13 +68,15 @@ impl VaultConfig {
                 .invalid("vault_address", "must start with http:// or https://")
                 .into());
         }
+        // The address may carry `user:password@`; `VAULT_ADDR` is not in the config.
+        redactor.add_url(&address);
         let address = address.trim_end_matches('/').to_owned();
         let namespace = match settings.string("vault_namespace")? {
             Some(namespace) => Some(namespace.to_owned()),
             None => env("VAULT_NAMESPACE").filter(|namespace| !namespace.is_empty()),
         };
         let tls = tls_options(settings, env)?;
-        let auth = auth(settings, redactor, env)?;
+        let auth = auth(settings, redactor, env, deadline)?;
         Ok(VaultConfig {
             address,
             namespace,
@@ -129,6 +133,7 @@ fn tls_options(
         ca_files,
         client,
         insecure: tls.bool("insecure")?.unwrap_or(false),
+        ..TlsOptions::default()
     })
 }
 
@@ -136,6 +141,7 @@ fn auth(
     settings: &Settings<'_>,
     redactor: &mut Redactor,
     env: &dyn Fn(&str) -> Option<String>,
+    deadline: Deadline,
 ) -> Result<Auth, VaultError> {
     let session = settings.section("vault_session")?;
     let method = match session.string("vault_auth_type")? {
@@ -215,11 +221,32 @@ fn auth(
                 serde_json::json!({"role": role, "jwt": jwt.as_str()}),
             ))
         }
+        "aws" => {
+            let role = session.required_string("vault_aws_role", " (AWS IAM login)")?;
+            let mount = mount("aws")?;
+            let mut context = crate::backends::Context {
+                deadline,
+                redactor,
+                env,
+            };
+            let body = crate::backends::aws::iam_login::login_body(&session, role, &mut context)
+                .map_err(|error| VaultError::Login {
+                    method: "aws",
+                    mount: mount.clone(),
+                    reason: error.to_string(),
+                })?;
+            Ok(Auth::Login {
+                method: "aws",
+                mount,
+                suffix: String::new(),
+                body,
+            })
+        }
         other => Err(session
             .invalid(
                 "vault_auth_type",
                 format!(
-                    "{other:?} is not supported (supported: approle, userpass, ldap, kubernetes, token)"
+                    "{other:?} is not supported (supported: approle, userpass, ldap, kubernetes, aws, token)"
                 ),
             )
             .into()),

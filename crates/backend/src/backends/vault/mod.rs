@@ -8,7 +8,9 @@
 //! `vault_token`, `vault_session` (`vault_auth_type`: `approle` with `vault_role_id` and
 //! `vault_secret_id`; `userpass` with `vault_username`, `vault_password`; `ldap` with
 //! `vault_ldap_username`, `vault_ldap_password`; `kubernetes` with `vault_kubernetes_role`,
-//! `vault_kubernetes_jwt` or `vault_kubernetes_jwt_path`; plus ours `vault_secret_id_file`,
+//! `vault_kubernetes_jwt` or `vault_kubernetes_jwt_path`; `aws` (IAM) with `vault_aws_role`
+//! and the AWS session keys, see [`crate::backends::aws::iam_login`]; plus ours
+//! `vault_secret_id_file`,
 //! `vault_auth_path`), `vault_namespace` (or `VAULT_NAMESPACE`), `vault_tls_config`
 //! (`ca_cert` or `VAULT_CACERT`, `ca_path`, `client_cert`, `client_key`, `insecure`), and ours
 //! `vault_token_file`, `key_separator` (another separator than `;`, split at its last
@@ -106,7 +108,8 @@ pub(crate) fn resolve(
         .iter()
         .map(|handle| parse_handle(handle, separator))
         .collect();
-    let config = VaultConfig::from_settings(settings, context.redactor, context.env)?;
+    let config =
+        VaultConfig::from_settings(settings, context.redactor, context.env, context.deadline)?;
     let client = Client::new(&config.tls, context.deadline).map_err(VaultError::Tls)?;
     let session = Session::login(&client, &config, context.redactor)?;
     let secrets: Vec<SecretRef> = {
