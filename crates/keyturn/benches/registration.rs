@@ -122,6 +122,7 @@ fn resolver(command: &Path) -> Resolver {
     Resolver::new(Settings {
         backend: Some(BackendSelection::Command {
             command: command.to_path_buf(),
+            payload: None,
         }),
         ..Settings::default()
     })

@@ -33,6 +33,8 @@ pub(crate) use spawn::start_command;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use keyturn_protocol::PayloadVersion;
+
 pub use permissions::{ExecutableReport, FileDetails, PermissionError, Verdict, executable_report};
 
 use crate::metrics::{FailureKind, Metrics};
@@ -67,6 +69,8 @@ pub struct BackendSpec {
     pub backend_type: Option<String>,
     /// Payload `config`, sent when non-empty.
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Payload version; with `1.0` only `version` and `secrets` are sent.
+    pub protocol: PayloadVersion,
 }
 
 impl std::fmt::Debug for BackendSpec {
@@ -80,6 +84,7 @@ impl std::fmt::Debug for BackendSpec {
                 "config",
                 &self.config.as_ref().map(keyturn_protocol::RedactedConfig),
             )
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -166,6 +171,7 @@ mod tests {
             check: PermissionCheck::Skip,
             backend_type: Some("hashicorp.vault".into()),
             config: Some(config),
+            protocol: PayloadVersion::V1_1,
         };
         let printed = format!("{spec:?}");
         assert!(printed.contains("vault_token"), "{printed}");

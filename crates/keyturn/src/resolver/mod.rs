@@ -20,6 +20,7 @@
 pub mod refresh;
 pub mod status;
 
+use crate::printable::Printable;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use keyturn_protocol::PayloadVersion;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -107,15 +109,16 @@ pub const LISTED_PATHS: usize = 10;
 pub const LISTED_HANDLES: usize = 100;
 
 impl Failure {
-    /// The paths joined with `, ` (each with its segments joined by `/`) for messages: at most
-    /// [`LISTED_PATHS`], then `and N more`, so a message stays proportional to the input
-    /// however many times a handle is used (a use through an alias repeats its whole path).
+    /// The paths joined with `, ` (each with its segments joined by `/`, made printable) for
+    /// messages: at most [`LISTED_PATHS`], then `and N more`, so a message stays proportional
+    /// to the input however many times a handle is used (a use through an alias repeats its
+    /// whole path).
     pub fn paths_text(&self) -> String {
         let mut text = self
             .paths
             .iter()
             .take(LISTED_PATHS)
-            .map(|path| path.join("/"))
+            .map(|path| crate::printable::printable(&path.join("/")))
             .collect::<Vec<_>>()
             .join(", ");
         if self.paths.len() > LISTED_PATHS {
@@ -174,7 +177,7 @@ impl fmt::Display for FailureGroup<'_> {
             [one] => write!(
                 f,
                 "'{}' ({}){}: {}",
-                one.handle,
+                Printable(&one.handle),
                 self.kind.as_str(),
                 at(one),
                 self.message
@@ -193,7 +196,7 @@ impl fmt::Display for FailureGroup<'_> {
                     if index > 0 {
                         f.write_str("; ")?;
                     }
-                    write!(f, "'{}'{}", failure.handle, at(failure))?;
+                    write!(f, "'{}'{}", Printable(&failure.handle), at(failure))?;
                 }
                 if many.len() > LISTED_HANDLES {
                     write!(f, "; and {} more", many.len() - LISTED_HANDLES)?;
@@ -497,7 +500,7 @@ impl Resolver {
                 let (kind, message) = failure.unwrap_or_else(|| {
                     (
                         FailureKind::BackendError,
-                        format!("resolving '{handle}' was interrupted"),
+                        format!("resolving '{}' was interrupted", Printable(handle)),
                     )
                 });
                 Failure {
@@ -699,8 +702,11 @@ impl Inner {
                                     .or_default()
                                     .push((handle.clone(), key.to_owned())),
                                 None => {
-                                    let message =
-                                        format!("handle \"{handle}\": unknown backend \"{name}\"");
+                                    let message = format!(
+                                        "handle \"{}\": unknown backend \"{}\"",
+                                        Printable(handle),
+                                        Printable(name)
+                                    );
                                     results.insert(
                                         handle.clone(),
                                         Err((FailureKind::BackendError, message)),
@@ -709,7 +715,8 @@ impl Inner {
                             }
                         }
                         None => {
-                            let message = format!("handle \"{handle}\": unknown backend");
+                            let message =
+                                format!("handle \"{}\": unknown backend", Printable(handle));
                             results
                                 .insert(handle.clone(), Err((FailureKind::BackendError, message)));
                         }
@@ -943,10 +950,12 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
         check: PermissionCheck::Builtin,
         backend_type: Some(b.backend_type.clone()),
         config: (!b.config.is_empty()).then(|| b.config.clone()),
+        // keyturn's own backend needs `type`, which only 1.1 carries.
+        protocol: PayloadVersion::V1_1,
     };
     match &settings.backend {
         None => Routing::None,
-        Some(BackendSelection::Command { command }) => Routing::Single(BackendSpec {
+        Some(BackendSelection::Command { command, payload }) => Routing::Single(BackendSpec {
             command: command.clone(),
             args: settings.arguments.clone(),
             check: if settings.allow_group_exec {
@@ -954,8 +963,13 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
             } else {
                 PermissionCheck::Strict
             },
-            backend_type: None,
-            config: None,
+            // The Agent sends `type` and `config` to the command whenever a type is set.
+            backend_type: payload.as_ref().map(|b| b.backend_type.clone()),
+            config: payload
+                .as_ref()
+                .filter(|b| !b.config.is_empty())
+                .map(|b| b.config.clone()),
+            protocol: settings.protocol_version,
         }),
         Some(BackendSelection::Type(b)) => Routing::Single(builtin_spec(b)),
         Some(BackendSelection::Multi(backends)) => Routing::Multi(
