@@ -397,7 +397,7 @@ fn read_template(
     let refresh_allowlist = keys.string_list("refresh_allowlist")?;
     let timeout = match keys.non_negative("on_change_timeout")? {
         None | Some(0) => DEFAULT_ON_CHANGE_TIMEOUT,
-        Some(secs) => Duration::from_secs(secs),
+        Some(secs) => crate::settings::clamped_secs(secs),
     };
     let on_change = match keys.string_list("on_change")? {
         None => None,
