@@ -96,35 +96,35 @@ pub struct OnChange {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read settings file {path}: {source}")]
+    #[error("cannot read settings file {path}: {error}")]
     Read {
         /// The settings file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file's content is invalid.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Invalid {
         /// The settings file.
         path: PathBuf,
         /// What is wrong, naming the key.
-        source: SettingsError,
+        error: SettingsError,
     },
 }
 
 impl DaemonConfig {
     /// Reads and validates the settings file at `path`.
     pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base = absolute.parent().unwrap_or(Path::new("/"));
-        DaemonConfig::from_yaml_str(&text, base).map_err(|source| ConfigError::Invalid {
+        DaemonConfig::from_yaml_str(&text, base).map_err(|error| ConfigError::Invalid {
             path: path.to_path_buf(),
-            source,
+            error,
         })
     }
 
