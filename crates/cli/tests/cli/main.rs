@@ -15,6 +15,7 @@ mod leaks;
 mod memory;
 mod resolve;
 mod serve;
+mod systemd;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
