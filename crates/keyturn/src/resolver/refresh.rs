@@ -335,9 +335,15 @@ impl Resolver {
             let mut failed = Vec::new();
             for (handle, contexts) in &state.contexts {
                 if let Some(value) = state.cache.get(handle) {
-                    let last_segments = contexts
-                        .iter()
-                        .filter_map(|c| c.path.last().map(String::as_str));
+                    // Only keys can end in `key`: indexes are left out.
+                    let last_segments =
+                        contexts
+                            .iter()
+                            .flat_map(|c| c.paths.iter())
+                            .filter_map(|path| match path.last() {
+                                Some(Segment::Key(key)) => Some(&**key),
+                                Some(Segment::Index(_)) | None => None,
+                            });
                     entries.push(AuditEntry::new(handle.clone(), value, last_segments));
                 } else if let Some((kind, _)) = state.failures.get(handle) {
                     failed.push(FailedHandle {
