@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
+use anyhow::Context as _;
 use keyturn::daemon::{self, Daemon, DaemonConfig, DaemonError};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -37,14 +37,17 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::operational(anyhow!("cannot start the async runtime: {e}")))?;
+        .context("cannot start the async runtime")
+        .map_err(Failure::operational)?;
     runtime.block_on(serve(config, args.config))
 }
 
 async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> {
     let listen = config.api.listen;
     let signals = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|e| Failure::operational(anyhow!("cannot handle {name}: {e}")))
+        signal(kind)
+            .with_context(|| format!("cannot handle {name}"))
+            .map_err(Failure::operational)
     };
     let mut hangup = signals(SignalKind::hangup(), "SIGHUP")?;
     let mut terminate = signals(SignalKind::terminate(), "SIGTERM")?;
@@ -75,7 +78,8 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Failure::operational(anyhow!("cannot listen on {listen}: {e}")))?;
+        .with_context(|| format!("cannot listen on {listen}"))
+        .map_err(Failure::operational)?;
     let daemon = Daemon::start(config, Some(path))
         .await
         .map_err(|e| match e {
@@ -108,6 +112,7 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     };
     daemon::serve(listener, daemon, shutdown)
         .await
-        .map_err(|e| Failure::operational(anyhow!("the API server failed: {e}")))?;
+        .context("the API server failed")
+        .map_err(Failure::operational)?;
     Ok(Outcome::Success)
 }

@@ -166,6 +166,7 @@ fn spec(name: &str, args: &[&str]) -> BackendSpec {
         check: PermissionCheck::Strict,
         backend_type: None,
         config: None,
+        working_dir: None,
     }
 }
 
@@ -893,6 +894,7 @@ async fn bare_names_and_skip() {
         check: PermissionCheck::Skip,
         backend_type: None,
         config: None,
+        working_dir: None,
     };
     let fetched = run(&skip, &options(), &["h"]).await.unwrap();
     assert_eq!(outcomes(&fetched), resolved("h", "builtin"));

@@ -1165,6 +1165,7 @@ mod status {
             check: PermissionCheck::Skip,
             backend_type: None,
             config: None,
+            working_dir: None,
         };
         let error = backend::version(&spec, &options).await.unwrap_err();
         assert!(error.contains("secret_backend_type"), "{error}");

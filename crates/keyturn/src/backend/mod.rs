@@ -67,6 +67,9 @@ pub struct BackendSpec {
     pub backend_type: Option<String>,
     /// Payload `config`, sent when non-empty.
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The directory the backend runs in (the settings file's, so that relative paths in
+    /// `config` mean what they mean in the settings); keyturn's own when `None`.
+    pub working_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for BackendSpec {
@@ -80,6 +83,7 @@ impl std::fmt::Debug for BackendSpec {
                 "config",
                 &self.config.as_ref().map(keyturn_protocol::RedactedConfig),
             )
+            .field("working_dir", &self.working_dir)
             .finish()
     }
 }
@@ -166,6 +170,7 @@ mod tests {
             check: PermissionCheck::Skip,
             backend_type: Some("hashicorp.vault".into()),
             config: Some(config),
+            working_dir: None,
         };
         let printed = format!("{spec:?}");
         assert!(printed.contains("vault_token"), "{printed}");

@@ -96,20 +96,20 @@ pub struct OnChange {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read settings file {path}: {source}")]
+    #[error("cannot read settings file {path}: {cause}")]
     Read {
         /// The settings file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file's content is invalid.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Invalid {
         /// The settings file.
         path: PathBuf,
         /// What is wrong, naming the key.
-        source: SettingsError,
+        cause: SettingsError,
     },
 }
 
@@ -118,13 +118,13 @@ impl DaemonConfig {
     pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base = absolute.parent().unwrap_or(Path::new("/"));
         DaemonConfig::from_yaml_str(&text, base).map_err(|source| ConfigError::Invalid {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })
     }
 
@@ -132,7 +132,7 @@ impl DaemonConfig {
     /// directory).
     pub fn from_yaml_str(text: &str, base: &Path) -> Result<DaemonConfig, SettingsError> {
         let tree = yaml_to_tree(text)?;
-        let mut settings = Settings::from_tree(&tree)?;
+        let mut settings = Settings::from_tree(&tree)?.relative_to(base);
         let empty = Map::new();
         let map = tree.as_object().unwrap_or(&empty);
         let run_path = match &settings.run_path {

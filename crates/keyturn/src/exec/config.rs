@@ -96,11 +96,11 @@ impl ExecSettings {
         // for a race with a writer, reported like any other read error.
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let (api, exec) = read_exec_section(&text).map_err(|source| ConfigError::Invalid {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Ok(ExecSettings { daemon, api, exec })
     }
