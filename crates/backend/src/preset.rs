@@ -84,13 +84,13 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Command, String> {
     if preset.config.is_some() && preset.backend_type.is_none() {
         return Err("--config and --config-file need --type".to_owned());
     }
-    if let Some(backend_type) = &preset.backend_type {
-        if !crate::backends::TYPES.contains(&backend_type.as_str()) {
-            return Err(format!(
-                "--type: unknown backend type {backend_type:?}; the known types are: {}",
-                crate::backends::TYPES.join(", ")
-            ));
-        }
+    if let Some(backend_type) = &preset.backend_type
+        && !crate::backends::TYPES.contains(&backend_type.as_str())
+    {
+        return Err(format!(
+            "--type: unknown backend type {backend_type:?}; the known types are: {}",
+            crate::backends::TYPES.join(", ")
+        ));
     }
     Ok(Command::Answer(preset))
 }

@@ -149,11 +149,15 @@ async fn supervise(
         .resolve(&document, env::ORIGIN, false)
         .await;
     for failure in &resolution.failures {
-        let names: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+        let names: Vec<String> = failure
+            .paths
+            .iter()
+            .map(|p| keyturn::printable::printable(&p.join("/")))
+            .collect();
         eprintln!(
             "keyturn: environment variable {}: handle '{}' ({}): {}",
             names.join(", "),
-            failure.handle,
+            keyturn::printable::Printable(&failure.handle),
             failure.kind.as_str(),
             failure.message
         );
@@ -177,7 +181,7 @@ async fn supervise(
                 "unresolved handles {}",
                 handles
                     .iter()
-                    .map(|h| format!("'{h}'"))
+                    .map(|h| format!("'{}'", keyturn::printable::Printable(h)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

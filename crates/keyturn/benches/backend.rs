@@ -75,6 +75,7 @@ impl Setup {
             backend_type: None,
             config: None,
             working_dir: None,
+            protocol: keyturn_protocol::PayloadVersion::V1_1,
         };
         Setup {
             _dir: dir,

@@ -61,7 +61,10 @@ printf '}}'
         .expect("runtime");
     runtime.block_on(async {
         let settings = Settings {
-            backend: Some(BackendSelection::Command { command: script }),
+            backend: Some(BackendSelection::Command {
+                command: script,
+                payload: None,
+            }),
             ..Settings::default()
         };
         let resolver = Resolver::new(settings);

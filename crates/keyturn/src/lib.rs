@@ -36,6 +36,7 @@ pub mod exec;
 pub mod handle;
 pub mod hygiene;
 pub mod metrics;
+pub mod printable;
 pub mod resolver;
 pub mod secret;
 pub mod settings;

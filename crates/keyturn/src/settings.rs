@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use keyturn_protocol::PayloadVersion;
 use serde_json::{Map, Value};
 
 /// Default of `secret_backend_timeout`.
@@ -49,6 +50,10 @@ pub struct Settings {
     pub audit_file_max_size: u64,
     /// `run_path`: directory of the audit file and the API token.
     pub run_path: Option<PathBuf>,
+    /// `secret_backend_protocol_version`: the payload sent to `secret_backend_command`
+    /// (`1.1` by default; `1.0` sends exactly `version` and `secrets`). keyturn's own built-in
+    /// backend is always sent `1.1`.
+    pub protocol_version: PayloadVersion,
     /// `secret_memory_lock`: lock the process' memory into RAM (`mlockall`) at start, so that
     /// secrets are never written to swap. See [`crate::hygiene::harden`].
     pub memory_lock: bool,
@@ -74,6 +79,7 @@ impl Default for Settings {
             refresh_trigger_interval: None,
             audit_file_max_size: DEFAULT_AUDIT_FILE_MAX_SIZE,
             run_path: None,
+            protocol_version: PayloadVersion::V1_1,
             memory_lock: false,
             working_dir: None,
             warnings: Vec::new(),
@@ -88,6 +94,10 @@ pub enum BackendSelection {
     Command {
         /// Path (or bare name looked up on `PATH`).
         command: PathBuf,
+        /// `secret_backend_type` and `secret_backend_config` when they are set too: they do
+        /// not choose the executable, but are still sent as the payload's `type` and
+        /// `config`, as the Agent does (Datadog's connector run as a command needs them).
+        payload: Option<BuiltinBackend>,
     },
     /// `secret_backend_type`: keyturn's built-in backend with this type and config.
     Type(BuiltinBackend),
@@ -175,28 +185,49 @@ impl Settings {
             .string_list("secret_backend_arguments")?
             .unwrap_or_default();
 
-        let mut active = Vec::new();
-        if command.is_some() {
-            active.push("secret_backend_command");
+        settings.protocol_version = keys.protocol_version("secret_backend_protocol_version")?;
+        let old_protocol = settings.protocol_version == PayloadVersion::V1_0;
+
+        let mut ignored = Vec::new();
+        if command.is_some() && !multi.is_empty() {
+            ignored.push("multi_secret_backends");
         }
-        if backend_type.is_some() {
-            active.push("secret_backend_type");
-        }
-        if !multi.is_empty() {
-            active.push("multi_secret_backends");
-        }
-        if active.len() > 1 {
+        if let (Some(command), Some(_)) = (&command, &backend_type) {
             settings.warnings.push(format!(
-                "{} takes precedence over {}. Remove {} from your settings to switch. Docs: {}",
-                active[0],
-                active[1..].join(" and "),
-                active[0],
+                "secret_backend_command takes precedence over secret_backend_type for choosing the executable: '{command}' runs, {}. Remove secret_backend_command from your settings to run the built-in backend instead. Docs: {}",
+                if old_protocol {
+                    "and secret_backend_type and secret_backend_config are not sent to it (secret_backend_protocol_version 1.0 sends only version and secrets)"
+                } else {
+                    "and secret_backend_type and secret_backend_config are still sent to it as the payload's type and config"
+                },
                 crate::DOCS_URL
             ));
+        } else if command.is_none() && backend_type.is_some() && !multi.is_empty() {
+            ignored.push("multi_secret_backends");
+        }
+        if !ignored.is_empty() {
+            let active = if command.is_some() {
+                "secret_backend_command"
+            } else {
+                "secret_backend_type"
+            };
+            settings.warnings.push(format!(
+                "{active} takes precedence over multi_secret_backends, which is ignored. Remove {active} from your settings to switch. Docs: {}",
+                crate::DOCS_URL
+            ));
+        }
+        if old_protocol && command.is_none() && (backend_type.is_some() || !multi.is_empty()) {
+            settings.warnings.push(
+                "secret_backend_protocol_version 1.0 applies to secret_backend_command only: keyturn's built-in backend is always sent version 1.1 with its type and config".to_owned(),
+            );
         }
         settings.backend = if let Some(command) = command {
             Some(BackendSelection::Command {
                 command: PathBuf::from(command),
+                payload: backend_type.map(|backend_type| BuiltinBackend {
+                    backend_type,
+                    config: backend_config,
+                }),
             })
         } else if let Some(backend_type) = backend_type {
             known_type("secret_backend_type", &backend_type)?;
@@ -261,15 +292,16 @@ impl Settings {
     /// `secret_backend_config` (`file_path`, `secrets_path`) mean the same.
     pub fn relative_to(mut self, dir: &Path) -> Settings {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-        if let Some(BackendSelection::Command { command }) = &mut self.backend {
-            if command.is_relative() && command.components().count() > 1 {
-                *command = dir.join(&*command);
-            }
+        if let Some(BackendSelection::Command { command, .. }) = &mut self.backend
+            && command.is_relative()
+            && command.components().count() > 1
+        {
+            *command = dir.join(&*command);
         }
-        if let Some(run_path) = &mut self.run_path {
-            if run_path.is_relative() {
-                *run_path = dir.join(&*run_path);
-            }
+        if let Some(run_path) = &mut self.run_path
+            && run_path.is_relative()
+        {
+            *run_path = dir.join(&*run_path);
         }
         self.working_dir = Some(dir);
         self
@@ -403,6 +435,23 @@ impl Keys<'_> {
                 format!("expected a non-negative integer, found {}", kind(other)),
             )),
         }
+    }
+
+    /// `"1.0"` or `"1.1"`; an unquoted `1.0` or `1.1` (a YAML number) is read the same.
+    fn protocol_version(&self, key: &str) -> Result<PayloadVersion, SettingsError> {
+        let text = match self.get(key) {
+            None => return Ok(PayloadVersion::default()),
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Number(number)) => number.to_string(),
+            Some(other) => {
+                return Err(self.invalid(
+                    key,
+                    format!("expected \"1.0\" or \"1.1\", found {}", kind(other)),
+                ));
+            }
+        };
+        PayloadVersion::parse(&text)
+            .ok_or_else(|| self.invalid(key, "expected \"1.0\" or \"1.1\"".to_owned()))
     }
 
     pub(crate) fn string_list(&self, key: &str) -> Result<Option<Vec<String>>, SettingsError> {
@@ -613,13 +662,15 @@ mod tests {
              secret_refresh_on_api_key_failure_interval: 2\n\
              secret_audit_file_max_size: 4096\n\
              run_path: /var/run/keyturn\n\
+             secret_backend_protocol_version: '1.0'\n\
              secret_memory_lock: true\n",
         )
         .unwrap();
         assert_eq!(
             settings.backend,
             Some(BackendSelection::Command {
-                command: PathBuf::from("/usr/bin/fetch")
+                command: PathBuf::from("/usr/bin/fetch"),
+                payload: None,
             })
         );
         assert_eq!(settings.arguments, ["a", "b"]);
@@ -636,6 +687,39 @@ mod tests {
         assert_eq!(settings.audit_file_max_size, 4096);
         assert_eq!(settings.run_path, Some(PathBuf::from("/var/run/keyturn")));
         assert!(settings.memory_lock);
+        assert_eq!(settings.protocol_version, PayloadVersion::V1_0);
+    }
+
+    #[test]
+    fn protocol_version_is_1_1_by_default_and_validated() {
+        assert_eq!(Settings::default().protocol_version, PayloadVersion::V1_1);
+        for (text, version) in [
+            ("'1.0'", PayloadVersion::V1_0),
+            ("\"1.1\"", PayloadVersion::V1_1),
+            // Unquoted, YAML reads a number: the same version is meant.
+            ("1.0", PayloadVersion::V1_0),
+            ("1.1", PayloadVersion::V1_1),
+            ("null", PayloadVersion::V1_1),
+        ] {
+            let settings =
+                Settings::from_yaml_str(&format!("secret_backend_protocol_version: {text}\n"))
+                    .unwrap();
+            assert_eq!(settings.protocol_version, version, "{text}");
+        }
+        for (text, found) in [
+            ("'2.0'", ""),
+            ("1", ""),
+            ("'1.10'", ""),
+            ("true", ", found a boolean"),
+            ("[1.0]", ", found a list"),
+        ] {
+            check_err(
+                &format!("secret_backend_protocol_version: {text}\n"),
+                &format!(
+                    "invalid setting 'secret_backend_protocol_version': expected \"1.0\" or \"1.1\"{found}"
+                ),
+            );
+        }
     }
 
     #[test]
@@ -811,18 +895,62 @@ mod tests {
     #[test]
     fn precedence_command_type_multi_with_warning() {
         let settings = Settings::from_yaml_str(
-            "secret_backend_command: /bin/x\nsecret_backend_type: file.json\nmulti_secret_backends:\n  A:\n    type: file.yaml\n",
+            "secret_backend_command: /bin/x\nsecret_backend_type: file.json\nsecret_backend_config: {file_path: /s.json}\nmulti_secret_backends:\n  A:\n    type: file.yaml\n",
         )
         .unwrap();
-        assert!(matches!(
-            settings.backend,
-            Some(BackendSelection::Command { .. })
-        ));
+        // The command runs, and the type and config still go into its payload (the Agent's
+        // behaviour): Datadog's connector run as a command needs them.
+        let Some(BackendSelection::Command {
+            command,
+            payload: Some(payload),
+        }) = &settings.backend
+        else {
+            panic!("{:?}", settings.backend)
+        };
+        assert_eq!(command, &PathBuf::from("/bin/x"));
+        assert_eq!(payload.backend_type, "file.json");
+        assert_eq!(payload.config["file_path"], "/s.json");
+        assert_eq!(
+            settings.warnings,
+            [
+                format!(
+                    "secret_backend_command takes precedence over secret_backend_type for choosing the executable: \
+                     '/bin/x' runs, and secret_backend_type and secret_backend_config are still sent to it as the \
+                     payload's type and config. Remove secret_backend_command from your settings to run the \
+                     built-in backend instead. Docs: {}",
+                    crate::DOCS_URL
+                ),
+                format!(
+                    "secret_backend_command takes precedence over multi_secret_backends, which is ignored. \
+                     Remove secret_backend_command from your settings to switch. Docs: {}",
+                    crate::DOCS_URL
+                ),
+            ]
+        );
+        let settings = Settings::from_yaml_str(
+            "secret_backend_command: /bin/x\nsecret_backend_type: file.json\nsecret_backend_protocol_version: '1.0'\n",
+        )
+        .unwrap();
         assert_eq!(
             settings.warnings,
             [format!(
-                "secret_backend_command takes precedence over secret_backend_type and multi_secret_backends. \
-                 Remove secret_backend_command from your settings to switch. Docs: {}",
+                "secret_backend_command takes precedence over secret_backend_type for choosing the executable: \
+                 '/bin/x' runs, and secret_backend_type and secret_backend_config are not sent to it \
+                 (secret_backend_protocol_version 1.0 sends only version and secrets). Remove \
+                 secret_backend_command from your settings to run the built-in backend instead. Docs: {}",
+                crate::DOCS_URL
+            )]
+        );
+        let settings = Settings::from_yaml_str(
+            "secret_backend_type: file.json\nmulti_secret_backends:\n  A:\n    type: file.yaml\n",
+        )
+        .unwrap();
+        assert!(matches!(settings.backend, Some(BackendSelection::Type(_))));
+        assert_eq!(
+            settings.warnings,
+            [format!(
+                "secret_backend_type takes precedence over multi_secret_backends, which is ignored. \
+                 Remove secret_backend_type from your settings to switch. Docs: {}",
                 crate::DOCS_URL
             )]
         );

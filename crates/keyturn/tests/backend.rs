@@ -167,6 +167,7 @@ fn spec(name: &str, args: &[&str]) -> BackendSpec {
         backend_type: None,
         config: None,
         working_dir: None,
+        protocol: keyturn_protocol::PayloadVersion::V1_1,
     }
 }
 
@@ -725,9 +726,28 @@ async fn helper_contract_and_version_hint() {
         error.message,
         format!(
             "error while running '{}': exit status 1. See docs for FAQ and troubleshooting methods: {DOCS_URL} \
-             (keyturn sends payload version 1.1; the backend seems to expect 1.0); stderr: invalid version, expected 1.0",
+             (keyturn sent payload version 1.1 and the backend seems to expect 1.0: set \
+             secret_backend_protocol_version: \"1.0\" in your settings to send exactly \
+             {{\"version\":\"1.0\",\"secrets\":[...]}}); stderr: invalid version, expected 1.0",
             cmd("version10")
         )
+    );
+    // With the setting the hint names, the same program answers.
+    let old = BackendSpec {
+        protocol: keyturn_protocol::PayloadVersion::V1_0,
+        ..spec("version10", &[])
+    };
+    let fetched = run(&old, &options(), &["sec1"]).await.unwrap();
+    assert_eq!(outcomes(&fetched), resolved("sec1", "arg_password"));
+    // A 1.1 program sent 1.0 fails without the hint (it would be wrong).
+    let new = BackendSpec {
+        protocol: keyturn_protocol::PayloadVersion::V1_0,
+        ..spec("version11", &[])
+    };
+    let error = run(&new, &options(), &["sec1"]).await.unwrap_err();
+    assert!(
+        !error.message.contains("secret_backend_protocol_version"),
+        "{error}"
     );
 }
 
@@ -895,6 +915,7 @@ async fn bare_names_and_skip() {
         backend_type: None,
         config: None,
         working_dir: None,
+        protocol: keyturn_protocol::PayloadVersion::V1_1,
     };
     let fetched = run(&skip, &options(), &["h"]).await.unwrap();
     assert_eq!(outcomes(&fetched), resolved("h", "builtin"));

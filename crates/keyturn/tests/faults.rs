@@ -116,6 +116,7 @@ impl State {
         Settings {
             backend: Some(BackendSelection::Command {
                 command: command.to_owned(),
+                payload: None,
             }),
             arguments: vec![self.dir.path().display().to_string()],
             timeout: Duration::from_secs(1),

@@ -95,6 +95,7 @@ impl Fixture {
         Settings {
             backend: Some(BackendSelection::Command {
                 command: self.script(),
+                payload: None,
             }),
             ..Settings::default()
         }
@@ -299,6 +300,7 @@ async fn whole_batch_failure_fails_every_handle() {
     let settings = Settings {
         backend: Some(BackendSelection::Command {
             command: fixture.dir.path().join("absent"),
+            payload: None,
         }),
         ..Settings::default()
     };
@@ -1050,6 +1052,7 @@ mod status {
         let settings = Settings {
             backend: Some(BackendSelection::Command {
                 command: PathBuf::from("some_command"),
+                payload: None,
             }),
             ..Settings::default()
         };
@@ -1138,7 +1141,10 @@ mod status {
 
         // A plain command is never asked for its version.
         let command = Settings {
-            backend: Some(BackendSelection::Command { command: script }),
+            backend: Some(BackendSelection::Command {
+                command: script,
+                payload: None,
+            }),
             ..Settings::default()
         };
         let report = status::executable_report_with_version(&Resolver::new(command))
@@ -1166,6 +1172,7 @@ mod status {
             backend_type: None,
             config: None,
             working_dir: None,
+            protocol: keyturn_protocol::PayloadVersion::V1_1,
         };
         let error = backend::version(&spec, &options).await.unwrap_err();
         assert!(error.contains("secret_backend_type"), "{error}");

@@ -39,8 +39,48 @@ pub const BUILTIN_TYPES: &[&str] = &[
     "azure.keyvault",
 ];
 
-/// The payload version keyturn sends, as the current Datadog Agent does.
+/// The payload version keyturn sends by default, as the current Datadog Agent does.
 pub const PAYLOAD_VERSION: &str = "1.1";
+
+/// The payload versions keyturn can send (`secret_backend_protocol_version`).
+///
+/// - `1.1` (the default, the current Agent's): `version`, `secrets`, `secret_backend_timeout`,
+///   and `type` / `config` when a backend type is configured.
+/// - `1.0` (older Agents, the Agent's documentation): exactly `version` and `secrets`, for
+///   programs that refuse any other version or any other key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum PayloadVersion {
+    /// `"1.0"`: `{"version":"1.0","secrets":[...]}` and no other key.
+    V1_0,
+    /// `"1.1"`: today's payload.
+    #[default]
+    V1_1,
+}
+
+impl PayloadVersion {
+    /// The version as it is written in the payload and in settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadVersion::V1_0 => "1.0",
+            PayloadVersion::V1_1 => PAYLOAD_VERSION,
+        }
+    }
+
+    /// Reads a version as written in settings (`"1.0"` or `"1.1"`).
+    pub fn parse(text: &str) -> Option<PayloadVersion> {
+        match text {
+            "1.0" => Some(PayloadVersion::V1_0),
+            "1.1" => Some(PayloadVersion::V1_1),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PayloadVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What a backend reads on stdin. `Debug` shows the config's keys, not its values.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -94,7 +134,34 @@ pub struct RequestRef<'a> {
     pub config: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
-impl RequestRef<'_> {
+impl<'a> RequestRef<'a> {
+    /// The request of `version` for `handles`: with `1.0`, exactly `version` and `secrets`
+    /// (the timeout, `type` and `config` are left out); with `1.1`, every part given.
+    pub fn new(
+        version: PayloadVersion,
+        secrets: &'a [&'a str],
+        secret_backend_timeout: u64,
+        backend_type: Option<&'a str>,
+        config: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    ) -> RequestRef<'a> {
+        match version {
+            PayloadVersion::V1_0 => RequestRef {
+                version: version.as_str(),
+                secrets,
+                secret_backend_timeout: None,
+                backend_type: None,
+                config: None,
+            },
+            PayloadVersion::V1_1 => RequestRef {
+                version: version.as_str(),
+                secrets,
+                secret_backend_timeout: Some(secret_backend_timeout),
+                backend_type,
+                config: config.filter(|config| !config.is_empty()),
+            },
+        }
+    }
+
     /// Encodes the request exactly as [`Request::to_json`] does, into a buffer sized up front
     /// for the handles instead of one regrown about a dozen times for 10,000 of them.
     pub fn to_json(&self) -> Vec<u8> {
@@ -215,6 +282,45 @@ mod tests {
             String::from_utf8(request.to_json()).unwrap(),
             r#"{"version":"1.1","secrets":["db_user","db_pass"],"secret_backend_timeout":30}"#
         );
+    }
+
+    #[test]
+    fn version_1_0_sends_exactly_version_and_secrets() {
+        let mut config = serde_json::Map::new();
+        config.insert("foo".into(), "bar".into());
+        let secrets = ["a", "b"];
+        let old = RequestRef::new(
+            PayloadVersion::V1_0,
+            &secrets,
+            30,
+            Some("file.json"),
+            Some(&config),
+        );
+        assert_eq!(
+            String::from_utf8(old.to_json()).unwrap(),
+            r#"{"version":"1.0","secrets":["a","b"]}"#
+        );
+        let new = RequestRef::new(
+            PayloadVersion::V1_1,
+            &secrets,
+            30,
+            Some("file.json"),
+            Some(&config),
+        );
+        assert_eq!(
+            String::from_utf8(new.to_json()).unwrap(),
+            r#"{"version":"1.1","secrets":["a","b"],"secret_backend_timeout":30,"type":"file.json","config":{"foo":"bar"}}"#
+        );
+        let empty = serde_json::Map::new();
+        let bare = RequestRef::new(PayloadVersion::V1_1, &secrets, 5, None, Some(&empty));
+        assert_eq!(
+            String::from_utf8(bare.to_json()).unwrap(),
+            r#"{"version":"1.1","secrets":["a","b"],"secret_backend_timeout":5}"#
+        );
+        assert_eq!(PayloadVersion::parse("1.0"), Some(PayloadVersion::V1_0));
+        assert_eq!(PayloadVersion::parse("1.1"), Some(PayloadVersion::V1_1));
+        assert_eq!(PayloadVersion::parse("1"), None);
+        assert_eq!(PayloadVersion::default().as_str(), PAYLOAD_VERSION);
     }
 
     #[test]

@@ -181,10 +181,10 @@ fn parse_handle(handle: &str) -> Result<(Version<'_>, Option<&str>), String> {
     if !id_ok(secret) {
         return Err(invalid("a secret id is 1-255 letters, digits, `_` or `-`"));
     }
-    if let Some(project) = project {
-        if project.is_empty() || project.contains('/') {
-            return Err(invalid("bad project in `projects/P/secrets/S`"));
-        }
+    if let Some(project) = project
+        && (project.is_empty() || project.contains('/'))
+    {
+        return Err(invalid("bad project in `projects/P/secrets/S`"));
     }
     let version = match version {
         None | Some("") => "latest",

@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod abuse;
+mod compat;
 mod daemon;
 mod exec;
 mod faults;

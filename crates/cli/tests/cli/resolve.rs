@@ -134,6 +134,42 @@ fn unresolved_handles_exit_1_with_nothing_written() {
     );
 }
 
+// Issue 9.12: handles and key paths from a document are printed with control characters
+// escaped: they can neither forge a line nor colour the terminal.
+#[test]
+fn handles_and_key_paths_are_printed_escaped() {
+    let sandbox = Sandbox::new();
+    table_backend(&sandbox, &[]);
+    sandbox.write("keyturn.yaml", &settings(&sandbox));
+    sandbox.write(
+        "app.yaml",
+        "\"k\\ney\\e[7m\": \"ENC[x\\e[31m\\nkeyturn: forged\\u202e]\"\n",
+    );
+    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
+    run.expect_code(1);
+    let stderr = run.stderr();
+    assert!(
+        stderr
+            .contains("'x\\u{1b}[31m\\nkeyturn: forged\\u{202e}' (missing) at k\\ney\\u{1b}[7m: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(['\x1b', '\u{202e}']), "{stderr:?}");
+    assert!(
+        !stderr
+            .lines()
+            .any(|line| line.starts_with("keyturn: forged"))
+    );
+
+    sandbox.write("dup.yaml", "\"a\\nb\": 1\n\"a\\nb\": 2\n");
+    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "dup.yaml"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains("duplicate key at 'a\\nb'"),
+        "{}",
+        run.stderr()
+    );
+}
+
 #[test]
 fn a_failed_backend_run_is_reported_once_with_every_handle_it_affects() {
     let sandbox = Sandbox::new();

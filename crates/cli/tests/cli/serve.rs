@@ -18,13 +18,13 @@ const STORE_BACKEND: &str = include_str!("../../../keyturn/tests/fixtures/store-
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running `keyturn serve`, killed if the test fails before stopping it.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     port: u16,
 }
 
 impl Daemon {
-    fn start(sandbox: &Sandbox, port: u16) -> Daemon {
+    pub(crate) fn start(sandbox: &Sandbox, port: u16) -> Daemon {
         let log = fs::File::create(sandbox.path("serve.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
             .args(["serve", "--config", "keyturn.yaml"])
@@ -56,7 +56,7 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and returns the exit code (bounded wait).
-    fn terminate(mut self) -> Option<i32> {
+    pub(crate) fn terminate(mut self) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let deadline = Instant::now() + PATIENCE;
@@ -96,7 +96,7 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16
     Some((status, body.to_owned()))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -399,10 +399,10 @@ impl AuditWriter {
                 None => Rotated::None,
             };
         }
-        if let Rotated::Oldest(oldest) = state.rotated {
-            if expired(oldest) {
-                state.rotated = self.remove_expired_rotated(&expired)?;
-            }
+        if let Rotated::Oldest(oldest) = state.rotated
+            && expired(oldest)
+        {
+            state.rotated = self.remove_expired_rotated(&expired)?;
         }
         let size = match fs::symlink_metadata(&self.path) {
             Ok(meta) => meta.len(),

@@ -24,7 +24,7 @@ use std::io;
 use std::process::ExitStatus;
 use std::time::Instant;
 
-use keyturn_protocol::{PAYLOAD_VERSION, RequestRef};
+use keyturn_protocol::{PayloadVersion, RequestRef};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroize;
@@ -110,7 +110,7 @@ pub(crate) async fn fetch(
     for _ in 0..count {
         metrics.record_handle_failure(failure.kind);
     }
-    Err(with_stderr(failure, &output, known))
+    Err(with_stderr(failure, &output, known, spec.protocol))
 }
 
 /// What a run wrote, as far as it was read.
@@ -371,19 +371,19 @@ impl Drop for Capture {
     }
 }
 
-/// The request of spec §2.2 for the distinct `handles`.
+/// The request of spec §2.2 for the distinct `handles`, in the spec's payload version.
 fn request<'a>(
     spec: &'a BackendSpec,
     options: &FetchOptions,
     handles: &'a [&'a str],
 ) -> RequestRef<'a> {
-    RequestRef {
-        version: PAYLOAD_VERSION,
-        secrets: handles,
-        secret_backend_timeout: Some(timeout_secs(options)),
-        backend_type: spec.backend_type.as_deref(),
-        config: spec.config.as_ref().filter(|config| !config.is_empty()),
-    }
+    RequestRef::new(
+        spec.protocol,
+        handles,
+        timeout_secs(options),
+        spec.backend_type.as_deref(),
+        spec.config.as_ref(),
+    )
 }
 
 /// The timeout in whole seconds, rounded up (a sub-second timeout is sent as 1).
@@ -453,6 +453,9 @@ fn exit_text(status: ExitStatus) -> String {
 const NOT_AN_ANSWER: &str =
     "; stderr not shown: stdout was not a valid answer, so values could not be scrubbed from it";
 
+/// Added to a failed run's error when stderr says the backend wants payload version 1.0.
+const VERSION_HINT: &str = " (keyturn sent payload version 1.1 and the backend seems to expect 1.0: set secret_backend_protocol_version: \"1.0\" in your settings to send exactly {\"version\":\"1.0\",\"secrets\":[...]})";
+
 /// Appends the stderr tail, scrubbed of the answer's values and of every value `known`
 /// returns, and the payload-version hint when stderr asks for it.
 ///
@@ -461,7 +464,12 @@ const NOT_AN_ANSWER: &str =
 /// was not read to its end (timeout, output cap), or is not a valid answer (cut short by a
 /// crash or a kill, malformed, not UTF-8): a value cut in half, or never parsed, cannot be
 /// recognised, and scrubbing its prefix would show the rest.
-fn with_stderr(mut error: FetchError, output: &Output, known: &Known<'_>) -> FetchError {
+fn with_stderr(
+    mut error: FetchError,
+    output: &Output,
+    known: &Known<'_>,
+    protocol: PayloadVersion,
+) -> FetchError {
     if output.stderr.is_empty() {
         return error;
     }
@@ -490,10 +498,10 @@ fn with_stderr(mut error: FetchError, output: &Output, known: &Known<'_>) -> Fet
     if tail.is_empty() {
         return error;
     }
-    if tail.contains("invalid version") || tail.contains("expected 1.0") {
-        error.message.push_str(&format!(
-            " (keyturn sends payload version {PAYLOAD_VERSION}; the backend seems to expect 1.0)"
-        ));
+    if protocol == PayloadVersion::V1_1
+        && (tail.contains("invalid version") || tail.contains("expected 1.0"))
+    {
+        error.message.push_str(VERSION_HINT);
     }
     error.message.push_str("; stderr: ");
     error.message.push_str(&tail);

@@ -33,6 +33,8 @@ pub(crate) use spawn::start_command;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use keyturn_protocol::PayloadVersion;
+
 pub use permissions::{ExecutableReport, FileDetails, PermissionError, Verdict, executable_report};
 
 use crate::metrics::{FailureKind, Metrics};
@@ -70,6 +72,8 @@ pub struct BackendSpec {
     /// The directory the backend runs in (the settings file's, so that relative paths in
     /// `config` mean what they mean in the settings); keyturn's own when `None`.
     pub working_dir: Option<std::path::PathBuf>,
+    /// Payload version; with `1.0` only `version` and `secrets` are sent.
+    pub protocol: PayloadVersion,
 }
 
 impl std::fmt::Debug for BackendSpec {
@@ -84,6 +88,7 @@ impl std::fmt::Debug for BackendSpec {
                 &self.config.as_ref().map(keyturn_protocol::RedactedConfig),
             )
             .field("working_dir", &self.working_dir)
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -171,6 +176,7 @@ mod tests {
             backend_type: Some("hashicorp.vault".into()),
             config: Some(config),
             working_dir: None,
+            protocol: PayloadVersion::V1_1,
         };
         let printed = format!("{spec:?}");
         assert!(printed.contains("vault_token"), "{printed}");

@@ -34,6 +34,7 @@ use super::scrub::{Scrubber, escape_controls};
 use super::{Fetched, HandleError};
 use crate::DOCS_URL;
 use crate::metrics::FailureKind;
+use crate::printable::Printable;
 use crate::secret::Secret;
 
 /// Every value keyturn already holds (its last-known-good values, whatever their handle): they
@@ -197,11 +198,12 @@ fn sort_out(
         .iter()
         .zip(slots)
         .map(|(handle, slot)| {
+            let shown = Printable(handle);
             let result = match slot {
                 None => Err(handle_error(
                     FailureKind::Missing,
                     format!(
-                        "secret handle '{handle}' was not resolved by the secret_backend_command. \
+                        "secret handle '{shown}' was not resolved by the secret_backend_command. \
                          Ensure your script returns the handle in the expected JSON format. \
                          Docs: {DOCS_URL}"
                     ),
@@ -210,7 +212,7 @@ fn sort_out(
                     Some(text) => Err(handle_error(
                         FailureKind::Error,
                         format!(
-                            "an error occurred while resolving '{handle}': {}",
+                            "an error occurred while resolving '{shown}': {}",
                             escape_controls(&scrubber.scrub(text))
                         ),
                     )),
@@ -218,7 +220,7 @@ fn sort_out(
                         handle_error(
                             FailureKind::Empty,
                             format!(
-                                "resolved secret for '{handle}' is empty. Check that the secret \
+                                "resolved secret for '{shown}' is empty. Check that the secret \
                                  exists in your backend and has a non-empty value. If using \
                                  secret_backend_remove_trailing_line_break, trailing newlines \
                                  are stripped. Docs: {DOCS_URL}"

@@ -160,17 +160,10 @@ impl Scrubber {
     }
 }
 
-/// Escapes control characters (newlines included) so a backend's text stays on one line.
+/// Escapes control characters (newlines included) so a backend's text stays on one line (see
+/// [`crate::printable`]).
 pub(crate) fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::printable::printable(text)
 }
 
 /// Sorts `ranges` and merges those that overlap or touch.

@@ -256,10 +256,10 @@ fn spawn_tracked(command: &mut tokio::process::Command) -> io::Result<tokio::pro
     become_subreaper();
     let mut tracked = tokio_children();
     let child = command.spawn()?;
-    if let (Some(set), Some(pid)) = (tracked.as_mut(), child.id()) {
-        if let Ok(pid) = i32::try_from(pid) {
-            set.insert(pid);
-        }
+    if let (Some(set), Some(pid)) = (tracked.as_mut(), child.id())
+        && let Ok(pid) = i32::try_from(pid)
+    {
+        set.insert(pid);
     }
     Ok(child)
 }

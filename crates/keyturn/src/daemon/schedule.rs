@@ -9,15 +9,20 @@
 //!
 //! Rules:
 //! - Periodic refresh (`secret_refresh_interval`, spec §6.6): the first at the resolver's
-//!   (scattered) first-refresh delay after start, then `interval` after each scheduled refresh
-//!   completes.
-//! - Backoff: a refresh that failed (or left handles failed) is retried after a delay drawn
-//!   uniformly from `[0, min(interval, 1 s · 2^n)]` (full jitter; n = consecutive failures
-//!   before this one), floored at [`MIN_RETRY_DELAY`], instead of waiting a full interval. A
-//!   success ends the backoff. Without periodic refresh there are no retries either.
+//!   (scattered) first-refresh delay after start, then `interval` after each periodic refresh
+//!   completes, as the Agent's ticker does.
+//! - Retries: a refresh that failed (or left handles failed) is retried after a delay drawn
+//!   uniformly from `[0, c]` (full jitter), c = 1 s, 8 s, 64 s for the first three retries,
+//!   then the interval ([`retry_delay`]), floored at [`MIN_RETRY_DELAY`]. A success ends the
+//!   retries. Without periodic refresh there are no retries either.
+//! - Retries never move the periodic phase: a daemon that recovers from a failure (at start-up,
+//!   or during a backend outage) refreshes next at the slot its scattered start gave it, so a
+//!   fleet restarted at once, or recovering from an outage together, stays spread over the
+//!   interval. `bench/fleet` measures these rules at fleet scale.
 //! - Triggers from outside (§6.7, `secret_refresh_on_api_key_failure_interval`): at most one
 //!   waits in the channel (the others are dropped at once), and one runs only when `interval`
-//!   has passed since the last one that ran. Without that setting triggers are refused.
+//!   has passed since the last one that ran, and not while a retry is pending (it would only
+//!   add load to a failing backend). Without that setting triggers are refused.
 //!
 //! Invariant: the mutex is never held across an `.await`; refreshes run one at a time in the
 //! loop (refreshes from the API run on their own and report their outcome here).
@@ -33,17 +38,25 @@ use tokio::time::Instant;
 
 /// The smallest delay before a retry, so that a string of failures never spins.
 pub const MIN_RETRY_DELAY: Duration = Duration::from_millis(100);
-/// The first retry's ceiling; it doubles with each consecutive failure up to the interval.
+/// The first retry's ceiling.
 pub const FIRST_RETRY_CEILING: Duration = Duration::from_secs(1);
+/// How many retries of a failed refresh come quickly (see [`retry_delay`]).
+pub const QUICK_RETRIES: u32 = 3;
 
 /// The pure scheduling state.
 #[derive(Debug)]
 pub struct Schedule {
     interval: Option<Duration>,
     trigger_interval: Option<Duration>,
-    /// When the next scheduled refresh (periodic or retry) is due; `None` while one runs or
-    /// when periodic refresh is off.
-    next: Option<Instant>,
+    /// The next periodic refresh. It keeps its phase through failures: retries never move it,
+    /// so a fleet whose first refreshes were scattered stays scattered after an outage or a
+    /// fleet-wide restart.
+    periodic: Option<Instant>,
+    /// The next retry after a failure, while one is pending.
+    retry: Option<Instant>,
+    /// While the refresh [`Schedule::step`] declared due runs: whether it took the periodic
+    /// slot (else it was a retry).
+    running: Option<bool>,
     /// Consecutive failed refreshes.
     failures: u32,
     /// When the last throttled trigger ran.
@@ -73,7 +86,9 @@ impl Schedule {
         rng: StdRng,
     ) -> Schedule {
         Schedule {
-            next: interval.map(|interval| now + first_delay.unwrap_or(interval)),
+            periodic: interval.map(|interval| now + first_delay.unwrap_or(interval)),
+            retry: None,
+            running: None,
             interval,
             trigger_interval,
             failures: 0,
@@ -85,9 +100,9 @@ impl Schedule {
     /// What is due at `now`, and when to look again. Returning `due` marks the refresh as
     /// running: the next deadline is set when it completes.
     pub fn step(&mut self, now: Instant) -> Step {
-        match self.next {
+        match self.next_due() {
             Some(next) if next <= now => {
-                self.next = None;
+                self.running = Some(self.periodic.is_some_and(|periodic| periodic <= now));
                 Step {
                     due: true,
                     next: None,
@@ -103,18 +118,22 @@ impl Schedule {
         let Some(interval) = self.interval else {
             return;
         };
-        if success {
-            let was_retrying = self.failures > 0;
-            self.failures = 0;
-            if scheduled || was_retrying {
-                self.next = Some(now + interval);
+        if scheduled {
+            // A refresh that took the periodic slot restarts the period (the Agent's ticker
+            // reset); a retry leaves the periodic phase where it was.
+            if self.running.take().unwrap_or(true) {
+                self.periodic = Some(now + interval);
             }
+        }
+        if success {
+            self.failures = 0;
+            self.retry = None;
             return;
         }
-        let retry = now + backoff(self.failures, interval, &mut self.rng);
+        let retry = now + retry_delay(self.failures, interval, &mut self.rng);
         self.failures = self.failures.saturating_add(1);
-        self.next = match self.next {
-            Some(next) if !scheduled => Some(next.min(retry)),
+        self.retry = match self.retry {
+            Some(pending) if !scheduled => Some(pending.min(retry)),
             _ => Some(retry),
         };
     }
@@ -125,6 +144,11 @@ impl Schedule {
         let Some(interval) = self.trigger_interval else {
             return false;
         };
+        // While retrying after a failure, the pending retry already asks again: a trigger would
+        // only add load to a backend that is failing.
+        if self.failures > 0 {
+            return false;
+        }
         if self
             .last_trigger
             .is_some_and(|last| now.saturating_duration_since(last) < interval)
@@ -140,19 +164,56 @@ impl Schedule {
         self.trigger_interval.is_some()
     }
 
-    /// When the next scheduled refresh is due.
+    /// When the next scheduled refresh (periodic or retry) is due; `None` while one runs or
+    /// when periodic refresh is off.
     pub fn next_due(&self) -> Option<Instant> {
-        self.next
+        if self.running.is_some() {
+            return None;
+        }
+        match (self.periodic, self.retry) {
+            (Some(periodic), Some(retry)) => Some(periodic.min(retry)),
+            (periodic, retry) => periodic.or(retry),
+        }
     }
 }
 
-/// The delay before retry number `failures` (0-based): uniform in `[0, min(interval, 1 s ·
-/// 2^failures)]`, at least [`MIN_RETRY_DELAY`] (or the ceiling, when smaller).
-pub fn backoff(failures: u32, interval: Duration, rng: &mut impl Rng) -> Duration {
+/// The delay before retry number `failures` (0-based): uniform in `[0, min(ceiling, 1 s ·
+/// 2^failures)]` (full jitter), at least [`MIN_RETRY_DELAY`] (or the ceiling, when smaller).
+/// For work that retries on its own (restarting a program); the refresh schedule spaces its
+/// retries by [`retry_delay`].
+pub fn backoff(failures: u32, ceiling: Duration, rng: &mut impl Rng) -> Duration {
     let ceiling = FIRST_RETRY_CEILING
         .checked_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX))
-        .unwrap_or(interval)
-        .min(interval);
+        .unwrap_or(ceiling)
+        .min(ceiling);
+    jittered(ceiling, rng)
+}
+
+/// The delay before retry number `failures` (0-based) of a failed refresh: uniform in `[0,
+/// c]` ("full jitter"), at least [`MIN_RETRY_DELAY`] (or `c`, when smaller), where `c` is
+/// 1 s, 8 s and 64 s for the first [`QUICK_RETRIES`] retries and the interval after them (never
+/// more than the interval).
+///
+/// The quick retries cover a backend that failed for a moment (up to about a minute). After
+/// them a daemon retries at a random point of the next interval, as it would have refreshed
+/// anyway. That is for a fleet that fails together (a backend outage): when the backend
+/// returns, each failing daemon's pending retry lands anywhere in its current window, so the
+/// load right after the return is the sum over failing daemons of one over their window. With
+/// windows that keep growing by a constant factor (1 s · 2^n up to the interval) that sum was
+/// 3 to 4 times the fleet's steady refresh rate; with the long failures spread over a whole
+/// interval it stays under the steady rate (`bench/fleet`, scenario `outage`), and a backend
+/// that is down gets 4 tries per daemon and interval instead of about 12.
+pub fn retry_delay(failures: u32, interval: Duration, rng: &mut impl Rng) -> Duration {
+    let ceiling = if failures < QUICK_RETRIES {
+        FIRST_RETRY_CEILING * 8u32.pow(failures)
+    } else {
+        interval
+    };
+    jittered(ceiling.min(interval), rng)
+}
+
+/// Uniform in `[0, ceiling]`, at least [`MIN_RETRY_DELAY`] (or `ceiling`, when smaller).
+fn jittered(ceiling: Duration, rng: &mut impl Rng) -> Duration {
     let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(rng.random_range(0..=nanos)).max(MIN_RETRY_DELAY.min(ceiling))
 }
@@ -370,11 +431,12 @@ mod tests {
     }
 
     #[test]
-    fn failures_back_off_with_growing_ceilings_then_reset() {
+    fn quick_retries_then_retries_spread_over_the_interval_then_reset() {
         let t0 = Instant::now();
-        let interval = 10;
+        let interval = 1000;
         let mut schedule = periodic(t0, interval, SECOND);
-        let mut now = t0 + SECOND;
+        let first_failure = t0 + SECOND;
+        let mut now = first_failure;
         let mut delays = Vec::new();
         for _ in 0..8 {
             assert!(schedule.step(now).due);
@@ -383,8 +445,7 @@ mod tests {
             delays.push(next - now);
             now = next;
         }
-        let ceilings = [1, 2, 4, 8, 10, 10, 10, 10];
-        for (delay, ceiling) in delays.iter().zip(ceilings) {
+        for (delay, ceiling) in delays.iter().zip([1, 8, 64, 1000, 1000, 1000, 1000, 1000]) {
             assert!(
                 *delay >= MIN_RETRY_DELAY && *delay <= ceiling * SECOND,
                 "{delays:?}"
@@ -392,21 +453,62 @@ mod tests {
         }
         // Deterministic for a seed.
         let mut again = periodic(t0, interval, SECOND);
-        assert!(again.step(t0 + SECOND).due);
-        again.completed(t0 + SECOND, false, true);
-        assert_eq!(again.next_due().unwrap() - (t0 + SECOND), delays[0]);
+        assert!(again.step(first_failure).due);
+        again.completed(first_failure, false, true);
+        assert_eq!(again.next_due().unwrap() - first_failure, delays[0]);
 
+        // A retry that succeeds ends the retries; the next refresh is the periodic slot, set
+        // when the last refresh that took it completed.
         assert!(schedule.step(now).due);
         schedule.completed(now, true, true);
-        assert_eq!(
-            schedule.next_due(),
-            Some(now + Duration::from_secs(interval))
-        );
-        schedule.completed(now, false, true);
+        assert!(schedule.next_due().unwrap() > now);
+        assert!(schedule.next_due().unwrap() <= now + Duration::from_secs(interval));
+        schedule.completed(now, false, false);
         assert!(
             schedule.next_due().unwrap() - now <= SECOND,
-            "backoff restarts"
+            "quick retries again"
         );
+    }
+
+    /// A fleet restarted at once must stay scattered: a daemon whose start-up failed retries
+    /// soon, and once it succeeds refreshes next at its scattered slot, not a period after the
+    /// retry.
+    #[test]
+    fn retries_keep_the_periodic_phase() {
+        let t0 = Instant::now();
+        let mut schedule = periodic(t0, 100, 50 * SECOND);
+        schedule.completed(t0, false, false);
+        let retry = schedule.next_due().unwrap();
+        assert!(retry <= t0 + SECOND, "{:?}", retry - t0);
+        assert!(schedule.step(retry).due);
+        schedule.completed(retry, true, true);
+        assert_eq!(schedule.next_due(), Some(t0 + 50 * SECOND));
+
+        // The same after a periodic refresh failed: the period restarts from that refresh,
+        // the retries do not move it.
+        assert!(schedule.step(t0 + 50 * SECOND).due);
+        schedule.completed(t0 + 50 * SECOND, false, true);
+        let retry = schedule.next_due().unwrap();
+        assert!(schedule.step(retry).due);
+        schedule.completed(retry, true, true);
+        assert_eq!(schedule.next_due(), Some(t0 + 150 * SECOND));
+    }
+
+    /// A periodic slot that comes while a retry is pending runs (it is the earlier deadline)
+    /// and counts as the period's refresh.
+    #[test]
+    fn periodic_slot_during_backoff_runs_and_restarts_the_period() {
+        let t0 = Instant::now();
+        let mut schedule = periodic(t0, 10, 9 * SECOND);
+        // Failures outside the loop push the retry ceiling past the periodic slot.
+        for _ in 0..5 {
+            schedule.completed(t0, false, false);
+        }
+        schedule.retry = Some(t0 + 20 * SECOND);
+        assert_eq!(schedule.next_due(), Some(t0 + 9 * SECOND));
+        assert!(schedule.step(t0 + 9 * SECOND).due);
+        schedule.completed(t0 + 9 * SECOND, true, true);
+        assert_eq!(schedule.next_due(), Some(t0 + 19 * SECOND));
     }
 
     #[test]
@@ -420,12 +522,9 @@ mod tests {
         schedule.completed(t0 + SECOND, false, false);
         let retry = schedule.next_due().unwrap();
         assert!(retry <= t0 + 2 * SECOND, "{:?}", retry - t0);
-        // A later success outside the loop ends the backoff: next in a full interval.
+        // A later success outside the loop ends the backoff: next at the periodic slot.
         schedule.completed(t0 + 3 * SECOND / 2, true, false);
-        assert_eq!(
-            schedule.next_due(),
-            Some(t0 + 3 * SECOND / 2 + 100 * SECOND)
-        );
+        assert_eq!(schedule.next_due(), Some(t0 + 50 * SECOND));
     }
 
     #[test]
@@ -437,6 +536,37 @@ mod tests {
             let delay = backoff(failures, 60 * SECOND, &mut rng);
             assert!(delay <= 60 * SECOND, "{failures}: {delay:?}");
         }
+    }
+
+    #[test]
+    fn retry_delay_bounds() {
+        let hour = 3600 * SECOND;
+        assert_eq!(retry_delay(0, hour, &mut Zero), MIN_RETRY_DELAY);
+        assert_eq!(retry_delay(0, SECOND / 20, &mut Zero), SECOND / 20);
+        let mut rng = seeded();
+        for _ in 0..100 {
+            assert!(retry_delay(0, hour, &mut rng) <= SECOND);
+            assert!(retry_delay(1, hour, &mut rng) <= 8 * SECOND);
+            assert!(retry_delay(2, hour, &mut rng) <= 64 * SECOND);
+            assert!(retry_delay(2, 10 * SECOND, &mut rng) <= 10 * SECOND);
+            assert!(retry_delay(u32::MAX, hour, &mut rng) <= hour);
+        }
+    }
+
+    #[test]
+    fn triggers_wait_while_a_retry_is_pending() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(
+            t0,
+            Some(100 * SECOND),
+            Some(50 * SECOND),
+            Some(SECOND),
+            seeded(),
+        );
+        schedule.completed(t0, false, false);
+        assert!(!schedule.accept_trigger(t0 + 2 * SECOND));
+        schedule.completed(t0 + 3 * SECOND, true, false);
+        assert!(schedule.accept_trigger(t0 + 4 * SECOND));
     }
 
     /// §6.7, checklist item 29: rapid triggers run once; another after the interval runs again;
@@ -532,18 +662,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn loop_retries_with_backoff_then_returns_to_the_interval() {
-        let recorder = Recorder::new(3);
-        let scheduler = Arc::new(Scheduler::new(periodic(Instant::now(), 60, SECOND)));
+    async fn loop_retries_then_returns_to_the_periodic_slot() {
+        let recorder = Recorder::new(2);
+        let scheduler = Arc::new(Scheduler::new(periodic(Instant::now(), 600, SECOND)));
         let (task, stop) = spawn_loop(&scheduler, &recorder);
-        tokio::time::sleep(Duration::from_secs(75)).await;
+        tokio::time::sleep(Duration::from_secs(700)).await;
         let times: Vec<Duration> = recorder.times().into_iter().map(|(t, _)| t).collect();
-        assert_eq!(times.len(), 5, "{times:?}");
-        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
-        for (gap, ceiling) in gaps.iter().zip([1, 2, 4]) {
-            assert!(*gap <= ceiling * SECOND, "{gaps:?}");
-        }
-        assert_eq!(gaps[3], 60 * SECOND, "{gaps:?}");
+        assert_eq!(times.len(), 4, "{times:?}");
+        // The first (periodic) refresh at 1 s failed: a retry within 1 s, then one within 8 s.
+        assert!(times[1] - times[0] <= SECOND, "{times:?}");
+        assert!(times[2] - times[1] <= 8 * SECOND, "{times:?}");
+        // The second retry succeeded; the next periodic refresh keeps the phase: 1 s + 600 s.
+        assert_eq!(times[3], 601 * SECOND, "{times:?}");
         stop.send(()).unwrap();
         task.await.unwrap();
     }

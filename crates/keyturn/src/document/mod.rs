@@ -30,6 +30,7 @@ mod quote;
 mod sites;
 mod yaml;
 
+use crate::printable::Printable;
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
@@ -109,7 +110,7 @@ pub enum DocumentError {
         line: usize,
     },
     /// A mapping has the same key twice.
-    #[error("could not parse {format}: duplicate key at '{path}'")]
+    #[error("could not parse {format}: duplicate key at '{}'", Printable(.path))]
     DuplicateKey {
         /// `YAML` or `JSON`.
         format: &'static str,
@@ -118,8 +119,9 @@ pub enum DocumentError {
     },
     /// A YAML merge key (`<<`) whose value is not a mapping or a sequence of mappings.
     #[error(
-        "could not parse YAML: merge key '<<' at '{path}' needs a mapping or a sequence of \
-         mappings"
+        "could not parse YAML: merge key '<<' at '{}' needs a mapping or a sequence of \
+         mappings",
+        Printable(.path)
     )]
     InvalidMerge {
         /// Path of the mapping holding the merge key, segments joined with `/`.
@@ -142,8 +144,9 @@ pub enum DocumentError {
     /// An alias inside a mapping key refers to a handle that is replaced: the key would change
     /// and hold a secret (keys appear in paths, errors and reports, so they must never).
     #[error(
-        "could not parse YAML: an alias inside a mapping key at '{path}' refers to a handle; a \
-         key cannot hold a secret"
+        "could not parse YAML: an alias inside a mapping key at '{}' refers to a handle; a \
+         key cannot hold a secret",
+        Printable(.path)
     )]
     HandleInKey {
         /// Path of the mapping holding the key, segments joined with `/`.
@@ -152,8 +155,9 @@ pub enum DocumentError {
     /// An alias used as a value copies a collection holding a handle written inside a mapping
     /// key, where it is never replaced.
     #[error(
-        "could not parse YAML: the alias at '{path}' copies a handle written inside a mapping \
-         key, which cannot be replaced"
+        "could not parse YAML: the alias at '{}' copies a handle written inside a mapping \
+         key, which cannot be replaced",
+        Printable(.path)
     )]
     HandleFromKey {
         /// Path of the alias, segments joined with `/`.

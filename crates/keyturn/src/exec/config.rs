@@ -89,19 +89,23 @@ pub struct ExecSettings {
 }
 
 impl ExecSettings {
-    /// Reads and validates the settings file at `path`.
+    /// Reads and validates the settings file at `path` (read once: the daemon's sections and
+    /// the `exec` section come from the same text). Relative paths are taken from the file's
+    /// directory, as `keyturn serve` does.
     pub fn load(path: &Path) -> Result<ExecSettings, ConfigError> {
-        let daemon = DaemonConfig::load(path)?;
-        // DaemonConfig::load read and parsed the same text: reading it again cannot fail but
-        // for a race with a writer, reported like any other read error.
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             cause: source,
         })?;
-        let (api, exec) = read_exec_section(&text).map_err(|source| ConfigError::Invalid {
+        let text = zeroize::Zeroizing::new(text);
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = absolute.parent().unwrap_or(Path::new("/"));
+        let invalid = |source| ConfigError::Invalid {
             path: path.to_path_buf(),
             cause: source,
-        })?;
+        };
+        let daemon = DaemonConfig::from_yaml_str(&text, base).map_err(invalid)?;
+        let (api, exec) = read_exec_section(&text).map_err(invalid)?;
         Ok(ExecSettings { daemon, api, exec })
     }
 
@@ -280,5 +284,34 @@ mod tests {
             "exec: [1]\n",
             "invalid setting 'exec': expected a mapping, found a list",
         );
+    }
+
+    #[test]
+    fn load_reads_the_file_once_for_both_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyturn.yaml");
+        std::fs::write(
+            &path,
+            "templates:\n  - {source: a.yaml, destination: b.yaml}\nexec: {on_change: never}\n",
+        )
+        .unwrap();
+        let settings = ExecSettings::load(&path).unwrap();
+        assert!(!settings.api);
+        assert_eq!(settings.exec.on_change, ChangeAction::Never);
+        assert_eq!(settings.daemon.run_path, dir.path());
+        assert_eq!(
+            settings.daemon.templates[0].source,
+            dir.path().join("a.yaml")
+        );
+        std::fs::write(&path, "exec: {on_change: bogus}\n").unwrap();
+        let error = ExecSettings::load(&path).unwrap_err().to_string();
+        assert!(
+            error.ends_with(
+                "keyturn.yaml: invalid setting 'exec.on_change': expected restart, signal or never"
+            ),
+            "{error}"
+        );
+        let missing = ExecSettings::load(&dir.path().join("absent.yaml")).unwrap_err();
+        assert!(missing.to_string().starts_with("cannot read settings file"));
     }
 }

@@ -9,7 +9,8 @@
 //!   keyturn's process group with stdio inherited) with the environment rendered from the
 //!   resolver's cache;
 //! - forwards every signal the caller hands it, and on `SIGCHLD` reaps the program and, as PID
-//!   1, every orphan re-parented to keyturn (never a process tokio waits for: see `spawn`);
+//!   1 or a child subreaper, every orphan re-parented to keyturn (never a process tokio waits
+//!   for: see `spawn`);
 //! - runs the refresh loop (and the API, given a listener); after each refresh that changed a
 //!   value used in the environment it restarts the program (`stop_signal`, then `SIGKILL`
 //!   after `stop_timeout`), signals it, or does nothing, per [`ExecConfig::on_change`];

@@ -20,6 +20,7 @@
 pub mod refresh;
 pub mod status;
 
+use crate::printable::Printable;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use keyturn_protocol::PayloadVersion;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -165,19 +167,23 @@ impl fmt::Display for FailureGroup<'_> {
     /// affects 2 handles: 'a' at x/y; 'b' at z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = |failure: &Failure| {
-            let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+            let paths: Vec<String> = failure
+                .paths
+                .iter()
+                .map(|p| crate::printable::printable(&p.join("/")))
+                .collect();
             if paths.is_empty() {
                 String::new()
             } else {
                 format!(" at {}", paths.join(", "))
             }
         };
-        let uses = |failure: &Failure| format!("'{}'{}", failure.handle, at(failure));
+        let uses = |failure: &Failure| format!("'{}'{}", Printable(&failure.handle), at(failure));
         match self.failures.as_slice() {
             [one] => write!(
                 f,
                 "'{}' ({}){}: {}",
-                one.handle,
+                Printable(&one.handle),
                 self.kind.as_str(),
                 at(one),
                 self.message
@@ -454,7 +460,7 @@ impl Resolver {
                 let (kind, message) = state.failures.get(*handle).cloned().unwrap_or_else(|| {
                     (
                         FailureKind::BackendError,
-                        format!("resolving '{handle}' was interrupted"),
+                        format!("resolving '{}' was interrupted", Printable(handle)),
                     )
                 });
                 let paths = document
@@ -649,8 +655,11 @@ impl Inner {
                                     .or_default()
                                     .push((handle.clone(), key.to_owned())),
                                 None => {
-                                    let message =
-                                        format!("handle \"{handle}\": unknown backend \"{name}\"");
+                                    let message = format!(
+                                        "handle \"{}\": unknown backend \"{}\"",
+                                        Printable(handle),
+                                        Printable(name)
+                                    );
                                     results.insert(
                                         handle.clone(),
                                         Err((FailureKind::BackendError, message)),
@@ -659,7 +668,8 @@ impl Inner {
                             }
                         }
                         None => {
-                            let message = format!("handle \"{handle}\": unknown backend");
+                            let message =
+                                format!("handle \"{}\": unknown backend", Printable(handle));
                             results
                                 .insert(handle.clone(), Err((FailureKind::BackendError, message)));
                         }
@@ -849,10 +859,12 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
         backend_type: Some(b.backend_type.clone()),
         config: (!b.config.is_empty()).then(|| b.config.clone()),
         working_dir: settings.working_dir.clone(),
+        // keyturn's own backend needs `type`, which only 1.1 carries.
+        protocol: PayloadVersion::V1_1,
     };
     match &settings.backend {
         None => Routing::None,
-        Some(BackendSelection::Command { command }) => Routing::Single(BackendSpec {
+        Some(BackendSelection::Command { command, payload }) => Routing::Single(BackendSpec {
             command: command.clone(),
             args: settings.arguments.clone(),
             check: if settings.allow_group_exec {
@@ -860,8 +872,13 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
             } else {
                 PermissionCheck::Strict
             },
-            backend_type: None,
-            config: None,
+            // The Agent sends `type` and `config` to the command whenever a type is set.
+            backend_type: payload.as_ref().map(|b| b.backend_type.clone()),
+            config: payload
+                .as_ref()
+                .filter(|b| !b.config.is_empty())
+                .map(|b| b.config.clone()),
+            protocol: settings.protocol_version,
             working_dir: settings.working_dir.clone(),
         }),
         Some(BackendSelection::Type(b)) => Routing::Single(builtin_spec(b)),
@@ -880,18 +897,18 @@ pub fn locate_builtin_backend() -> PathBuf {
     if let Some(path) = std::env::var_os("KEYTURN_BUILTIN_BACKEND").filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            let sibling = dir.join(BUILTIN_BACKEND_NAME);
-            if sibling.is_file() {
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let sibling = dir.join(BUILTIN_BACKEND_NAME);
+        if sibling.is_file() {
+            return sibling;
+        }
+        // Test and bench executables live one level down, in `deps/`.
+        if let Some(parent) = dir.parent() {
+            let sibling = parent.join(BUILTIN_BACKEND_NAME);
+            if dir.ends_with("deps") && sibling.is_file() {
                 return sibling;
-            }
-            // Test and bench executables live one level down, in `deps/`.
-            if let Some(parent) = dir.parent() {
-                let sibling = parent.join(BUILTIN_BACKEND_NAME);
-                if dir.ends_with("deps") && sibling.is_file() {
-                    return sibling;
-                }
             }
         }
     }

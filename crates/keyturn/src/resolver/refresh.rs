@@ -397,35 +397,35 @@ impl Inner {
         // One line for every refresh that changed a value (applied or held back) or failed;
         // none for a successful refresh that changed nothing, as in the Agent.
         let changed = !report.changed.is_empty() || !report.held_back.is_empty();
-        if changed || !report.failures.is_empty() {
-            if let Some(audit) = &self.audit {
-                let failed = report
-                    .failures
-                    .iter()
-                    .map(|f| FailedHandle {
-                        handle: f.handle.clone(),
-                        reason: f.kind,
-                    })
-                    .collect();
-                let held_back = report
-                    .held_back
-                    .iter()
-                    .map(|held| HeldBackUse {
-                        handle: held.handle.clone(),
-                        origin: held.place.origin.clone(),
-                        path: held.place.path.clone(),
-                    })
-                    .collect();
-                let record = Record {
-                    trigger,
-                    entries,
-                    failed,
-                    held_back,
-                };
-                if let Err(error) = append_audit(audit.clone(), record).await {
-                    tracing::error!(%error, "could not write the audit file");
-                    report.error = Some(format!("could not write the audit file: {error}"));
-                }
+        if (changed || !report.failures.is_empty())
+            && let Some(audit) = &self.audit
+        {
+            let failed = report
+                .failures
+                .iter()
+                .map(|f| FailedHandle {
+                    handle: f.handle.clone(),
+                    reason: f.kind,
+                })
+                .collect();
+            let held_back = report
+                .held_back
+                .iter()
+                .map(|held| HeldBackUse {
+                    handle: held.handle.clone(),
+                    origin: held.place.origin.clone(),
+                    path: held.place.path.clone(),
+                })
+                .collect();
+            let record = Record {
+                trigger,
+                entries,
+                failed,
+                held_back,
+            };
+            if let Err(error) = append_audit(audit.clone(), record).await {
+                tracing::error!(%error, "could not write the audit file");
+                report.error = Some(format!("could not write the audit file: {error}"));
             }
         }
 

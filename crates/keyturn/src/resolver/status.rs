@@ -3,9 +3,11 @@
 //!
 //! Nothing here carries a value: only handles, origins, paths, file metadata and messages.
 
+use crate::printable::{Printable, printable};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use keyturn_protocol::PayloadVersion;
 use serde::Serialize;
 
 use super::{Resolver, Routing};
@@ -32,6 +34,8 @@ pub struct ExecutableReport {
     pub details: Result<backend::FileDetails, String>,
     /// The backend's `--version` answer, when it was asked and answered.
     pub version: Option<String>,
+    /// The payload version sent to the executable (`secret_backend_protocol_version`).
+    pub protocol_version: PayloadVersion,
 }
 
 impl ExecutableReport {
@@ -51,11 +55,12 @@ impl ExecutableReport {
         }
     }
 
-    /// The report as text (`keyturn check`): the Agent's executable section, then the
-    /// permission check's error when it failed.
+    /// The report as text (`keyturn check`): the Agent's executable section, the payload
+    /// version sent, then the permission check's error when it failed.
     pub fn to_text(&self) -> String {
         let mut text = self.agent_text();
         text.push('\n');
+        let _ = writeln!(text, "Payload version: {}", self.protocol_version);
         // The Agent's section has no verdict line for its embedded backend; keyturn checks
         // that one too, so a refusal is said here.
         if self.embedded && self.permission_error.is_some() {
@@ -127,6 +132,9 @@ pub struct DebugInfo {
     /// Whether keyturn's built-in backend runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedded_secret_backend: Option<bool>,
+    /// The payload version sent to the executable (`1.0` or `1.1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_version: Option<&'static str>,
     /// Multi backend names, sorted, joined with `, ` (multi mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multi_backend_names: Option<String>,
@@ -203,6 +211,7 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
         },
         details: checked.details,
         version: None,
+        protocol_version: spec.protocol,
     })
 }
 
@@ -257,6 +266,7 @@ impl DebugInfo {
             backend_type: Some(report.backend_type.clone().unwrap_or_default()),
             executable_version: report.version.clone(),
             embedded_secret_backend: Some(report.embedded),
+            payload_version: Some(report.protocol_version.as_str()),
             multi_backend_names: (!report.multi_backend_names.is_empty())
                 .then(|| report.multi_backend_names.join(", ")),
             executable_permissions: Some(report.verdict().to_owned()),
@@ -289,6 +299,7 @@ impl DebugInfo {
             backend_type: None,
             executable_version: None,
             embedded_secret_backend: None,
+            payload_version: None,
             multi_backend_names: None,
             executable_permissions: None,
             executable_permissions_ok: None,
@@ -325,11 +336,13 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
         handles.len()
     );
     for (handle, places) in &handles {
-        let _ = write!(text, "\n- '{handle}':");
+        let _ = write!(text, "\n- '{}':", Printable(handle));
         for (origin, path) in places {
             let _ = write!(
                 text,
-                "\n  - used in '{origin}' configuration in entry '{path}'"
+                "\n  - used in '{}' configuration in entry '{}'",
+                Printable(origin),
+                Printable(path)
             );
         }
     }
@@ -367,10 +380,14 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
 
 /// One line of `Secrets not resolved`: the handle, why, and where it is used.
 fn unresolved_message(failure: &super::Failure) -> String {
-    let paths: Vec<String> = failure.paths.iter().map(|p| p.join("/")).collect();
+    let paths: Vec<String> = failure
+        .paths
+        .iter()
+        .map(|p| printable(&p.join("/")))
+        .collect();
     format!(
         "'{}' ({}) at {}: {}",
-        failure.handle,
+        Printable(&failure.handle),
         failure.kind.as_str(),
         paths.join(", "),
         failure.message

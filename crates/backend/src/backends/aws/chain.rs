@@ -193,10 +193,10 @@ pub(super) fn resolve(sources: &Sources<'_, '_>) -> Result<Provider, SessionErro
         return Ok(found);
     }
     let default_profile = set(env, "AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
-    if sources.profiles.get(&default_profile).is_some() {
-        if let Some(found) = profile(sources, &default_profile, &mut Vec::new())? {
-            return Ok(found);
-        }
+    if sources.profiles.get(&default_profile).is_some()
+        && let Some(found) = profile(sources, &default_profile, &mut Vec::new())?
+    {
+        return Ok(found);
     }
     if let Some(container) = remote::Container::from_env(env)? {
         return Ok(Provider::Container(container));

@@ -28,15 +28,16 @@ pub(crate) fn login_body(
     context: &mut Context<'_>,
 ) -> Result<Zeroizing<String>, SessionError> {
     let configured = session.string("aws_sts_endpoint_url")?;
-    if let Some(url) = configured {
-        if !url.starts_with("https://") && !url.starts_with("http://") {
-            return Err(session
-                .invalid(
-                    "aws_sts_endpoint_url",
-                    "must start with http:// or https://",
-                )
-                .into());
-        }
+    if let Some(url) = configured
+        && !url.starts_with("https://")
+        && !url.starts_with("http://")
+    {
+        return Err(session
+            .invalid(
+                "aws_sts_endpoint_url",
+                "must start with http:// or https://",
+            )
+            .into());
     }
     let identity = Identity::from_section(session, configured, Some("us-east-1"), context)?;
     let global = configured.is_none()
