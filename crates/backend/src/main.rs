@@ -65,7 +65,15 @@ Exit status: 0 answered (failed handles carry an \"error\"), 1 unreadable input,
 ";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `args_os`: an argument that is not UTF-8 is bad usage, not a panic.
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.into_string())
+        .collect();
+    let Ok(args) = args else {
+        eprintln!("keyturn-backend: an argument is not valid UTF-8; see `keyturn-backend --help`");
+        return ExitCode::from(2);
+    };
     let preset = match preset::parse_args(&args) {
         Ok(Command::Version) => {
             return print_stdout(&format!("keyturn-backend {}\n", env!("CARGO_PKG_VERSION")));

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 /// Timeout assumed when the payload has none (version 1.0) or sends 0, as the Agent does.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest timeout honoured (one year, as keyturn's settings): a larger
+/// `secret_backend_timeout` is read as this, so the deadline cannot overflow.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// At most this many requests to one remote store are in flight at once.
 pub(crate) const MAX_IN_FLIGHT: usize = 8;
 
@@ -34,10 +38,10 @@ impl Deadline {
     pub(crate) fn for_request(started: Instant, timeout_secs: Option<u64>) -> Deadline {
         let timeout = match timeout_secs {
             None | Some(0) => DEFAULT_TIMEOUT,
-            Some(secs) => Duration::from_secs(secs),
+            Some(secs) => Duration::from_secs(secs).min(MAX_TIMEOUT),
         };
         Deadline {
-            at: started + timeout.mul_f64(0.9),
+            at: started.checked_add(timeout.mul_f64(0.9)).unwrap_or(started),
             timeout,
         }
     }
@@ -53,7 +57,9 @@ impl Deadline {
     /// fast, such as instance metadata outside EC2). Messages still name the caller's timeout.
     pub(crate) fn capped(&self, cap: Duration) -> Deadline {
         Deadline {
-            at: self.at.min(Instant::now() + cap),
+            at: Instant::now()
+                .checked_add(cap)
+                .map_or(self.at, |capped| self.at.min(capped)),
             timeout: self.timeout,
         }
     }

@@ -18,7 +18,8 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     let resolver = keyturn::Resolver::new(settings);
     match status::executable_report(&resolver) {
         Some(report) => {
-            print!("{}", report.to_text());
+            // A full or closed stdout is an operational failure (exit 3), not a panic.
+            crate::print(report.to_text().as_bytes())?;
             if report.passes() {
                 Ok(Outcome::Success)
             } else {
@@ -26,7 +27,7 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
             }
         }
         None => {
-            println!("{DISABLED_MESSAGE}");
+            crate::print(format!("{DISABLED_MESSAGE}\n").as_bytes())?;
             Ok(Outcome::Incomplete)
         }
     }

@@ -19,6 +19,14 @@ use serde_json::{Map, Value};
 
 /// Default of `secret_backend_timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest duration any setting holds (one year): larger values (up to
+/// 18446744073709551615 seconds) are read as this, so no deadline or schedule overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// `secs` seconds, at most [`MAX_DURATION`].
+pub fn clamped_secs(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_DURATION)
+}
 /// Default of `secret_backend_output_max_size`, in bytes.
 pub const DEFAULT_OUTPUT_MAX_SIZE: usize = 1024 * 1024;
 /// Default of `secret_audit_file_max_size`, in bytes.
@@ -245,7 +253,7 @@ impl Settings {
             .non_negative("secret_backend_timeout")?
             .filter(|&s| s > 0)
         {
-            settings.timeout = Duration::from_secs(secs);
+            settings.timeout = clamped_secs(secs);
         }
         if let Some(size) = keys
             .non_negative("secret_backend_output_max_size")?
@@ -262,14 +270,14 @@ impl Settings {
         settings.refresh_interval = keys
             .non_negative("secret_refresh_interval")?
             .filter(|&s| s > 0)
-            .map(Duration::from_secs);
+            .map(clamped_secs);
         if let Some(v) = keys.boolean("secret_refresh_scatter")? {
             settings.refresh_scatter = v;
         }
         settings.refresh_trigger_interval = keys
             .non_negative("secret_refresh_on_api_key_failure_interval")?
             .filter(|&m| m > 0)
-            .map(|m| Duration::from_secs(m.saturating_mul(60)));
+            .map(|m| clamped_secs(m.saturating_mul(60)));
         if let Some(size) = keys
             .non_negative("secret_audit_file_max_size")?
             .filter(|&s| s > 0)
@@ -806,6 +814,14 @@ mod tests {
         assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
         assert_eq!(settings.output_max_size, DEFAULT_OUTPUT_MAX_SIZE);
         assert_eq!(settings.refresh_interval, None);
+        // Issue 9.14: the largest numbers are read as the maximum duration.
+        let settings = Settings::from_yaml_str(
+            "secret_backend_timeout: 9223372036854775807\nsecret_refresh_interval: 9223372036854775807\nsecret_refresh_on_api_key_failure_interval: 9223372036854775807\n",
+        )
+        .unwrap();
+        assert_eq!(settings.timeout, MAX_DURATION);
+        assert_eq!(settings.refresh_interval, Some(MAX_DURATION));
+        assert_eq!(settings.refresh_trigger_interval, Some(MAX_DURATION));
     }
 
     #[test]

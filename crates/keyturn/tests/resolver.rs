@@ -180,6 +180,25 @@ async fn no_backend_returns_input_unchanged() {
     assert!(resolution.failures.is_empty());
 }
 
+// Issue 9.14: a timeout too large to add to a clock (settings clamp theirs; these are built
+// directly) resolves instead of panicking inside the batch and leaving the resolve hanging.
+#[tokio::test]
+async fn the_largest_timeout_resolves() {
+    let fixture = Fixture::new();
+    fixture.set("a", "x");
+    let resolver = Resolver::new(Settings {
+        timeout: Duration::MAX,
+        ..fixture.settings()
+    });
+    let resolution = tokio::time::timeout(
+        Duration::from_secs(20),
+        resolver.resolve(&yaml("a: ENC[a]\n"), "test", false),
+    )
+    .await
+    .expect("the resolve hung");
+    assert!(resolution.is_complete(), "{:?}", resolution.failures);
+}
+
 #[tokio::test]
 async fn resolves_nested_paths_and_fetches_each_handle_once() {
     let fixture = Fixture::new();

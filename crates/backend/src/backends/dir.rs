@@ -4,13 +4,14 @@
 //! Config: `secrets_path` (the directory; required, except for `docker.secrets` where it defaults
 //! to `/run/secrets`), `max_file_read_size` (bytes per file, default 10 MiB).
 //!
-//! Handles: a plain file name (`db_password`), or an absolute path that lies inside the directory
-//! (`/run/secrets/db_password`), as Datadog's connector accepts. Empty names, NUL bytes, `/` in a
-//! relative name, `.` and `..` are refused.
+//! Handles mean what they mean to Datadog's connector: a path relative to the directory
+//! (`db_password`, `sub/key`), or an absolute path that lies inside it
+//! (`/run/secrets/db_password`). `..` is resolved lexically first and may not climb above the
+//! directory; empty names and NUL bytes are refused. A path that leaves the directory is refused
+//! with the connector's words, `path outside allowed directory`.
 //!
-//! Values: `file.text` returns the file's content as it is (as Datadog's newest connector does;
-//! the Agent's `secret_backend_remove_trailing_line_break` strips a final newline);
-//! `k8s.file` and `docker.secrets` trim surrounding whitespace, as the connector does for them.
+//! Values: every type returns the file's bytes as they are, trailing newline included, as the
+//! connector does (the Agent's `secret_backend_remove_trailing_line_break` strips it).
 //!
 //! Invariant: no file outside the directory is ever read. The directory and each candidate are
 //! canonicalized (all symlinks resolved) and the candidate must lie strictly inside the
@@ -32,14 +33,14 @@ const DOCKER_SECRETS_PATH: &str = "/run/secrets";
 /// How many times a read is retried when its file vanished after being resolved.
 const SWAP_RETRIES: usize = 3;
 
-/// Which backend type this is; they differ only in defaults and whitespace handling.
+/// Which backend type this is; they differ only in the default directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// `file.text`: content as it is.
+    /// `file.text`: a directory of files.
     Text,
-    /// `k8s.file`: a mounted Kubernetes secret volume; content trimmed.
+    /// `k8s.file`: a mounted Kubernetes secret volume.
     Kubernetes,
-    /// `docker.secrets`: Docker secrets, `/run/secrets` by default; content trimmed.
+    /// `docker.secrets`: Docker secrets, `/run/secrets` by default.
     Docker,
 }
 
@@ -61,7 +62,7 @@ enum HandleError {
     BadName(String, &'static str),
     #[error("secret {name:?} not found in {dir}")]
     NotFound { name: String, dir: PathBuf },
-    #[error("secret {name:?} refused: it resolves outside {dir}")]
+    #[error("secret {name:?} refused: path outside allowed directory {dir}")]
     Outside { name: String, dir: PathBuf },
     #[error("secret {name:?} in {dir} is not a regular file")]
     NotAFile { name: String, dir: PathBuf },
@@ -97,10 +98,6 @@ pub(crate) fn resolve(
         .iter()
         .map(|handle| {
             let text = read_secret(&dir, handle, limit).map_err(|error| error.to_string())?;
-            let text = match kind {
-                Kind::Text => text,
-                Kind::Kubernetes | Kind::Docker => zeroize::Zeroizing::new(text.trim().to_owned()),
-            };
             if text.is_empty() {
                 return Err(HandleError::Empty {
                     name: (*handle).to_owned(),
@@ -160,7 +157,9 @@ fn read_secret(
     }
 }
 
-/// The path a handle names, before symlinks are resolved.
+/// The path a handle names, before symlinks are resolved: relative names are joined to `dir`,
+/// and `.` and `..` are resolved lexically (as Go's `filepath.Clean` does for the connector). A
+/// relative name whose `..` climbs above `dir` is refused here, before touching the disk.
 fn candidate_path(dir: &Path, name: &str) -> Result<PathBuf, HandleError> {
     let bad = |reason| Err(HandleError::BadName(name.to_owned(), reason));
     if name.is_empty() {
@@ -170,22 +169,27 @@ fn candidate_path(dir: &Path, name: &str) -> Result<PathBuf, HandleError> {
         return bad("contains a NUL byte");
     }
     let path = Path::new(name);
-    if path.is_absolute() {
-        if path
-            .components()
-            .any(|component| matches!(component, Component::ParentDir))
-        {
-            return bad("contains `..`");
+    let (mut clean, floor) = if path.is_absolute() {
+        (PathBuf::from("/"), 1)
+    } else {
+        (dir.to_owned(), dir.components().count())
+    };
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                if clean.components().count() <= floor {
+                    return Err(HandleError::Outside {
+                        name: name.to_owned(),
+                        dir: dir.to_owned(),
+                    });
+                }
+                clean.pop();
+            }
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
         }
-        return Ok(path.to_owned());
     }
-    if name.contains('/') {
-        return bad("a name must not contain `/`");
-    }
-    if name == "." || name == ".." {
-        return bad("not a file name");
-    }
-    Ok(dir.join(name))
+    Ok(clean)
 }
 
 /// Resolves every symlink of `candidate` and checks the result lies strictly inside `dir` and
@@ -225,26 +229,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_checked_before_touching_the_disk() {
+    fn names_are_resolved_lexically_before_touching_the_disk() {
         let dir = Path::new("/secrets");
         for (name, expected) in [
-            ("", Some("empty")),
-            ("a\0b", Some("contains a NUL byte")),
-            ("a/b", Some("a name must not contain `/`")),
-            ("../etc/passwd", Some("a name must not contain `/`")),
-            ("..", Some("not a file name")),
-            (".", Some("not a file name")),
-            ("/secrets/../etc/passwd", Some("contains `..`")),
-            ("db_password", None),
-            ("..data", None),
-            ("a..b", None),
-            ("/secrets/db_password", None),
+            ("", Err("empty")),
+            ("a\0b", Err("contains a NUL byte")),
+            ("..", Err("outside")),
+            ("../etc/passwd", Err("outside")),
+            ("sub/../../etc/passwd", Err("outside")),
+            ("/secrets/../etc/passwd", Ok("/etc/passwd")),
+            (".", Ok("/secrets")),
+            ("db_password", Ok("/secrets/db_password")),
+            ("sub/key", Ok("/secrets/sub/key")),
+            ("sub/../key", Ok("/secrets/key")),
+            ("./sub//key", Ok("/secrets/sub/key")),
+            ("..data", Ok("/secrets/..data")),
+            ("a..b", Ok("/secrets/a..b")),
+            ("/secrets/db_password", Ok("/secrets/db_password")),
         ] {
             match (candidate_path(dir, name), expected) {
-                (Err(HandleError::BadName(_, reason)), Some(expected)) => {
+                (Err(HandleError::BadName(_, reason)), Err(expected)) => {
                     assert_eq!(reason, expected, "{name:?}")
                 }
-                (Ok(_), None) => {}
+                (Err(HandleError::Outside { .. }), Err("outside")) => {}
+                (Ok(path), Ok(expected)) => assert_eq!(path, Path::new(expected), "{name:?}"),
                 (other, _) => panic!("{name:?}: {other:?}"),
             }
         }

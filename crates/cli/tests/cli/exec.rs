@@ -203,6 +203,24 @@ fn an_unresolved_environment_writes_no_template() {
 }
 
 #[test]
+fn a_settings_error_is_said_once() {
+    let sandbox = Sandbox::new();
+    sandbox.write("keyturn.yaml", "templates: 1\n");
+    let output = exec(&sandbox, &["--config", "keyturn.yaml", "--", "true"], &[]);
+    expect_code(&output, 2);
+    let text = stderr(&output);
+    assert_eq!(
+        text.matches("expected a list of templates").count(),
+        1,
+        "{text}"
+    );
+    let output = exec(&sandbox, &["--config", "absent.yaml", "--", "true"], &[]);
+    expect_code(&output, 2);
+    let text = stderr(&output);
+    assert_eq!(text.matches("No such file").count(), 1, "{text}");
+}
+
+#[test]
 fn handles_without_a_backend_are_bad_input() {
     let sandbox = Sandbox::new();
     let output = exec(&sandbox, &["--", "true"], &[("KEY", "ENC[k]")]);

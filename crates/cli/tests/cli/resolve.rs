@@ -299,6 +299,30 @@ fn check_reports_and_exits_by_verdict() {
     );
 }
 
+// Issue 9.14: a full stdout (`/dev/full`) is an operational failure (exit 3), not a panic (101).
+#[test]
+fn check_with_a_full_stdout_exits_3() {
+    let sandbox = Sandbox::new();
+    table_backend(&sandbox, &[]);
+    sandbox.write("keyturn.yaml", &settings(&sandbox));
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))
+        .args(["check", "--config", "keyturn.yaml"])
+        .current_dir(sandbox.path("."))
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(3), "{run:?}");
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("cannot write to stdout"),
+        "{run:?}"
+    );
+}
+
 /// Regression (issue 9, items 5 and 10): a backend reached through a directory anyone may
 /// write passed `keyturn check`, and keyturn's own backend was not checked at all.
 #[test]

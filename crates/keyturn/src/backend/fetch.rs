@@ -50,7 +50,7 @@ pub(crate) async fn fetch(
     known: &Known<'_>,
 ) -> Result<Fetched, FetchError> {
     let began = Instant::now();
-    let deadline = tokio::time::Instant::now() + options.timeout;
+    let deadline = deadline_after(options.timeout);
     let mut output = Output::new(options.output_max_size);
     let started = checked_start(spec);
     // Built once the backend has started: de-duplicating and encoding 10,000 handles then
@@ -389,7 +389,9 @@ fn request<'a>(
 /// The timeout in whole seconds, rounded up (a sub-second timeout is sent as 1).
 fn timeout_secs(options: &FetchOptions) -> u64 {
     let timeout = options.timeout;
-    timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0)
+    timeout
+        .as_secs()
+        .saturating_add(u64::from(timeout.subsec_nanos() > 0))
 }
 
 /// The metrics label of a run: `0`, the exit code, `signal`, `timeout`, or `error` (it could
@@ -447,6 +449,15 @@ fn exit_text(status: ExitStatus) -> String {
         },
         (None, None) => status.to_string(),
     }
+}
+
+/// `timeout` from now; a timeout too large to add (settings clamp theirs, but `FetchOptions` is
+/// public) waits as long as [`crate::settings::MAX_DURATION`].
+fn deadline_after(timeout: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(crate::settings::MAX_DURATION))
+        .unwrap_or(now)
 }
 
 /// Why a stderr tail is withheld after an answer that could not be read.
@@ -526,7 +537,7 @@ pub(crate) async fn version(spec: &BackendSpec, options: &FetchOptions) -> Resul
         ..options.clone()
     };
     let mut output = Output::new(options.output_max_size);
-    let deadline = tokio::time::Instant::now() + options.timeout;
+    let deadline = deadline_after(options.timeout);
     let run = match checked_start(&probe) {
         Ok(started) => drive(
             started,

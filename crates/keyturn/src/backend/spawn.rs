@@ -14,14 +14,14 @@
 //! A process group does not hold a descendant that calls `setsid` (or `setpgid`), so killing
 //! the group is not enough. On its first start keyturn makes itself a *child subreaper*
 //! (`PR_SET_CHILD_SUBREAPER`): every orphan among its descendants is re-parented to keyturn
-//! instead of init. Every backend and `on_change` command is started with `KEYTURN_RUN` set to
-//! a mark of its own (`<keyturn PID>.<run number>`), which its descendants inherit. When a run's
+//! instead of init. Every backend is started with `KEYTURN_RUN` set to a mark of its own (`<keyturn PID>.<run number>`), which its descendants inherit. When a run's
 //! [`GroupGuard`] is dropped, [`sweep`] kills every child of keyturn that carries the run's
 //! mark and is not a process keyturn waits for, reaps every such child that has ended, and
 //! repeats until the run's leader has exited and none is left: killing one re-parents its own
 //! children to keyturn, so a whole tree goes, whatever its sessions and groups. Orphans without
-//! the mark (the descendants of `keyturn exec`'s program, or a backend descendant that cleared
-//! its environment) are never killed, only reaped once they end.
+//! the mark (services an `on_change` command starts, the descendants of `keyturn exec`'s
+//! program, or a backend descendant that cleared its environment) are never killed, only
+//! reaped once they end, by the next sweep.
 //!
 //! # Running the file that was checked
 //!
@@ -107,8 +107,8 @@ pub(crate) struct GroupGuard {
     pgid: Option<Pid>,
     /// The run's leader, whether or not the group is still to be killed.
     leader: Option<Pid>,
-    /// The run's `KEYTURN_RUN` mark.
-    mark: String,
+    /// The run's `KEYTURN_RUN` mark (backends only).
+    mark: Option<String>,
 }
 
 /// The environment variable that marks a run's processes (see the module doc).
@@ -163,7 +163,7 @@ pub(crate) fn start(
     }
     let child = spawn_tracked(&mut command).map_err(StartError::Io)?;
     // `program` (and so the checked descriptor) is borrowed until here: it outlives the spawn.
-    Ok(Started::guarded(child, mark))
+    Ok(Started::guarded(child, Some(mark)))
 }
 
 /// Starts an operator's own command (a template's `on_change`): no permission check and no
@@ -176,15 +176,14 @@ pub(crate) fn start_command(argv: &[String]) -> io::Result<Started> {
     // The second sanctioned process start in keyturn: a command the operator configured.
     #[allow(clippy::disallowed_methods)]
     let mut command = tokio::process::Command::new(program);
-    let mark = next_mark();
     command
         .args(args)
-        .env(RUN_MARK, &mark)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    Ok(Started::guarded(spawn_tracked(&mut command)?, mark))
+    // No mark: an operator's command may start a service meant to outlive it.
+    Ok(Started::guarded(spawn_tracked(&mut command)?, None))
 }
 
 /// Starts the program of `keyturn exec`: `argv[0]` looked up on the `PATH` of `env` when it
@@ -293,7 +292,7 @@ pub(crate) fn forget_reaped() {
 
 impl Started {
     /// A child started as the leader of its own process group, with the guard over that group.
-    fn guarded(child: tokio::process::Child, mark: String) -> Started {
+    fn guarded(child: tokio::process::Child, mark: Option<String>) -> Started {
         let pgid = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
@@ -425,7 +424,10 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.kill();
-        let (mark, leader) = (std::mem::take(&mut self.mark), self.leader);
+        let Some(mark) = self.mark.take() else {
+            return;
+        };
+        let leader = self.leader;
         // The common case, a leader reaped and nothing left behind, costs one look.
         if leader.is_none_or(|pid| state(pid).is_none()) && untracked_children().is_empty() {
             return;

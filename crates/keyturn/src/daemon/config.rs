@@ -96,35 +96,35 @@ pub struct OnChange {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read settings file {path}: {cause}")]
+    #[error("cannot read settings file {path}: {error}")]
     Read {
         /// The settings file.
         path: PathBuf,
         /// Why.
-        cause: std::io::Error,
+        error: std::io::Error,
     },
     /// The file's content is invalid.
-    #[error("{path}: {cause}")]
+    #[error("{path}: {error}")]
     Invalid {
         /// The settings file.
         path: PathBuf,
         /// What is wrong, naming the key.
-        cause: SettingsError,
+        error: SettingsError,
     },
 }
 
 impl DaemonConfig {
     /// Reads and validates the settings file at `path`.
     pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            cause: source,
+            error,
         })?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base = absolute.parent().unwrap_or(Path::new("/"));
-        DaemonConfig::from_yaml_str(&text, base).map_err(|source| ConfigError::Invalid {
+        DaemonConfig::from_yaml_str(&text, base).map_err(|error| ConfigError::Invalid {
             path: path.to_path_buf(),
-            cause: source,
+            error,
         })
     }
 
@@ -397,7 +397,7 @@ fn read_template(
     let refresh_allowlist = keys.string_list("refresh_allowlist")?;
     let timeout = match keys.non_negative("on_change_timeout")? {
         None | Some(0) => DEFAULT_ON_CHANGE_TIMEOUT,
-        Some(secs) => Duration::from_secs(secs),
+        Some(secs) => crate::settings::clamped_secs(secs),
     };
     let on_change = match keys.string_list("on_change")? {
         None => None,

@@ -56,7 +56,8 @@ pub enum HookError {
 
 /// Runs `hook` to completion or timeout.
 pub async fn run(hook: &OnChange) -> Result<(), HookError> {
-    let program = hook.argv[0].clone();
+    // `OnChange` says its argv is never empty; an empty one fails to start, never panics.
+    let program = hook.argv.first().cloned().unwrap_or_default();
     let Started {
         mut child,
         mut group,
@@ -182,6 +183,18 @@ mod tests {
             matches!(&err, HookError::Spawn { program, .. } if program == "/nonexistent/reload"),
             "{err:?}"
         );
+    }
+
+    // Issue 9.14: an empty argv (possible through the public fields) fails, never panics.
+    #[tokio::test]
+    async fn an_empty_command_fails_to_start() {
+        let err = run(&OnChange {
+            argv: Vec::new(),
+            timeout: Duration::from_secs(1),
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(&err, HookError::Spawn { .. }), "{err:?}");
     }
 
     #[tokio::test]

@@ -86,7 +86,7 @@ impl Schedule {
         rng: StdRng,
     ) -> Schedule {
         Schedule {
-            periodic: interval.map(|interval| now + first_delay.unwrap_or(interval)),
+            periodic: interval.map(|interval| later(now, first_delay.unwrap_or(interval))),
             retry: None,
             running: None,
             interval,
@@ -122,7 +122,7 @@ impl Schedule {
             // A refresh that took the periodic slot restarts the period (the Agent's ticker
             // reset); a retry leaves the periodic phase where it was.
             if self.running.take().unwrap_or(true) {
-                self.periodic = Some(now + interval);
+                self.periodic = Some(later(now, interval));
             }
         }
         if success {
@@ -130,7 +130,7 @@ impl Schedule {
             self.retry = None;
             return;
         }
-        let retry = now + retry_delay(self.failures, interval, &mut self.rng);
+        let retry = later(now, retry_delay(self.failures, interval, &mut self.rng));
         self.failures = self.failures.saturating_add(1);
         self.retry = match self.retry {
             Some(pending) if !scheduled => Some(pending.min(retry)),
@@ -175,6 +175,14 @@ impl Schedule {
             (periodic, retry) => periodic.or(retry),
         }
     }
+}
+
+/// `delay` after `now`, or as late as an `Instant` goes when that overflows (a schedule built
+/// from settings never gets there: they clamp durations to [`crate::settings::MAX_DURATION`]).
+fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(crate::settings::MAX_DURATION))
+        .unwrap_or(now)
 }
 
 /// The delay before retry number `failures` (0-based): uniform in `[0, min(ceiling, 1 s ·
@@ -525,6 +533,18 @@ mod tests {
         // A later success outside the loop ends the backoff: next at the periodic slot.
         schedule.completed(t0 + 3 * SECOND / 2, true, false);
         assert_eq!(schedule.next_due(), Some(t0 + 50 * SECOND));
+    }
+
+    // Issue 9.14: the largest interval neither panics nor wraps around.
+    #[test]
+    fn huge_intervals_do_not_overflow() {
+        let t0 = Instant::now();
+        let huge = Duration::MAX;
+        let mut schedule = Schedule::new(t0, Some(huge), None, Some(huge), seeded());
+        assert!(schedule.next_due().is_some_and(|next| next > t0));
+        schedule.completed(t0, true, true);
+        schedule.completed(t0, false, true);
+        assert!(schedule.next_due().is_some_and(|next| next > t0));
     }
 
     #[test]

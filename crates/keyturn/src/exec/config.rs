@@ -93,16 +93,16 @@ impl ExecSettings {
     /// the `exec` section come from the same text). Relative paths are taken from the file's
     /// directory, as `keyturn serve` does.
     pub fn load(path: &Path) -> Result<ExecSettings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            cause: source,
+            error,
         })?;
         let text = zeroize::Zeroizing::new(text);
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base = absolute.parent().unwrap_or(Path::new("/"));
-        let invalid = |source| ConfigError::Invalid {
+        let invalid = |error| ConfigError::Invalid {
             path: path.to_path_buf(),
-            cause: source,
+            error,
         };
         let daemon = DaemonConfig::from_yaml_str(&text, base).map_err(invalid)?;
         let (api, exec) = read_exec_section(&text).map_err(invalid)?;

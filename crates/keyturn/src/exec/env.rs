@@ -122,7 +122,13 @@ impl Environment {
             });
         }
         let bytes = zeroize::Zeroizing::new(bytes);
-        for (name, value) in parse_env_file(&bytes, path)? {
+        self.merge_env_text(&bytes, path)
+    }
+
+    /// Sets every variable that the env file text `bytes` defines, in order; `path` names the
+    /// file in errors. Nothing is set when the text is invalid.
+    pub fn merge_env_text(&mut self, bytes: &[u8], path: &Path) -> Result<(), EnvFileError> {
+        for (name, value) in parse_env_file(bytes, path)? {
             self.set(name.into(), value.into());
         }
         Ok(())

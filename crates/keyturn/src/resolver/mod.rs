@@ -278,6 +278,33 @@ struct Batch {
     notify: AtomicBool,
 }
 
+/// Ends a batch however its task ends: takes its handles that still point to it out of
+/// `inflight` and marks it done, so its waiters never hang (a handle it did not publish then
+/// reads as interrupted) and later resolves start a new batch.
+struct BatchEnd {
+    inner: Arc<Inner>,
+    batch: Arc<Batch>,
+    handles: Vec<String>,
+}
+
+impl Drop for BatchEnd {
+    fn drop(&mut self) {
+        {
+            let mut state = self.inner.lock();
+            for handle in &self.handles {
+                if state
+                    .inflight
+                    .get(handle)
+                    .is_some_and(|batch| Arc::ptr_eq(batch, &self.batch))
+                {
+                    state.inflight.remove(handle);
+                }
+            }
+        }
+        self.batch.done.send_replace(true);
+    }
+}
+
 /// Which backend specs serve which handles.
 enum Routing {
     None,
@@ -425,6 +452,12 @@ impl Resolver {
             waits.push(batch.clone());
             let inner = self.inner.clone();
             tokio::spawn(async move {
+                // Wakes the waiters even if this task panics or is dropped before publishing.
+                let end = BatchEnd {
+                    inner: inner.clone(),
+                    batch: batch.clone(),
+                    handles: handles.clone(),
+                };
                 let results = inner.fetch_all(handles).await;
                 let notifications = {
                     let mut state = inner.lock();
@@ -435,7 +468,7 @@ impl Resolver {
                     }
                     notifications
                 };
-                batch.done.send_replace(true);
+                drop(end);
                 inner.deliver(notifications);
             });
         }
