@@ -163,6 +163,26 @@ pub enum DocumentError {
         /// Path of the alias, segments joined with `/`.
         path: String,
     },
+    /// A raw U+0085, U+2028 or U+2029: a line break for YAML 1.1 readers (Go's yaml.v3 and
+    /// yaml.v2, which the Datadog Agent uses, and PyYAML) but not for YAML 1.2. The two readings
+    /// can see different handles (`# c<U+0085>pw: ENC[db]` is a comment to one and a handle to
+    /// the other), so such a document is refused rather than read one way.
+    #[error(
+        "could not parse YAML: a raw {name} at line {line}, column {column} is a line break \
+         for YAML 1.1 readers (such as the Datadog Agent's) but not for YAML 1.2, so they would \
+         read this document differently; remove it, or write it escaped in a double-quoted \
+         string (\\{escape})"
+    )]
+    AmbiguousLineBreak {
+        /// The character's name, e.g. `U+2028 (line separator)`.
+        name: &'static str,
+        /// Its escape in a double-quoted YAML string, e.g. `u2028`.
+        escape: &'static str,
+        /// 1-based line (lines end at `\n`).
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+    },
     /// The source text of a handle's value could not be located. A bug, not a user error:
     /// reported instead of risking a corrupt output.
     #[error("could not locate the text of the value at line {line}, column {column}")]
@@ -201,11 +221,35 @@ struct Walk {
     splices: Vec<Splice>,
 }
 
+/// Refuses the characters that YAML 1.1 reads as line breaks and YAML 1.2 does not
+/// ([`DocumentError::AmbiguousLineBreak`]), naming the first one's line and column.
+fn refuse_ambiguous_line_breaks(text: &str) -> Result<(), DocumentError> {
+    let Some(at) = text.find(['\u{85}', '\u{2028}', '\u{2029}']) else {
+        return Ok(());
+    };
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let (name, escape) = match text[at..].chars().next() {
+        Some('\u{85}') => ("U+0085 (next line)", "N"),
+        Some('\u{2028}') => ("U+2028 (line separator)", "L"),
+        _ => ("U+2029 (paragraph separator)", "P"),
+    };
+    Err(DocumentError::AmbiguousLineBreak {
+        name,
+        escape,
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+    })
+}
+
 impl Document {
     /// Parses `text` and finds every handle.
     pub fn parse(text: String, format: Format) -> Result<Document, DocumentError> {
         let walk = match format {
-            Format::Yaml => yaml::walk(&text)?,
+            Format::Yaml => {
+                refuse_ambiguous_line_breaks(&text)?;
+                yaml::walk(&text)?
+            }
             Format::Json => json::walk(&text)?,
         };
         Ok(Document {

@@ -651,3 +651,54 @@ fn parse_yaml_value(text: &str) -> serde_json::Value {
         Err(error) => panic!("output does not parse: {error}\n{text}"),
     }
 }
+
+/// U+0085, U+2028 and U+2029 are line breaks for YAML 1.1 readers (the Agent's yaml.v3 and
+/// yaml.v2, PyYAML) and ordinary characters for YAML 1.2: a handle one side sees could be
+/// invisible to the other, so such documents are refused, naming where.
+#[test]
+fn yaml_1_1_line_breaks_are_refused_naming_the_line() {
+    for (text, name, line, column) in [
+        ("# c\u{85}pw: ENC[db]\n", "U+0085 (next line)", 1, 4),
+        (
+            "a: 1\nk: ENC[h]\u{2028}\n",
+            "U+2028 (line separator)",
+            2,
+            10,
+        ),
+        (
+            "a: 1\n\nk: \"x\u{2029}y\"\n",
+            "U+2029 (paragraph separator)",
+            3,
+            6,
+        ),
+    ] {
+        match Document::parse(text.to_owned(), Format::Yaml) {
+            Err(error @ DocumentError::AmbiguousLineBreak { .. }) => {
+                let DocumentError::AmbiguousLineBreak {
+                    name: found,
+                    line: l,
+                    column: c,
+                    ..
+                } = &error
+                else {
+                    unreachable!()
+                };
+                assert_eq!((*found, *l, *c), (name, line, column), "{text:?}");
+                assert!(
+                    error
+                        .to_string()
+                        .contains(&format!("at line {line}, column {column}")),
+                    "{error}"
+                );
+            }
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+    // Written escaped, they are ordinary characters everywhere; JSON is not affected.
+    check_sites(Format::Yaml, "k: \"a\\Lb\"\np: ENC[h]\n", &["h @ p"]);
+    check_sites(
+        Format::Json,
+        "{\"k\": \"a\u{2028}b\", \"p\": \"ENC[h]\"}",
+        &["h @ p"],
+    );
+}
