@@ -2,13 +2,21 @@
 //! behaviour is `keyturn::daemon`.
 //!
 //! SIGHUP reloads the settings and templates (a bad reload is logged and the daemon keeps
-//! serving); SIGTERM and SIGINT stop it (exit 0); SIGXFSZ is caught, so that a write past the
-//! file-size limit fails with EFBIG instead of killing the daemon.
+//! serving); SIGUSR1 asks for a refresh like `keyturn refresh` (trigger `signal`); SIGTERM and
+//! SIGINT stop it (exit 0); SIGXFSZ is caught, so that a write past the file-size limit fails
+//! with EFBIG instead of killing the daemon.
+//!
+//! Under systemd (`Type=notify`, `NOTIFY_SOCKET` set) the daemon reports its state: `READY=1`
+//! once every template had its first render and the API listens (with the bound address in
+//! `STATUS=`), `RELOADING=1` when a SIGHUP reload starts and `READY=1` when it ended (well or
+//! not), and `STOPPING=1` when it starts to stop. Without `NOTIFY_SOCKET` nothing is sent.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use keyturn::daemon::{self, Daemon, DaemonConfig, DaemonError};
+use keyturn::resolver::Trigger;
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{Failure, Outcome};
@@ -52,6 +60,7 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     let mut hangup = signals(SignalKind::hangup(), "SIGHUP")?;
     let mut terminate = signals(SignalKind::terminate(), "SIGTERM")?;
     let mut interrupt = signals(SignalKind::interrupt(), "SIGINT")?;
+    let mut user1 = signals(SignalKind::user_defined1(), "SIGUSR1")?;
     // A write past RLIMIT_FSIZE (a file-size limit from the service manager, a full audit file)
     // must fail with EFBIG, not kill the daemon: SIGXFSZ terminates by default. A handler (not
     // SIG_IGN, which children would inherit) is reset to the default in backends and hooks.
@@ -94,13 +103,31 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     // The bound address: with port 0 the system chose the port.
     let address = listener.local_addr().map_or(listen, |address| address);
     tracing::info!(%address, "serving the API");
+    let status = format!("STATUS=serving the API on {address}");
+    notify(&[NotifyState::Ready, NotifyState::Custom(&status)]);
 
     let reloader = daemon.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading settings and templates");
+            let reloading = NotifyState::monotonic_usec_now();
+            let mut states = vec![NotifyState::Reloading];
+            states.extend(reloading.ok());
+            notify(&states);
             if let Err(e) = reloader.reload().await {
                 tracing::error!("reload failed, still serving the previous settings: {e}");
+            }
+            notify(&[NotifyState::Ready]);
+        }
+    });
+    let refresher = daemon.clone();
+    tokio::spawn(async move {
+        while user1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: refreshing");
+            let report = refresher.refresh(Trigger::Signal, None).await;
+            match report.error_text() {
+                None => tracing::info!(changed = report.changed.len(), "refresh done"),
+                Some(error) => tracing::warn!("refresh failed: {error}"),
             }
         }
     });
@@ -109,10 +136,22 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
+        notify(&[NotifyState::Stopping]);
     };
     daemon::serve(listener, daemon, shutdown)
         .await
         .context("the API server failed")
         .map_err(Failure::operational)?;
     Ok(Outcome::Success)
+}
+
+/// Tells the service manager about the daemon's state, when it listens (`NOTIFY_SOCKET`).
+/// A failure is logged, never fatal.
+fn notify(states: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("could not notify the service manager: {e}");
+    }
 }

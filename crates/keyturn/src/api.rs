@@ -18,7 +18,9 @@
 //! - `POST /secret/trigger`: queues a throttled refresh (spec §6.7) and answers at once: 202
 //!   `{"queued": true}`, 200 `{"queued": false}` when one is already waiting, 409 when triggers
 //!   are disabled.
-//! - `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
+//! - `GET /metrics`: Prometheus metrics, in the OpenMetrics text format when `Accept` asks for
+//!   `application/openmetrics-text` (as Prometheus does), else in the classic text format
+//!   (0.0.4). With `api.unauthenticated_metrics: true` it needs no token.
 //!
 //! Invariant: no response carries a secret value; reports and statuses name handles and paths.
 
@@ -27,7 +29,6 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
@@ -45,6 +46,7 @@ use zeroize::Zeroizing;
 
 use crate::daemon::Daemon;
 use crate::daemon::schedule::TriggerRefused;
+use crate::metrics::MetricsFormat;
 use crate::resolver::{RefreshReport, Trigger};
 use crate::secret::Secret;
 use crate::trusted_path::{self, NotPrivate};
@@ -54,24 +56,29 @@ const TOKEN_FILE: &str = "API token file";
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 16 * 1024;
-/// Content type of `/metrics`: what prometheus-client's text encoder produces.
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of text answers.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// The API over `daemon`.
+/// With `api.unauthenticated_metrics`, `/metrics` is served without the token too.
 pub fn router(daemon: Daemon) -> Router {
-    let protected = Router::new()
+    let open_metrics = daemon.api_config().unauthenticated_metrics;
+    let mut protected = Router::new()
         .route("/secrets", get(secrets))
         .route("/secret/refresh", get(refresh).post(refresh))
-        .route("/secret/trigger", post(trigger))
-        .route("/metrics", get(metrics))
+        .route("/secret/trigger", post(trigger));
+    if !open_metrics {
+        protected = protected.route("/metrics", get(metrics));
+    }
+    let protected = protected
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(daemon.clone(), authorize));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(protected)
+    let mut open = Router::new().route("/healthz", get(healthz));
+    if open_metrics {
+        open = open.route("/metrics", get(metrics));
+    }
+    open.merge(protected)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(daemon.clone(), limit_body))
         .with_state(daemon)
@@ -333,14 +340,17 @@ async fn trigger(State(daemon): State<Daemon>) -> Result<Response, ApiError> {
     }
 }
 
-async fn metrics(State(daemon): State<Daemon>) -> Response {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+/// OpenMetrics when `Accept` asks for it (as Prometheus does), the classic text format
+/// otherwise.
+async fn metrics(State(daemon): State<Daemon>, headers: HeaderMap) -> Response {
+    let format = if accepts(&headers, "application/openmetrics-text") {
+        MetricsFormat::OpenMetrics
+    } else {
+        MetricsFormat::Classic
+    };
     (
-        [(CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        daemon.metrics().encode(now),
+        [(CONTENT_TYPE, format.content_type())],
+        daemon.metrics().encode(format),
     )
         .into_response()
 }
@@ -359,6 +369,11 @@ fn text(body: String) -> Response {
 
 /// Whether `Accept` lists `application/json` (with a non-zero quality).
 fn wants_json(headers: &HeaderMap) -> bool {
+    accepts(headers, "application/json")
+}
+
+/// Whether `Accept` lists `media` (with a non-zero quality).
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
     headers
         .get_all(ACCEPT)
         .iter()
@@ -366,13 +381,13 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .flat_map(|value| value.split(','))
         .any(|range| {
             let mut parts = range.split(';');
-            let media = parts.next().unwrap_or_default().trim();
+            let listed = parts.next().unwrap_or_default().trim();
             let refused = parts.any(|param| {
                 param
                     .split_once('=')
                     .is_some_and(|(k, v)| k.trim() == "q" && v.trim().parse() == Ok(0.0f32))
             });
-            media.eq_ignore_ascii_case("application/json") && !refused
+            listed.eq_ignore_ascii_case(media) && !refused
         })
 }
 
@@ -885,15 +900,55 @@ mod tests {
     async fn metrics_and_not_found() {
         let dir = tempfile::tempdir().unwrap();
         let daemon = daemon(dir.path(), "").await;
-        let answer = send(&daemon, authed(Method::GET, "/metrics")).await;
+        // OpenMetrics when the scraper asks for it (Prometheus' own Accept header), the
+        // classic format otherwise.
+        let answer = send(
+            &daemon,
+            authed(Method::GET, "/metrics").header(
+                ACCEPT,
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ),
+        )
+        .await;
         assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.content_type, METRICS_CONTENT_TYPE);
+        assert_eq!(
+            answer.content_type,
+            MetricsFormat::OpenMetrics.content_type()
+        );
         assert!(
             answer.body.contains("# TYPE keyturn_handles_known gauge"),
             "{}",
             answer.body
         );
         assert!(answer.body.ends_with("# EOF\n"), "{}", answer.body);
+        let answer = send(&daemon, authed(Method::GET, "/metrics")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(
+            answer.content_type,
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert!(
+            answer
+                .body
+                .contains("# TYPE keyturn_backend_unparsable_outputs_total counter"),
+            "{}",
+            answer.body
+        );
+        assert!(!answer.body.contains("# EOF"), "{}", answer.body);
+        // Without the token: refused unless the settings open it.
+        let anonymous = send(&daemon, Request::builder().uri("/metrics")).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        let open_dir = tempfile::tempdir().unwrap();
+        let open = self::daemon(open_dir.path(), "api:\n  unauthenticated_metrics: true\n").await;
+        let anonymous = send(&open, Request::builder().uri("/metrics")).await;
+        assert_eq!(anonymous.status, StatusCode::OK);
+        assert!(anonymous.body.contains("keyturn_build_info"));
+        let secrets = send(&open, Request::builder().uri("/secrets")).await;
+        assert_eq!(
+            secrets.status,
+            StatusCode::UNAUTHORIZED,
+            "only /metrics opens"
+        );
         // Bodies over the limit are refused on every route, whether `Content-Length` declares
         // them or not (then they are read up to the limit); at the limit they pass.
         for (method, uri, size, declared, status) in [

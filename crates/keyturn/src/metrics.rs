@@ -1,10 +1,12 @@
-//! Prometheus metrics of the resolver and the backend runs.
+//! Prometheus metrics of the resolver, the backend runs and the daemon.
 //!
 //! One [`Metrics`] value is shared by everything that resolves secrets; the daemon's `/metrics`
-//! route encodes it with [`Metrics::encode`]. Labels never carry handle names or values: a
-//! handle name can itself be sensitive and would make the label set unbounded.
+//! route encodes it with [`Metrics::encode`], in the OpenMetrics text format when the scraper
+//! asks for it and in Prometheus' classic text format (0.0.4) otherwise. Labels never carry
+//! handle names or values: a handle name can itself be sensitive and would make the label set
+//! unbounded.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -59,6 +61,37 @@ struct RefreshLabels {
     outcome: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// The text formats [`Metrics::encode`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`).
+    OpenMetrics,
+    /// Prometheus' classic text format (`text/plain; version=0.0.4`).
+    Classic,
+}
+
+impl MetricsFormat {
+    /// The `Content-Type` of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MetricsFormat::OpenMetrics => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            }
+            MetricsFormat::Classic => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
 /// The metrics of one resolver.
 #[derive(Debug)]
 pub struct Metrics {
@@ -69,9 +102,12 @@ pub struct Metrics {
     handle_failures: Family<KindLabels, Counter>,
     refreshes: Family<RefreshLabels, Counter>,
     handles_known: Gauge,
-    since_last_refresh: Gauge<f64, AtomicU64>,
-    last_refresh_unix: AtomicU64,
+    last_success: Gauge,
     memory_lock_failed: Gauge,
+    template_writes: Family<OutcomeLabels, Counter>,
+    on_change_runs: Family<OutcomeLabels, Counter>,
+    reloads: Family<OutcomeLabels, Counter>,
+    audit_write_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -122,18 +158,52 @@ impl Metrics {
             "Handles with at least one origin",
             handles_known.clone(),
         );
-        let since_last_refresh = Gauge::<f64, AtomicU64>::default();
+        let last_success = Gauge::default();
         registry.register(
-            "seconds_since_last_successful_refresh",
-            "Seconds since the last refresh that succeeded (-1 before the first)",
-            since_last_refresh.clone(),
+            "last_successful_refresh_timestamp_seconds",
+            "Unix time of the last refresh (or start-up resolution) that succeeded; 0 before the first",
+            last_success.clone(),
         );
-        since_last_refresh.set(-1.0);
         let memory_lock_failed = Gauge::default();
         registry.register(
             "memory_lock_failed",
             "1 when secret_memory_lock is set but memory could not be locked, else 0",
             memory_lock_failed.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the version of keyturn in a label",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        let template_writes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "template_writes",
+            "Writes of template destinations whose content changed, by outcome (ok, failed)",
+            template_writes.clone(),
+        );
+        let on_change_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "on_change_runs",
+            "Runs of on_change commands, by outcome (ok, failed, timeout, spawn_error)",
+            on_change_runs.clone(),
+        );
+        let reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Reloads of the settings and templates (SIGHUP), by outcome (ok, failed)",
+            reloads.clone(),
+        );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit records that could not be written",
+            audit_write_failures.clone(),
         );
         Metrics {
             registry,
@@ -143,9 +213,12 @@ impl Metrics {
             handle_failures,
             refreshes,
             handles_known,
-            since_last_refresh,
-            last_refresh_unix: AtomicU64::new(0),
+            last_success,
             memory_lock_failed,
+            template_writes,
+            on_change_runs,
+            reloads,
+            audit_write_failures,
         }
     }
 
@@ -185,8 +258,37 @@ impl Metrics {
             })
             .inc();
         if outcome == "ok" {
-            self.last_refresh_unix.store(now_unix, Ordering::Relaxed);
+            self.last_success
+                .set(i64::try_from(now_unix).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Records one write of a template destination whose content changed: `ok` or `failed`.
+    pub fn record_template_write(&self, outcome: &str) {
+        self.outcome(&self.template_writes, outcome);
+    }
+
+    /// Records one `on_change` run: `ok`, `failed`, `timeout` or `spawn_error`.
+    pub fn record_on_change(&self, outcome: &str) {
+        self.outcome(&self.on_change_runs, outcome);
+    }
+
+    /// Records one reload: `ok` or `failed`.
+    pub fn record_reload(&self, outcome: &str) {
+        self.outcome(&self.reloads, outcome);
+    }
+
+    /// Records an audit record that could not be written.
+    pub fn record_audit_write_failure(&self) {
+        self.audit_write_failures.inc();
+    }
+
+    fn outcome(&self, family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Sets the number of handles known to the resolver.
@@ -229,18 +331,51 @@ impl Metrics {
             .get()
     }
 
-    /// Encodes every metric in the Prometheus text format, as of `now_unix`.
-    pub fn encode(&self, now_unix: u64) -> String {
-        let last = self.last_refresh_unix.load(Ordering::Relaxed);
-        if last > 0 {
-            self.since_last_refresh
-                .set(now_unix.saturating_sub(last) as f64);
-        }
+    /// Encodes every metric in `format`.
+    pub fn encode(&self, format: MetricsFormat) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        match format {
+            MetricsFormat::OpenMetrics => out,
+            MetricsFormat::Classic => openmetrics_to_classic(&out),
+        }
     }
+}
+
+/// Rewrites prometheus-client's OpenMetrics text in the classic format. The two differ, for
+/// what this registry holds, only in that a classic counter family is named after its samples
+/// (`x_total`, where OpenMetrics names the family `x`), and that `# UNIT` and `# EOF` lines do
+/// not exist there. Samples, labels and histograms are written the same way.
+fn openmetrics_to_classic(text: &str) -> String {
+    let counters: HashSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 16 * counters.len());
+    for line in text.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -261,7 +396,7 @@ mod tests {
         assert_eq!(metrics.backend_runs("0"), 1);
         assert_eq!(metrics.handle_failures(FailureKind::Empty), 2);
         assert_eq!(metrics.unparsable_outputs(), 1);
-        let text = metrics.encode(130);
+        let text = metrics.encode(MetricsFormat::OpenMetrics);
         assert!(
             text.contains(r#"keyturn_handle_failures_total{kind="empty"} 2"#),
             "{text}"
@@ -271,15 +406,65 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("keyturn_seconds_since_last_successful_refresh 30"),
+            text.contains("keyturn_last_successful_refresh_timestamp_seconds 100"),
             "{text}"
         );
         assert!(
             text.contains(r#"keyturn_refreshes_total{trigger="api",outcome="ok"} 1"#),
             "{text}"
         );
+        assert!(
+            text.contains(&format!(
+                "keyturn_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
         assert!(text.contains("keyturn_memory_lock_failed 1"), "{text}");
         metrics.set_memory_lock_failed(false);
-        assert!(metrics.encode(130).contains("keyturn_memory_lock_failed 0"));
+        assert!(
+            metrics
+                .encode(MetricsFormat::OpenMetrics)
+                .contains("keyturn_memory_lock_failed 0")
+        );
+    }
+
+    #[test]
+    fn the_classic_format_names_counter_families_after_their_samples() {
+        let metrics = Metrics::new();
+        metrics.record_backend_run("0", Duration::from_millis(3));
+        metrics.record_on_change("timeout");
+        let classic = metrics.encode(MetricsFormat::Classic);
+        assert!(
+            classic.contains(
+                "# HELP keyturn_backend_runs_total Secret backend runs, by exit status.\n\
+                 # TYPE keyturn_backend_runs_total counter\n\
+                 keyturn_backend_runs_total{exit=\"0\"} 1\n"
+            ),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("keyturn_on_change_runs_total{outcome=\"timeout\"} 1\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE keyturn_backend_run_duration_seconds histogram\n"),
+            "{classic}"
+        );
+        assert!(
+            !classic.contains("# EOF") && !classic.contains("# UNIT"),
+            "{classic}"
+        );
+        // Every sample line is unchanged.
+        let samples = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|line| !line.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            samples(&classic),
+            samples(&metrics.encode(MetricsFormat::OpenMetrics))
+        );
     }
 }

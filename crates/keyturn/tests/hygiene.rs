@@ -38,7 +38,11 @@ fn harden_makes_the_process_non_dumpable_and_locks_or_reports() {
                 hardening.warnings
             );
             assert!(metrics.memory_lock_failed());
-            assert!(metrics.encode(0).contains("keyturn_memory_lock_failed 1"));
+            assert!(
+                metrics
+                    .encode(keyturn::metrics::MetricsFormat::Classic)
+                    .contains("keyturn_memory_lock_failed 1")
+            );
         }
         MemoryLock::NotRequested => panic!("the lock was requested"),
     }

@@ -160,6 +160,10 @@ impl Setup {
         if !options.log_filter.is_empty() {
             command.env("KEYTURN_LOG", options.log_filter);
         }
+        match &options.notify_socket {
+            Some(socket) => command.env("NOTIFY_SOCKET", socket),
+            None => command.env_remove("NOTIFY_SOCKET"),
+        };
         let child = command.spawn().unwrap();
         Serve {
             pid: i32::try_from(child.id()).unwrap(),
@@ -186,6 +190,8 @@ pub(crate) struct ServeOptions {
     pub(crate) max_file_size: Option<u64>,
     /// Run under `prlimit --nofile=SOFT:HARD`: the descriptor limits.
     pub(crate) open_files: Option<(u64, u64)>,
+    /// `NOTIFY_SOCKET`: where the daemon sends its systemd notifications.
+    pub(crate) notify_socket: Option<PathBuf>,
     /// The sandbox file stderr is appended to.
     pub(crate) log: &'static str,
 }
@@ -197,6 +203,7 @@ impl Default for ServeOptions {
             json_logs: false,
             max_file_size: None,
             open_files: None,
+            notify_socket: None,
             log: "serve.log",
         }
     }

@@ -14,6 +14,7 @@ mod faults;
 mod leaks;
 mod resolve;
 mod serve;
+mod systemd;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

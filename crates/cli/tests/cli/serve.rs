@@ -200,8 +200,11 @@ fn serve_resolves_refreshes_and_stops_on_sigterm() {
     );
     assert_eq!(sandbox.read("hooks.log"), "changed\nchanged\n");
     let audit = sandbox.read("secret-audit-file.json");
-    assert_eq!(audit.lines().count(), 1, "{audit}");
-    let record: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    // The start-up resolution, then this refresh.
+    assert_eq!(audit.lines().count(), 2, "{audit}");
+    let startup: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(startup["trigger"], "startup");
+    let record: serde_json::Value = serde_json::from_str(audit.lines().nth(1).unwrap()).unwrap();
     assert_eq!(record["data"], serde_json::json!([{"handle": "db"}]));
     assert_eq!(record["trigger"], "api");
 
@@ -229,8 +232,8 @@ fn serve_resolves_refreshes_and_stops_on_sigterm() {
     );
     assert_eq!(sandbox.read("hooks.log"), "changed\nchanged\nchanged\n");
     let audit = sandbox.read("secret-audit-file.json");
-    assert_eq!(audit.lines().count(), 2, "{audit}");
-    let record: serde_json::Value = serde_json::from_str(audit.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(audit.lines().count(), 3, "{audit}");
+    let record: serde_json::Value = serde_json::from_str(audit.lines().nth(2).unwrap()).unwrap();
     assert_eq!(
         record["data"],
         serde_json::json!([{"handle": "api"}, {"handle": "db"}])

@@ -62,6 +62,8 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// `api.header_read_timeout`: a client must send a request's header (and body) within it.
     pub header_read_timeout: Duration,
+    /// `api.unauthenticated_metrics`: serve `/metrics` without the token.
+    pub unauthenticated_metrics: bool,
 }
 
 /// One entry of `templates`: a document with handles and where its resolved form goes.
@@ -175,6 +177,7 @@ fn read_api(
             "allow_non_loopback",
             "max_connections",
             "header_read_timeout",
+            "unauthenticated_metrics",
         ],
     )?;
     let allow_non_loopback = keys.boolean("allow_non_loopback")?.unwrap_or(false);
@@ -211,12 +214,14 @@ fn read_api(
         }
         Some(secs) => Duration::from_secs(secs),
     };
+    let unauthenticated_metrics = keys.boolean("unauthenticated_metrics")?.unwrap_or(false);
     Ok(ApiConfig {
         listen,
         auth_token_file,
         allow_non_loopback,
         max_connections,
         header_read_timeout,
+        unauthenticated_metrics,
     })
 }
 
@@ -527,6 +532,7 @@ mod tests {
                 allow_non_loopback: false,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                unauthenticated_metrics: false,
             }
         );
         assert!(config.templates.is_empty());
@@ -736,7 +742,7 @@ mod tests {
         );
         check_err(
             "api:\n  port: 1\n",
-            "invalid setting 'api.port': unknown key; expected one of listen, auth_token_file, allow_non_loopback, max_connections, header_read_timeout",
+            "invalid setting 'api.port': unknown key; expected one of listen, auth_token_file, allow_non_loopback, max_connections, header_read_timeout, unauthenticated_metrics",
         );
         check_err(
             "api:\n  header_read_timeout: 3601\n",

@@ -113,7 +113,7 @@ impl Starting {
     /// Resolves every template, writes every destination whose handles all resolved and sets
     /// up the schedule. Handles that fail are logged and show in the status.
     pub async fn start(self) -> Daemon {
-        let (generation, schedule, success) = self.generation.start().await;
+        let (generation, schedule, success) = self.generation.start(Trigger::Startup).await;
         let daemon = Daemon {
             shared: Arc::new(Shared {
                 settings_file: self.settings_file,
@@ -213,6 +213,14 @@ impl Daemon {
     /// the current state keeps serving and the error is returned. Changes to the `api` section
     /// take effect at the next start.
     pub async fn reload(&self) -> Result<(), DaemonError> {
+        let reloaded = self.reload_inner().await;
+        self.shared
+            .metrics
+            .record_reload(if reloaded.is_ok() { "ok" } else { "failed" });
+        reloaded
+    }
+
+    async fn reload_inner(&self) -> Result<(), DaemonError> {
         let path = self
             .shared
             .settings_file
@@ -223,7 +231,7 @@ impl Daemon {
             tracing::warn!("changes to the api section take effect after a restart");
         }
         let generation = Generation::build(config, &self.shared.metrics)?;
-        let (generation, schedule, success) = generation.start().await;
+        let (generation, schedule, success) = generation.start(Trigger::Signal).await;
         let held_back = {
             let _render = self.shared.render.lock().await;
             let previous = std::mem::replace(&mut *self.lock_current(), generation.clone());
@@ -453,11 +461,13 @@ impl Daemon {
                     );
                 }
                 Written::Failed(error) => {
+                    self.shared.metrics.record_template_write("failed");
                     tracing::error!("{error}");
                     rendered.write_failures += 1;
                     rendered.errors.push(error);
                 }
                 Written::Changed => {
+                    self.shared.metrics.record_template_write("ok");
                     tracing::info!(%destination, "destination written");
                     template.on_change_due();
                 }
@@ -470,6 +480,12 @@ impl Daemon {
             }
             // Until it completes, the status says it was interrupted (a shutdown may drop it).
             let outcome = hook::run(on_change).await;
+            self.shared.metrics.record_on_change(match &outcome {
+                Ok(()) => "ok",
+                Err(hook::HookError::Failed { .. }) => "failed",
+                Err(hook::HookError::Timeout { .. }) => "timeout",
+                Err(hook::HookError::Spawn { .. }) => "spawn_error",
+            });
             let error = outcome.err().map(|e| format!("{destination}: {e}"));
             if let Some(error) = &error {
                 tracing::warn!("{error}; it runs again on the next refresh");
@@ -562,7 +578,7 @@ impl Generation {
 
     /// Resolves every template concurrently (values arrive through the subscription) and
     /// builds the schedule. Returns whether every handle resolved.
-    async fn start(self) -> (Arc<Generation>, Schedule, bool) {
+    async fn start(self, trigger: Trigger) -> (Arc<Generation>, Schedule, bool) {
         let generation = Arc::new(self);
         let mut tasks = tokio::task::JoinSet::new();
         for template in &generation.templates {
@@ -581,6 +597,10 @@ impl Generation {
         let mut success = true;
         while let Some(joined) = tasks.join_next().await {
             success &= joined.unwrap_or(false);
+        }
+        // The whole resolution is audited and counted like a refresh, under `trigger`.
+        if generation.resolver.is_enabled() {
+            success &= generation.resolver.record_resolution(trigger).await.is_ok();
         }
         let settings = generation.resolver.settings();
         // Without a backend there is nothing to refresh: no schedule, no triggers.

@@ -258,8 +258,10 @@ async fn refresh_allowlist_applies_per_use_within_one_template() {
              - 'pass1':\n\tkept in '{origin}' configuration in entry 'other/endpoint'\n"
         )
     );
+    // After the start-up record, this refresh's.
     let audit = setup.read("secret-audit-file.json");
-    let record: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    let record: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(record["trigger"], "api");
     assert_eq!(record["data"], serde_json::json!([{"handle": "pass1"}]));
     assert_eq!(
         record["held_back"],

@@ -322,6 +322,72 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// Records a whole resolution that was not a refresh (the daemon's start-up, or the
+    /// resolution of a reload) as one: an audit record with `trigger` naming every handle that
+    /// has a value (masked like a refresh's) and every handle that failed, and the refresh
+    /// counter with its outcome. Returns the audit error, if writing the record failed.
+    pub async fn record_resolution(&self, trigger: Trigger) -> Result<(), String> {
+        let (entries, failed, known) = {
+            let state = self.inner.lock();
+            let mut entries = Vec::new();
+            let mut failed = Vec::new();
+            for (handle, contexts) in &state.contexts {
+                if let Some(value) = state.cache.get(handle) {
+                    let last_segments = contexts
+                        .iter()
+                        .filter_map(|c| c.path.last().map(String::as_str));
+                    entries.push(AuditEntry::new(handle.clone(), value, last_segments));
+                } else if let Some((kind, _)) = state.failures.get(handle) {
+                    failed.push(FailedHandle {
+                        handle: handle.clone(),
+                        reason: *kind,
+                    });
+                }
+            }
+            (entries, failed, state.contexts.len())
+        };
+        if known == 0 {
+            return Ok(());
+        }
+        let outcome = if failed.is_empty() {
+            "ok"
+        } else if entries.is_empty() {
+            "failed"
+        } else {
+            "partial"
+        };
+        self.inner
+            .metrics
+            .record_refresh(trigger.as_str(), outcome, unix_now());
+        let Some(audit) = &self.inner.audit else {
+            return Ok(());
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let record = Record {
+            trigger,
+            entries,
+            failed,
+            held_back: Vec::new(),
+        };
+        append_audit(audit.clone(), record)
+            .await
+            .inspect_err(|error| {
+                self.inner.metrics.record_audit_write_failure();
+                tracing::error!(%error, "could not write the audit file");
+            })
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 /// Runs `job`, then the job queued meanwhile, and so on until none is queued.
 async fn run_coalesced(inner: Arc<Inner>, mut job: Job) {
     // If this task dies (panic), let the next requester start a fresh run instead of waiting
@@ -424,6 +490,7 @@ impl Inner {
                 held_back,
             };
             if let Err(error) = append_audit(audit.clone(), record).await {
+                self.metrics.record_audit_write_failure();
                 tracing::error!(%error, "could not write the audit file");
                 report.error = Some(format!("could not write the audit file: {error}"));
             }
@@ -436,11 +503,8 @@ impl Inner {
         } else {
             "partial"
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        self.metrics.record_refresh(trigger.as_str(), outcome, now);
+        self.metrics
+            .record_refresh(trigger.as_str(), outcome, unix_now());
         (report, candidates)
     }
 }
