@@ -9,7 +9,12 @@ use crate::{Failure, Outcome};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Settings file (YAML).
-    #[arg(long, value_name = "SETTINGS", default_value = "keyturn.yaml")]
+    #[arg(
+        long,
+        env = "KEYTURN_CONFIG",
+        value_name = "SETTINGS",
+        default_value = "keyturn.yaml"
+    )]
     config: PathBuf,
 }
 

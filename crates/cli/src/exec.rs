@@ -22,7 +22,7 @@ use crate::{Failure, Outcome};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Settings file (YAML): secret_* keys, and optionally templates, api and exec.
-    #[arg(long, value_name = "SETTINGS")]
+    #[arg(long, env = "KEYTURN_CONFIG", value_name = "SETTINGS")]
     config: Option<PathBuf>,
     /// Env file (dotenv syntax) whose variables are added to keyturn's own; repeatable, later
     /// files win.

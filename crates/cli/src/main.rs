@@ -11,8 +11,10 @@
 //! - 3: an operational failure (output could not be written, daemon could not start, API
 //!   unreachable or refusing the token).
 //!
-//! Logs go to stderr, data to stdout. `keyturn serve` logs at `info` (JSON with
-//! `--log-format json`), the other commands at `warn`; `KEYTURN_LOG` overrides the filter.
+//! Logs go to stderr, data to stdout. `keyturn serve` logs at `info`, the other commands at
+//! `warn`; every command takes the global `--log-level`, `-v`/`-q` (one level up or down per
+//! use) and `--log-format` (`json` for one JSON object per event). Without `--log-level`,
+//! `-v` or `-q`, `KEYTURN_LOG` (a `tracing` filter) overrides the default.
 
 // Doc comments double as `--help` text, where `ENC[handle]` is literal, not a link.
 #![allow(rustdoc::broken_intra_doc_links)]
@@ -20,6 +22,7 @@
 mod check;
 mod client;
 mod exec;
+mod generate;
 mod refresh;
 mod resolve;
 mod serve;
@@ -33,10 +36,54 @@ use clap::{Parser, Subcommand};
 
 /// Resolve ENC[handle] secrets in configuration files through a secret backend.
 #[derive(Debug, Parser)]
-#[command(name = "keyturn", version, about, propagate_version = true)]
-struct Cli {
+#[command(
+    name = "keyturn",
+    version = env!("KEYTURN_VERSION"),
+    about,
+    propagate_version = true
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Logging options, accepted by every command.
+#[derive(Debug, clap::Args)]
+struct LogArgs {
+    /// Log level on stderr [default: info for serve, warn otherwise; KEYTURN_LOG when set].
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+    /// Log format on stderr: human (one line per event) or json (one object per event).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// Log more: one level up per use (-v info, -vv debug, ...).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Log less: one level down per use (-q error, -qq nothing).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    quiet: u8,
+}
+
+/// Log levels, from the quietest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// How logs are written: `human`, one line of text per event, or `json`, one JSON object per
+/// event. (Plain comments on the variants: documented values would switch every command's
+/// `--help` to the long layout.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +100,10 @@ enum Command {
     Refresh(refresh::Args),
     /// Run COMMAND with the secrets of its environment resolved, and keep them fresh.
     Exec(exec::Args),
+    /// Print a shell completion script for SHELL to stdout.
+    Completions(generate::CompletionsArgs),
+    /// Write the manual pages (keyturn.1 and one per command) into DIR.
+    Man(generate::ManArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -98,10 +149,11 @@ pub(crate) enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.command {
-        Command::Serve(args) => init_logging("info", args.log_format),
-        _ => init_logging("warn", serve::LogFormat::Human),
-    }
+    let default_level = match &cli.command {
+        Command::Serve(_) => LogLevel::Info,
+        _ => LogLevel::Warn,
+    };
+    init_logging(&cli.log, default_level);
     let result = match cli.command {
         Command::Resolve(args) => resolve::run(args),
         Command::Check(args) => check::run(args),
@@ -109,6 +161,8 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Refresh(args) => refresh::run(args),
         Command::Exec(args) => exec::run(args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
@@ -121,17 +175,55 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default_level: &str, format: serve::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+fn init_logging(args: &LogArgs, default_level: LogLevel) {
+    let filter = match log_level(args, default_level) {
+        Some(level) => tracing_subscriber::EnvFilter::new(level.as_filter()),
+        None => tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level.as_filter())),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(colour_on_stderr())
         .with_target(false);
-    match format {
-        serve::LogFormat::Human => builder.init(),
-        serve::LogFormat::Json => builder.json().init(),
+    match args.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The level the command line asks for: `--log-level`, moved up by `-v` and down by `-q`
+/// (from the command's default when `--log-level` is absent); `None` when it asks nothing.
+fn log_level(args: &LogArgs, default_level: LogLevel) -> Option<LogLevel> {
+    if args.log_level.is_none() && args.verbose == 0 && args.quiet == 0 {
+        return None;
+    }
+    let levels = [
+        LogLevel::Off,
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+    let base = args.log_level.unwrap_or(default_level);
+    let index = levels.iter().position(|l| *l == base).unwrap_or(2);
+    let index = (index + usize::from(args.verbose))
+        .saturating_sub(usize::from(args.quiet))
+        .min(levels.len() - 1);
+    Some(levels[index])
+}
+
+impl LogLevel {
+    fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `keyturn resolve`: one document in, the resolved document out.
 
+use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow};
@@ -10,30 +11,63 @@ use crate::{Failure, Outcome};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Settings file (YAML). Without it, the top-level secret_* keys of FILE are used.
-    #[arg(long, value_name = "SETTINGS")]
+    #[arg(long, env = "KEYTURN_CONFIG", value_name = "SETTINGS")]
     config: Option<PathBuf>,
     /// Syntax of FILE; by default from its extension (.json is JSON, anything else YAML).
-    #[arg(long, value_parser = ["yaml", "json"])]
-    format: Option<String>,
+    /// Required when FILE is `-`.
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
     /// Write the resolved document to PATH (atomically, mode 0600) instead of stdout.
     #[arg(long, short, value_name = "PATH")]
     output: Option<PathBuf>,
     /// Write the document even when some handles failed (they stay as written); still exit 1.
     #[arg(long)]
     allow_partial: bool,
-    /// The document to resolve.
+    /// The document to resolve; `-` reads it from stdin.
     file: PathBuf,
 }
 
+/// The syntaxes `--format` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FormatArg {
+    Yaml,
+    Json,
+}
+
+impl From<FormatArg> for Format {
+    fn from(format: FormatArg) -> Format {
+        match format {
+            FormatArg::Yaml => Format::Yaml,
+            FormatArg::Json => Format::Json,
+        }
+    }
+}
+
 pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
-    let file = &args.file;
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))
-        .map_err(Failure::input)?;
-    let format = match &args.format {
-        Some(name) => Format::from_name(name).unwrap_or(Format::Yaml),
+    let stdin = args.file.as_os_str() == "-";
+    // Errors and the origin of handles name stdin in words.
+    let file = &if stdin {
+        PathBuf::from("<stdin>")
+    } else {
+        args.file.clone()
+    };
+    let format = match args.format {
+        Some(format) => Format::from(format),
+        None if stdin => {
+            return Err(Failure::input(anyhow!(
+                "reading the document from stdin (`-`) needs --format yaml or --format json"
+            )));
+        }
         None => Format::from_path(file).unwrap_or(Format::Yaml),
     };
+    let text = if stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(file)
+    }
+    .with_context(|| format!("cannot read {}", file.display()))
+    .map_err(Failure::input)?;
     let settings = match &args.config {
         Some(path) => crate::read_settings(path)?,
         None => {

@@ -24,20 +24,13 @@ use crate::{Failure, Outcome};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Settings file (YAML): secret_* keys, api and templates.
-    #[arg(long, value_name = "SETTINGS", default_value = "keyturn.yaml")]
+    #[arg(
+        long,
+        env = "KEYTURN_CONFIG",
+        value_name = "SETTINGS",
+        default_value = "keyturn.yaml"
+    )]
     pub(crate) config: PathBuf,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
-    pub(crate) log_format: LogFormat,
-}
-
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum LogFormat {
-    /// One line of text per event.
-    Human,
-    /// One JSON object per event.
-    Json,
 }
 
 pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {

@@ -14,7 +14,12 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Settings file of the daemon (for api.listen and the token file).
-    #[arg(long, value_name = "SETTINGS", default_value = "keyturn.yaml")]
+    #[arg(
+        long,
+        env = "KEYTURN_CONFIG",
+        value_name = "SETTINGS",
+        default_value = "keyturn.yaml"
+    )]
     config: PathBuf,
     /// Print the status as JSON.
     #[arg(long)]

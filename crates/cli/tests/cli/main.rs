@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod abuse;
+mod command_line;
 mod compat;
 mod daemon;
 mod exec;
@@ -67,7 +68,8 @@ impl Sandbox {
         command
             .args(args)
             .current_dir(self.dir.path())
-            .env_remove("KEYTURN_LOG");
+            .env_remove("KEYTURN_LOG")
+            .env_remove("KEYTURN_CONFIG");
         if !filter.is_empty() {
             command.env("KEYTURN_LOG", filter);
         }

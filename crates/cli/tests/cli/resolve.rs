@@ -253,9 +253,19 @@ fn version_and_help() {
     let sandbox = Sandbox::new();
     let run = sandbox.keyturn(&["--version"]);
     run.expect_code(0);
-    assert_eq!(
-        run.stdout(),
-        format!("keyturn {}\n", env!("CARGO_PKG_VERSION"))
+    // The package version, then the git revision when built from a checkout.
+    let version = format!("keyturn {}", env!("CARGO_PKG_VERSION"));
+    let stdout = run.stdout();
+    assert!(stdout.starts_with(&version), "{stdout}");
+    let rest = stdout[version.len()..].trim_end();
+    assert!(
+        rest.is_empty()
+            || rest
+                .strip_prefix(" (")
+                .and_then(|r| r.strip_suffix(')'))
+                .is_some_and(|hash| hash.len() == 12
+                    && hash.chars().all(|c| c.is_ascii_hexdigit())),
+        "{stdout}"
     );
     for command in ["resolve", "check"] {
         let run = sandbox.keyturn(&[command, "--help"]);
