@@ -6,12 +6,16 @@
 #   fuzz/run.sh [SECONDS] [TARGET...]
 #
 # Prints one summary line per target and exits non-zero if any target found a crash, a hang
-# (one input over 10 s) or ran out of memory; the input is saved in fuzz/artifacts/TARGET/ and
+# (one input over 10 s) or went over the memory limits (FUZZ_MEMORY_MB, default 512 MB of RSS
+# and per allocation); the input is saved in fuzz/artifacts/TARGET/ and
 # the log in fuzz/logs/TARGET.log.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-60}"
 shift || true
+# Memory limits of every run (RSS and any single allocation), in MB: an input that makes keyturn
+# allocate more than this is a failure (issue 9: memory must stay bounded by the input).
+memory_mb="${FUZZ_MEMORY_MB:-512}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
@@ -27,6 +31,7 @@ for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "artifacts/$target"
     if cargo fuzz run -s none "$target" "corpus/$target" "seeds/$target" -- \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+        -rss_limit_mb="$memory_mb" -malloc_limit_mb="$memory_mb" \
         -artifact_prefix="artifacts/$target/" >"logs/$target.log" 2>&1; then
         outcome=ok
     else

@@ -42,15 +42,16 @@ fuzz_target!(|data: &[u8]| {
         panic!("{error}\n--- output\n{}", rendered.as_str());
     }
     for site in document.sites() {
-        let Some(value) = values.get(&site.handle) else {
+        let Some(value) = values.get(&*site.handle) else {
             continue;
         };
         let found = site
             .path
+            .to_strings()
             .iter()
             .try_fold(&after, |node, segment| match node {
                 Value::Array(items) => items.get(segment.parse::<usize>().ok()?),
-                Value::Object(entries) => entries.get(segment),
+                Value::Object(entries) => entries.get(segment.as_str()),
                 _ => None,
             });
         assert_eq!(

@@ -55,10 +55,10 @@ fuzz_target!(|data: &[u8]| {
         panic!("{error}\n--- output\n{}", rendered.as_str());
     }
     for site in document.sites() {
-        let Some(value) = values.get(&site.handle) else {
+        let Some(value) = values.get(&*site.handle) else {
             continue;
         };
-        match node_at(after, &site.path) {
+        match node_at(after, &site.path.to_strings()) {
             Some(Yaml::Representation(text, ScalarStyle::DoubleQuoted, _)) if text == value => {}
             other => panic!(
                 "site {:?} does not hold its value in the output: {other:?}\n--- output\n{}",

@@ -72,8 +72,9 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
         Some(path) => crate::read_settings(path)?,
         None => {
             let tree = match format {
-                Format::Json => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-                Format::Yaml => keyturn::settings::yaml_to_tree(&text)
+                // Only the settings keys are built: the rest of the document costs nothing.
+                Format::Json => keyturn::settings::json_to_settings_tree(&text),
+                Format::Yaml => keyturn::settings::yaml_to_settings_tree(&text)
                     .with_context(|| file.display().to_string())
                     .map_err(Failure::input)?,
             };

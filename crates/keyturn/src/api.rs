@@ -778,7 +778,7 @@ mod tests {
                 handle: "db".into(),
                 kind: crate::metrics::FailureKind::Missing,
                 message: "not found".into(),
-                paths: vec![vec!["a".into()]],
+                paths: vec![["a"].into_iter().collect()],
             }],
             ..RefreshReport::default()
         };

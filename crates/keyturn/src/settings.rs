@@ -524,8 +524,104 @@ pub(crate) fn yaml_to_spelling_tree(text: &str) -> Result<Value, SettingsError> 
 /// The loader of both trees; `typed` resolves scalars (YAML 1.2 core), otherwise they stay as
 /// written.
 fn load_tree(text: &str, typed: bool) -> Result<Value, SettingsError> {
-    use saphyr_parser::SpannedEventReceiver as _;
+    load_tree_of(text, typed, None)
+}
 
+/// The settings tree of a document that is read for its settings only (`keyturn resolve`
+/// without `--config`): only the top-level keys [`Settings::from_tree`] reads are built (and,
+/// elsewhere, anchored nodes they may alias), so the rest of the document costs no memory.
+pub fn yaml_to_settings_tree(text: &str) -> Result<Value, SettingsError> {
+    load_tree_of(text, true, Some(is_settings_key))
+}
+
+/// The settings tree of a JSON document read for its settings only: like
+/// [`yaml_to_settings_tree`], only the top-level keys [`Settings::from_tree`] reads are built.
+/// Text that is not JSON reads as `null` (the document's own parse reports it).
+pub fn json_to_settings_tree(text: &str) -> Value {
+    serde_json::from_str::<SettingsKeys>(text).map_or(Value::Null, |keys| keys.0)
+}
+
+/// A JSON document with only its settings keys kept (a non-object keeps its kind, empty).
+struct SettingsKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for SettingsKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(SettingsKeysVisitor)
+            .map(SettingsKeys)
+    }
+}
+
+struct SettingsKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SettingsKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON document")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            if is_settings_key(&key) {
+                let value = entries.next_value::<Value>()?;
+                map.insert(key, value);
+            } else {
+                entries.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Object(map))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        while items.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Value::Array(Vec::new()))
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+/// Whether [`Settings::from_tree`] reads this top-level key.
+pub fn is_settings_key(key: &str) -> bool {
+    key.starts_with("secret_") || key == "multi_secret_backends" || key == "run_path"
+}
+
+/// Bytes the values that aliases copy may add up to in a settings tree (an estimate of the tree
+/// built: each scalar's text plus 32 bytes per node). Each alias copies its anchor's
+/// tree; past this budget the file is refused with an error naming it.
+pub const ALIAS_EXPANSION_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The estimated cost of one node of a tree beyond its text.
+const NODE_COST: usize = 32;
+
+fn load_tree_of(
+    text: &str,
+    typed: bool,
+    keep: Option<fn(&str) -> bool>,
+) -> Result<Value, SettingsError> {
     let syntax = |error: &saphyr::ScanError| SettingsError::Syntax {
         message: error.info().to_owned(),
         line: error.marker().line(),
@@ -534,8 +630,15 @@ fn load_tree(text: &str, typed: bool) -> Result<Value, SettingsError> {
     // Events are pulled one by one: saphyr's `load` recurses once per nesting level.
     let mut parser = saphyr_parser::Parser::new_from_str(text);
     let mut depth = DepthLimit::default();
-    let mut loader = saphyr::YamlLoader::<saphyr::Yaml<'_>>::default();
-    loader.early_parse(typed);
+    let mut loader = TreeLoader {
+        typed,
+        keep,
+        frames: Vec::new(),
+        anchors: HashMap::new(),
+        expanded: 0,
+        root: None,
+        documents: 0,
+    };
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|error| syntax(&error))?;
         if !depth.admit(&event) {
@@ -545,13 +648,195 @@ fn load_tree(text: &str, typed: bool) -> Result<Value, SettingsError> {
                 column: span.start.col() + 1,
             });
         }
-        loader.on_event(event, span);
+        loader.event(event, span)?;
     }
-    if let Some(error) = loader.error() {
-        return Err(syntax(error));
+    Ok(loader.root.unwrap_or(Value::Null))
+}
+
+/// Builds a JSON tree from the parser's events, without recursion. An alias copies its anchor's
+/// tree (counted against [`ALIAS_EXPANSION_LIMIT`]); with `keep`, the values of top-level keys
+/// it refuses are not built, except anchored nodes inside them (which later aliases may copy).
+struct TreeLoader {
+    typed: bool,
+    keep: Option<fn(&str) -> bool>,
+    frames: Vec<TreeFrame>,
+    /// Anchored nodes: their tree and its estimated size.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Estimated bytes copied by aliases so far.
+    expanded: usize,
+    root: Option<Value>,
+    documents: usize,
+}
+
+/// An open collection; `node` is `None` when it is not built.
+struct TreeFrame {
+    node: Option<TreeNode>,
+    anchor: usize,
+    size: usize,
+}
+
+enum TreeNode {
+    Seq(Vec<Value>),
+    /// A mapping and the key read for the value that comes next (with its line and column).
+    Map(Map<String, Value>, Option<(String, usize, usize)>),
+}
+
+impl TreeLoader {
+    fn event(
+        &mut self,
+        event: saphyr_parser::Event<'_>,
+        span: saphyr_parser::Span,
+    ) -> Result<(), SettingsError> {
+        use saphyr_parser::Event;
+
+        if let Event::DocumentStart(_) = event {
+            self.documents += 1;
+        }
+        // Only the first document is read.
+        if self.documents > 1 {
+            return Ok(());
+        }
+        match event {
+            Event::Scalar(value, style, anchor, tag) => {
+                let built = (self.builds() || anchor > 0).then(|| {
+                    let size = NODE_COST + value.len();
+                    let value = if self.typed {
+                        yaml_value(&saphyr::Yaml::value_from_cow_and_metadata(
+                            value,
+                            style,
+                            tag.as_ref(),
+                        ))
+                    } else {
+                        Value::String(value.into_owned())
+                    };
+                    (value, size)
+                });
+                self.complete(built, anchor, span)
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                let node = (self.builds() || anchor > 0).then(|| match event {
+                    Event::SequenceStart(..) => TreeNode::Seq(Vec::new()),
+                    _ => TreeNode::Map(Map::new(), None),
+                });
+                self.frames.push(TreeFrame {
+                    node,
+                    anchor,
+                    size: NODE_COST,
+                });
+                Ok(())
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = self.frames.pop() else {
+                    return Ok(());
+                };
+                let built = frame.node.map(|node| {
+                    let value = match node {
+                        TreeNode::Seq(items) => Value::Array(items),
+                        TreeNode::Map(map, _) => Value::Object(map),
+                    };
+                    (value, frame.size)
+                });
+                self.complete(built, frame.anchor, span)
+            }
+            Event::Alias(anchor) => {
+                if !self.builds() {
+                    return self.complete(None, 0, span);
+                }
+                let copy = match self.anchors.get(&anchor) {
+                    Some((value, size)) => {
+                        self.expanded = self.expanded.saturating_add(*size);
+                        if self.expanded > ALIAS_EXPANSION_LIMIT {
+                            return Err(SettingsError::Syntax {
+                                message: format!(
+                                    "aliases expand into more than {ALIAS_EXPANSION_LIMIT} bytes"
+                                ),
+                                line: span.start.line(),
+                                column: span.start.col() + 1,
+                            });
+                        }
+                        (value.clone(), *size)
+                    }
+                    // Unknown or still open (an alias to itself): null, as saphyr reads it.
+                    None => (Value::Null, NODE_COST),
+                };
+                self.complete(Some(copy), 0, span)
+            }
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(_)
+            | Event::DocumentEnd => Ok(()),
+        }
     }
-    let docs = loader.into_documents();
-    Ok(docs.first().map(yaml_value).unwrap_or(Value::Null))
+
+    /// Whether the node that starts now is built: its parent is, and it is not the value of a
+    /// top-level key that `keep` refuses.
+    fn builds(&self) -> bool {
+        let Some(parent) = self.frames.last() else {
+            return true;
+        };
+        match &parent.node {
+            None => false,
+            Some(TreeNode::Map(_, Some((key, _, _)))) if self.frames.len() == 1 => {
+                self.keep.is_none_or(|keep| keep(key))
+            }
+            Some(_) => true,
+        }
+    }
+
+    /// A node is complete: remember it under its anchor, add it to its parent.
+    fn complete(
+        &mut self,
+        built: Option<(Value, usize)>,
+        anchor: usize,
+        span: saphyr_parser::Span,
+    ) -> Result<(), SettingsError> {
+        if anchor > 0
+            && let Some((value, size)) = &built
+        {
+            self.anchors.insert(anchor, (value.clone(), *size));
+        }
+        // A node built only for its anchor is not part of the tree.
+        let built = if self.builds() { built } else { None };
+        let Some(parent) = self.frames.last_mut() else {
+            if self.root.is_none() {
+                self.root = Some(built.map_or(Value::Null, |(value, _)| value));
+            }
+            return Ok(());
+        };
+        match &mut parent.node {
+            None => {}
+            Some(TreeNode::Seq(items)) => {
+                if let Some((value, size)) = built {
+                    items.push(value);
+                    parent.size = parent.size.saturating_add(size);
+                }
+            }
+            Some(TreeNode::Map(map, key)) => match key.take() {
+                None => {
+                    let text = match built {
+                        Some((Value::String(text), _)) => text,
+                        Some((other, _)) => other.to_string(),
+                        None => String::new(),
+                    };
+                    *key = Some((text, span.start.line(), span.start.col() + 1));
+                }
+                Some((text, line, column)) => {
+                    if let Some((value, size)) = built {
+                        parent.size = parent.size.saturating_add(size + text.len());
+                        if map.insert(text, value).is_some() {
+                            return Err(SettingsError::Syntax {
+                                message: "duplicated key in mapping".to_owned(),
+                                line,
+                                column,
+                            });
+                        }
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
 }
 
 /// How deep collections may nest in settings, aliases expanded. Everything that walks the tree
@@ -787,6 +1072,44 @@ mod tests {
             "]".repeat(MAX_DEPTH - 3)
         );
         assert!(yaml_to_tree(&shallow).is_ok(), "{shallow}");
+    }
+
+    /// Issue 9, item 2: an alias copies its anchor's tree, within a byte budget; a document
+    /// read for its settings builds only the settings keys, so aliases elsewhere cost nothing.
+    #[test]
+    fn aliases_are_budgeted_and_unread_keys_are_not_built() {
+        let mut text = format!("big: &big \"{}\"\n", "x".repeat(1024 * 1024));
+        text.push_str(&format!("copies: [{}*big]\n", "*big, ".repeat(100)));
+        text.push_str("defaults: &cfg {file_path: /s}\nsecret_backend_type: file.json\n");
+        text.push_str("secret_backend_config: *cfg\n");
+        let tree = yaml_to_settings_tree(&text).unwrap();
+        let keys: Vec<&String> = tree.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["secret_backend_config", "secret_backend_type"]);
+        assert_eq!(
+            tree["secret_backend_config"],
+            serde_json::json!({"file_path": "/s"})
+        );
+        let error = yaml_to_tree(&text).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid settings syntax at line 2, column 100: aliases expand into more than \
+             16777216 bytes"
+        );
+        // The budget counts bytes, not nodes: a few aliases of a big anchor are fine.
+        let few = format!("big: &big \"{}\"\ncopies: [*big, *big]\n", "x".repeat(1024));
+        assert_eq!(
+            yaml_to_tree(&few).unwrap()["copies"][1]
+                .as_str()
+                .map(str::len),
+            Some(1024)
+        );
+        // JSON documents keep only the settings keys too.
+        assert_eq!(
+            json_to_settings_tree("{\"a\": [1, 2], \"run_path\": \"/r\"}"),
+            serde_json::json!({"run_path": "/r"})
+        );
+        assert_eq!(json_to_settings_tree("[1]"), serde_json::json!([]));
+        assert_eq!(json_to_settings_tree("{"), Value::Null);
     }
 
     #[test]

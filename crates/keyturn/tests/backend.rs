@@ -1256,3 +1256,33 @@ async fn no_value_leaks() {
         "{texts:#?}"
     );
 }
+
+/// A `#!` script whose interpreter does not exist (the Agent docs' `#!/usr/bin/python` on a
+/// machine without it) or is not executable: the error names the interpreter and its path,
+/// not a bare "no such file or directory" for a script that exists.
+#[tokio::test]
+async fn a_missing_interpreter_is_named() {
+    let dir = private_dir();
+    let not_executable = dir.path().join("not-executable");
+    write_file(&not_executable, "", 0o600);
+    let not_executable = not_executable.display().to_string();
+    for (interpreter, problem) in [
+        ("/nonexistent/python", "is missing"),
+        (not_executable.as_str(), "is not an executable file"),
+    ] {
+        let script = dir.path().join("script");
+        let _ = std::fs::remove_file(&script);
+        write_file(&script, &format!("#!{interpreter} -u\nprint('x')\n"), 0o700);
+        let spec = BackendSpec {
+            command: script.clone(),
+            ..spec("ok", &[])
+        };
+        let error = run(&spec, &options(), &["h"]).await.unwrap_err();
+        assert!(
+            error.message.contains(&format!(
+                "the interpreter '{interpreter}' named on the first line (#!) of the script {problem}"
+            )),
+            "{error}"
+        );
+    }
+}

@@ -263,6 +263,32 @@ async fn cache_partial_full_and_origins() {
     );
 }
 
+/// Registering an origin again (issue 9, item 3: registration no longer compares each use with
+/// every other use) keeps each use once, in first-registration order, and adds the new ones.
+#[tokio::test]
+async fn registering_an_origin_again_adds_only_new_uses() {
+    let fixture = Fixture::new();
+    fixture.set("p", "v");
+    let resolver = fixture.resolver();
+    let first = yaml("a: ENC[p]\nb: [\"ENC[p]\", \"ENC[p]\"]\n");
+    resolver.resolve(&first, "doc", false).await;
+    resolver.resolve(&first, "doc", false).await;
+    resolver.resolve(&yaml("a: ENC[p]\n"), "other", false).await;
+    resolver
+        .resolve(&yaml("c: ENC[p]\nb: [\"ENC[p]\"]\n"), "doc", false)
+        .await;
+    assert_eq!(
+        handles(&resolver)["p"],
+        places(&[
+            ("doc", "a"),
+            ("doc", "b/0"),
+            ("doc", "b/1"),
+            ("doc", "c"),
+            ("other", "a"),
+        ])
+    );
+}
+
 #[tokio::test]
 async fn partial_success_reports_every_failure_with_paths() {
     let fixture = Fixture::new();

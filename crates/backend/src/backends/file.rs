@@ -12,12 +12,13 @@
 //! Invariant: errors name the file, the key and the kind of problem; a parse error gives only
 //! its line and column, because parser messages may quote the file, which holds secrets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr::Scalar;
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
@@ -110,7 +111,7 @@ pub(crate) fn resolve(
         .map(|handle| match table.get(*handle) {
             None => Err(format!("key {handle:?} not found in {}", path.display())),
             Some(Err(error)) => Err(format!("key {handle:?} in {} {error}", path.display())),
-            Some(Ok(value)) => Ok(value.clone()),
+            Some(Ok(value)) => Ok(Zeroizing::new(value.as_str().to_owned())),
         })
         .collect())
 }
@@ -170,8 +171,12 @@ pub(crate) fn read_text(path: &Path, limit: u64) -> Result<Zeroizing<String>, Re
     }
 }
 
-/// Secret name to its text, or to why that entry cannot be used.
-type Table = BTreeMap<String, Result<Zeroizing<String>, ValueError>>;
+/// Secret name to its text, or to why that entry cannot be used. Texts are shared: YAML entries
+/// that alias one anchor hold one copy of its text.
+type Table = BTreeMap<String, Entry>;
+
+/// One entry's text, or why it cannot be used.
+type Entry = Result<Rc<Zeroizing<String>>, ValueError>;
 
 fn parse_json(text: &str, path: &Path) -> Result<Table, FileError> {
     let object: BTreeMap<String, Box<RawValue>> =
@@ -189,7 +194,7 @@ fn parse_json(text: &str, path: &Path) -> Result<Table, FileError> {
         })?;
     Ok(object
         .into_iter()
-        .map(|(key, raw)| (key, value::json_text(&raw)))
+        .map(|(key, raw)| (key, value::json_text(&raw).map(Rc::new)))
         .collect())
 }
 
@@ -226,54 +231,147 @@ fn check_depth(text: &str, path: &Path) -> Result<(), FileError> {
     Ok(())
 }
 
+/// Reads the top-level mapping from the parser's events, without building a tree: only
+/// top-level entries and anchored scalars are kept, and an alias shares its anchor's text, so
+/// an alias bomb costs nothing (saphyr's loader copies an anchor's tree for every alias).
 fn parse_yaml(text: &str, path: &Path) -> Result<Table, FileError> {
+    use saphyr_parser::{Event, Parser};
+
     let not_a_mapping = || FileError::NotAMapping {
         path: path.to_owned(),
         expected: "a mapping",
     };
-    check_depth(text, path)?;
-    let documents = MarkedYaml::load_from_str(text).map_err(|error| FileError::Syntax {
+    let syntax = |line: usize, column: usize| FileError::Syntax {
         path: path.to_owned(),
         format: "YAML",
-        line: error.marker().line(),
-        column: error.marker().col() + 1,
-    })?;
-    let mut documents = documents.into_iter();
-    let (Some(document), None) = (documents.next(), documents.next()) else {
-        return Err(not_a_mapping());
+        line,
+        column,
     };
-    let YamlData::Mapping(mapping) = document.data else {
-        return Err(not_a_mapping());
-    };
+    check_depth(text, path)?;
     let source = SourceText::new(text);
-    Ok(mapping
-        .iter()
-        .filter_map(|(key, value)| {
-            let key = yaml_text(key, &source).ok()?;
-            Some((key.to_string(), yaml_text(value, &source)))
-        })
-        .collect())
+    let mut anchors: HashMap<usize, Entry> = HashMap::new();
+    let mut table = Table::new();
+    // Anchor and kind of every open collection; the top-level mapping is the first.
+    let mut open: Vec<(usize, bool)> = Vec::new();
+    let mut documents = 0;
+    let mut saw_mapping = false;
+    // Inside the top-level mapping: the key just read (`None` inside when it is not text).
+    let mut key: Option<(Option<String>, usize, usize)> = None;
+    let mut parser = Parser::new_from_str(text);
+    while let Some(next) = parser.next_event() {
+        let (event, span) =
+            next.map_err(|error| syntax(error.marker().line(), error.marker().col() + 1))?;
+        // A complete node at the top level of the mapping, as a key or as a value.
+        let mut top: Option<Entry> = None;
+        match event {
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(not_a_mapping());
+                }
+            }
+            Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
+                let is_map = matches!(event, Event::MappingStart(..));
+                if open.is_empty() {
+                    if !is_map {
+                        return Err(not_a_mapping());
+                    }
+                    saw_mapping = true;
+                }
+                open.push((anchor, is_map));
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                let (anchor, is_map) = open.pop().unwrap_or_default();
+                let entry = Err(if is_map {
+                    ValueError::Mapping
+                } else {
+                    ValueError::Sequence
+                });
+                if anchor > 0 {
+                    anchors.insert(anchor, entry.clone());
+                }
+                if open.len() == 1 {
+                    top = Some(entry);
+                }
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                if open.is_empty() {
+                    return Err(not_a_mapping());
+                }
+                if open.len() == 1 || anchor > 0 {
+                    let node =
+                        saphyr::Yaml::value_from_cow_and_metadata(value, style, tag.as_ref());
+                    let written = || {
+                        // The span starts at the node's properties (`&anchor`, `!tag`), if any.
+                        let mut text = source.slice(span.start.index(), span.end.index())?;
+                        while text.starts_with(['&', '!']) {
+                            let end = text.find([' ', '\t', '\n', '\r'])?;
+                            text = text[end..].trim_start();
+                        }
+                        Some(text)
+                    };
+                    let entry = scalar_text(&node, &written).map(Rc::new);
+                    if anchor > 0 {
+                        anchors.insert(anchor, entry.clone());
+                    }
+                    if open.len() == 1 {
+                        top = Some(entry);
+                    }
+                }
+            }
+            Event::Alias(anchor) => {
+                if open.len() == 1 {
+                    top = Some(
+                        anchors
+                            .get(&anchor)
+                            .cloned()
+                            .unwrap_or(Err(ValueError::Invalid)),
+                    );
+                }
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+        }
+        let Some(entry) = top else {
+            continue;
+        };
+        match key.take() {
+            None => {
+                let text = entry.ok().map(|text| text.as_str().to_owned());
+                key = Some((text, span.start.line(), span.start.col() + 1));
+            }
+            Some((None, _, _)) => {}
+            Some((Some(name), line, column)) => {
+                if table.insert(name, entry).is_some() {
+                    return Err(syntax(line, column));
+                }
+            }
+        }
+    }
+    if !saw_mapping {
+        return Err(not_a_mapping());
+    }
+    Ok(table)
 }
 
-/// The text of a YAML scalar node: a string as parsed, any other scalar exactly as written.
-fn yaml_text(
-    node: &MarkedYaml<'_>,
-    source: &SourceText<'_>,
+/// The text of a YAML scalar: a string as parsed, any other scalar exactly as `written`.
+fn scalar_text<'a>(
+    node: &saphyr::Yaml<'_>,
+    written: &dyn Fn() -> Option<&'a str>,
 ) -> Result<Zeroizing<String>, ValueError> {
-    match &node.data {
-        YamlData::Value(Scalar::String(text)) => Ok(Zeroizing::new(text.to_string())),
-        YamlData::Value(Scalar::Null) => Err(ValueError::Null),
-        YamlData::Value(Scalar::Boolean(_) | Scalar::Integer(_) | Scalar::FloatingPoint(_)) => {
-            source
-                .slice(node.span.start.index(), node.span.end.index())
+    use saphyr::Yaml;
+    match node {
+        Yaml::Value(Scalar::String(text)) => Ok(Zeroizing::new(text.to_string())),
+        Yaml::Value(Scalar::Null) => Err(ValueError::Null),
+        Yaml::Value(Scalar::Boolean(_) | Scalar::Integer(_) | Scalar::FloatingPoint(_)) => {
+            written()
                 .map(|text| Zeroizing::new(text.to_owned()))
                 .ok_or(ValueError::Invalid)
         }
-        YamlData::Representation(text, _, _) => Ok(Zeroizing::new(text.to_string())),
-        YamlData::Tagged(_, inner) => yaml_text(inner, source),
-        YamlData::Mapping(_) => Err(ValueError::Mapping),
-        YamlData::Sequence(_) => Err(ValueError::Sequence),
-        YamlData::Alias(_) | YamlData::BadValue => Err(ValueError::Invalid),
+        Yaml::Representation(text, _, _) => Ok(Zeroizing::new(text.to_string())),
+        Yaml::Tagged(_, inner) => scalar_text(inner, written),
+        Yaml::Mapping(_) => Err(ValueError::Mapping),
+        Yaml::Sequence(_) => Err(ValueError::Sequence),
+        Yaml::Alias(_) | Yaml::BadValue => Err(ValueError::Invalid),
     }
 }
 
@@ -356,6 +454,36 @@ mod tests {
         // JSON values are kept as raw text (no recursion): a deep one is just a long value.
         let json = format!("{{\"a\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(parse_json(&json, Path::new("s")).unwrap().len(), 1);
+    }
+
+    /// Issue 9, item 2: saphyr's loader copied an anchor's tree for every alias (a 1 MiB
+    /// anchor under 2,000 keys: 2 GB); entries that alias one anchor now share its text, and
+    /// aliases to collections cost nothing.
+    #[test]
+    fn yaml_aliases_share_their_anchor_text() {
+        let mut text = format!("big: &b \"{}\"\n", "x".repeat(1 << 20));
+        for i in 0..2_000 {
+            text.push_str(&format!("k{i}: *b\n"));
+        }
+        text.push_str("l0: &l0 [*b, *b, *b, *b]\n");
+        for level in 1..20 {
+            let previous = level - 1;
+            text.push_str(&format!(
+                "l{level}: &l{level} [*l{previous}, *l{previous}, *l{previous}, *l{previous}]\n"
+            ));
+        }
+        text.push_str("pin: &pin 0123\ncopy: *pin\n*b : 1\n");
+        let table = parse_yaml(&text, Path::new("s")).unwrap();
+        let (Ok(big), Ok(copy)) = (&table["big"], &table["k1999"]) else {
+            panic!("big and k1999 are texts");
+        };
+        assert!(Rc::ptr_eq(big, copy));
+        assert_eq!(table["l19"], Err(ValueError::Sequence));
+        assert_eq!(
+            table["copy"].as_deref().map(|text| text.as_str()),
+            Ok("0123")
+        );
+        assert_eq!(table.len(), 2_000 + 1 + 20 + 2 + 1);
     }
 
     #[test]

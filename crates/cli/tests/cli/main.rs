@@ -13,6 +13,7 @@ mod daemon;
 mod exec;
 mod faults;
 mod leaks;
+mod memory;
 mod resolve;
 mod serve;
 mod systemd;

@@ -415,6 +415,16 @@ fn backend_error(spec: &BackendSpec, failure: &Failure, options: &FetchOptions) 
             "error while running '{command}': {reason}. See docs for FAQ and troubleshooting methods: {DOCS_URL}"
         )
     };
+    let interpreter = match failure {
+        Failure::Start(error) => missing_interpreter(spec, error),
+        _ => None,
+    };
+    if let Some(text) = interpreter {
+        return FetchError {
+            kind: FailureKind::BackendError,
+            message: other(text),
+        };
+    }
     let message = match failure {
         Failure::Permission(error) => error.to_string(),
         Failure::Start(error)
@@ -437,6 +447,37 @@ fn backend_error(spec: &BackendSpec, failure: &Failure, options: &FetchOptions) 
         kind: FailureKind::BackendError,
         message,
     }
+}
+
+/// When starting a `#!` script failed and the interpreter named on its first line is missing
+/// or not executable, says so with its path: the kernel's "no such file or directory" names
+/// neither, for a script that exists. Reads at most the first 256 bytes of the script.
+fn missing_interpreter(spec: &BackendSpec, error: &io::Error) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    tracing::debug!(error = %io_text(error), "backend did not start");
+    let path = resolve_command(&spec.command).ok()?;
+    let mut head = Vec::with_capacity(256);
+    std::fs::File::open(&path)
+        .ok()?
+        .take(256)
+        .read_to_end(&mut head)
+        .ok()?;
+    let line = head.strip_prefix(b"#!")?;
+    let line = line.split(|&byte| byte == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
+    let interpreter = line.split_ascii_whitespace().next()?;
+    let problem = match std::fs::metadata(interpreter) {
+        Err(_) => "is missing",
+        Ok(meta) if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 => {
+            "is not an executable file"
+        }
+        Ok(_) => return None,
+    };
+    Some(format!(
+        "the interpreter '{interpreter}' named on the first line (#!) of the script {problem}"
+    ))
 }
 
 fn exit_text(status: ExitStatus) -> String {

@@ -23,7 +23,7 @@
 //!   (a crash mid-write, see [`remove_stale_temps`]): they may hold part of a secret.
 //! - Values live in [`Secret`]s; statuses and errors name handles and paths only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use super::config::TemplateConfig;
 use crate::atomic_file::{read_existing, remove_stale_temps, write_atomic};
-use crate::document::{Document, DocumentError, HandleSite};
+use crate::document::{Document, DocumentError, HandleSite, KeyPath};
 use crate::resolver::Change;
 use crate::secret::Secret;
 
@@ -69,7 +69,7 @@ pub(crate) struct Template {
 
 struct State {
     /// handle -> key path -> the value the next render uses there.
-    values: HashMap<String, HashMap<Vec<String>, Secret>>,
+    values: HashMap<String, HashMap<KeyPath, Secret>>,
     /// Whether `values` changed since the destination was last written with them.
     dirty: bool,
     /// Counts the changes to `values`, so that a write clears `dirty` only if no value
@@ -180,7 +180,7 @@ impl Template {
             .values
             .entry(change.handle.to_owned())
             .or_default()
-            .insert(change.path.to_vec(), Secret::new(change.new));
+            .insert(change.path.clone(), Secret::new(change.new));
         state.dirty = true;
         state.version += 1;
     }
@@ -239,7 +239,10 @@ impl Template {
                 .sites()
                 .iter()
                 .filter(|site| value_at(&state.values, site).is_none())
-                .map(|site| site.handle.clone())
+                .map(|site| &*site.handle)
+                .collect::<HashSet<&str>>()
+                .into_iter()
+                .map(str::to_owned)
                 .collect();
             if !missing.is_empty() {
                 // Nothing to write until a value arrives, which makes it dirty again.
@@ -330,10 +333,10 @@ impl Template {
 
 /// The value recorded for the use at `site`.
 fn value_at<'a>(
-    values: &'a HashMap<String, HashMap<Vec<String>, Secret>>,
+    values: &'a HashMap<String, HashMap<KeyPath, Secret>>,
     site: &HandleSite,
 ) -> Option<&'a Secret> {
-    values.get(&site.handle)?.get(site.path.as_slice())
+    values.get(&*site.handle)?.get(&site.path)
 }
 
 /// Writes `contents` to `path` with `mode` unless the file already has both. Returns whether the
@@ -461,7 +464,7 @@ mod tests {
             t.record(&Change {
                 origin: &t.origin,
                 handle: "h",
-                path: &[],
+                path: &crate::document::KeyPath::root(),
                 old: "",
                 new: "v",
             });

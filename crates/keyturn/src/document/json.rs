@@ -8,11 +8,12 @@
 //! included. It never panics: anything it does not expect becomes an error.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::de::IgnoredAny;
 
 use super::quote::double_quoted_end;
-use super::sites::{Collector, Segment, line_column};
+use super::sites::{Collector, KeyText, Segment, line_column};
 use super::{DocumentError, MAX_DEPTH, Splice, Walk};
 use crate::handle::parse_handle;
 
@@ -108,7 +109,7 @@ impl<'t> Scanner<'t> {
                         key: key @ None, ..
                     }) = self.frames.last_mut()
                     {
-                        *key = Some(self.collector.push_key(decode(raw)));
+                        *key = Some(self.collector.push_key(KeyText::Text(decode(raw))));
                     } else {
                         self.string_value(raw, at..end);
                         self.value_done();
@@ -133,13 +134,14 @@ impl<'t> Scanner<'t> {
         let Some(handle) = parse_handle(&value) else {
             return;
         };
+        let handle: Arc<str> = Arc::from(handle);
         let splice = self.collector.add_splice(Splice {
             keep: span.start..span.start,
             span,
-            handle: handle.to_owned(),
+            handle: Arc::clone(&handle),
         });
         self.enter();
-        self.collector.add_site(handle, splice, &[]);
+        self.collector.add_site(handle, splice);
         self.collector.leave();
     }
 

@@ -26,6 +26,7 @@
 //! - [`Document::render`] with no value resolved returns the source byte for byte.
 
 mod json;
+mod path;
 mod quote;
 mod sites;
 mod yaml;
@@ -35,6 +36,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
+
+pub use path::{KeyPath, Segment};
 
 use zeroize::Zeroizing;
 
@@ -70,13 +74,14 @@ impl Format {
     }
 }
 
-/// One place in a document where a handle is used.
+/// One place in a document where a handle is used. Cheap to clone: the handle and the path are
+/// shared with the document's other sites.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandleSite {
     /// The handle (text between `ENC[` and `]`).
-    pub handle: String,
+    pub handle: Arc<str>,
     /// Key path from the root: map keys as written, sequence indexes in decimal.
-    pub path: Vec<String>,
+    pub path: KeyPath,
     /// Index into the document's splices: the source text this site's value comes from.
     splice: usize,
 }
@@ -211,7 +216,7 @@ struct Splice {
     /// scalar's header line (`|- # note`), which would otherwise be lost. Empty otherwise.
     keep: Range<usize>,
     /// The handle written there.
-    handle: String,
+    handle: Arc<str>,
 }
 
 /// What a format's walker produces.
@@ -286,7 +291,7 @@ impl Document {
         let mut seen = HashSet::new();
         self.sites
             .iter()
-            .map(|site| site.handle.as_str())
+            .map(|site| &*site.handle)
             .filter(|handle| seen.insert(*handle))
             .collect()
     }

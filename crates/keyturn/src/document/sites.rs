@@ -1,13 +1,61 @@
 //! Key paths, handle sites and splices, shared by the YAML and JSON walkers.
 //!
 //! A walker enters a [`Segment`] for every value it descends into and leaves it afterwards; the
-//! [`Collector`] turns the current segments into a key path only when a handle is found, so the
-//! cost of a path is paid per handle, not per value. Keys of the open mappings live in one
-//! vector (each mapping owns the tail it pushed), which also serves the duplicate-key check.
+//! [`Collector`] turns the current segments into a [`KeyPath`] only when a handle is found, so
+//! the cost of a path is paid per handle, not per value, and the nodes it builds are shared by
+//! every later site below the same values (see `path.rs`). Keys of the open mappings live in
+//! one vector (each mapping owns the tail it pushed), which also serves the duplicate-key check.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::sync::Arc;
 
-use super::{DocumentError, HandleSite, Splice, Walk};
+use super::path::{KeyPath, Segment as PathSegment};
+use super::{DocumentError, HandleSite, MAX_DEPTH, Splice, Walk};
+
+/// A mapping key: borrowed from the text (or decoded), or shared with an anchor (a YAML alias
+/// used as a key), so that an alias never copies its anchor's text.
+#[derive(Debug, Clone)]
+pub(super) enum KeyText<'t> {
+    Text(Cow<'t, str>),
+    Shared(Arc<str>),
+}
+
+impl KeyText<'_> {
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            KeyText::Text(text) => text,
+            KeyText::Shared(text) => text,
+        }
+    }
+
+    fn to_arc(&self) -> Arc<str> {
+        match self {
+            KeyText::Text(text) => Arc::from(text.as_ref()),
+            KeyText::Shared(text) => Arc::clone(text),
+        }
+    }
+}
+
+impl PartialEq for KeyText<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for KeyText<'_> {}
+
+impl PartialOrd for KeyText<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyText<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
 
 /// One step of a key path.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +75,9 @@ pub(super) struct Collector<'t> {
     sites: Vec<HandleSite>,
     splices: Vec<Splice>,
     path: Vec<Segment>,
-    keys: Vec<Cow<'t, str>>,
+    /// `built[i]` is the key path of `path[..=i]`, for the prefix built so far.
+    built: Vec<KeyPath>,
+    keys: Vec<KeyText<'t>>,
     format: &'static str,
 }
 
@@ -38,13 +88,14 @@ impl<'t> Collector<'t> {
             sites: Vec::new(),
             splices: Vec::new(),
             path: Vec::new(),
+            built: Vec::new(),
             keys: Vec::new(),
             format,
         }
     }
 
     /// Records a key of the innermost open mapping; returns its index for [`Segment::Key`].
-    pub(super) fn push_key(&mut self, key: Cow<'t, str>) -> usize {
+    pub(super) fn push_key(&mut self, key: KeyText<'t>) -> usize {
         self.keys.push(key);
         self.keys.len() - 1
     }
@@ -56,15 +107,15 @@ impl<'t> Collector<'t> {
 
     /// Sorts the keys a mapping pushed since `start` and fails if one appears twice; returns
     /// them sorted (for lookups by the caller).
-    pub(super) fn sorted_keys(&mut self, start: usize) -> Result<&[Cow<'t, str>], DocumentError> {
+    pub(super) fn sorted_keys(&mut self, start: usize) -> Result<&[KeyText<'t>], DocumentError> {
         let keys = &mut self.keys[start..];
         keys.sort_unstable();
         if let Some(duplicate) = keys
             .windows(2)
             .find(|pair| pair[0] == pair[1])
-            .map(|pair| pair[0].to_string())
+            .map(|pair| pair[0].as_str().to_owned())
         {
-            let mut path = materialize(&self.path, &self.keys);
+            let mut path = self.path();
             path.push(duplicate);
             return Err(DocumentError::DuplicateKey {
                 format: self.format,
@@ -87,11 +138,26 @@ impl<'t> Collector<'t> {
     /// Comes back from a value.
     pub(super) fn leave(&mut self) {
         self.path.pop();
+        self.built.truncate(self.path.len());
     }
 
-    /// The path to the current value.
-    pub(super) fn path(&self) -> Vec<String> {
-        materialize(&self.path, &self.keys)
+    /// The path to the current value, as strings (for errors).
+    pub(super) fn path(&mut self) -> Vec<String> {
+        self.key_path().to_strings()
+    }
+
+    /// The path to the current value, building the nodes not built yet.
+    pub(super) fn key_path(&mut self) -> KeyPath {
+        while self.built.len() < self.path.len() {
+            let parent = self.built.last().cloned().unwrap_or_default();
+            let node = match self.path[self.built.len()] {
+                Segment::Key(index) => parent.child(PathSegment::Key(self.keys[index].to_arc())),
+                Segment::Index(index) => parent.child(PathSegment::Index(index)),
+                Segment::Hidden => parent,
+            };
+            self.built.push(node);
+        }
+        self.built.last().cloned().unwrap_or_default()
     }
 
     /// The length of [`Collector::path`], without building it.
@@ -108,15 +174,39 @@ impl<'t> Collector<'t> {
         self.splices.len() - 1
     }
 
-    /// Records a site at the current path plus `suffix`.
-    pub(super) fn add_site(&mut self, handle: &str, splice: usize, suffix: &[String]) {
-        let mut path = self.path();
-        path.extend_from_slice(suffix);
+    /// Records a site at the current path.
+    pub(super) fn add_site(&mut self, handle: Arc<str>, splice: usize) {
+        let path = self.key_path();
         self.sites.push(HandleSite {
-            handle: handle.to_owned(),
+            handle,
             path,
             splice,
         });
+    }
+
+    /// Records a copy of a site (through an alias or merge): at the current path, followed by
+    /// `inner`'s segments after its first `skip`. Fails when the path would nest deeper than
+    /// [`MAX_DEPTH`] levels.
+    pub(super) fn add_copy(
+        &mut self,
+        handle: Arc<str>,
+        splice: usize,
+        inner: &KeyPath,
+        skip: usize,
+    ) -> Result<(), DocumentError> {
+        let path = self.key_path().graft(inner, skip);
+        if path.len() > MAX_DEPTH {
+            return Err(DocumentError::TooDeep {
+                format: self.format,
+                limit: MAX_DEPTH,
+            });
+        }
+        self.sites.push(HandleSite {
+            handle,
+            path,
+            splice,
+        });
+        Ok(())
     }
 
     /// The sites recorded so far.
@@ -175,18 +265,6 @@ impl<'t> Collector<'t> {
         }
         Ok(Walk { sites, splices })
     }
-}
-
-/// The key path named by `segments`.
-fn materialize(segments: &[Segment], keys: &[Cow<'_, str>]) -> Vec<String> {
-    segments
-        .iter()
-        .filter_map(|segment| match *segment {
-            Segment::Key(index) => Some(keys[index].to_string()),
-            Segment::Index(index) => Some(index.to_string()),
-            Segment::Hidden => None,
-        })
-        .collect()
 }
 
 /// The 1-based line and column (in characters) of byte `at` of `text`.

@@ -32,11 +32,13 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, Tag};
 
+use super::path::{KeyPath, Segment as PathSegment};
 use super::quote::double_quoted_end;
-use super::sites::{Collector, Segment};
+use super::sites::{Collector, KeyText, Segment};
 use super::{DocumentError, MAX_DEPTH, Splice, Walk};
 use crate::handle::parse_handle;
 
@@ -61,13 +63,13 @@ pub(super) fn walk(text: &str) -> Result<Walk, DocumentError> {
 enum Captured {
     Scalar {
         /// The value, when it counts as a string key.
-        key: Option<String>,
+        key: Option<Arc<str>>,
         /// The handle and its splice, when the value is a handle.
-        site: Option<(String, usize)>,
+        site: Option<(Arc<str>, usize)>,
         /// The handle, when the value is a handle written inside a mapping key. Its text is
         /// never replaced (a key cannot hold a secret); an alias to it used as a value is
         /// replaced at the alias instead.
-        key_handle: Option<String>,
+        key_handle: Option<Arc<str>>,
     },
     Collection {
         is_map: bool,
@@ -77,18 +79,20 @@ enum Captured {
         /// never replaced, so no alias may copy it out as a value.
         key_handles: bool,
         /// A mapping's keys, merged ones included.
-        keys: Vec<String>,
+        keys: Vec<Arc<str>>,
         /// The handles below, with paths relative to the node.
         sites: Vec<Relative>,
     },
 }
 
-/// A handle below a captured node.
+/// A handle below a captured node: its site's path, of which the first `skip` segments lead to
+/// the node (shared, never copied: see `path.rs`).
 #[derive(Debug)]
 struct Relative {
-    handle: String,
+    handle: Arc<str>,
     splice: usize,
-    path: Vec<String>,
+    path: KeyPath,
+    skip: usize,
 }
 
 /// What a node is to its parent.
@@ -291,15 +295,17 @@ impl<'t> Walker<'t> {
                 let class = classify_key(&value, style, tag);
                 if anchor > 0 {
                     // The key's text is never replaced; an alias to it used as a value is.
-                    let key = (class == KeyClass::String).then(|| value.to_string());
+                    let key = (class == KeyClass::String).then(|| Arc::from(value.as_ref()));
                     let key_handle = value_is_string(tag)
                         .then(|| parse_handle(&value))
                         .flatten()
-                        .map(str::to_owned);
+                        .map(Arc::from);
                     self.capture_scalar(anchor, key, None, key_handle);
                 }
                 let kind = match class {
-                    KeyClass::String => KeyKind::String(self.collector.push_key(value)),
+                    KeyClass::String => {
+                        KeyKind::String(self.collector.push_key(KeyText::Text(value)))
+                    }
                     KeyClass::Merge => KeyKind::Merge,
                     KeyClass::NonString => KeyKind::NonString,
                 };
@@ -316,18 +322,19 @@ impl<'t> Walker<'t> {
                 {
                     // Inside a key: never replaced (see `Captured::Scalar::key_handle`).
                     self.key_handles += 1;
-                    key_handle = Some(handle.to_owned());
+                    key_handle = Some(Arc::from(handle));
                 } else if let Some(handle) = handle {
-                    let splice = self.locate(handle, style, anchor > 0 || tag.is_some(), span)?;
+                    let handle: Arc<str> = Arc::from(handle);
+                    let splice = self.locate(&handle, style, anchor > 0 || tag.is_some(), span)?;
                     let segment = self.segment();
                     self.collector.enter(segment);
-                    self.collector.add_site(handle, splice, &[]);
+                    self.collector.add_site(Arc::clone(&handle), splice);
                     self.collector.leave();
-                    site = Some((handle.to_owned(), splice));
+                    site = Some((handle, splice));
                 }
                 if anchor > 0 {
                     let key = match classify_key(&value, style, tag) {
-                        KeyClass::String => Some(value.into_owned()),
+                        KeyClass::String => Some(Arc::from(value.as_ref())),
                         KeyClass::Merge | KeyClass::NonString => None,
                     };
                     self.capture_scalar(anchor, key, site, key_handle);
@@ -341,9 +348,9 @@ impl<'t> Walker<'t> {
     fn capture_scalar(
         &mut self,
         anchor: usize,
-        key: Option<String>,
-        site: Option<(String, usize)>,
-        key_handle: Option<String>,
+        key: Option<Arc<str>>,
+        site: Option<(Arc<str>, usize)>,
+        key_handle: Option<Arc<str>>,
     ) {
         self.anchors.insert(
             anchor,
@@ -386,7 +393,7 @@ impl<'t> Walker<'t> {
             Role::Key => {
                 let kind = match captured.as_deref() {
                     Some(Captured::Scalar { key: Some(key), .. }) => {
-                        KeyKind::String(self.collector.push_key(Cow::Owned(key.clone())))
+                        KeyKind::String(self.collector.push_key(KeyText::Shared(Arc::clone(key))))
                     }
                     _ => KeyKind::NonString,
                 };
@@ -410,24 +417,20 @@ impl<'t> Walker<'t> {
                     Some(Captured::Scalar {
                         site: Some((handle, splice)),
                         ..
-                    }) => self.collector.add_site(handle, *splice, &[]),
+                    }) => self.collector.add_site(Arc::clone(handle), *splice),
                     Some(Captured::Scalar {
                         key_handle: Some(handle),
                         ..
                     }) if self.open_keys == 0 => {
                         let splice = self.locate_alias(handle, span)?;
-                        self.collector.add_site(handle, splice, &[]);
+                        self.collector.add_site(Arc::clone(handle), splice);
                     }
                     Some(Captured::Collection {
                         skipped: false,
                         sites,
                         ..
                     }) => {
-                        self.count_copies(sites.len())?;
-                        for site in sites {
-                            self.collector
-                                .add_site(&site.handle, site.splice, &site.path);
-                        }
+                        self.add_copies(sites.iter())?;
                     }
                     _ => {}
                 }
@@ -591,7 +594,7 @@ impl<'t> Walker<'t> {
         let wanted = frame.anchor > 0 || frame.role == Role::MergeSource;
         if !skipped {
             let explicit = self.collector.sorted_keys(keys_start)?;
-            let mut merged: HashSet<String> = HashSet::new();
+            let mut merged: HashSet<Arc<str>> = HashSet::new();
             let mut merged_sites = Vec::new();
             for source in &merges {
                 let Captured::Collection {
@@ -608,11 +611,12 @@ impl<'t> Walker<'t> {
                     break;
                 }
                 for site in sites {
-                    let Some(first) = site.path.first() else {
+                    let segments = site.path.segments();
+                    let Some(PathSegment::Key(first)) = segments.get(site.skip) else {
                         continue;
                     };
                     let overridden = explicit
-                        .binary_search_by(|key| key.as_ref().cmp(first.as_str()))
+                        .binary_search_by(|key| key.as_str().cmp(first))
                         .is_ok()
                         || merged.contains(first);
                     if !overridden {
@@ -622,15 +626,12 @@ impl<'t> Walker<'t> {
                 merged.extend(source_keys.iter().cloned());
             }
             if wanted && !skipped {
-                keys = explicit.iter().map(|key| key.to_string()).collect();
+                keys = explicit.iter().map(|key| Arc::from(key.as_str())).collect();
+                self.count_copies(merged.len())?;
                 keys.extend(merged);
             }
             if !skipped {
-                self.count_copies(merged_sites.len())?;
-                for site in merged_sites {
-                    self.collector
-                        .add_site(&site.handle, site.splice, &site.path);
-                }
+                self.add_copies(merged_sites.into_iter())?;
             }
         }
         self.collector.truncate_keys(keys_start);
@@ -656,16 +657,17 @@ impl<'t> Walker<'t> {
         frame: &Frame,
         is_map: bool,
         skipped: bool,
-        keys: Vec<String>,
+        keys: Vec<Arc<str>>,
     ) -> Result<Captured, DocumentError> {
         let inside = &self.collector.sites()[frame.sites_start..];
         let count = inside.len();
         let sites = inside
             .iter()
             .map(|site| Relative {
-                handle: site.handle.clone(),
+                handle: Arc::clone(&site.handle),
                 splice: site.splice,
-                path: site.path.get(frame.path_len..).unwrap_or_default().to_vec(),
+                path: site.path.clone(),
+                skip: frame.path_len,
             })
             .collect();
         self.count_copies(count)?;
@@ -676,6 +678,23 @@ impl<'t> Walker<'t> {
             keys,
             sites,
         })
+    }
+
+    /// Records copies of captured sites at the current path (through an alias or a merge).
+    fn add_copies<'c>(
+        &mut self,
+        sites: impl ExactSizeIterator<Item = &'c Relative>,
+    ) -> Result<(), DocumentError> {
+        self.count_copies(sites.len())?;
+        for site in sites {
+            self.collector.add_copy(
+                Arc::clone(&site.handle),
+                site.splice,
+                &site.path,
+                site.skip,
+            )?;
+        }
+        Ok(())
     }
 
     fn count_copies(&mut self, count: usize) -> Result<(), DocumentError> {
@@ -702,7 +721,7 @@ impl<'t> Walker<'t> {
         }
     }
 
-    fn invalid_merge(&self) -> DocumentError {
+    fn invalid_merge(&mut self) -> DocumentError {
         let path_len = self
             .frames
             .iter()
@@ -718,7 +737,7 @@ impl<'t> Walker<'t> {
 
     /// Records a splice at an alias (`*name`) to a handle whose own text is not replaced (one
     /// written inside a mapping key): the alias itself is replaced by the value.
-    fn locate_alias(&mut self, handle: &str, span: Span) -> Result<usize, DocumentError> {
+    fn locate_alias(&mut self, handle: &Arc<str>, span: Span) -> Result<usize, DocumentError> {
         let start = self.chars.byte(span.start.index());
         let end = self.chars.byte(span.end.index());
         let name_ok = self.text.as_bytes()[start.min(end)..end]
@@ -734,14 +753,14 @@ impl<'t> Walker<'t> {
         Ok(self.collector.add_splice(Splice {
             span: start..end,
             keep: start..start,
-            handle: handle.to_owned(),
+            handle: Arc::clone(handle),
         }))
     }
 
     /// Finds the source text of a handle scalar and records its splice.
     fn locate(
         &mut self,
-        handle: &str,
+        handle: &Arc<str>,
         style: ScalarStyle,
         has_properties: bool,
         span: Span,
@@ -813,7 +832,7 @@ impl<'t> Walker<'t> {
         Ok(self.collector.add_splice(Splice {
             span: start..end,
             keep,
-            handle: handle.to_owned(),
+            handle: Arc::clone(handle),
         }))
     }
 }

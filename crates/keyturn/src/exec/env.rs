@@ -325,7 +325,7 @@ mod tests {
         let sites: Vec<(String, Vec<String>)> = document
             .sites()
             .iter()
-            .map(|s| (s.handle.clone(), s.path.clone()))
+            .map(|s| (s.handle.to_string(), s.path.to_strings()))
             .collect();
         assert_eq!(
             sites,

@@ -35,7 +35,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::{AuditLimits, AuditWriter};
 use crate::backend::{self, BackendSpec, FetchOptions, PermissionCheck};
-use crate::document::Document;
+use crate::document::{Document, KeyPath};
 use crate::metrics::{FailureKind, Metrics};
 use crate::secret::Secret;
 use crate::settings::{BackendSelection, BuiltinBackend, Settings};
@@ -100,7 +100,33 @@ pub struct Failure {
     pub message: String,
     /// Key paths where the handle is used (in the resolved document, or in every origin for a
     /// refresh).
-    pub paths: Vec<Vec<String>>,
+    pub paths: Vec<KeyPath>,
+}
+
+/// How many paths [`Failure::paths_text`] lists before it counts the rest.
+pub const LISTED_PATHS: usize = 10;
+
+/// How many handles one line of grouped failures lists before it counts the rest.
+pub const LISTED_HANDLES: usize = 100;
+
+impl Failure {
+    /// The paths joined with `, ` (each with its segments joined by `/`, made printable) for
+    /// messages: at most [`LISTED_PATHS`], then `and N more`, so a message stays proportional
+    /// to the input however many times a handle is used (a use through an alias repeats its
+    /// whole path).
+    pub fn paths_text(&self) -> String {
+        let mut text = self
+            .paths
+            .iter()
+            .take(LISTED_PATHS)
+            .map(|path| crate::printable::printable(&path.join("/")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.paths.len() > LISTED_PATHS {
+            text.push_str(&format!(" and {} more", self.paths.len() - LISTED_PATHS));
+        }
+        text
+    }
 }
 
 /// Failures with one cause. A failure of a whole backend run (the permission check, the exit
@@ -167,18 +193,12 @@ impl fmt::Display for FailureGroup<'_> {
     /// affects 2 handles: 'a' at x/y; 'b' at z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = |failure: &Failure| {
-            let paths: Vec<String> = failure
-                .paths
-                .iter()
-                .map(|p| crate::printable::printable(&p.join("/")))
-                .collect();
-            if paths.is_empty() {
+            if failure.paths.is_empty() {
                 String::new()
             } else {
-                format!(" at {}", paths.join(", "))
+                format!(" at {}", failure.paths_text())
             }
         };
-        let uses = |failure: &Failure| format!("'{}'{}", Printable(&failure.handle), at(failure));
         match self.failures.as_slice() {
             [one] => write!(
                 f,
@@ -189,15 +209,25 @@ impl fmt::Display for FailureGroup<'_> {
                 self.message
             ),
             many => {
-                let listed: Vec<String> = many.iter().map(|failure| uses(failure)).collect();
+                // Listed one by one (never joined into one string), at most LISTED_HANDLES of
+                // them: the line stays proportional to the input however many handles fail.
                 write!(
                     f,
-                    "{} ({}); affects {} handles: {}",
+                    "{} ({}); affects {} handles: ",
                     self.message,
                     self.kind.as_str(),
-                    many.len(),
-                    listed.join("; ")
-                )
+                    many.len()
+                )?;
+                for (index, failure) in many.iter().take(LISTED_HANDLES).enumerate() {
+                    if index > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "'{}'{}", Printable(&failure.handle), at(failure))?;
+                }
+                if many.len() > LISTED_HANDLES {
+                    write!(f, "; and {} more", many.len() - LISTED_HANDLES)?;
+                }
+                Ok(())
             }
         }
     }
@@ -216,7 +246,7 @@ pub struct Change<'a> {
     /// The origin (document) that uses it.
     pub origin: &'a str,
     /// Where in that document.
-    pub path: &'a [String],
+    pub path: &'a KeyPath,
     /// The previous value: `""` when never resolved, the raw `ENC[...]` text on a cache hit.
     pub old: &'a str,
     /// The new value.
@@ -237,11 +267,13 @@ impl fmt::Debug for Change<'_> {
 
 type Subscriber = Arc<dyn Fn(&Change<'_>) + Send + Sync>;
 
-/// Where a handle is used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a handle is used in one origin: every key path, in document order. Shared (cheap to
+/// clone) so that registering a document under the state lock costs one step per distinct
+/// handle, whatever the number of uses.
+#[derive(Debug, Clone)]
 pub(crate) struct Context {
-    pub(crate) origin: String,
-    pub(crate) path: Vec<String>,
+    pub(crate) origin: Arc<str>,
+    pub(crate) paths: Arc<Vec<KeyPath>>,
 }
 
 struct Inner {
@@ -260,7 +292,8 @@ struct Inner {
 #[derive(Default)]
 struct State {
     cache: HashMap<String, Secret>,
-    /// handle -> contexts, in registration order; a handle with no context is removed.
+    /// handle -> one context per origin, in registration order; a handle with no context is
+    /// removed.
     contexts: BTreeMap<String, Vec<Context>>,
     /// handle -> its last failure; cleared by the next successful lookup.
     failures: HashMap<String, (FailureKind, String)>,
@@ -315,13 +348,42 @@ enum Routing {
 /// The outcome of looking up one handle.
 pub(crate) type Lookup = Result<Secret, (FailureKind, String)>;
 
-/// A notification collected under the lock, delivered after it is released.
+/// A notification collected under the lock, delivered after it is released. The handle and
+/// both values are shared by every use of the handle.
 struct Notification {
-    handle: String,
-    origin: String,
-    path: Vec<String>,
-    old: Zeroizing<String>,
-    new: Secret,
+    handle: Arc<str>,
+    origin: Arc<str>,
+    path: KeyPath,
+    old: Arc<Zeroizing<String>>,
+    new: Arc<Secret>,
+}
+
+/// What every notification of one changed handle shares: the handle and both values, once.
+struct SharedChange {
+    handle: Arc<str>,
+    old: Arc<Zeroizing<String>>,
+    new: Arc<Secret>,
+}
+
+impl SharedChange {
+    fn new(handle: &str, old: String, new: &Secret) -> SharedChange {
+        SharedChange {
+            handle: Arc::from(handle),
+            old: Arc::new(Zeroizing::new(old)),
+            new: Arc::new(new.clone()),
+        }
+    }
+
+    /// The notification of the use at `path` of `origin`.
+    fn at(&self, origin: &Arc<str>, path: &KeyPath) -> Notification {
+        Notification {
+            handle: Arc::clone(&self.handle),
+            origin: Arc::clone(origin),
+            path: path.clone(),
+            old: Arc::clone(&self.old),
+            new: Arc::clone(&self.new),
+        }
+    }
 }
 
 impl Resolver {
@@ -404,13 +466,10 @@ impl Resolver {
                 failures: Vec::new(),
             };
         }
-        let mut distinct: Vec<&str> = Vec::new();
-        let mut seen = HashSet::new();
-        for site in document.sites() {
-            if seen.insert(site.handle.as_str()) {
-                distinct.push(&site.handle);
-            }
-        }
+        // The uses of each handle, grouped before taking the lock (one pass over the sites).
+        let uses = group_by_handle(document);
+        let distinct: Vec<&str> = uses.iter().map(|(handle, _)| *handle).collect();
+        let origin: Arc<str> = Arc::from(origin);
 
         // Phase 1: register contexts, split into cached / joined / to fetch.
         let mut cached_at_start = HashSet::new();
@@ -418,8 +477,8 @@ impl Resolver {
         let mut own: Option<(Arc<Batch>, Vec<String>)> = None;
         {
             let mut state = self.inner.lock();
-            for site in document.sites() {
-                state.register(&site.handle, origin, &site.path);
+            for (handle, paths) in &uses {
+                state.register(handle, &origin, paths);
             }
             let mut to_fetch = Vec::new();
             for handle in &distinct {
@@ -480,54 +539,61 @@ impl Resolver {
         }
 
         // Phase 3: collect values and failures, cache-hit notifications, render.
-        let mut values: HashMap<&str, Secret> = HashMap::new();
-        let mut failures = Vec::new();
-        let mut notifications = Vec::new();
+        let mut values: HashMap<&str, Arc<Secret>> = HashMap::new();
+        let mut failed = Vec::new();
         {
             let state = self.inner.lock();
-            for handle in &distinct {
+            for (handle, paths) in &uses {
                 if let Some(value) = state.cache.get(*handle) {
-                    values.insert(handle, value.clone());
-                    continue;
+                    values.insert(handle, Arc::new(value.clone()));
+                } else {
+                    let failure = state.failures.get(*handle).cloned();
+                    failed.push((*handle, Arc::clone(paths), failure));
                 }
-                let (kind, message) = state.failures.get(*handle).cloned().unwrap_or_else(|| {
+            }
+        }
+        // Outside the lock: the work that grows with the number of uses.
+        let failures = failed
+            .into_iter()
+            .map(|(handle, paths, failure)| {
+                let (kind, message) = failure.unwrap_or_else(|| {
                     (
                         FailureKind::BackendError,
                         format!("resolving '{}' was interrupted", Printable(handle)),
                     )
                 });
-                let paths = document
-                    .sites()
-                    .iter()
-                    .filter(|site| site.handle == *handle)
-                    .map(|site| site.path.clone())
-                    .collect();
-                failures.push(Failure {
-                    handle: (*handle).to_owned(),
+                Failure {
+                    handle: handle.to_owned(),
                     kind,
                     message,
-                    paths,
-                });
-            }
-            if notify {
-                for site in document.sites() {
-                    if !cached_at_start.contains(site.handle.as_str()) {
-                        continue;
-                    }
-                    if let Some(value) = values.get(site.handle.as_str()) {
-                        notifications.push(Notification {
-                            handle: site.handle.clone(),
-                            origin: origin.to_owned(),
-                            path: site.path.clone(),
-                            old: Zeroizing::new(format!("ENC[{}]", site.handle)),
-                            new: value.clone(),
-                        });
-                    }
+                    paths: paths.to_vec(),
+                }
+            })
+            .collect();
+        let mut notifications = Vec::new();
+        if notify {
+            let mut handles: HashMap<&str, (Arc<str>, Arc<Zeroizing<String>>)> = HashMap::new();
+            for site in document.sites() {
+                if !cached_at_start.contains(&*site.handle) {
+                    continue;
+                }
+                if let Some(value) = values.get(&*site.handle) {
+                    let (handle, old) = handles.entry(&site.handle).or_insert_with(|| {
+                        let old = Zeroizing::new(format!("ENC[{}]", site.handle));
+                        (Arc::clone(&site.handle), Arc::new(old))
+                    });
+                    notifications.push(Notification {
+                        handle: Arc::clone(handle),
+                        origin: Arc::clone(&origin),
+                        path: site.path.clone(),
+                        old: Arc::clone(old),
+                        new: Arc::clone(value),
+                    });
                 }
             }
         }
         self.inner.deliver(notifications);
-        let output = document.render(|handle| values.get(handle).map(Secret::expose));
+        let output = document.render(|handle| values.get(handle).map(|value| value.expose()));
         Resolution { output, failures }
     }
 
@@ -542,7 +608,7 @@ impl Resolver {
         let mut state = self.inner.lock();
         let mut emptied = Vec::new();
         for (handle, contexts) in state.contexts.iter_mut() {
-            contexts.retain(|c| c.origin != origin);
+            contexts.retain(|c| *c.origin != *origin);
             if contexts.is_empty() {
                 emptied.push(handle.clone());
             }
@@ -593,7 +659,11 @@ impl Resolver {
                     handle.clone(),
                     contexts
                         .iter()
-                        .map(|c| (c.origin.clone(), c.path.join("/")))
+                        .flat_map(|c| {
+                            c.paths
+                                .iter()
+                                .map(|path| (c.origin.to_string(), path.join("/")))
+                        })
                         .collect(),
                 )
             })
@@ -612,7 +682,10 @@ impl Resolver {
                     handle: handle.clone(),
                     kind: *kind,
                     message: message.clone(),
-                    paths: contexts.iter().map(|c| c.path.clone()).collect(),
+                    paths: contexts
+                        .iter()
+                        .flat_map(|c| c.paths.iter().cloned())
+                        .collect(),
                 })
             })
             .collect();
@@ -806,7 +879,7 @@ impl Inner {
                 handle: &n.handle,
                 origin: &n.origin,
                 path: &n.path,
-                old: &n.old,
+                old: n.old.as_str(),
                 new: n.new.expose(),
             };
             for subscriber in &subscribers {
@@ -816,17 +889,52 @@ impl Inner {
     }
 }
 
+/// The sites of `document` grouped by handle: handles in first-seen order, each with its key
+/// paths in document order. One pass; the paths are shared, not copied.
+fn group_by_handle(document: &Document) -> Vec<(&str, Arc<Vec<KeyPath>>)> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut groups: Vec<(&str, Vec<KeyPath>)> = Vec::new();
+    for site in document.sites() {
+        let at = *index.entry(&*site.handle).or_insert_with(|| {
+            groups.push((&*site.handle, Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(site.path.clone());
+    }
+    groups
+        .into_iter()
+        .map(|(handle, paths)| (handle, Arc::new(paths)))
+        .collect()
+}
+
 impl State {
-    fn register(&mut self, handle: &str, origin: &str, path: &[String]) {
-        let contexts = self.contexts.entry(handle.to_owned()).or_default();
-        if !contexts
-            .iter()
-            .any(|c| c.origin == origin && c.path == path)
-        {
-            contexts.push(Context {
-                origin: origin.to_owned(),
-                path: path.to_vec(),
-            });
+    /// Records that `origin` uses `handle` at `paths` (distinct, as a document's are). The first
+    /// registration of an origin shares `paths` (one step, whatever their number); registering
+    /// an origin again adds the paths it did not have, in one pass over both lists.
+    fn register(&mut self, handle: &str, origin: &Arc<str>, paths: &Arc<Vec<KeyPath>>) {
+        let contexts = match self.contexts.get_mut(handle) {
+            Some(contexts) => contexts,
+            None => self.contexts.entry(handle.to_owned()).or_default(),
+        };
+        match contexts.iter_mut().find(|c| c.origin == *origin) {
+            None => contexts.push(Context {
+                origin: Arc::clone(origin),
+                paths: Arc::clone(paths),
+            }),
+            Some(context) => {
+                if Arc::ptr_eq(&context.paths, paths) || context.paths == *paths {
+                    return;
+                }
+                let known: HashSet<&KeyPath> = context.paths.iter().collect();
+                let added: Vec<KeyPath> = paths
+                    .iter()
+                    .filter(|path| !known.contains(path))
+                    .cloned()
+                    .collect();
+                if !added.is_empty() {
+                    Arc::make_mut(&mut context.paths).extend(added);
+                }
+            }
         }
     }
 
@@ -843,14 +951,11 @@ impl State {
                         .map(|s| s.expose().to_owned())
                         .unwrap_or_default();
                     if notify && old != value.expose() {
+                        let change = SharedChange::new(handle, old.clone(), value);
                         for context in self.contexts.get(handle).into_iter().flatten() {
-                            notifications.push(Notification {
-                                handle: handle.clone(),
-                                origin: context.origin.clone(),
-                                path: context.path.clone(),
-                                old: Zeroizing::new(old.clone()),
-                                new: value.clone(),
-                            });
+                            for path in context.paths.iter() {
+                                notifications.push(change.at(&context.origin, path));
+                            }
                         }
                     }
                     self.cache.insert(handle.clone(), value.clone());
@@ -864,11 +969,24 @@ impl State {
         notifications
     }
 
-    fn context_matches(&self, context: &Context) -> bool {
-        match self.allowlists.get(&context.origin) {
+    /// Whether a refresh may change the use of `origin` at `path` (its allowlist).
+    fn use_matches(&self, origin: &str, path: &KeyPath) -> bool {
+        match self.allowlists.get(origin) {
             None => true,
-            Some(allowed) => context.path.iter().any(|segment| allowed.contains(segment)),
+            Some(allowed) => path
+                .segments()
+                .into_iter()
+                .any(|segment| allowed.iter().any(|entry| segment.is(entry))),
         }
+    }
+
+    /// Whether a refresh may change any use in `context`.
+    fn context_matches(&self, context: &Context) -> bool {
+        !self.allowlists.contains_key(&*context.origin)
+            || context
+                .paths
+                .iter()
+                .any(|path| self.use_matches(&context.origin, path))
     }
 }
 

@@ -18,8 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{Failure, Inner, Lookup, Notification, Resolver};
+use super::{Failure, Inner, Lookup, Notification, Resolver, SharedChange};
 use crate::audit::{AuditEntry, AuditWriter, FailedHandle, HeldBackUse, Record};
+use crate::document::Segment;
 
 pub use crate::audit::Trigger;
 
@@ -334,9 +335,15 @@ impl Resolver {
             let mut failed = Vec::new();
             for (handle, contexts) in &state.contexts {
                 if let Some(value) = state.cache.get(handle) {
-                    let last_segments = contexts
-                        .iter()
-                        .filter_map(|c| c.path.last().map(String::as_str));
+                    // Only keys can end in `key`: indexes are left out.
+                    let last_segments =
+                        contexts
+                            .iter()
+                            .flat_map(|c| c.paths.iter())
+                            .filter_map(|path| match path.last() {
+                                Some(Segment::Key(key)) => Some(&**key),
+                                Some(Segment::Index(_)) | None => None,
+                            });
                     entries.push(AuditEntry::new(handle.clone(), value, last_segments));
                 } else if let Some((kind, _)) = state.failures.get(handle) {
                     failed.push(FailedHandle {
@@ -558,7 +565,7 @@ impl super::State {
                         .get(&handle)
                         .into_iter()
                         .flatten()
-                        .map(|c| c.path.clone())
+                        .flat_map(|c| c.paths.iter().cloned())
                         .collect();
                     report.failures.push(Failure {
                         handle: handle.clone(),
@@ -576,33 +583,36 @@ impl super::State {
             let old = previous.map(|s| s.expose().to_owned()).unwrap_or_default();
             let contexts = self.contexts.get(&handle).cloned().unwrap_or_default();
             if audit {
-                let last_segments = contexts
-                    .iter()
-                    .filter_map(|c| c.path.last().map(String::as_str));
+                // Only keys can end in `key`: indexes are left out.
+                let last_segments =
+                    contexts
+                        .iter()
+                        .flat_map(|c| c.paths.iter())
+                        .filter_map(|path| match path.last() {
+                            Some(Segment::Key(key)) => Some(&**key),
+                            Some(Segment::Index(_)) | None => None,
+                        });
                 entries.push(AuditEntry::new(handle.clone(), &value, last_segments));
             }
             if old != value.expose() {
                 let mut places = Vec::new();
+                let change = SharedChange::new(&handle, old.clone(), &value);
                 for context in &contexts {
-                    let place = Place {
-                        origin: context.origin.clone(),
-                        path: context.path.join("/"),
-                    };
-                    if first || self.context_matches(context) {
-                        notifications.push(Notification {
-                            handle: handle.clone(),
-                            origin: context.origin.clone(),
-                            path: context.path.clone(),
-                            old: zeroize::Zeroizing::new(old.clone()),
-                            new: value.clone(),
-                        });
-                        places.push(place);
-                    } else {
-                        report.held_back.push(HeldBack {
-                            handle: handle.clone(),
-                            place,
-                            reason: HoldReason::RefreshAllowlist,
-                        });
+                    for path in context.paths.iter() {
+                        let place = Place {
+                            origin: context.origin.to_string(),
+                            path: path.join("/"),
+                        };
+                        if first || self.use_matches(&context.origin, path) {
+                            notifications.push(change.at(&context.origin, path));
+                            places.push(place);
+                        } else {
+                            report.held_back.push(HeldBack {
+                                handle: handle.clone(),
+                                place,
+                                reason: HoldReason::RefreshAllowlist,
+                            });
+                        }
                     }
                 }
                 if !places.is_empty() {
@@ -735,7 +745,7 @@ mod tests {
             handle: "h".into(),
             kind: FailureKind::InvalidResponse,
             message: "m".into(),
-            paths: vec![vec!["a".into()]],
+            paths: vec![["a"].into_iter().collect()],
         };
         assert_eq!(
             serde_json::to_string(&failure).unwrap(),

@@ -3,7 +3,7 @@
 //!
 //! Nothing here carries a value: only handles, origins, paths, file metadata and messages.
 
-use crate::printable::{Printable, printable};
+use crate::printable::Printable;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -380,16 +380,11 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
 
 /// One line of `Secrets not resolved`: the handle, why, and where it is used.
 fn unresolved_message(failure: &super::Failure) -> String {
-    let paths: Vec<String> = failure
-        .paths
-        .iter()
-        .map(|p| printable(&p.join("/")))
-        .collect();
     format!(
         "'{}' ({}) at {}: {}",
         Printable(&failure.handle),
         failure.kind.as_str(),
-        paths.join(", "),
+        failure.paths_text(),
         failure.message
     )
 }

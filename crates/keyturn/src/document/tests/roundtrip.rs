@@ -176,7 +176,7 @@ proptest! {
             let sites: Vec<(String, Vec<String>)> = document
                 .sites()
                 .iter()
-                .map(|site| (site.handle.clone(), site.path.clone()))
+                .map(|site| (site.handle.to_string(), site.path.to_strings()))
                 .collect();
             prop_assert_eq!(&sites, &expected_sites, "sites of\n{}", text);
             let untouched = document.render(|_| None);
