@@ -84,6 +84,14 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Command, String> {
     if preset.config.is_some() && preset.backend_type.is_none() {
         return Err("--config and --config-file need --type".to_owned());
     }
+    if let Some(backend_type) = &preset.backend_type
+        && !crate::backends::TYPES.contains(&backend_type.as_str())
+    {
+        return Err(format!(
+            "--type: unknown backend type {backend_type:?}; the known types are: {}",
+            crate::backends::TYPES.join(", ")
+        ));
+    }
     Ok(Command::Answer(preset))
 }
 
@@ -159,6 +167,12 @@ mod tests {
             (
                 &["--version", "--help"],
                 "unexpected argument \"--version\"",
+            ),
+            (
+                &["--type", "file.jsn"],
+                "--type: unknown backend type \"file.jsn\"; the known types are: file.json, \
+                 file.yaml, file.text, k8s.file, docker.secrets, hashicorp.vault, aws.secrets, \
+                 aws.ssm, k8s.secrets, gcp.secretmanager, azure.keyvault",
             ),
         ] {
             assert_eq!(parse_args(&args(bad)).unwrap_err(), expected);

@@ -430,8 +430,18 @@ fn agent_command_mode_takes_the_backend_from_arguments() {
     }
     // A payload naming its own backend wins over the arguments.
     let own = request("file.json", &json!({"file_path": secrets}), &["api_key"]);
-    let run = backend_env(&["--type", "nope"], &own, &[]);
+    let run = backend_env(&["--type", "aws.ssm"], &own, &[]);
     assert_eq!(run.response()["api_key"]["value"], "k-1");
+    // A type it does not know is bad usage, refused before anything runs.
+    let run = backend_env(&["--type", "nope"], &own, &[]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        run.stderr
+            .contains("--type: unknown backend type \"nope\"; the known types are: file.json"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
     // A broken config file fails every handle without quoting it.
     let broken = fixture.write("broken.json", r#"{"vault_token": "hunter2""#);
     let run = backend_env(

@@ -28,9 +28,10 @@ mod resolve;
 mod serve;
 mod status;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// Resolve ENC[handle] secrets in configuration files through a secret backend.
@@ -241,21 +242,30 @@ pub(crate) fn print(bytes: &[u8]) -> Result<(), Failure> {
     stdout
         .write_all(bytes)
         .and_then(|()| stdout.flush())
-        .map_err(|e| Failure::operational(anyhow::anyhow!("cannot write to stdout: {e}")))
+        .context("cannot write to stdout")
+        .map_err(Failure::operational)
 }
 
-/// Reads a settings file, with its name in every error.
-pub(crate) fn read_settings(path: &PathBuf) -> Result<keyturn::Settings, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::input(anyhow::anyhow!(
-            "cannot read settings file {}: {e}",
-            path.display()
-        ))
-    })?;
+/// Reads a settings file, with its name in every error. Relative paths in it are taken from
+/// its directory, where backends also run ([`keyturn::Settings::relative_to`]).
+pub(crate) fn read_settings(path: &Path) -> Result<keyturn::Settings, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read settings file {}", path.display()))
+        .map_err(Failure::input)?;
     let settings = keyturn::Settings::from_yaml_str(&text)
-        .map_err(|e| Failure::input(anyhow::anyhow!("{}: {e}", path.display())))?;
+        .with_context(|| path.display().to_string())
+        .map_err(Failure::input)?
+        .relative_to(directory_of(path));
     log_warnings(&settings);
     Ok(settings)
+}
+
+/// The directory of the file at `path` (`.` for a bare file name).
+pub(crate) fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
 }
 
 pub(crate) fn log_warnings(settings: &keyturn::Settings) {
@@ -269,5 +279,6 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::operational(anyhow::anyhow!("cannot start the async runtime: {e}")))
+        .context("cannot start the async runtime")
+        .map_err(Failure::operational)
 }

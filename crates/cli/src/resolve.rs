@@ -1,9 +1,9 @@
 //! `keyturn resolve`: one document in, the resolved document out.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use keyturn::{Document, Format, Resolver, Settings};
 
 use crate::{Failure, Outcome};
@@ -66,7 +66,8 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     } else {
         std::fs::read_to_string(file)
     }
-    .map_err(|e| Failure::input(anyhow!("cannot read {}: {e}", file.display())))?;
+    .with_context(|| format!("cannot read {}", file.display()))
+    .map_err(Failure::input)?;
     let settings = match &args.config {
         Some(path) => crate::read_settings(path)?,
         None => {
@@ -74,16 +75,21 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
                 // Only the settings keys are built: the rest of the document costs nothing.
                 Format::Json => keyturn::settings::json_to_settings_tree(&text),
                 Format::Yaml => keyturn::settings::yaml_to_settings_tree(&text)
-                    .map_err(|e| Failure::input(anyhow!("{}: {e}", file.display())))?,
+                    .with_context(|| file.display().to_string())
+                    .map_err(Failure::input)?,
             };
+            // The document is its own settings file: its directory is theirs.
             let settings = Settings::from_tree(&tree)
-                .map_err(|e| Failure::input(anyhow!("{}: {e}", file.display())))?;
+                .with_context(|| file.display().to_string())
+                .map_err(Failure::input)?
+                .relative_to(crate::directory_of(file));
             crate::log_warnings(&settings);
             settings
         }
     };
     let document = Document::parse(text, format)
-        .map_err(|e| Failure::input(anyhow!("{}: {e}", file.display())))?;
+        .with_context(|| file.display().to_string())
+        .map_err(Failure::input)?;
     if !settings.is_enabled() && !document.sites().is_empty() {
         return Err(Failure::input(anyhow!(
             "{} uses {} secret handle(s) but no secret backend is configured: set \
@@ -130,13 +136,8 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
 fn write_output(output: Option<&PathBuf>, bytes: &[u8]) -> Result<(), Failure> {
     match output {
         Some(path) => keyturn::atomic_file::write_atomic(path, bytes, 0o600)
-            .map_err(|e| Failure::operational(anyhow!("cannot write {}: {e}", path.display()))),
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(bytes)
-                .and_then(|()| stdout.flush())
-                .map_err(|e| Failure::operational(anyhow!("cannot write to stdout: {e}")))
-        }
+            .with_context(|| format!("cannot write {}", path.display()))
+            .map_err(Failure::operational),
+        None => crate::print(bytes),
     }
 }

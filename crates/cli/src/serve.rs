@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
+use anyhow::Context as _;
 use keyturn::daemon::{self, Daemon, DaemonConfig, DaemonError};
 use keyturn::resolver::Trigger;
 use sd_notify::NotifyState;
@@ -38,14 +38,17 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::operational(anyhow!("cannot start the async runtime: {e}")))?;
+        .context("cannot start the async runtime")
+        .map_err(Failure::operational)?;
     runtime.block_on(serve(config, args.config))
 }
 
 async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> {
     let listen = config.api.listen;
     let signals = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|e| Failure::operational(anyhow!("cannot handle {name}: {e}")))
+        signal(kind)
+            .with_context(|| format!("cannot handle {name}"))
+            .map_err(Failure::operational)
     };
     let mut hangup = signals(SignalKind::hangup(), "SIGHUP")?;
     let mut terminate = signals(SignalKind::terminate(), "SIGTERM")?;
@@ -77,7 +80,8 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Failure::operational(anyhow!("cannot listen on {listen}: {e}")))?;
+        .with_context(|| format!("cannot listen on {listen}"))
+        .map_err(Failure::operational)?;
     let daemon = Daemon::start(config, Some(path))
         .await
         .map_err(|e| match e {
@@ -129,7 +133,8 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     };
     daemon::serve(listener, daemon, shutdown)
         .await
-        .map_err(|e| Failure::operational(anyhow!("the API server failed: {e}")))?;
+        .context("the API server failed")
+        .map_err(Failure::operational)?;
     Ok(Outcome::Success)
 }
 

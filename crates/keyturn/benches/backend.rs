@@ -74,6 +74,7 @@ impl Setup {
             check: PermissionCheck::Strict,
             backend_type: None,
             config: None,
+            working_dir: None,
             protocol: keyturn_protocol::PayloadVersion::V1_1,
         };
         Setup {

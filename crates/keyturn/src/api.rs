@@ -398,14 +398,14 @@ pub struct AuthToken(Secret);
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// Reading or creating the file failed.
-    #[error("cannot {action} API token file {path}: {source}")]
+    #[error("cannot {action} API token file {path}: {cause}")]
     Io {
         /// `read` or `create`.
         action: &'static str,
         /// The token file.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The file holds no token.
     #[error("API token file {path} is empty")]
@@ -437,7 +437,7 @@ impl AuthToken {
         let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| TokenError::Io {
             action: "read",
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?);
         let token = text.trim();
         if token.is_empty() {
@@ -496,7 +496,7 @@ impl AuthToken {
             Err(source) => Err(TokenError::Io {
                 action: "create",
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             }),
         }
     }

@@ -11,7 +11,7 @@
 //! from_tree`] reads every key once, and the rest of keyturn only sees [`Settings`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keyturn_protocol::PayloadVersion;
@@ -65,6 +65,10 @@ pub struct Settings {
     /// `secret_memory_lock`: lock the process' memory into RAM (`mlockall`) at start, so that
     /// secrets are never written to swap. See [`crate::hygiene::harden`].
     pub memory_lock: bool,
+    /// The settings file's directory, when the settings came from a file: relative paths in
+    /// the settings are taken from it (see [`Settings::relative_to`]) and backends run in it,
+    /// so that relative paths in `secret_backend_config` mean the same.
+    pub working_dir: Option<PathBuf>,
     /// Warnings found while reading (settings that were ignored), for the caller to log.
     pub warnings: Vec<String>,
 }
@@ -85,6 +89,7 @@ impl Default for Settings {
             run_path: None,
             protocol_version: PayloadVersion::V1_1,
             memory_lock: false,
+            working_dir: None,
             warnings: Vec::new(),
         }
     }
@@ -233,6 +238,7 @@ impl Settings {
                 }),
             })
         } else if let Some(backend_type) = backend_type {
+            known_type("secret_backend_type", &backend_type)?;
             Some(BackendSelection::Type(BuiltinBackend {
                 backend_type,
                 config: backend_config,
@@ -288,6 +294,27 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Takes the settings' relative paths from `dir` (the settings file's directory, made
+    /// absolute): a `secret_backend_command` written with a `/` (a bare name is still looked up
+    /// on `PATH`) and `run_path`; and runs backends in `dir`, so that relative paths in
+    /// `secret_backend_config` (`file_path`, `secrets_path`) mean the same.
+    pub fn relative_to(mut self, dir: &Path) -> Settings {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if let Some(BackendSelection::Command { command, .. }) = &mut self.backend
+            && command.is_relative()
+            && command.components().count() > 1
+        {
+            *command = dir.join(&*command);
+        }
+        if let Some(run_path) = &mut self.run_path
+            && run_path.is_relative()
+        {
+            *run_path = dir.join(&*run_path);
+        }
+        self.working_dir = Some(dir);
+        self
+    }
+
     /// Whether any backend is configured.
     pub fn is_enabled(&self) -> bool {
         self.backend.is_some()
@@ -323,6 +350,7 @@ fn read_multi(map: &Map<String, Value>) -> Result<BTreeMap<String, BuiltinBacken
                 problem: "is required".into(),
             });
         };
+        known_type(&format!("{key}.type"), &backend_type)?;
         let config = keys.map("config")?.unwrap_or_default();
         let lower = name.to_lowercase();
         if backends
@@ -342,6 +370,20 @@ fn read_multi(map: &Map<String, Value>) -> Result<BTreeMap<String, BuiltinBacken
         }
     }
     Ok(backends)
+}
+
+/// Refuses a backend type `keyturn-backend` does not serve, naming `key` and the known types.
+fn known_type(key: &str, backend_type: &str) -> Result<(), SettingsError> {
+    if keyturn_protocol::BUILTIN_TYPES.contains(&backend_type) {
+        return Ok(());
+    }
+    Err(SettingsError::Invalid {
+        key: key.to_owned(),
+        problem: format!(
+            "unknown backend type {backend_type:?}; the known types are: {}",
+            keyturn_protocol::BUILTIN_TYPES.join(", ")
+        ),
+    })
 }
 
 /// Typed reads of one mapping's keys. Absent and `null` read as `None`.
@@ -1146,6 +1188,31 @@ mod tests {
     fn syntax_error_reports_position() {
         let err = Settings::from_yaml_str("a: [1, 2\n").unwrap_err();
         assert!(matches!(err, SettingsError::Syntax { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_backend_types_are_refused_naming_the_key() {
+        let known = keyturn_protocol::BUILTIN_TYPES.join(", ");
+        check_err(
+            "secret_backend_type: nope\n",
+            &format!(
+                "invalid setting 'secret_backend_type': unknown backend type \"nope\"; the known types are: {known}"
+            ),
+        );
+        check_err(
+            "multi_secret_backends:\n  Vault:\n    type: hashicorp.vaul\n",
+            &format!(
+                "invalid setting 'multi_secret_backends.Vault.type': unknown backend type \"hashicorp.vaul\"; the known types are: {known}"
+            ),
+        );
+        // Beside a command, the type is ignored (with a warning), as in the Agent.
+        let settings =
+            Settings::from_yaml_str("secret_backend_command: /bin/x\nsecret_backend_type: nope\n")
+                .unwrap();
+        assert!(matches!(
+            settings.backend,
+            Some(BackendSelection::Command { .. })
+        ));
     }
 
     #[test]

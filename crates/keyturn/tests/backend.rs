@@ -166,6 +166,7 @@ fn spec(name: &str, args: &[&str]) -> BackendSpec {
         check: PermissionCheck::Strict,
         backend_type: None,
         config: None,
+        working_dir: None,
         protocol: keyturn_protocol::PayloadVersion::V1_1,
     }
 }
@@ -913,6 +914,7 @@ async fn bare_names_and_skip() {
         check: PermissionCheck::Skip,
         backend_type: None,
         config: None,
+        working_dir: None,
         protocol: keyturn_protocol::PayloadVersion::V1_1,
     };
     let fetched = run(&skip, &options(), &["h"]).await.unwrap();

@@ -1216,6 +1216,7 @@ mod status {
             check: PermissionCheck::Skip,
             backend_type: None,
             config: None,
+            working_dir: None,
             protocol: keyturn_protocol::PayloadVersion::V1_1,
         };
         let error = backend::version(&spec, &options).await.unwrap_err();

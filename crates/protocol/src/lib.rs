@@ -23,6 +23,22 @@ mod userinfo;
 
 pub use userinfo::{REDACTED_USERINFO, redact_userinfo, userinfo};
 
+/// Every backend type `keyturn-backend` serves, as named in the payload's `type` (and in
+/// `secret_backend_type`). keyturn refuses any other type in its settings before anything runs.
+pub const BUILTIN_TYPES: &[&str] = &[
+    "file.json",
+    "file.yaml",
+    "file.text",
+    "k8s.file",
+    "docker.secrets",
+    "hashicorp.vault",
+    "aws.secrets",
+    "aws.ssm",
+    "k8s.secrets",
+    "gcp.secretmanager",
+    "azure.keyvault",
+];
+
 /// The payload version keyturn sends by default, as the current Datadog Agent does.
 pub const PAYLOAD_VERSION: &str = "1.1";
 

@@ -68,13 +68,13 @@ enum HandleError {
     NotAFile { name: String, dir: PathBuf },
     #[error("secret {name:?} in {dir}: the file is empty")]
     Empty { name: String, dir: PathBuf },
-    #[error("secret {name:?}: {source}")]
-    Read { name: String, source: ReadError },
-    #[error("secret {name:?} in {dir}: {source}")]
+    #[error("secret {name:?}: {cause}")]
+    Read { name: String, cause: ReadError },
+    #[error("secret {name:?} in {dir}: {cause}")]
     Io {
         name: String,
         dir: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -149,7 +149,7 @@ fn read_secret(
             Err(source) => {
                 return Err(HandleError::Read {
                     name: name.to_owned(),
-                    source,
+                    cause: source,
                 });
             }
             Ok(text) => return Ok(text),
@@ -205,7 +205,7 @@ fn resolve_inside(dir: &Path, candidate: &Path, name: &str) -> Result<PathBuf, H
             _ => HandleError::Io {
                 name: name.to_owned(),
                 dir: dir.to_owned(),
-                source,
+                cause: source,
             },
         })?;
     if !resolved.starts_with(dir) || resolved == dir {

@@ -89,8 +89,8 @@ pub(crate) enum ReadError {
     #[error("{path}: not UTF-8 text")]
     NotUtf8 { path: PathBuf },
     /// Any other I/O failure.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
 }
 
 /// Resolves `handles` against the file named by `file_path`.
@@ -135,7 +135,7 @@ pub(crate) fn read_text(path: &Path, limit: u64) -> Result<Zeroizing<String>, Re
         },
         _ => ReadError::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         },
     };
     // Opening a FIFO would block until a writer comes: only regular files are opened.

@@ -44,20 +44,9 @@ pub(crate) struct Context<'a> {
 /// and keyturn). They differ only by `secret_backend_timeout`, which is optional here.
 const SUPPORTED_VERSIONS: [&str; 2] = ["1.0", "1.1"];
 
-/// Every backend type, as named in the payload's `type`.
-pub(crate) const TYPES: [&str; 11] = [
-    "file.json",
-    "file.yaml",
-    "file.text",
-    "k8s.file",
-    "docker.secrets",
-    "hashicorp.vault",
-    "aws.secrets",
-    "aws.ssm",
-    "k8s.secrets",
-    "gcp.secretmanager",
-    "azure.keyvault",
-];
+/// Every backend type, as named in the payload's `type` (shared with keyturn, which checks
+/// its settings against it).
+pub(crate) use keyturn_protocol::BUILTIN_TYPES as TYPES;
 
 /// Resolves every handle of `request`, which arrived at `started`.
 pub(crate) fn resolve(request: &Request, started: Instant) -> Response {

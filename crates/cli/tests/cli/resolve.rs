@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use crate::{Sandbox, repo_root, table_backend};
 
@@ -386,36 +387,118 @@ fn check_reports_a_backend_path_others_can_change() {
 }
 
 #[test]
-fn bundled_example_resolves() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))
-        .args([
-            "resolve",
-            "--config",
-            "examples/keyturn.yaml",
-            "examples/app.yaml",
-        ])
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
+fn bundled_example_resolves_from_any_directory() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let examples = repo_root().join("examples");
+    let settings = examples.join("keyturn.yaml");
+    let app = examples.join("app.yaml");
+    for (cwd, settings, app) in [
+        (
+            repo_root(),
+            Path::new("examples/keyturn.yaml"),
+            Path::new("examples/app.yaml"),
+        ),
+        (
+            examples.as_path(),
+            Path::new("keyturn.yaml"),
+            Path::new("app.yaml"),
+        ),
+        (elsewhere.path(), settings.as_path(), app.as_path()),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"))
+            .arg("resolve")
+            .arg("--config")
+            .arg(settings)
+            .arg(app)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "from {}: stderr: {}",
+            cwd.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!stdout.contains(": ENC["), "{stdout}");
+        assert!(
+            stdout.contains("password: \"s3cr3t: with a colon # and a hash\""),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("# resolved from the backend"),
+            "comments are kept: {stdout}"
+        );
+        assert!(
+            stdout.contains("enabled: yes"),
+            "other values keep their spelling: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn relative_paths_are_taken_from_the_settings_file_directory() {
+    let sandbox = Sandbox::new();
+    fs::create_dir(sandbox.path("conf")).unwrap();
+    // The backend answers with the directory it runs in.
+    sandbox.script(
+        "conf/backend.sh",
+        "#!/bin/sh\ncat >/dev/null\nprintf '{\"cwd\":{\"value\":\"%s\"}}' \"$(pwd)\"\n",
+        0o700,
     );
-    assert!(!stdout.contains(": ENC["), "{stdout}");
-    assert!(
-        stdout.contains("password: \"s3cr3t: with a colon # and a hash\""),
-        "{stdout}"
+    sandbox.write(
+        "conf/keyturn.yaml",
+        "secret_backend_command: ./backend.sh\n",
     );
-    assert!(
-        stdout.contains("# resolved from the backend"),
-        "comments are kept: {stdout}"
+    sandbox.write("app.yaml", "dir: ENC[cwd]\n");
+    let run = sandbox.keyturn(&["resolve", "--config", "conf/keyturn.yaml", "app.yaml"]);
+    run.expect_code(0);
+    let conf = fs::canonicalize(sandbox.path("conf")).unwrap();
+    assert_eq!(run.stdout(), format!("dir: \"{}\"\n", conf.display()));
+
+    // Without --config the document is the settings file: its directory is the base.
+    sandbox.write(
+        "conf/datadog.yaml",
+        "secret_backend_command: ./backend.sh\ndir: ENC[cwd]\n",
     );
+    let run = sandbox.keyturn(&["resolve", "conf/datadog.yaml"]);
+    run.expect_code(0);
     assert!(
-        stdout.contains("enabled: yes"),
-        "other values keep their spelling: {stdout}"
+        run.stdout()
+            .ends_with(&format!("dir: \"{}\"\n", conf.display())),
+        "{}",
+        run.stdout()
     );
+}
+
+#[test]
+fn settings_errors_exit_2_before_anything_runs_and_say_their_cause_once() {
+    let sandbox = Sandbox::new();
+    sandbox.write("app.yaml", "a: ENC[x]\n");
+    sandbox.write("typo.yaml", "secret_backend_type: file.jsn\n");
+    let run = sandbox.keyturn(&["resolve", "--config", "typo.yaml", "app.yaml"]);
+    run.expect_code(2);
+    assert_eq!(
+        run.stderr(),
+        "keyturn: typo.yaml: invalid setting 'secret_backend_type': unknown backend type \
+         \"file.jsn\"; the known types are: file.json, file.yaml, file.text, k8s.file, \
+         docker.secrets, hashicorp.vault, aws.secrets, aws.ssm, k8s.secrets, gcp.secretmanager, \
+         azure.keyvault\n"
+    );
+    for args in [
+        &["resolve", "--config", "missing.yaml", "app.yaml"][..],
+        &["check", "--config", "missing.yaml"],
+        &["serve", "--config", "missing.yaml"],
+        &["status", "--config", "missing.yaml"],
+    ] {
+        let run = sandbox.keyturn(args);
+        run.expect_code(2);
+        assert_eq!(
+            run.stderr(),
+            "keyturn: cannot read settings file missing.yaml: No such file or directory (os error 2)\n",
+            "{args:?}"
+        );
+    }
 }
 
 #[test]

@@ -219,7 +219,13 @@ fn checked_start(spec: &BackendSpec) -> Result<Started, Failure> {
             Program::Checked(&checked)
         }
     };
-    start(program, &spec.command, &spec.args).map_err(|error| match error {
+    start(
+        program,
+        &spec.command,
+        &spec.args,
+        spec.working_dir.as_deref(),
+    )
+    .map_err(|error| match error {
         StartError::Changed(error) => Failure::Permission(error),
         StartError::Io(error) => Failure::Start(error),
     })

@@ -69,6 +69,9 @@ pub struct BackendSpec {
     pub backend_type: Option<String>,
     /// Payload `config`, sent when non-empty.
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The directory the backend runs in (the settings file's, so that relative paths in
+    /// `config` mean what they mean in the settings); keyturn's own when `None`.
+    pub working_dir: Option<std::path::PathBuf>,
     /// Payload version; with `1.0` only `version` and `secrets` are sent.
     pub protocol: PayloadVersion,
 }
@@ -84,6 +87,7 @@ impl std::fmt::Debug for BackendSpec {
                 "config",
                 &self.config.as_ref().map(keyturn_protocol::RedactedConfig),
             )
+            .field("working_dir", &self.working_dir)
             .field("protocol", &self.protocol)
             .finish()
     }
@@ -171,6 +175,7 @@ mod tests {
             check: PermissionCheck::Skip,
             backend_type: Some("hashicorp.vault".into()),
             config: Some(config),
+            working_dir: None,
             protocol: PayloadVersion::V1_1,
         };
         let printed = format!("{spec:?}");

@@ -118,16 +118,25 @@ pub(crate) const RUN_MARK: &str = "KEYTURN_RUN";
 /// to later sweeps. Killed processes normally end within milliseconds.
 const SWEEP_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Starts `program` with `args`, `argv[0]` = `arg0`, in a new process group.
+/// Starts `program` with `args`, `argv[0]` = `arg0`, in a new process group, in `working_dir`
+/// when given.
 pub(crate) fn start(
     program: Program<'_>,
     arg0: &Path,
     args: &[String],
+    working_dir: Option<&Path>,
 ) -> Result<Started, StartError> {
     let path = match program {
         Program::Checked(checked) if !checked.is_script => checked.descriptor_path(),
         Program::Checked(checked) => checked.path.clone(),
         Program::Unchecked(path) => path.to_owned(),
+    };
+    // A relative program path means the same file whatever directory the child starts in.
+    let path = match working_dir {
+        Some(_) if path.is_relative() && path.components().count() > 1 => {
+            std::path::absolute(&path).map_err(StartError::Io)?
+        }
+        _ => path,
     };
     // The one sanctioned process start in keyturn; see the module doc for why it is safe.
     #[allow(clippy::disallowed_methods)]
@@ -141,6 +150,9 @@ pub(crate) fn start(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    if let Some(dir) = working_dir {
+        command.current_dir(dir);
+    }
     if let Program::Checked(
         checked @ Checked {
             is_script: true, ..
@@ -480,7 +492,12 @@ mod tests {
         let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
         assert!(!checked.is_script);
         std::fs::rename(fixture("binary", "other"), &target).unwrap();
-        let started = start(Program::Checked(&checked), &target, &["checked".to_owned()]);
+        let started = start(
+            Program::Checked(&checked),
+            &target,
+            &["checked".to_owned()],
+            None,
+        );
         assert_eq!(stdout_of(started).await, "checked\n");
     }
 
@@ -490,7 +507,7 @@ mod tests {
         let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
         assert!(checked.is_script);
         std::fs::rename(fixture("script", "other"), &target).unwrap();
-        let error = start(Program::Checked(&checked), &target, &[]).unwrap_err();
+        let error = start(Program::Checked(&checked), &target, &[], None).unwrap_err();
         assert!(
             matches!(error, StartError::Changed(PermissionError::Changed { .. })),
             "{error:?}"
@@ -502,7 +519,7 @@ mod tests {
         let target = fixture("mode", "target");
         let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let error = start(Program::Checked(&checked), &target, &[]).unwrap_err();
+        let error = start(Program::Checked(&checked), &target, &[], None).unwrap_err();
         assert!(matches!(error, StartError::Changed(_)), "{error:?}");
     }
 
@@ -510,7 +527,7 @@ mod tests {
     async fn an_unchanged_script_runs_with_its_real_path() {
         let target = fixture("plain", "target");
         let checked = Checked::open(&target, PermissionCheck::Strict).unwrap();
-        let started = start(Program::Checked(&checked), &target, &[]);
+        let started = start(Program::Checked(&checked), &target, &[], None);
         assert_eq!(
             stdout_of(started).await,
             format!("original {}\n", target.display())

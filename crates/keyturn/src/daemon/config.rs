@@ -134,7 +134,7 @@ impl DaemonConfig {
     /// directory).
     pub fn from_yaml_str(text: &str, base: &Path) -> Result<DaemonConfig, SettingsError> {
         let tree = yaml_to_tree(text)?;
-        let mut settings = Settings::from_tree(&tree)?;
+        let mut settings = Settings::from_tree(&tree)?.relative_to(base);
         let empty = Map::new();
         let map = tree.as_object().unwrap_or(&empty);
         let run_path = match &settings.run_path {

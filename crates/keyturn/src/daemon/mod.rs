@@ -77,12 +77,12 @@ pub enum DaemonError {
     #[error(transparent)]
     NotPrivate(#[from] crate::trusted_path::NotPrivate),
     /// `run_path` does not exist and could not be created.
-    #[error("cannot create run directory {}: {source}", path.display())]
+    #[error("cannot create run directory {}: {cause}", path.display())]
     RunPath {
         /// `run_path`.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Reload was asked for but the daemon was not started from a file.
     #[error("there is no settings file to reload")]
@@ -644,7 +644,7 @@ fn check_run_path(
             .create(run_path)
             .map_err(|source| DaemonError::RunPath {
                 path: run_path.to_owned(),
-                source,
+                cause: source,
             })?;
     }
     crate::trusted_path::check_private_dir("run directory", run_path)?;

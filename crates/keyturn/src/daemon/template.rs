@@ -41,20 +41,20 @@ use crate::secret::Secret;
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     /// The source could not be read.
-    #[error("cannot read template {path}: {source}")]
+    #[error("cannot read template {path}: {cause}")]
     Read {
         /// The source.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The source is not a valid document of its format.
-    #[error("template {path}: {source}")]
+    #[error("template {path}: {cause}")]
     Parse {
         /// The source.
         path: PathBuf,
         /// What is wrong (never quotes the text).
-        source: DocumentError,
+        cause: DocumentError,
     },
 }
 
@@ -144,12 +144,12 @@ impl Template {
         let path = &config.source;
         let text = fs::read_to_string(path).map_err(|source| TemplateError::Read {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         let document =
             Document::parse(text, config.format).map_err(|source| TemplateError::Parse {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
         Ok(Template {
             origin: path.display().to_string(),

@@ -21,6 +21,7 @@ pub mod refresh;
 pub mod status;
 
 use crate::printable::Printable;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -128,38 +129,63 @@ impl Failure {
     }
 }
 
-/// Failures with one cause: the same kind and message. A failure of a whole backend run (the
-/// permission check, the exit status, the timeout, the output cap) gives every handle of the
-/// run the same message, so it forms one group naming every handle it affects.
+/// Failures with one cause. A failure of a whole backend run (the permission check, the exit
+/// status, the timeout, the output cap) gives every handle of the run the same message, and a
+/// backend that refuses every handle for one reason (a rejected token) gives each the same
+/// error text: either way the failures form one group naming every handle it affects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureGroup<'a> {
     /// Why, as a kind.
     pub kind: FailureKind,
-    /// Why, in words.
-    pub message: &'a str,
+    /// Why, in words: the message, or for several handles that the backend refused with one
+    /// text, that text.
+    pub message: Cow<'a, str>,
     /// The failures of this cause, in the order given.
     pub failures: Vec<&'a Failure>,
 }
 
-/// Groups `failures` by cause (kind and message), in order of first appearance.
+/// Groups `failures` by cause (kind and message, or the backend's error text for refused
+/// handles), in order of first appearance.
 pub fn group_failures(failures: &[Failure]) -> Vec<FailureGroup<'_>> {
     let mut groups: Vec<FailureGroup<'_>> = Vec::new();
     let mut index: HashMap<(FailureKind, &str), usize> = HashMap::new();
     for failure in failures {
-        let key = (failure.kind, failure.message.as_str());
+        let key = (failure.kind, backend_error_text(failure));
         match index.get(&key) {
             Some(&at) => groups[at].failures.push(failure),
             None => {
                 index.insert(key, groups.len());
                 groups.push(FailureGroup {
                     kind: failure.kind,
-                    message: &failure.message,
+                    message: Cow::Borrowed(&failure.message),
                     failures: vec![failure],
                 });
             }
         }
     }
+    for group in &mut groups {
+        if let [first, _, ..] = group.failures.as_slice() {
+            let text = backend_error_text(first);
+            if text.len() < first.message.len() {
+                group.message = Cow::Owned(format!(
+                    "an error occurred while resolving each of them: {text}"
+                ));
+            }
+        }
+    }
     groups
+}
+
+/// The backend's own text of a per-handle error (`an error occurred while resolving '<h>':
+/// <text>`), or the whole message.
+fn backend_error_text(failure: &Failure) -> &str {
+    failure
+        .message
+        .strip_prefix("an error occurred while resolving '")
+        .and_then(|rest| rest.strip_prefix(failure.handle.as_str()))
+        .and_then(|rest| rest.strip_prefix("': "))
+        .filter(|_| failure.kind == FailureKind::Error)
+        .unwrap_or(&failure.message)
 }
 
 impl fmt::Display for FailureGroup<'_> {
@@ -983,6 +1009,7 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
         check: PermissionCheck::Builtin,
         backend_type: Some(b.backend_type.clone()),
         config: (!b.config.is_empty()).then(|| b.config.clone()),
+        working_dir: settings.working_dir.clone(),
         // keyturn's own backend needs `type`, which only 1.1 carries.
         protocol: PayloadVersion::V1_1,
     };
@@ -1003,6 +1030,7 @@ fn routing(settings: &Settings, builtin: &Path) -> Routing {
                 .filter(|b| !b.config.is_empty())
                 .map(|b| b.config.clone()),
             protocol: settings.protocol_version,
+            working_dir: settings.working_dir.clone(),
         }),
         Some(BackendSelection::Type(b)) => Routing::Single(builtin_spec(b)),
         Some(BackendSelection::Multi(backends)) => Routing::Multi(

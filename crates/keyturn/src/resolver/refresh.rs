@@ -702,6 +702,44 @@ mod tests {
     }
 
     #[test]
+    fn error_text_says_each_cause_once() {
+        let failure = |handle: &str, kind, message: &str, path: &str| Failure {
+            handle: handle.into(),
+            kind,
+            message: message.into(),
+            paths: vec![path.split('/').map(str::to_owned).collect()],
+        };
+        let report = RefreshReport {
+            candidates: 5,
+            failures: vec![
+                failure(
+                    "a",
+                    FailureKind::Error,
+                    "an error occurred while resolving 'a': token refused",
+                    "x",
+                ),
+                failure(
+                    "b",
+                    FailureKind::Error,
+                    "an error occurred while resolving 'b': token refused",
+                    "y/0",
+                ),
+                failure("c", FailureKind::Missing, "not there", "z"),
+                failure("d", FailureKind::BackendError, "exit status 3", "p"),
+                failure("e", FailureKind::BackendError, "exit status 3", "q"),
+            ],
+            ..RefreshReport::default()
+        };
+        assert_eq!(
+            report.error_text().unwrap(),
+            "an error occurred while resolving each of them: token refused (error); affects 2 \
+             handles: 'a' at x; 'b' at y/0\n\
+             'c' (missing) at z: not there\n\
+             exit status 3 (backend_error); affects 2 handles: 'd' at p; 'e' at q"
+        );
+    }
+
+    #[test]
     fn failure_kind_serializes_as_name() {
         let failure = Failure {
             handle: "h".into(),
