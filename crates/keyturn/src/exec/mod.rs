@@ -5,7 +5,7 @@
 //! schedule, optionally the API) and resolved the child's [`Environment`] with it (origin
 //! [`env::ORIGIN`], so refreshes, status, reports and the audit trail cover it like any
 //! template). [`run`] then:
-//! - starts the program ([`crate::backend::spawn`] starts it, with `std::process`, in
+//! - starts the program (`backend::spawn` starts it, with `std::process`, in
 //!   keyturn's process group with stdio inherited) with the environment rendered from the
 //!   resolver's cache;
 //! - forwards every signal the caller hands it, and on `SIGCHLD` reaps the program and, as PID

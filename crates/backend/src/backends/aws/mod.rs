@@ -6,7 +6,7 @@
 //! ours `aws_session.aws_role_session_name`, `endpoint_url` (another endpoint for the service: a
 //! VPC or FIPS endpoint, a test server) and `sts_endpoint_url` (else `AWS_ENDPOINT_URL_STS`).
 //!
-//! Credentials come from the [chain](chain) (static keys, profiles with their role chains and
+//! Credentials come from the [chain] (static keys, profiles with their role chains and
 //! `credential_process`, environment, web identity, container credentials, instance metadata);
 //! with `aws_role_arn`, those credentials then assume that role (`sts:AssumeRole`). Temporary
 //! credentials are fetched again from their source when they come within [`REFRESH_MARGIN`] of
