@@ -179,13 +179,7 @@ impl Policy for Agent {
     }
 
     fn step(&mut self, now: Duration) -> bool {
-        match self.next {
-            Some(next) if next <= now => {
-                self.next = None;
-                true
-            }
-            _ => false,
-        }
+        take_if_due(&mut self.next, now)
     }
 
     fn completed(&mut self, now: Duration, _success: bool, scheduled: bool) {
@@ -233,13 +227,7 @@ impl Policy for Naive {
     }
 
     fn step(&mut self, now: Duration) -> bool {
-        match self.next {
-            Some(next) if next <= now => {
-                self.next = None;
-                true
-            }
-            _ => false,
-        }
+        take_if_due(&mut self.next, now)
     }
 
     fn completed(&mut self, now: Duration, success: bool, scheduled: bool) {
@@ -255,4 +243,10 @@ impl Policy for Naive {
     fn accept_trigger(&mut self, _now: Duration) -> bool {
         true
     }
+}
+
+/// Whether the deadline in `next` has come at `now`; clears it when it has (the refresh then
+/// runs, and the next deadline is set when it completes).
+fn take_if_due(next: &mut Option<Duration>, now: Duration) -> bool {
+    next.take_if(|next| *next <= now).is_some()
 }
