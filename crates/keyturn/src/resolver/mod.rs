@@ -366,10 +366,10 @@ struct SharedChange {
 }
 
 impl SharedChange {
-    fn new(handle: &str, old: String, new: &Secret) -> SharedChange {
+    fn new(handle: &str, old: Zeroizing<String>, new: &Secret) -> SharedChange {
         SharedChange {
             handle: Arc::from(handle),
-            old: Arc::new(Zeroizing::new(old)),
+            old: Arc::new(old),
             new: Arc::new(new.clone()),
         }
     }
@@ -945,13 +945,14 @@ impl State {
         for (handle, lookup) in results {
             match lookup {
                 Ok(value) => {
-                    let old = self
-                        .cache
-                        .get(handle)
-                        .map(|s| s.expose().to_owned())
-                        .unwrap_or_default();
-                    if notify && old != value.expose() {
-                        let change = SharedChange::new(handle, old.clone(), value);
+                    let old = Zeroizing::new(
+                        self.cache
+                            .get(handle)
+                            .map(|s| s.expose().to_owned())
+                            .unwrap_or_default(),
+                    );
+                    if notify && *old != value.expose() {
+                        let change = SharedChange::new(handle, old, value);
                         for context in self.contexts.get(handle).into_iter().flatten() {
                             for path in context.paths.iter() {
                                 notifications.push(change.at(&context.origin, path));

@@ -335,16 +335,7 @@ impl Resolver {
             let mut failed = Vec::new();
             for (handle, contexts) in &state.contexts {
                 if let Some(value) = state.cache.get(handle) {
-                    // Only keys can end in `key`: indexes are left out.
-                    let last_segments =
-                        contexts
-                            .iter()
-                            .flat_map(|c| c.paths.iter())
-                            .filter_map(|path| match path.last() {
-                                Some(Segment::Key(key)) => Some(&**key),
-                                Some(Segment::Index(_)) | None => None,
-                            });
-                    entries.push(AuditEntry::new(handle.clone(), value, last_segments));
+                    entries.push(AuditEntry::new(handle.clone(), value, last_keys(contexts)));
                 } else if let Some((kind, _)) = state.failures.get(handle) {
                     failed.push(FailedHandle {
                         handle: handle.clone(),
@@ -580,23 +571,20 @@ impl super::State {
             self.failures.remove(&handle);
             let previous = self.cache.get(&handle);
             let first = previous.is_none();
-            let old = previous.map(|s| s.expose().to_owned()).unwrap_or_default();
+            let old = zeroize::Zeroizing::new(
+                previous.map(|s| s.expose().to_owned()).unwrap_or_default(),
+            );
             let contexts = self.contexts.get(&handle).cloned().unwrap_or_default();
             if audit {
-                // Only keys can end in `key`: indexes are left out.
-                let last_segments =
-                    contexts
-                        .iter()
-                        .flat_map(|c| c.paths.iter())
-                        .filter_map(|path| match path.last() {
-                            Some(Segment::Key(key)) => Some(&**key),
-                            Some(Segment::Index(_)) | None => None,
-                        });
-                entries.push(AuditEntry::new(handle.clone(), &value, last_segments));
+                entries.push(AuditEntry::new(
+                    handle.clone(),
+                    &value,
+                    last_keys(&contexts),
+                ));
             }
-            if old != value.expose() {
+            if *old != value.expose() {
                 let mut places = Vec::new();
-                let change = SharedChange::new(&handle, old.clone(), &value);
+                let change = SharedChange::new(&handle, old, &value);
                 for context in &contexts {
                     for path in context.paths.iter() {
                         let place = Place {
@@ -630,6 +618,18 @@ impl super::State {
         report.failures.sort_by(|a, b| a.handle.cmp(&b.handle));
         (report, notifications, entries)
     }
+}
+
+/// The last key of every use's path, for the audit's likely-key rule (only keys can end in
+/// `key`: uses that end in a list index are left out).
+fn last_keys(contexts: &[super::Context]) -> impl Iterator<Item = &str> {
+    contexts
+        .iter()
+        .flat_map(|c| c.paths.iter())
+        .filter_map(|path| match path.last() {
+            Some(Segment::Key(key)) => Some(&**key),
+            Some(Segment::Index(_)) | None => None,
+        })
 }
 
 /// A generator that always yields 0, for tests of randomized schedules.
