@@ -49,7 +49,7 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
             let cwd = std::env::current_dir().map_err(|e| {
                 Failure::operational(anyhow!("cannot read the current directory: {e}"))
             })?;
-            ExecSettings::empty(&cwd)
+            ExecSettings::empty(&cwd).map_err(Failure::input)?
         }
     };
     crate::log_warnings(&settings.daemon.settings);
@@ -143,7 +143,7 @@ async fn supervise(
         _ => Failure::input(e),
     })?;
 
-    let document = program.environment.document();
+    let document = program.environment.document().map_err(Failure::input)?;
     let resolution = starting
         .resolver()
         .resolve(&document, env::ORIGIN, false)
