@@ -320,15 +320,17 @@ pub fn status_text(resolver: &Resolver) -> String {
     render_status(resolver, executable_report(resolver))
 }
 
-/// The full status text (spec §4.4) with `report`: the Agent's status template, byte for
-/// byte, followed by a newline where the template leaves none. Resolved and unresolved handles
-/// are apart: `Number of secrets resolved` counts and lists the handles whose last lookup
-/// succeeded; every handle whose last lookup failed is under `Secrets not resolved`.
+/// The full status text (spec §4.4) with `report`: what the Agent's status template
+/// (`info.tmpl`) writes, byte for byte, including the newline it starts with and no newline
+/// where it ends without one (after `'secret_refresh_interval' is disabled`). Resolved and
+/// unresolved handles are apart: `Number of secrets resolved` counts and lists the handles
+/// whose last lookup succeeded; every handle whose last lookup failed is under
+/// `Secrets not resolved`.
 pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> String {
     let Some(report) = report else {
-        return format!("{DISABLED_MESSAGE}\n");
+        return format!("\n{DISABLED_MESSAGE}");
     };
-    let mut text = report.agent_text();
+    let mut text = format!("\n{}", report.agent_text());
     let handles = resolver.resolved_handles();
     let _ = write!(
         text,
@@ -372,9 +374,6 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
         }
         text.push_str("\n\n");
     }
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
     text
 }
 
@@ -417,7 +416,7 @@ mod tests {
     #[test]
     fn disabled_status() {
         let resolver = Resolver::new(crate::Settings::default());
-        assert_eq!(status_text(&resolver), format!("{DISABLED_MESSAGE}\n"));
+        assert_eq!(status_text(&resolver), format!("\n{DISABLED_MESSAGE}"));
         let json = serde_json::to_value(DebugInfo::collect(&resolver)).unwrap();
         assert_eq!(
             json,
