@@ -30,6 +30,10 @@ pub struct ExecutableReport {
     pub embedded: bool,
     /// The permission check's error, if it failed.
     pub permission_error: Option<String>,
+    /// For a `#!` script whose interpreter is missing or not executable, the text a run's
+    /// error gives (`the interpreter '<path>' named on the first line (#!) of the script is
+    /// missing`). Not part of the Agent's text; `keyturn check` shows it.
+    pub interpreter_problem: Option<String>,
     /// File mode (octal of `st_mode`), owner and group; or why they could not be read.
     pub details: Result<backend::FileDetails, String>,
     /// The backend's `--version` answer, when it was asked and answered.
@@ -56,7 +60,8 @@ impl ExecutableReport {
     }
 
     /// The report as text (`keyturn check`): the Agent's executable section, the payload
-    /// version sent, then the permission check's error when it failed.
+    /// version sent, then the permission check's error when it failed and the interpreter's
+    /// problem when a `#!` script cannot start.
     pub fn to_text(&self) -> String {
         let mut text = self.agent_text();
         text.push('\n');
@@ -68,6 +73,9 @@ impl ExecutableReport {
         }
         if let Some(error) = &self.permission_error {
             let _ = writeln!(text, "Permissions error: {error}");
+        }
+        if let Some(problem) = &self.interpreter_problem {
+            let _ = writeln!(text, "Interpreter error: {problem}");
         }
         text
     }
@@ -210,6 +218,7 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
             Verdict::Ok | Verdict::NotChecked => None,
         },
         details: checked.details,
+        interpreter_problem: checked.interpreter_problem,
         version: None,
         protocol_version: spec.protocol,
     })
