@@ -33,6 +33,9 @@ pub mod backend;
 pub mod daemon;
 pub mod document;
 pub mod exec;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 pub mod hygiene;
 pub mod metrics;

@@ -25,7 +25,7 @@
 mod fetch;
 mod permissions;
 mod response;
-mod scrub;
+pub(crate) mod scrub;
 pub(crate) mod spawn;
 
 pub(crate) use spawn::start_command;

@@ -5,7 +5,9 @@
 //! `\b`, `\f`, `\n`, `\r`, `\t` and `\uXXXX`, surrogate pairs included, read as the character it
 //! stands for), so a value is found however a backend's JSON library escaped it: serde's
 //! controls-only form, Python's `ensure_ascii` (`\u00e4`), Go's HTML-safe `\u003c`/`\u0026`,
-//! upper- or lower-case hex, or any mix. Every occurrence of every needle in either view is
+//! upper- or lower-case hex, or any mix. Where a run of backslashes may pair either way (a
+//! value printed as it is, ending in a backslash, next to an escaped one), the view is read
+//! each way that a match as it is suggests (see `Scrubber::matches`). Every occurrence of every needle in either view is
 //! mapped back to the bytes of the text it came from, and the union of those byte ranges is
 //! masked: overlapping values are masked whole, not only up to where the first one ends.
 //!
@@ -102,9 +104,11 @@ impl Scrubber {
             cut += 1;
         }
         // An occurrence that ends inside the window starts at most one escaped longest needle
-        // before it; back up over a run of backslashes so escapes pair up as they were written.
+        // before it, and a value printed as it is right before that occurrence (which tells
+        // how the backslashes between them pair) one longest needle further; back up over a
+        // run of backslashes so escapes pair up as they were written.
         let longest = self.needles.first().map_or(0, |needle| needle.len());
-        let mut from = cut.saturating_sub(longest.saturating_mul(ESCAPED_GROWTH));
+        let mut from = cut.saturating_sub(longest.saturating_mul(ESCAPED_GROWTH + 1));
         while from > 0 && stderr.get(from - 1) == Some(&b'\\') {
             from -= 1;
         }
@@ -131,17 +135,26 @@ impl Scrubber {
             }
         }
         if text.contains(&b'\\') {
-            // Two readings of the escapes, both searched. A value printed as it is may end in a
-            // backslash that would pair with the one opening an escaped value right after it:
+            // Three readings of the escapes, all searched. A value printed as it is may end in
+            // a backslash that would pair with the one opening an escaped value right after it:
             // in the second reading no escape starts inside a raw match. But a raw match may
             // also end on the first backslash of an escape that belongs to an escaped value
             // printed over it (two values sharing characters): the plain reading finds that.
+            // And a raw match may cover the backslash that opens an escaped value printed right
+            // after a raw one (a value of backslashes matching across both): where a raw match
+            // from before a run of backslashes ends an odd number into it, the plain reading
+            // pairs across that end; the third reading reads the run's first backslash as
+            // itself, so that pairs start there. (Matches inside a run, of a value made of
+            // backslashes, end everywhere in it and say nothing of where a print ends.)
             let raw = merge(found.clone());
-            let readings = if raw.is_empty() {
-                vec![Unescaped::new(text, &[])]
-            } else {
-                vec![Unescaped::new(text, &[]), Unescaped::new(text, &raw)]
-            };
+            let odd = odd_runs(text, &found);
+            let mut readings = vec![Unescaped::new(text, &[], &[])];
+            if !raw.is_empty() {
+                readings.push(Unescaped::new(text, &raw, &[]));
+            }
+            if !odd.is_empty() {
+                readings.push(Unescaped::new(text, &[], &odd));
+            }
             for view in readings {
                 for at in 0..view.bytes.len() {
                     if let Some(len) = self.longest_at(view.bytes.get(at..).unwrap_or_default()) {
@@ -188,6 +201,32 @@ fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
     merged
 }
 
+/// The starts of the runs of backslashes in `text` that one of the `matches`, starting before
+/// the run, ends inside an odd number of backslashes into; in order.
+fn odd_runs(text: &[u8], matches: &[Range<usize>]) -> Vec<usize> {
+    let mut by_end: Vec<&Range<usize>> = matches.iter().collect();
+    by_end.sort_unstable_by_key(|range| range.end);
+    let mut by_end = by_end.into_iter().peekable();
+    let mut odd = Vec::new();
+    let mut run_start = 0;
+    for (at, &byte) in text.iter().enumerate() {
+        if byte != b'\\' {
+            run_start = at + 1;
+            continue;
+        }
+        while let Some(range) = by_end.next_if(|range| range.end <= at) {
+            if range.end == at
+                && range.start < run_start
+                && (at - run_start) % 2 == 1
+                && odd.last() != Some(&run_start)
+            {
+                odd.push(run_start);
+            }
+        }
+    }
+    odd
+}
+
 /// `bytes[from..]` as text, each of the (merged, sorted) `masked` ranges that reach into it
 /// replaced whole by one [`MASK`]; bytes that are not UTF-8 become U+FFFD.
 fn render(bytes: &[u8], from: usize, masked: &[Range<usize>]) -> String {
@@ -218,8 +257,8 @@ struct Unescaped {
 
 impl Unescaped {
     /// The view of `text`, where no escape starts inside one of the (merged, sorted) ranges of
-    /// `opaque`.
-    fn new(text: &[u8], opaque: &[Range<usize>]) -> Unescaped {
+    /// `opaque`, and the backslashes at `as_is` (sorted) are read as themselves.
+    fn new(text: &[u8], opaque: &[Range<usize>], as_is: &[usize]) -> Unescaped {
         let mut view = Unescaped {
             bytes: Zeroizing::new(Vec::with_capacity(text.len())),
             sources: Vec::with_capacity(text.len()),
@@ -229,7 +268,8 @@ impl Unescaped {
         while let Some(&byte) = text.get(at) {
             while opaque.next_if(|range| range.end <= at).is_some() {}
             let inside = opaque.peek().is_some_and(|range| range.start <= at);
-            let (decoded, len) = if byte == b'\\' && !inside {
+            let itself = as_is.binary_search(&at).is_ok();
+            let (decoded, len) = if byte == b'\\' && !inside && !itself {
                 unescape(text.get(at..).unwrap_or_default()).unwrap_or((EncodedChar::byte(byte), 1))
             } else {
                 (EncodedChar::byte(byte), 1)
@@ -327,6 +367,7 @@ fn hex4(digits: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::{Escaping, escape};
     use proptest::prelude::*;
 
     #[test]
@@ -383,6 +424,30 @@ mod tests {
         assert_eq!(tail, format!("{MASK}{}", "y".repeat(1005)));
     }
 
+    /// Found by the `scrub` fuzz target: the window is cut near the end of a value printed
+    /// escaped right after the same value printed as it is, which ends in a backslash. The
+    /// search must start before the raw value, or it cannot tell that the raw backslash does
+    /// not pair with the one opening the escaped value.
+    #[test]
+    fn the_tail_search_sees_the_raw_value_before_an_escaped_one() {
+        let value = "&&&&&&&&<g&<vvg\\";
+        let everything: String = value
+            .chars()
+            .map(|c| match c {
+                '\\' => "\\\\".to_owned(),
+                c => format!("\\u{:04X}", u32::from(c)),
+            })
+            .collect();
+        let head = format!("{}{value}{everything}", "Q".repeat(100));
+        // The window starts 4 bytes before the escaped value's end.
+        let stderr = format!("{head}{}", "Z".repeat(STDERR_TAIL - 4));
+        let scrubber = Scrubber::new([value]);
+        assert_eq!(
+            scrubber.stderr_tail(stderr.as_bytes()),
+            format!("{MASK}{}", "Z".repeat(STDERR_TAIL - 4))
+        );
+    }
+
     // Issue 9.4b: escapings of Python's `json.dumps` and Go's `encoding/json`, any hex case.
     #[test]
     fn escaped_values_are_masked() {
@@ -420,47 +485,6 @@ mod tests {
         );
     }
 
-    /// How a backend may print a value on stderr.
-    #[derive(Debug, Clone, Copy)]
-    enum Escaping {
-        Raw,
-        Serde,
-        Python,
-        Go,
-        Everything,
-    }
-
-    fn escape(value: &str, escaping: Escaping) -> String {
-        let mut out = String::new();
-        for c in value.chars() {
-            let unicode = |out: &mut String, upper: bool| {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    if upper {
-                        out.push_str(&format!("\\u{unit:04X}"));
-                    } else {
-                        out.push_str(&format!("\\u{unit:04x}"));
-                    }
-                }
-            };
-            match (escaping, c) {
-                (Escaping::Raw, _) => out.push(c),
-                (_, '"') => out.push_str("\\\""),
-                (_, '\\') => out.push_str("\\\\"),
-                (_, '\n') => out.push_str("\\n"),
-                (_, '\t') => out.push_str("\\t"),
-                (Escaping::Everything, _) => unicode(&mut out, true),
-                (_, c) if c < ' ' => unicode(&mut out, false),
-                (Escaping::Python, c) if !c.is_ascii() || c == '\x7f' => unicode(&mut out, false),
-                (Escaping::Go, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
-                    unicode(&mut out, false)
-                }
-                _ => out.push(c),
-            }
-        }
-        out
-    }
-
     fn escaping() -> impl Strategy<Value = Escaping> {
         prop_oneof![
             Just(Escaping::Raw),
@@ -495,6 +519,31 @@ mod tests {
         let scrubber = Scrubber::new([first, second]);
         // Both printed once, overlapping, with serde's escaping.
         let printed = "<g&<vvg\\\\\u{20ac}\\u0001g&\\\\\u{e4}\\u0001\\\\";
+        assert_eq!(scrubber.scrub(printed), MASK);
+        assert_eq!(scrubber.stderr_tail(printed.as_bytes()), MASK);
+    }
+
+    /// Found by the `scrub` fuzz target: a value printed as it is ends in a backslash (`k\`),
+    /// the next value is printed escaped (`\u006D\u006E`), and a third value (two backslashes)
+    /// matches across the two, over the escape's opening backslash. The plain reading pairs
+    /// the raw backslash with that one, the reading without escapes in raw matches starts none
+    /// there: only a reading that pairs backslashes from where the raw value ends reads `mn`.
+    #[test]
+    fn a_raw_match_over_an_escapes_backslash_does_not_hide_the_escaped_value() {
+        let scrubber = Scrubber::new(["k\\", "mn", "\\\\"]);
+        let printed = "k\\\\u006D\\u006E";
+        assert_eq!(scrubber.scrub(printed), MASK);
+        assert_eq!(scrubber.stderr_tail(printed.as_bytes()), MASK);
+        // Without the value that matches across, the reading without escapes in raw matches
+        // already found it.
+        let scrubber = Scrubber::new(["k\\", "mn"]);
+        assert_eq!(scrubber.scrub(printed), MASK);
+        // The escaped value starts after the raw one's backslash, an odd number into a run;
+        // inside it, the value of two backslashes matches all along the next run too, where
+        // pairs start at the run's first backslash.
+        let scrubber = Scrubber::new(["ab\\", "\\\\hijk\\\\lmno", "\\\\"]);
+        let printed =
+            "ab\\\\\\\\\\\\u0068\\u0069\\u006A\\u006B\\\\\\\\\\u006C\\u006D\\u006E\\u006F";
         assert_eq!(scrubber.scrub(printed), MASK);
         assert_eq!(scrubber.stderr_tail(printed.as_bytes()), MASK);
     }
@@ -538,10 +587,7 @@ mod tests {
             let tail = fragments(&scrubber.stderr_tail(stderr.as_bytes()), 8);
             let scrubbed = fragments(&scrubber.scrub(&stderr), 8);
             for value in &values {
-                for escaping in [
-                    Escaping::Raw, Escaping::Serde, Escaping::Python, Escaping::Go,
-                    Escaping::Everything,
-                ] {
+                for escaping in Escaping::ALL {
                     let printed = escape(value, escaping);
                     for fragment in fragments(&escape_controls(&printed), 8) {
                         prop_assert!(!tail.contains(&fragment), "{fragment:?} in the tail");
