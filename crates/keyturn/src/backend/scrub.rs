@@ -135,30 +135,35 @@ impl Scrubber {
             }
         }
         if text.contains(&b'\\') {
-            // Three readings of the escapes, all searched. A value printed as it is may end in
+            // Several readings of the escapes, all searched. A value printed as it is may end in
             // a backslash that would pair with the one opening an escaped value right after it:
             // in the second reading no escape starts inside a raw match. But a raw match may
             // also end on the first backslash of an escape that belongs to an escaped value
             // printed over it (two values sharing characters): the plain reading finds that.
             // And a raw match may cover the backslash that opens an escaped value printed right
-            // after a raw one (a value of backslashes matching across both): where a raw match
-            // from before a run of backslashes ends an odd number into it, the plain reading
-            // pairs across that end; the third reading reads the run's first backslash as
-            // itself, so that pairs start there. (Matches inside a run, of a value made of
-            // backslashes, end everywhere in it and say nothing of where a print ends.)
+            // after a raw one (a value of backslashes matching across both), or a raw value of
+            // backslashes may itself be what comes before it: where a raw match ends an odd
+            // number of backslashes into a run, the plain reading pairs across that end. From
+            // there, a reading of its own runs as far as an escaped longest needle reaches.
             let raw = merge(found.clone());
-            let odd = odd_runs(text, &found);
-            let mut readings = vec![Unescaped::new(text, &[], &[])];
+            let longest = self.needles.first().map_or(0, |needle| needle.len());
+            let mut readings = vec![(0, Unescaped::new(text, &[]))];
             if !raw.is_empty() {
-                readings.push(Unescaped::new(text, &raw, &[]));
+                readings.push((0, Unescaped::new(text, &raw)));
             }
-            if !odd.is_empty() {
-                readings.push(Unescaped::new(text, &[], &odd));
+            for start in odd_starts(text, &found) {
+                let end = start
+                    .end
+                    .saturating_add(longest.saturating_mul(ESCAPED_GROWTH))
+                    .min(text.len());
+                let part = text.get(start.start..end).unwrap_or_default();
+                readings.push((start.start, Unescaped::new(part, &[])));
             }
-            for view in readings {
+            for (offset, view) in readings {
                 for at in 0..view.bytes.len() {
                     if let Some(len) = self.longest_at(view.bytes.get(at..).unwrap_or_default()) {
-                        found.push(view.source(at..at + len));
+                        let source = view.source(at..at + len);
+                        found.push(source.start + offset..source.end + offset);
                     }
                 }
             }
@@ -201,30 +206,32 @@ fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
     merged
 }
 
-/// The starts of the runs of backslashes in `text` that one of the `matches`, starting before
-/// the run, ends inside an odd number of backslashes into; in order.
-fn odd_runs(text: &[u8], matches: &[Range<usize>]) -> Vec<usize> {
-    let mut by_end: Vec<&Range<usize>> = matches.iter().collect();
-    by_end.sort_unstable_by_key(|range| range.end);
-    let mut by_end = by_end.into_iter().peekable();
-    let mut odd = Vec::new();
+/// For each run of backslashes in `text` that one of the `matches` ends inside an odd number
+/// of backslashes into: from the first such end to the end of the run; in order.
+fn odd_starts(text: &[u8], matches: &[Range<usize>]) -> Vec<Range<usize>> {
+    let mut ends: Vec<usize> = matches.iter().map(|range| range.end).collect();
+    ends.sort_unstable();
+    ends.dedup();
+    let mut ends = ends.into_iter().peekable();
+    let mut starts: Vec<Range<usize>> = Vec::new();
     let mut run_start = 0;
     for (at, &byte) in text.iter().enumerate() {
         if byte != b'\\' {
             run_start = at + 1;
             continue;
         }
-        while let Some(range) = by_end.next_if(|range| range.end <= at) {
-            if range.end == at
-                && range.start < run_start
-                && (at - run_start) % 2 == 1
-                && odd.last() != Some(&run_start)
-            {
-                odd.push(run_start);
-            }
+        while ends.next_if(|&end| end < at).is_some() {}
+        let new_run = starts.last().is_none_or(|last| last.start < run_start);
+        if new_run && ends.peek() == Some(&at) && (at - run_start) % 2 == 1 {
+            starts.push(at..at);
+        }
+        if let Some(last) = starts.last_mut()
+            && last.start >= run_start
+        {
+            last.end = at + 1;
         }
     }
-    odd
+    starts
 }
 
 /// `bytes[from..]` as text, each of the (merged, sorted) `masked` ranges that reach into it
@@ -257,8 +264,8 @@ struct Unescaped {
 
 impl Unescaped {
     /// The view of `text`, where no escape starts inside one of the (merged, sorted) ranges of
-    /// `opaque`, and the backslashes at `as_is` (sorted) are read as themselves.
-    fn new(text: &[u8], opaque: &[Range<usize>], as_is: &[usize]) -> Unescaped {
+    /// `opaque`.
+    fn new(text: &[u8], opaque: &[Range<usize>]) -> Unescaped {
         let mut view = Unescaped {
             bytes: Zeroizing::new(Vec::with_capacity(text.len())),
             sources: Vec::with_capacity(text.len()),
@@ -268,8 +275,7 @@ impl Unescaped {
         while let Some(&byte) = text.get(at) {
             while opaque.next_if(|range| range.end <= at).is_some() {}
             let inside = opaque.peek().is_some_and(|range| range.start <= at);
-            let itself = as_is.binary_search(&at).is_ok();
-            let (decoded, len) = if byte == b'\\' && !inside && !itself {
+            let (decoded, len) = if byte == b'\\' && !inside {
                 unescape(text.get(at..).unwrap_or_default()).unwrap_or((EncodedChar::byte(byte), 1))
             } else {
                 (EncodedChar::byte(byte), 1)
@@ -544,6 +550,11 @@ mod tests {
         let scrubber = Scrubber::new(["ab\\", "\\\\hijk\\\\lmno", "\\\\"]);
         let printed =
             "ab\\\\\\\\\\\\u0068\\u0069\\u006A\\u006B\\\\\\\\\\u006C\\u006D\\u006E\\u006F";
+        assert_eq!(scrubber.scrub(printed), MASK);
+        assert_eq!(scrubber.stderr_tail(printed.as_bytes()), MASK);
+        // The raw value before the escaped one is a backslash: its matches end everywhere.
+        let scrubber = Scrubber::new(["\\", "\nghijklmn"]);
+        let printed = "\\\\nghijklmn";
         assert_eq!(scrubber.scrub(printed), MASK);
         assert_eq!(scrubber.stderr_tail(printed.as_bytes()), MASK);
     }
