@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use keyturn::backend::{BackendSpec, FetchOptions, PermissionCheck, fetch};
-use keyturn::metrics::Metrics;
 use keyturn_protocol::{Entry, PAYLOAD_VERSION, Request, Response, encode_response};
 
 const ECHO_BACKEND: &str = "--echo-backend";
@@ -54,7 +53,6 @@ struct Setup {
     _dir: tempfile::TempDir,
     backend: PathBuf,
     runtime: tokio::runtime::Runtime,
-    metrics: Metrics,
     spec: BackendSpec,
     options: FetchOptions,
 }
@@ -84,7 +82,6 @@ impl Setup {
                 .enable_all()
                 .build()
                 .expect("tokio runtime"),
-            metrics: Metrics::new(),
             spec,
             options: FetchOptions {
                 timeout: Duration::from_secs(30),
@@ -97,7 +94,7 @@ impl Setup {
     fn fetch(&self, handles: &[String]) -> keyturn::backend::Fetched {
         let fetched = self
             .runtime
-            .block_on(fetch(&self.spec, &self.options, handles, &self.metrics))
+            .block_on(fetch(&self.spec, &self.options, handles))
             .expect("fetch");
         assert_eq!(fetched.len(), handles.len());
         fetched

@@ -776,7 +776,7 @@ mod tests {
             candidates: 1,
             failures: vec![crate::resolver::Failure {
                 handle: "db".into(),
-                kind: crate::metrics::FailureKind::Missing,
+                kind: crate::backend::FailureKind::Missing,
                 message: "not found".into(),
                 paths: vec![["a"].into_iter().collect()],
             }],

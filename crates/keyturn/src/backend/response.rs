@@ -30,10 +30,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::error::Category;
 use zeroize::Zeroizing;
 
+use super::FailureKind;
 use super::scrub::{Scrubber, escape_controls};
 use super::{Fetched, HandleError};
 use crate::DOCS_URL;
-use crate::metrics::FailureKind;
 use crate::printable::Printable;
 use crate::secret::Secret;
 

@@ -548,7 +548,7 @@ impl Generation {
             .map(|t| Template::load(t.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let options = ResolverOptions {
-            metrics: Some(metrics.clone()),
+            observer: Some(metrics.clone()),
             audit_file: Some(audit_file),
             ..ResolverOptions::default()
         };
