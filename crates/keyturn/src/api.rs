@@ -691,7 +691,7 @@ mod tests {
         assert_eq!(answer.content_type, TEXT_CONTENT_TYPE);
         assert_eq!(
             answer.body,
-            format!("{DISABLED_MESSAGE}\n\n=== Templates ===\nNo templates configured\n")
+            format!("\n{DISABLED_MESSAGE}\n\n=== Templates ===\nNo templates configured\n")
         );
         for accept in [
             "application/json",

@@ -1024,12 +1024,12 @@ mod status {
             json["executablePermissionsDetails"],
             serde_json::json!({"FileMode": "100700", "Owner": user, "Group": group, "IsWindows": false})
         );
-        // The Agent's template, byte for byte (its owner and group lines carry two tabs), plus
-        // the final newline it leaves out.
+        // The Agent's template, byte for byte: it starts with a newline, its owner and group
+        // lines carry two tabs, and it ends without a newline after the refresh line.
         assert_eq!(
             status::status_text(&resolver),
             format!(
-                "=== Checking executable permissions ===\n\
+                "\n=== Checking executable permissions ===\n\
                  Executable path: {path}\n\
                  Executable permissions: OK, the executable has the correct permissions\n\
                  Permissions Detail:\n\
@@ -1047,7 +1047,7 @@ mod status {
                  - 'pass3':\n\
                  \x20 - used in 'test2' configuration in entry 'instances/0/password'\n\
                  \n\
-                 'secret_refresh_interval' is disabled\n",
+                 'secret_refresh_interval' is disabled",
                 path = fixture.script().display()
             )
         );
@@ -1135,10 +1135,17 @@ mod status {
             "secret_backend_type: aws.secrets\nsecret_refresh_interval: 15\nsecret_refresh_scatter: false\n",
         )
         .unwrap();
-        let json = info(&Resolver::new(settings));
+        let resolver = Resolver::new(settings);
+        let json = info(&resolver);
         assert_eq!(
             json["executablePermissions"],
             "OK, native secret generic connector used"
+        );
+        // With a refresh interval the Agent's template ends with one newline.
+        let text = status::status_text(&resolver);
+        assert!(
+            text.ends_with("\n\n'secret_refresh_interval' is enabled: the first refresh will happen 15.00s after startup and then every 15s\n"),
+            "{text:?}"
         );
         assert_eq!(json["executablePermissionsOK"], true);
         assert_eq!(json["embeddedSecretBackend"], true);

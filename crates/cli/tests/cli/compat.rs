@@ -231,3 +231,61 @@ fn check_and_status_show_the_payload_version() {
         run.stderr()
     );
 }
+
+/// A `#!` script whose interpreter is missing (the Agent docs' `#!/usr/bin/python` example on a
+/// machine without it) or not executable: `keyturn check` names the interpreter with the words
+/// a run uses, and exits 2.
+#[test]
+fn check_names_a_missing_or_non_executable_interpreter() {
+    let sandbox = Sandbox::new();
+    let not_executable = sandbox.script("not-executable", "", 0o600);
+    let not_executable = not_executable.display().to_string();
+    for (interpreter, problem) in [
+        ("/nonexistent/python", "is missing"),
+        (not_executable.as_str(), "is not an executable file"),
+    ] {
+        let script = sandbox.script(
+            "backend.py",
+            &format!("#!{interpreter} -u\nprint('{{}}')\n"),
+            0o700,
+        );
+        sandbox.write(
+            "keyturn.yaml",
+            &format!("secret_backend_command: {}\n", script.display()),
+        );
+        let wording = format!(
+            "the interpreter '{interpreter}' named on the first line (#!) of the script {problem}"
+        );
+        let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
+        run.expect_code(2);
+        assert!(
+            run.stdout()
+                .contains(&format!("Interpreter error: {wording}\n")),
+            "{}",
+            run.stdout()
+        );
+        assert!(
+            run.stderr()
+                .contains(&format!("{}: {wording}", script.display())),
+            "{}",
+            run.stderr()
+        );
+        // A run says the same.
+        sandbox.write("app.yaml", "password: ENC[db]\n");
+        let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
+        assert!(run.stderr().contains(&wording), "{}", run.stderr());
+    }
+    // A script whose interpreter exists passes.
+    let script = sandbox.script("backend.sh", "#!/bin/sh\necho '{}'\n", 0o700);
+    sandbox.write(
+        "keyturn.yaml",
+        &format!("secret_backend_command: {}\n", script.display()),
+    );
+    let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
+    run.expect_code(0);
+    assert!(
+        !run.stdout().contains("Interpreter error"),
+        "{}",
+        run.stdout()
+    );
+}

@@ -29,7 +29,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroize;
 
-use super::permissions::{Checked, PermissionError, io_text, resolve_command};
+use super::permissions::{Checked, PermissionError, interpreter_problem, io_text, resolve_command};
 use super::response::{
     Known, Requested, answer_values, classify, classify_early, describe_parse_error,
 };
@@ -467,33 +467,11 @@ fn backend_error(spec: &BackendSpec, failure: &Failure, options: &FetchOptions) 
 
 /// When starting a `#!` script failed and the interpreter named on its first line is missing
 /// or not executable, says so with its path: the kernel's "no such file or directory" names
-/// neither, for a script that exists. Reads at most the first 256 bytes of the script.
+/// neither, for a script that exists.
 fn missing_interpreter(spec: &BackendSpec, error: &io::Error) -> Option<String> {
-    use std::io::Read as _;
-    use std::os::unix::fs::PermissionsExt as _;
-
     tracing::debug!(error = %io_text(error), "backend did not start");
     let path = resolve_command(&spec.command).ok()?;
-    let mut head = Vec::with_capacity(256);
-    std::fs::File::open(&path)
-        .ok()?
-        .take(256)
-        .read_to_end(&mut head)
-        .ok()?;
-    let line = head.strip_prefix(b"#!")?;
-    let line = line.split(|&byte| byte == b'\n').next()?;
-    let line = String::from_utf8_lossy(line);
-    let interpreter = line.split_ascii_whitespace().next()?;
-    let problem = match std::fs::metadata(interpreter) {
-        Err(_) => "is missing",
-        Ok(meta) if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 => {
-            "is not an executable file"
-        }
-        Ok(_) => return None,
-    };
-    Some(format!(
-        "the interpreter '{interpreter}' named on the first line (#!) of the script {problem}"
-    ))
+    interpreter_problem(&path)
 }
 
 fn exit_text(status: ExitStatus) -> String {

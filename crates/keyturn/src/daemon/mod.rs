@@ -357,13 +357,17 @@ impl Daemon {
     }
 
     /// The status as text: the resolver's (spec §4.4, with the backend's version when it
-    /// tells), then one line per template.
+    /// tells), byte for byte as the Agent writes it, then after a blank line one line per
+    /// template.
     pub async fn status_text(&self) -> String {
         let generation = self.current();
         let report = status::executable_report_with_version(&generation.resolver).await;
         let mut text = status::render_status(&generation.resolver, report);
-        text.truncate(text.trim_end_matches('\n').len());
-        text.push_str("\n\n=== Templates ===\n");
+        // The Agent's text ends with zero, one or two newlines: end it with exactly one blank
+        // line without touching it.
+        let newlines = text.len() - text.trim_end_matches('\n').len();
+        text.push_str(&"\n\n"[newlines.min(2)..]);
+        text.push_str("=== Templates ===\n");
         if generation.templates.is_empty() {
             text.push_str("No templates configured\n");
         }
