@@ -3,6 +3,10 @@
 //! is either in effect or reported as a warning (and as `Degraded`, which the daemon turns
 //! into its `keyturn_memory_lock_failed` metric), never a failure.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use keyturn::hygiene::{MemoryLock, harden};
 
 #[test]
