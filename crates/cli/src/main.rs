@@ -211,7 +211,7 @@ fn log_level(args: &LogArgs, default_level: LogLevel) -> Option<LogLevel> {
     let index = (index + usize::from(args.verbose))
         .saturating_sub(usize::from(args.quiet))
         .min(levels.len() - 1);
-    Some(levels[index])
+    levels.get(index).copied()
 }
 
 impl LogLevel {

@@ -15,6 +15,10 @@
 //! `cargo bench` does not build examples, and this needs no second build. It is copied into a
 //! private directory with mode 0700 so that the permission check passes.
 
+// A benchmark: a panic is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};

@@ -6,6 +6,10 @@
 //! child and make `execve` fail with ETXTBSY. Files that are only checked, never run, are
 //! written by the tests themselves.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, symlink};

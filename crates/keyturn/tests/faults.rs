@@ -14,6 +14,10 @@
 //! file written while another thread spawns can leak its write descriptor into that child and
 //! make `execve` fail with ETXTBSY); swaps only rename, link, chmod or delete.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};

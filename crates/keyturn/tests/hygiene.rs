@@ -2,6 +2,10 @@
 //! and, where allowed, locks all memory): the process ends up non-dumpable, and the memory lock
 //! is either in effect or reported as a warning and in the metric, never a failure.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use keyturn::hygiene::{MemoryLock, harden};
 use keyturn::metrics::Metrics;
 

@@ -6,6 +6,10 @@
 //! removed before answering. Tests change the store to rotate secrets and count backend runs
 //! from `calls`.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

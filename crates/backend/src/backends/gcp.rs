@@ -498,8 +498,9 @@ fn external_account(
             let value: serde_json::Value = serde_json::from_str(&raw)
                 .map_err(|_| failed("the subject token source is not JSON".to_owned()))?;
             Zeroizing::new(
-                value[field]
-                    .as_str()
+                value
+                    .get(field)
+                    .and_then(serde_json::Value::as_str)
                     .ok_or_else(|| failed(format!("the subject token has no field {field:?}")))?
                     .to_owned(),
             )
@@ -628,10 +629,10 @@ mod jwt {
             .or_else(|_| RsaKeyPair::from_der(key.der()))
             .map_err(|_| "not a usable RSA key".to_owned())?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
-        if let Some(key_id) = key_id {
-            header["kid"] = serde_json::json!(key_id);
-        }
+        let header = match key_id {
+            Some(key_id) => serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": key_id}),
+            None => serde_json::json!({"alg": "RS256", "typ": "JWT"}),
+        };
         let claims = serde_json::json!({
             "iss": email,
             "scope": super::SCOPE,

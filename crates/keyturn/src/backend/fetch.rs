@@ -307,11 +307,14 @@ async fn read_watching<T>(
         }
         let len = buf.0.len();
         let fresh = len.saturating_sub(read);
-        if let Some(at) = buf.0[fresh..]
+        if let Some(&byte) = buf
+            .0
+            .get(fresh..)
+            .unwrap_or_default()
             .iter()
-            .rposition(|byte| !byte.is_ascii_whitespace())
+            .rfind(|byte| !byte.is_ascii_whitespace())
         {
-            last = Some(buf.0[fresh + at]);
+            last = Some(byte);
         }
         if len >= tried.saturating_mul(2) && last == Some(b'}') {
             tried = len;

@@ -566,10 +566,8 @@ fn plain_prefix(bytes: &[u8]) -> usize {
         }
         at += 8;
     }
-    at + bytes[at..]
-        .iter()
-        .position(|&b| special(b))
-        .unwrap_or(bytes.len() - at)
+    let rest = bytes.get(at..).unwrap_or_default();
+    at + rest.iter().position(|&b| special(b)).unwrap_or(rest.len())
 }
 
 #[cfg(test)]

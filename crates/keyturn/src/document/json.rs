@@ -117,10 +117,11 @@ impl<'t> Scanner<'t> {
                     at = end;
                 }
                 _ => {
-                    at += bytes[at..]
+                    let rest = bytes.get(at..).unwrap_or_default();
+                    at += rest
                         .iter()
                         .position(|&byte| is_whitespace(byte) || matches!(byte, b',' | b']' | b'}'))
-                        .unwrap_or(bytes.len() - at);
+                        .unwrap_or(rest.len());
                     self.value_done();
                 }
             }

@@ -348,7 +348,9 @@ impl Document {
     ) -> Zeroizing<String> {
         let mut owners: Vec<Option<&HandleSite>> = vec![None; self.splices.len()];
         for site in &self.sites {
-            owners[site.splice].get_or_insert(site);
+            if let Some(owner) = owners.get_mut(site.splice) {
+                owner.get_or_insert(site);
+            }
         }
         let values: Vec<Option<&'a str>> = owners
             .into_iter()

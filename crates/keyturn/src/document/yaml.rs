@@ -668,7 +668,11 @@ impl<'t> Walker<'t> {
         skipped: bool,
         keys: Vec<Arc<str>>,
     ) -> Result<Captured, DocumentError> {
-        let inside = &self.collector.sites()[frame.sites_start..];
+        let inside = self
+            .collector
+            .sites()
+            .get(frame.sites_start..)
+            .unwrap_or_default();
         let count = inside.len();
         let sites = inside
             .iter()
@@ -749,10 +753,15 @@ impl<'t> Walker<'t> {
     fn locate_alias(&mut self, handle: &Arc<str>, span: Span) -> Result<usize, DocumentError> {
         let start = self.chars.byte(span.start.index());
         let end = self.chars.byte(span.end.index());
-        let name_ok = self.text.as_bytes()[start.min(end)..end]
-            .iter()
-            .skip(1)
-            .all(|byte| !matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}'));
+        let name_ok = self
+            .text
+            .as_bytes()
+            .get(start.min(end)..end)
+            .is_some_and(|name| {
+                name.iter()
+                    .skip(1)
+                    .all(|byte| !matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}'))
+            });
         if self.text.as_bytes().get(start) != Some(&b'*') || end <= start + 1 || !name_ok {
             return Err(DocumentError::Layout {
                 line: span.start.line(),
@@ -808,19 +817,26 @@ impl<'t> Walker<'t> {
             ScalarStyle::DoubleQuoted => (double_quoted_end(bytes, start), start..start),
             ScalarStyle::SingleQuoted => (closing_single_quote(bytes, start), start..start),
             ScalarStyle::Literal | ScalarStyle::Folded => {
+                // `start` holds the indicator (checked above), so these ranges are in bounds.
                 let header_end = start
                     + 1
-                    + bytes[start + 1..]
+                    + bytes
+                        .get(start + 1..)
+                        .unwrap_or_default()
                         .iter()
                         .take(2)
                         .take_while(|byte| matches!(byte, b'1'..=b'9' | b'+' | b'-'))
                         .count();
-                let line_end = bytes[header_end..]
+                let line_end = bytes
+                    .get(header_end..)
+                    .unwrap_or_default()
                     .iter()
                     .position(|byte| matches!(byte, b'\n' | b'\r'))
                     .map_or(bytes.len(), |offset| header_end + offset);
                 // The header line's comment is kept; trailing blanks alone are not.
-                let keep_end = if bytes[header_end..line_end]
+                let keep_end = if bytes
+                    .get(header_end..line_end)
+                    .unwrap_or_default()
                     .iter()
                     .all(|byte| matches!(byte, b' ' | b'\t'))
                 {
@@ -828,7 +844,9 @@ impl<'t> Walker<'t> {
                 } else {
                     line_end
                 };
-                let content_end = bytes[..token_end.min(bytes.len())]
+                let content_end = bytes
+                    .get(..token_end)
+                    .unwrap_or(bytes)
                     .iter()
                     .rposition(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
                     .map_or(0, |last| last + 1);
@@ -1003,34 +1021,32 @@ fn syntax_error(error: &ScanError) -> DocumentError {
 fn skip_to_content(bytes: &[u8], mut at: usize) -> usize {
     const BOM: &[u8] = "\u{feff}".as_bytes();
     loop {
-        match bytes.get(at) {
-            Some(b' ' | b'\t' | b'\r' | b'\n' | b':' | b'-' | b'?' | b',' | b'[' | b'{') => at += 1,
-            Some(0xef) if bytes[at..].starts_with(BOM) => at += BOM.len(),
-            Some(b'#') => {
-                at += bytes[at..]
-                    .iter()
-                    .position(|byte| matches!(byte, b'\n' | b'\r'))
-                    .unwrap_or(bytes.len() - at);
-            }
-            Some(b'!') if bytes.get(at + 1) == Some(&b'<') => {
-                at += bytes[at..]
-                    .iter()
-                    .position(|&byte| byte == b'>')
-                    .map_or(bytes.len() - at, |offset| offset + 1);
-            }
-            Some(b'&' | b'!') => {
-                at += bytes[at..]
-                    .iter()
-                    .position(|byte| {
-                        matches!(
-                            byte,
-                            b' ' | b'\t' | b'\r' | b'\n' | b',' | b'[' | b']' | b'{' | b'}'
-                        )
-                    })
-                    .unwrap_or(bytes.len() - at);
-            }
+        let rest = bytes.get(at..).unwrap_or_default();
+        at += match rest {
+            [
+                b' ' | b'\t' | b'\r' | b'\n' | b':' | b'-' | b'?' | b',' | b'[' | b'{',
+                ..,
+            ] => 1,
+            [0xef, ..] if rest.starts_with(BOM) => BOM.len(),
+            [b'#', ..] => rest
+                .iter()
+                .position(|byte| matches!(byte, b'\n' | b'\r'))
+                .unwrap_or(rest.len()),
+            [b'!', b'<', ..] => rest
+                .iter()
+                .position(|&byte| byte == b'>')
+                .map_or(rest.len(), |offset| offset + 1),
+            [b'&' | b'!', ..] => rest
+                .iter()
+                .position(|byte| {
+                    matches!(
+                        byte,
+                        b' ' | b'\t' | b'\r' | b'\n' | b',' | b'[' | b']' | b'{' | b'}'
+                    )
+                })
+                .unwrap_or(rest.len()),
             _ => return at,
-        }
+        };
     }
 }
 
@@ -1121,7 +1137,12 @@ impl<'t> CharIndex<'t> {
         }
         while self.char_at > index && self.byte_at > 0 {
             self.byte_at -= 1;
-            while self.byte_at > 0 && self.bytes[self.byte_at] & 0xc0 == 0x80 {
+            while self.byte_at > 0
+                && self
+                    .bytes
+                    .get(self.byte_at)
+                    .is_some_and(|&byte| byte & 0xc0 == 0x80)
+            {
                 self.byte_at -= 1;
             }
             self.char_at -= 1;
@@ -1140,7 +1161,11 @@ impl<'t> CharIndex<'t> {
                 byte_at += 8;
                 continue;
             }
-            byte_at += match self.bytes[byte_at] {
+            // In bounds by the loop's condition: the check compiles away.
+            let Some(&lead) = self.bytes.get(byte_at) else {
+                break;
+            };
+            byte_at += match lead {
                 0x00..=0x7f => 1,
                 0xc0..=0xdf => 2,
                 0xe0..=0xef => 3,

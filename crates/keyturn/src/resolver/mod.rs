@@ -151,8 +151,8 @@ pub fn group_failures(failures: &[Failure]) -> Vec<FailureGroup<'_>> {
     let mut index: HashMap<(FailureKind, &str), usize> = HashMap::new();
     for failure in failures {
         let key = (failure.kind, backend_error_text(failure));
-        match index.get(&key) {
-            Some(&at) => groups[at].failures.push(failure),
+        match index.get(&key).and_then(|&at| groups.get_mut(at)) {
+            Some(group) => group.failures.push(failure),
             None => {
                 index.insert(key, groups.len());
                 groups.push(FailureGroup {
@@ -899,7 +899,9 @@ fn group_by_handle(document: &Document) -> Vec<(&str, Arc<Vec<KeyPath>>)> {
             groups.push((&*site.handle, Vec::new()));
             groups.len() - 1
         });
-        groups[at].1.push(site.path.clone());
+        if let Some((_, paths)) = groups.get_mut(at) {
+            paths.push(site.path.clone());
+        }
     }
     groups
         .into_iter()
