@@ -73,11 +73,11 @@ pub(crate) fn readable(text: &str) -> Cow<'_, str> {
 /// too: [`readable`] sorts them out with the parser.
 fn runs(text: &str) -> Vec<Run> {
     let bytes = text.as_bytes();
+    let blank = |b: Option<&u8>| matches!(b, None | Some(b' ' | b'\t' | b'\r' | b'\n'));
     let mut runs = Vec::new();
     let mut chars = 0;
     let mut at = 0;
-    while at < bytes.len() {
-        let byte = bytes[at];
+    while let Some(&byte) = bytes.get(at) {
         if byte & 0xc0 != 0x80 {
             chars += 1;
         }
@@ -85,28 +85,26 @@ fn runs(text: &str) -> Vec<Run> {
         if byte != b':' {
             continue;
         }
-        let start = at;
-        let end = start
-            + bytes[start..]
-                .iter()
-                .take_while(|&&b| b == b' ' || b == b'\t')
-                .count();
-        let blank = |b: Option<&u8>| matches!(b, None | Some(b' ' | b'\t' | b'\r' | b'\n'));
-        let content = bytes.get(end);
-        let usable = bytes[start..end].contains(&b'\t')
+        let rest = bytes.get(at..).unwrap_or_default();
+        let len = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let content = rest.get(len);
+        let usable = rest.get(..len).unwrap_or_default().contains(&b'\t')
             && !blank(content)
             && content != Some(&b'#')
-            && !(matches!(content, Some(b'-' | b'?' | b':')) && blank(bytes.get(end + 1)));
+            && !(matches!(content, Some(b'-' | b'?' | b':')) && blank(rest.get(len + 1)));
         if usable {
             // The run is ASCII: one character per byte.
             runs.push(Run {
-                start,
-                end,
-                content: chars + (end - start),
+                start: at,
+                end: at + len,
+                content: chars + len,
             });
         }
-        chars += end - start;
-        at = end;
+        chars += len;
+        at += len;
     }
     runs
 }
@@ -115,7 +113,7 @@ fn runs(text: &str) -> Vec<Run> {
 fn with_spaces(text: &str, runs: &[Run]) -> String {
     let mut bytes = text.as_bytes().to_vec();
     for run in runs {
-        for byte in &mut bytes[run.start..run.end] {
+        for byte in bytes.get_mut(run.start..run.end).into_iter().flatten() {
             *byte = b' ';
         }
     }

@@ -1064,29 +1064,28 @@ enum Properties {
 /// (also written `!<!>`) starts, and where what follows it starts (its spaces and tabs
 /// skipped). `None` when it is not found as such.
 fn non_specific_tag(bytes: &[u8], mut at: usize, content: usize) -> Option<(usize, usize)> {
+    let properties = bytes.get(..content)?;
     let blank = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
-    while at < content {
-        match bytes[at] {
+    while let Some(&byte) = properties.get(at) {
+        let rest = properties.get(at..)?;
+        match byte {
             b'&' | b'!' => {
-                let end = bytes[at..content]
-                    .iter()
-                    .position(blank)
-                    .map_or(content, |offset| at + offset);
-                if matches!(&bytes[at..end], b"!" | b"!<!>") {
-                    let after = end
-                        + bytes[end..content]
-                            .iter()
-                            .take_while(|&&byte| byte == b' ' || byte == b'\t')
-                            .count();
-                    return Some((at, after));
+                let len = rest.iter().position(blank).unwrap_or(rest.len());
+                if matches!(rest.get(..len), Some([b'!'] | [b'!', b'<', b'!', b'>'])) {
+                    let spaces = rest
+                        .get(len..)?
+                        .iter()
+                        .take_while(|&&byte| byte == b' ' || byte == b'\t')
+                        .count();
+                    return Some((at, at + len + spaces));
                 }
-                at = end;
+                at += len;
             }
             b'#' => {
-                at += bytes[at..content]
+                at += rest
                     .iter()
                     .position(|&byte| byte == b'\n')
-                    .unwrap_or(content - at);
+                    .unwrap_or(rest.len());
             }
             _ => at += 1,
         }
