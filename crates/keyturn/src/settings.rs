@@ -629,7 +629,9 @@ fn load_tree_of(
         column: error.marker().col() + 1,
     };
     // Events are pulled one by one: saphyr's `load` recurses once per nesting level.
-    let mut parser = saphyr_parser::Parser::new_from_str(text);
+    // `key:<TAB>value` reads as other YAML readers read it (see `document/tabs.rs`).
+    let text = crate::document::readable_yaml(text);
+    let mut parser = saphyr_parser::Parser::new_from_str(&text);
     let mut depth = DepthLimit::default();
     let mut loader = TreeLoader {
         typed,
