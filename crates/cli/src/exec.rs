@@ -12,9 +12,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use keyturn::api::AuthToken;
 use keyturn::daemon::{Daemon, DaemonError, Outcome as TemplateOutcome};
 use keyturn::exec::{self, ExecError, ExecSettings, Program, env};
+use keyturn::token::AuthToken;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{Failure, Outcome};

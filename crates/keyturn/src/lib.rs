@@ -46,6 +46,8 @@ pub mod printable;
 pub mod resolver;
 pub mod secret;
 pub mod settings;
+#[cfg(feature = "daemon")]
+pub mod token;
 pub mod trusted_path;
 
 pub use document::{Document, Format, HandleSite};

@@ -390,7 +390,7 @@ impl Drop for Capture {
     }
 }
 
-/// The request of spec §2.2 for the distinct `handles`, in the spec's payload version.
+/// The Agent's request for the distinct `handles`, in the spec's payload version.
 fn request<'a>(
     spec: &'a BackendSpec,
     options: &FetchOptions,
@@ -426,7 +426,7 @@ fn exit_label(run: &Result<ExitStatus, Failure>) -> String {
     }
 }
 
-/// The spec §2.4 text of a whole-run failure.
+/// The Agent's text of a whole-run failure.
 fn backend_error(spec: &BackendSpec, failure: &Failure, options: &FetchOptions) -> FetchError {
     let command = spec.command.display();
     let other = |reason: String| {
@@ -557,7 +557,7 @@ fn with_stderr(
     error
 }
 
-/// Runs `<command> --version` (spec §2.7) with the run's checks and caps and a deadline of
+/// Runs `<command> --version` (as the Agent does) with the run's checks and caps and a deadline of
 /// `min(timeout, 1 s)`; the answer is stdout, trimmed.
 pub(crate) async fn version(spec: &BackendSpec, options: &FetchOptions) -> Result<String, String> {
     if spec.backend_type.is_none() {

@@ -2,7 +2,7 @@
 //! (backends, and through `start_command` the daemon's `on_change` commands).
 //!
 //! Start reading at [`fetch()`]: one run of a backend for a batch of handles, following the
-//! Datadog Agent's protocol (spec §2) and hardened beyond it.
+//! Datadog Agent's secrets protocol and hardened beyond it.
 //!
 //! Submodules, in the order a run uses them:
 //! - `permissions`: `PATH` lookup, the permission check on an open descriptor, and
@@ -138,7 +138,7 @@ pub struct FetchOptions {
 pub struct HandleError {
     /// Failure kind.
     pub kind: FailureKind,
-    /// Human-readable message (spec §2.4 wording); never contains a value.
+    /// Human-readable message (the Agent's wording); never contains a value.
     pub message: String,
 }
 
@@ -205,7 +205,7 @@ pub(crate) async fn fetch_scrubbing(
     fetch::fetch(spec, options, handles, known).await
 }
 
-/// Asks the backend for its version (`<command> --version`, spec §2.7). Only for built-in
+/// Asks the backend for its version (`<command> --version`, as the Agent asks). Only for built-in
 /// backend types: a backend script is not expected to understand `--version`.
 pub async fn version(spec: &BackendSpec, options: &FetchOptions) -> Result<String, String> {
     fetch::version(spec, options).await

@@ -520,7 +520,8 @@ async fn append_audit(audit: Arc<Mutex<AuditWriter>>, record: Record) -> Result<
 }
 
 impl super::State {
-    /// Applies a refresh's lookups (§6.3 with the allowlist on and notifications on), per use:
+    /// Applies a refresh's lookups (as the Agent does with its allowlist and notifications
+    /// on), per use:
     /// a changed value is applied to (and notified for) the uses its origin's allowlist lets
     /// through, and to every use of a handle that had no value yet; the other uses are held
     /// back. With `audit`, also returns an audit entry (masked) for every handle of the
