@@ -228,7 +228,7 @@ impl LogLevel {
 }
 
 /// Whether logs may carry ANSI colour: only on a terminal, and never with `NO_COLOR` set to a
-/// non-empty value (<https://no-color.org>).
+/// non-empty value (the `NO_COLOR` convention).
 fn colour_on_stderr() -> bool {
     use std::io::IsTerminal;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());

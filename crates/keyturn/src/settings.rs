@@ -514,6 +514,7 @@ pub fn yaml_to_tree(text: &str) -> Result<Value, SettingsError> {
     load_tree(text, true)
 }
 
+#[cfg(feature = "daemon")]
 /// [`yaml_to_tree`] with every scalar left as the text it was written as (`0o640` stays the
 /// string `"0o640"`, `'x'` the string `"x"`): for the few settings whose spelling matters,
 /// looked up at the same place in this tree as in [`yaml_to_tree`]'s.

@@ -1,4 +1,5 @@
-//! Resolver behaviour (spec §4-§6, checklist items 10-37) through a real fixture backend.
+//! Resolver behaviour (the Datadog Agent's resolve, refresh and notification rules) through a
+//! real fixture backend.
 //!
 //! The fixture is a small `/bin/sh` script that answers each requested handle from a "store"
 //! directory (`store/<handle>` holds the value, `store/<handle>.error` an error text), appends

@@ -86,7 +86,7 @@ use std::time::{Duration, SystemTime};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 #[cfg(doc)]
-use crate::metrics::FailureKind;
+use crate::backend::FailureKind;
 
 /// The audit file's name inside the run directory.
 pub const FILE_NAME: &str = "secret-audit-file.json";

@@ -100,7 +100,7 @@ pub enum PermissionError {
     },
 }
 
-/// The permission check and file details of an executable, for status output (spec §4.3).
+/// The permission check and file details of an executable, for status output (the Agent's status keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutableReport {
     /// The executable as resolved (a bare name looked up on `PATH`).

@@ -17,6 +17,7 @@
 //!   resolver.
 //! - Values only ever enter the cache from a successful backend answer, and live in [`Secret`]s.
 
+pub mod observer;
 pub mod refresh;
 pub mod status;
 
@@ -34,12 +35,12 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditLimits, AuditWriter};
-use crate::backend::{self, BackendSpec, FetchOptions, PermissionCheck};
+use crate::backend::{self, BackendSpec, FailureKind, FetchOptions, PermissionCheck};
 use crate::document::{Document, KeyPath};
-use crate::metrics::{FailureKind, Metrics};
 use crate::secret::Secret;
 use crate::settings::{BackendSelection, BuiltinBackend, Settings};
 
+pub use observer::{Observer, RefreshOutcome};
 pub use refresh::{ChangedHandle, HeldBack, HoldReason, Place, RefreshReport, Trigger};
 
 /// Name of the built-in backend executable.
@@ -52,10 +53,11 @@ pub struct Resolver {
 }
 
 /// Options beyond the settings file, for programs that embed keyturn.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct ResolverOptions {
-    /// Metrics to record into; a fresh set when `None`.
-    pub metrics: Option<Arc<Metrics>>,
+    /// Told about backend runs, refreshes and the like (for metrics); nothing is recorded when
+    /// `None`.
+    pub observer: Option<Arc<dyn Observer>>,
     /// Path of `keyturn-backend` for `secret_backend_type` and `multi_secret_backends`. When
     /// `None`: `$KEYTURN_BUILTIN_BACKEND`, then the directory of the running executable, then
     /// `PATH`.
@@ -280,7 +282,7 @@ struct Inner {
     settings: Settings,
     routing: Routing,
     options: FetchOptions,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn Observer>,
     /// Delay of the first periodic refresh (scattered), when periodic refresh is on.
     first_refresh_delay: Option<Duration>,
     /// The audit trail; appended from a blocking task, one record per changing refresh.
@@ -424,7 +426,9 @@ impl Resolver {
                 settings,
                 routing,
                 options: fetch_options,
-                metrics: options.metrics.unwrap_or_default(),
+                observer: options
+                    .observer
+                    .unwrap_or_else(|| Arc::new(observer::Unobserved)),
                 state: Mutex::new(State::default()),
                 refresh: refresh::Coordinator::new(),
             }),
@@ -434,11 +438,6 @@ impl Resolver {
     /// The settings this resolver was built with.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
-    }
-
-    /// The metrics this resolver records into.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
     }
 
     /// When the first periodic refresh is due after start-up: uniform in
@@ -503,7 +502,7 @@ impl Resolver {
                 }
                 own = Some((batch, to_fetch));
             }
-            self.inner.metrics.set_handles_known(state.contexts.len());
+            self.inner.observer.handles_known(state.contexts.len());
         }
 
         // Phase 2: run our batch in its own task, wait for every batch we depend on.
@@ -618,7 +617,7 @@ impl Resolver {
             state.failures.remove(&handle);
         }
         state.allowlists.remove(origin);
-        self.inner.metrics.set_handles_known(state.contexts.len());
+        self.inner.observer.handles_known(state.contexts.len());
     }
 
     /// Restricts which uses under `origin` a refresh may change: a use is refreshable when one
@@ -860,7 +859,9 @@ impl Inner {
         keys: &[String],
     ) -> Result<Vec<(String, Lookup)>, (FailureKind, String)> {
         let known = || self.lock().cache.values().cloned().collect();
-        match backend::fetch_scrubbing(spec, &self.options, keys, &self.metrics, &known).await {
+        let (record, result) = backend::fetch_scrubbing(spec, &self.options, keys, &known).await;
+        self.observer.backend_run(&record);
+        match result {
             Ok(fetched) => Ok(fetched
                 .into_iter()
                 .map(|(handle, result)| (handle, result.map_err(|e| (e.kind, e.message))))
