@@ -1247,7 +1247,7 @@ async fn no_value_leaks() {
         texts
             .iter()
             .any(|t| t
-                == "an error occurred while resolving 'handle-name': no luck, other was ********"),
+                == "an error occurred while resolving 'handle-name': no luck, other was <redacted>"),
         "{texts:#?}"
     );
 }

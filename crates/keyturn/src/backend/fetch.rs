@@ -33,7 +33,7 @@ use super::permissions::{Checked, PermissionError, interpreter_problem, io_text,
 use super::response::{
     Known, Requested, answer_values, classify, classify_early, describe_parse_error,
 };
-use super::scrub::Scrubber;
+use keyturn_protocol::scrub::Scrubber;
 use super::spawn::{Program, StartError, Started, start};
 use super::{
     BackendSpec, FailureKind, FetchError, FetchOptions, Fetched, PermissionCheck, RunRecord,
