@@ -12,6 +12,7 @@
 //! - `fetch`: payload, deadline, concurrent stdin/stdout/stderr with output caps, exit status,
 //!   error texts, the run record.
 //! - `response`: pure classification of the answer.
+//!
 //! Scrubbing values, escaped or not, out of backend text (error texts, stderr tail) is
 //! `keyturn_protocol::scrub`, shared with `keyturn-backend`.
 //!

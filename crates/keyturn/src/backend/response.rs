@@ -31,11 +31,11 @@ use serde_json::error::Category;
 use zeroize::Zeroizing;
 
 use super::FailureKind;
-use keyturn_protocol::scrub::{Scrubber, escape_controls};
 use super::{Fetched, HandleError};
 use crate::DOCS_URL;
 use crate::printable::Printable;
 use crate::secret::Secret;
+use keyturn_protocol::scrub::{Scrubber, escape_controls};
 
 /// Every value keyturn already holds (its last-known-good values, whatever their handle): they
 /// are scrubbed from the backend's texts too, since a failing backend may repeat an old value
