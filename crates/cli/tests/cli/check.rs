@@ -90,8 +90,10 @@ fn every_kind_of_problem_exits_2_and_is_named() {
         ),
         (
             "two templates writing one destination",
-            "templates:\n  - {source: app.yaml, destination: out/app.yaml}\n  - {source: app.yaml, destination: out/app.yaml}\n",
-            none,
+            "templates:\n  - {source: app.yaml, destination: out/app.yaml}\n  - {source: other.yaml, destination: out/app.yaml}\n",
+            |sandbox| {
+                sandbox.write("other.yaml", "user: ENC[user]\n");
+            },
             "has the same destination",
         ),
         (
