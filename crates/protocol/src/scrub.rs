@@ -37,7 +37,7 @@ const PREFIX: usize = 4;
 
 /// Replaces every known value in a text by [`MASK`].
 ///
-/// Needles are indexed by a keyed hash of their first [`PREFIX`] bytes, so the cost is one
+/// Needles are indexed by a keyed hash of their first 4 bytes (`PREFIX`), so the cost is one
 /// lookup per position of each view, whatever the number of needles (a refresh of 10,000
 /// handles that all fail with an error text stays linear).
 #[derive(Default)]
