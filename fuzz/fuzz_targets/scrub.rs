@@ -1,8 +1,7 @@
-//! The backend stderr scrubber (`keyturn::backend`'s crate-private `Scrubber`, reached through
-//! the hidden `keyturn::fuzzing`): values and a stderr text built from the input. Never panics,
-//! and no fragment of 8 characters of any value, as it is or in any escaping the scrubber
-//! recognises (serde's, Python's, Go's, everything as upper-case `\uXXXX`), survives in the
-//! scrubbed tail (with its control characters escaped, as the tail is) or in the scrubbed text.
+//! The backend stderr scrubber (`keyturn_protocol::scrub`, shared by both executables): values
+//! and a stderr text built from the input. Never panics, and no fragment of 8 characters of any
+//! value, as it is or in any escaping the scrubber recognises (serde's, Python's, Go's, all as
+//! upper-case `\uXXXX`), survives in the scrubbed tail (with its control characters escaped, as the tail is) or in the scrubbed text.
 //!
 //! Input: the values, separated by `0xFE`, then `0xFF` and a script; without `0xFF` the script
 //! prints every value once in each escaping. Value bytes pick characters from [`VALUE_CHARS`].
@@ -16,8 +15,8 @@
 
 use std::collections::HashSet;
 
-use keyturn::fuzzing::{Escaping, STDERR_TAIL, escape, scrub, stderr_tail};
-use keyturn::printable::printable;
+use keyturn_protocol::fuzzing::{Escaping, escape};
+use keyturn_protocol::scrub::{STDERR_TAIL, Scrubber, escape_controls};
 use libfuzzer_sys::fuzz_target;
 
 /// What values are made of: JSON's escaped characters, controls, non-ASCII of 2, 3 and 4 bytes,
@@ -109,14 +108,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let tail = stderr_tail(values.iter().map(String::as_str), stderr.as_bytes());
-    let scrubbed = scrub(values.iter().map(String::as_str), &stderr);
+    let scrubber = Scrubber::new(values.iter().map(String::as_str));
+    let tail = scrubber.stderr_tail(stderr.as_bytes());
+    let scrubbed = scrubber.scrub(&stderr);
     let tail_fragments: HashSet<&str> = fragments(&tail, FRAGMENT).collect();
     let scrubbed_fragments: HashSet<&str> = fragments(&scrubbed, FRAGMENT).collect();
     for value in &values {
         for escaping in Escaping::ALL {
             let printed = escape(value, escaping);
-            for fragment in fragments(&printable(&printed), FRAGMENT) {
+            for fragment in fragments(&escape_controls(&printed), FRAGMENT) {
                 assert!(
                     !tail_fragments.contains(fragment),
                     "{fragment:?} of {value:?} ({escaping:?}) survives in the tail {tail:?}"

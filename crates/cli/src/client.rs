@@ -16,8 +16,8 @@ use hyper::body::Bytes;
 use hyper::header::{ACCEPT, AUTHORIZATION, HOST, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use keyturn::api::AuthToken;
 use keyturn::daemon::DaemonConfig;
+use keyturn::token::AuthToken;
 
 use crate::Failure;
 

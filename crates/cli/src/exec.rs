@@ -12,9 +12,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use keyturn::api::AuthToken;
 use keyturn::daemon::{Daemon, DaemonError, Outcome as TemplateOutcome};
 use keyturn::exec::{self, ExecError, ExecSettings, Program, env};
+use keyturn::token::AuthToken;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{Failure, Outcome};
@@ -74,10 +74,7 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     }
 
     // Before any secret is in memory: no core dumps, and the optional memory lock.
-    let hardening = keyturn::hygiene::harden(
-        settings.daemon.settings.memory_lock,
-        &keyturn::metrics::Metrics::new(),
-    );
+    let hardening = keyturn::hygiene::harden(settings.daemon.settings.memory_lock);
     for warning in &hardening.warnings {
         tracing::warn!("{warning}");
     }

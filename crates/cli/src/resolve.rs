@@ -77,6 +77,12 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
                 Format::Yaml => keyturn::settings::yaml_to_settings_tree(&text)
                     .with_context(|| file.display().to_string())
                     .map_err(Failure::input)?,
+                other => {
+                    return Err(Failure::input(anyhow::anyhow!(
+                        "{}: cannot read settings from a {other:?} document; pass --config",
+                        file.display()
+                    )));
+                }
             };
             // The document is its own settings file: its directory is theirs.
             let settings = Settings::from_tree(&tree)
@@ -101,8 +107,7 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     }
 
     // Before any secret is in memory: no core dumps, and the optional memory lock.
-    let hardening =
-        keyturn::hygiene::harden(settings.memory_lock, &keyturn::metrics::Metrics::new());
+    let hardening = keyturn::hygiene::harden(settings.memory_lock);
     for warning in &hardening.warnings {
         tracing::warn!("{warning}");
     }

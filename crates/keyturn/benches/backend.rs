@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use keyturn::backend::{BackendSpec, FetchOptions, PermissionCheck, fetch};
-use keyturn::metrics::Metrics;
 use keyturn_protocol::{Entry, PAYLOAD_VERSION, Request, Response, encode_response};
 
 const ECHO_BACKEND: &str = "--echo-backend";
@@ -58,7 +57,6 @@ struct Setup {
     _dir: tempfile::TempDir,
     backend: PathBuf,
     runtime: tokio::runtime::Runtime,
-    metrics: Metrics,
     spec: BackendSpec,
     options: FetchOptions,
 }
@@ -88,7 +86,6 @@ impl Setup {
                 .enable_all()
                 .build()
                 .expect("tokio runtime"),
-            metrics: Metrics::new(),
             spec,
             options: FetchOptions {
                 timeout: Duration::from_secs(30),
@@ -101,7 +98,7 @@ impl Setup {
     fn fetch(&self, handles: &[String]) -> keyturn::backend::Fetched {
         let fetched = self
             .runtime
-            .block_on(fetch(&self.spec, &self.options, handles, &self.metrics))
+            .block_on(fetch(&self.spec, &self.options, handles))
             .expect("fetch");
         assert_eq!(fetched.len(), handles.len());
         fetched

@@ -63,7 +63,7 @@ pub struct Settings {
     /// backend is always sent `1.1`.
     pub protocol_version: PayloadVersion,
     /// `secret_memory_lock`: lock the process' memory into RAM (`mlockall`) at start, so that
-    /// secrets are never written to swap. See [`crate::hygiene::harden`].
+    /// secrets are never written to swap. Applied by `hygiene::harden` (feature `daemon`).
     pub memory_lock: bool,
     /// The settings file's directory, when the settings came from a file: relative paths in
     /// the settings are taken from it (see [`Settings::relative_to`]) and backends run in it,
@@ -97,6 +97,7 @@ impl Default for Settings {
 
 /// The active backend, after the precedence rule command > type > multi.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum BackendSelection {
     /// `secret_backend_command`: an executable the operator provides.
     Command {
@@ -135,6 +136,7 @@ impl std::fmt::Debug for BuiltinBackend {
 
 /// Why settings could not be read. Never quotes a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SettingsError {
     /// The text is not valid YAML/JSON.
     #[error("invalid settings syntax at line {line}, column {column}: {message}")]
@@ -514,6 +516,7 @@ pub fn yaml_to_tree(text: &str) -> Result<Value, SettingsError> {
     load_tree(text, true)
 }
 
+#[cfg(feature = "daemon")]
 /// [`yaml_to_tree`] with every scalar left as the text it was written as (`0o640` stays the
 /// string `"0o640"`, `'x'` the string `"x"`): for the few settings whose spelling matters,
 /// looked up at the same place in this tree as in [`yaml_to_tree`]'s.
@@ -628,7 +631,9 @@ fn load_tree_of(
         column: error.marker().col() + 1,
     };
     // Events are pulled one by one: saphyr's `load` recurses once per nesting level.
-    let mut parser = saphyr_parser::Parser::new_from_str(text);
+    // `key:<TAB>value` reads as other YAML readers read it (see `document/tabs.rs`).
+    let text = crate::document::readable_yaml(text);
+    let mut parser = saphyr_parser::Parser::new_from_str(&text);
     let mut depth = DepthLimit::default();
     let mut loader = TreeLoader {
         typed,

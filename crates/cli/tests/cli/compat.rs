@@ -289,3 +289,35 @@ fn check_names_a_missing_or_non_executable_interpreter() {
         run.stdout()
     );
 }
+
+/// Documents as yaml.v3 reads them, end to end: `key:<TAB>value` (in the settings file too) is
+/// resolved with every other byte kept, a lone `!` before a value is dropped, and a byte order
+/// mark after the start is refused with exit 2.
+#[test]
+fn yaml_tabs_lone_tags_and_byte_order_marks_through_resolve() {
+    let sandbox = Sandbox::new();
+    let backend = crate::table_backend(&sandbox, &[("db", "hunter2"), ("flag", "yes")]);
+    sandbox.write(
+        "keyturn.yaml",
+        &format!("secret_backend_command:\t{}\n", backend.display()),
+    );
+    sandbox.write(
+        "app.yaml",
+        "db:\tENC[db]\t# note:\tkept\nquoted: \"a:\tENC[db]\"\nflag: ! ENC[flag]\n",
+    );
+    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout(),
+        "db:\t\"hunter2\"\t# note:\tkept\nquoted: \"a:\tENC[db]\"\nflag: \"yes\"\n"
+    );
+    sandbox.write("app.yaml", "a: 1\n\u{feff}db: ENC[db]\n");
+    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr()
+            .contains("a byte order mark (U+FEFF) at line 2, column 1"),
+        "{}",
+        run.stderr()
+    );
+}

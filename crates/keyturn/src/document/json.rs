@@ -137,6 +137,7 @@ impl<'t> Scanner<'t> {
         };
         let handle: Arc<str> = Arc::from(handle);
         let splice = self.collector.add_splice(Splice {
+            lead: span.start..span.start,
             keep: span.start..span.start,
             span,
             handle: Arc::clone(&handle),

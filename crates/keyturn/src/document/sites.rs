@@ -250,12 +250,16 @@ impl<'t> Collector<'t> {
                 .last()
                 .is_none_or(|previous| previous.span.end <= splice.span.start);
             let inside = splice.span.start < splice.span.end
-                && splice.keep.start >= splice.span.start
+                && splice.lead.start >= splice.span.start
+                && splice.lead.start <= splice.lead.end
+                && splice.lead.end <= splice.keep.start
                 && splice.keep.start <= splice.keep.end
                 && splice.keep.end <= splice.span.end
                 && [
                     splice.span.start,
                     splice.span.end,
+                    splice.lead.start,
+                    splice.lead.end,
                     splice.keep.start,
                     splice.keep.end,
                 ]

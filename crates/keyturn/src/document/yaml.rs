@@ -26,8 +26,9 @@
 //! Positions: saphyr counts characters, not bytes; [`CharIndex`] converts them with a cursor that
 //! moves mostly forward, so the conversion is linear in the text. A handle's splice covers its
 //! scalar token only: anchors and tags written before it stay (an alias keeps pointing at the
-//! substituted value). For a block scalar the splice runs from the `|`/`>` indicator to the end
-//! of its content, and the comment on the header line is written back after the value.
+//! substituted value), except a lone `!` tag, which is dropped: PyYAML and ruamel read
+//! `! "yes"` as a boolean. For a block scalar the splice runs from the `|`/`>` indicator to the
+//! end of its content, and the comment on the header line is written back after the value.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -49,6 +50,8 @@ const CORE_TAG_PREFIX: &str = "tag:yaml.org,2002:";
 
 /// Finds the handle sites of a YAML document.
 pub(super) fn walk(text: &str) -> Result<Walk, DocumentError> {
+    // Same positions as `text`, so the splices found apply to it (see `tabs.rs`).
+    let text = &*super::tabs::readable(text);
     let mut walker = Walker::new(text);
     let mut parser = Parser::new_from_str(text);
     while let Some(next) = parser.next_event() {
@@ -325,7 +328,13 @@ impl<'t> Walker<'t> {
                     key_handle = Some(Arc::from(handle));
                 } else if let Some(handle) = handle {
                     let handle: Arc<str> = Arc::from(handle);
-                    let splice = self.locate(&handle, style, anchor > 0 || tag.is_some(), span)?;
+                    let properties = match tag {
+                        Some(tag) if tag_is(tag, "!") => Properties::NonSpecificTag,
+                        Some(_) => Properties::Some,
+                        None if anchor > 0 => Properties::Some,
+                        None => Properties::None,
+                    };
+                    let splice = self.locate(&handle, style, properties, span)?;
                     let segment = self.segment();
                     self.collector.enter(segment);
                     self.collector.add_site(Arc::clone(&handle), splice);
@@ -761,19 +770,22 @@ impl<'t> Walker<'t> {
         }
         Ok(self.collector.add_splice(Splice {
             span: start..end,
+            lead: start..start,
             keep: start..start,
             handle: Arc::clone(handle),
         }))
     }
 
-    /// Finds the source text of a handle scalar and records its splice.
+    /// Finds the source text of a handle scalar and records its splice. A lone `!` tag is
+    /// dropped with the value's text (anything else written before the scalar stays).
     fn locate(
         &mut self,
         handle: &Arc<str>,
         style: ScalarStyle,
-        has_properties: bool,
+        properties: Properties,
         span: Span,
     ) -> Result<usize, DocumentError> {
+        let has_properties = properties != Properties::None;
         let layout_error = || DocumentError::Layout {
             line: span.start.line(),
             column: span.start.col() + 1,
@@ -847,8 +859,21 @@ impl<'t> Walker<'t> {
         if end > token_end || end <= start {
             return Err(layout_error());
         }
+        // PyYAML and ruamel resolve a plain-looking value under `!` (`! "yes"`) as a bool or a
+        // number; without the tag every reader takes the quoted value as a string.
+        let (span_start, lead) = match properties {
+            Properties::NonSpecificTag => {
+                let from = self.chars.byte(span.start.index());
+                match non_specific_tag(bytes, from, start) {
+                    Some((tag, after)) => (tag, after..start),
+                    None => (start, start..start),
+                }
+            }
+            Properties::Some | Properties::None => (start, start..start),
+        };
         Ok(self.collector.add_splice(Splice {
-            span: start..end,
+            span: span_start..end,
+            lead,
             keep,
             handle: Arc::clone(handle),
         }))
@@ -1023,6 +1048,49 @@ fn skip_to_content(bytes: &[u8], mut at: usize) -> usize {
             _ => return at,
         };
     }
+}
+
+/// What is written before a handle scalar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Properties {
+    None,
+    /// An anchor or a tag other than `!`, or both.
+    Some,
+    /// The non-specific tag `!` (maybe with an anchor).
+    NonSpecificTag,
+}
+
+/// Among the properties written from `at` to the scalar at `content`, where the lone `!` tag
+/// (also written `!<!>`) starts, and where what follows it starts (its spaces and tabs
+/// skipped). `None` when it is not found as such.
+fn non_specific_tag(bytes: &[u8], mut at: usize, content: usize) -> Option<(usize, usize)> {
+    let properties = bytes.get(..content)?;
+    let blank = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
+    while let Some(&byte) = properties.get(at) {
+        let rest = properties.get(at..)?;
+        match byte {
+            b'&' | b'!' => {
+                let len = rest.iter().position(blank).unwrap_or(rest.len());
+                if matches!(rest.get(..len), Some([b'!'] | [b'!', b'<', b'!', b'>'])) {
+                    let spaces = rest
+                        .get(len..)?
+                        .iter()
+                        .take_while(|&&byte| byte == b' ' || byte == b'\t')
+                        .count();
+                    return Some((at, at + len + spaces));
+                }
+                at += len;
+            }
+            b'#' => {
+                at += rest
+                    .iter()
+                    .position(|&byte| byte == b'\n')
+                    .unwrap_or(rest.len());
+            }
+            _ => at += 1,
+        }
+    }
+    None
 }
 
 /// The end (exclusive) of the single-quoted scalar starting at `start`.

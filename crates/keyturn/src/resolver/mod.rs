@@ -17,6 +17,7 @@
 //!   resolver.
 //! - Values only ever enter the cache from a successful backend answer, and live in [`Secret`]s.
 
+pub mod observer;
 pub mod refresh;
 pub mod status;
 
@@ -34,12 +35,12 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditLimits, AuditWriter};
-use crate::backend::{self, BackendSpec, FetchOptions, PermissionCheck};
+use crate::backend::{self, BackendSpec, FailureKind, FetchOptions, PermissionCheck};
 use crate::document::{Document, KeyPath};
-use crate::metrics::{FailureKind, Metrics};
 use crate::secret::Secret;
 use crate::settings::{BackendSelection, BuiltinBackend, Settings};
 
+pub use observer::{Observer, RefreshOutcome};
 pub use refresh::{ChangedHandle, HeldBack, HoldReason, Place, RefreshReport, Trigger};
 
 /// Name of the built-in backend executable.
@@ -51,11 +52,30 @@ pub struct Resolver {
     inner: Arc<Inner>,
 }
 
-/// Options beyond the settings file, for programs that embed keyturn.
-#[derive(Debug, Default, Clone)]
+/// Options beyond the settings file, for programs that embed keyturn: start from
+/// [`ResolverOptions::default`] and set what you need.
+///
+/// ```
+/// use std::sync::Arc;
+/// use keyturn::{Observer, ResolverOptions, RunRecord};
+///
+/// struct Runs;
+/// impl Observer for Runs {
+///     fn backend_run(&self, run: &RunRecord) {
+///         eprintln!("backend run: exit {}, {:?}", run.exit, run.elapsed);
+///     }
+/// }
+///
+/// let options = ResolverOptions::default()
+///     .observer(Arc::new(Runs))
+///     .audit_file("/var/lib/myagent/secrets-audit.ndjson");
+/// ```
+#[derive(Default, Clone)]
+#[non_exhaustive]
 pub struct ResolverOptions {
-    /// Metrics to record into; a fresh set when `None`.
-    pub metrics: Option<Arc<Metrics>>,
+    /// Told about backend runs, refreshes and the like (for metrics); nothing is recorded when
+    /// `None`.
+    pub observer: Option<Arc<dyn Observer>>,
     /// Path of `keyturn-backend` for `secret_backend_type` and `multi_secret_backends`. When
     /// `None`: `$KEYTURN_BUILTIN_BACKEND`, then the directory of the running executable, then
     /// `PATH`.
@@ -63,6 +83,36 @@ pub struct ResolverOptions {
     /// Where refreshes that change a value append an audit record (see [`crate::audit`]);
     /// no audit trail when `None`. Rotated at the settings' `secret_audit_file_max_size`.
     pub audit_file: Option<PathBuf>,
+}
+
+impl ResolverOptions {
+    /// Reports backend runs, refreshes and the like to `observer`.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> ResolverOptions {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Runs this `keyturn-backend` for built-in backend types.
+    pub fn builtin_backend(mut self, path: impl Into<PathBuf>) -> ResolverOptions {
+        self.builtin_backend = Some(path.into());
+        self
+    }
+
+    /// Appends an audit record to this file for every refresh that changes a value.
+    pub fn audit_file(mut self, path: impl Into<PathBuf>) -> ResolverOptions {
+        self.audit_file = Some(path.into());
+        self
+    }
+}
+
+impl fmt::Debug for ResolverOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolverOptions")
+            .field("observer", &self.observer.as_ref().map(|_| "<observer>"))
+            .field("builtin_backend", &self.builtin_backend)
+            .field("audit_file", &self.audit_file)
+            .finish()
+    }
 }
 
 /// What a resolve produced: the rendered document and every handle that failed.
@@ -233,12 +283,6 @@ impl fmt::Display for FailureGroup<'_> {
     }
 }
 
-impl serde::Serialize for FailureKind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
 /// One change delivered to subscribers: a value used at `path` of `origin` changed.
 pub struct Change<'a> {
     /// The handle.
@@ -280,7 +324,7 @@ struct Inner {
     settings: Settings,
     routing: Routing,
     options: FetchOptions,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn Observer>,
     /// Delay of the first periodic refresh (scattered), when periodic refresh is on.
     first_refresh_delay: Option<Duration>,
     /// The audit trail; appended from a blocking task, one record per changing refresh.
@@ -424,7 +468,9 @@ impl Resolver {
                 settings,
                 routing,
                 options: fetch_options,
-                metrics: options.metrics.unwrap_or_default(),
+                observer: options
+                    .observer
+                    .unwrap_or_else(|| Arc::new(observer::Unobserved)),
                 state: Mutex::new(State::default()),
                 refresh: refresh::Coordinator::new(),
             }),
@@ -434,11 +480,6 @@ impl Resolver {
     /// The settings this resolver was built with.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
-    }
-
-    /// The metrics this resolver records into.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
     }
 
     /// When the first periodic refresh is due after start-up: uniform in
@@ -503,7 +544,7 @@ impl Resolver {
                 }
                 own = Some((batch, to_fetch));
             }
-            self.inner.metrics.set_handles_known(state.contexts.len());
+            self.inner.observer.handles_known(state.contexts.len());
         }
 
         // Phase 2: run our batch in its own task, wait for every batch we depend on.
@@ -618,7 +659,7 @@ impl Resolver {
             state.failures.remove(&handle);
         }
         state.allowlists.remove(origin);
-        self.inner.metrics.set_handles_known(state.contexts.len());
+        self.inner.observer.handles_known(state.contexts.len());
     }
 
     /// Restricts which uses under `origin` a refresh may change: a use is refreshable when one
@@ -860,7 +901,9 @@ impl Inner {
         keys: &[String],
     ) -> Result<Vec<(String, Lookup)>, (FailureKind, String)> {
         let known = || self.lock().cache.values().cloned().collect();
-        match backend::fetch_scrubbing(spec, &self.options, keys, &self.metrics, &known).await {
+        let (record, result) = backend::fetch_scrubbing(spec, &self.options, keys, &known).await;
+        self.observer.backend_run(&record);
+        match result {
             Ok(fetched) => Ok(fetched
                 .into_iter()
                 .map(|(handle, result)| (handle, result.map_err(|e| (e.kind, e.message))))

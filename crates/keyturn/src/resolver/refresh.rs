@@ -13,16 +13,49 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::observer::RefreshOutcome;
 use super::{Failure, Inner, Lookup, Notification, Resolver, SharedChange};
 use crate::audit::{AuditEntry, AuditWriter, FailedHandle, HeldBackUse, Record};
 use crate::document::Segment;
 
-pub use crate::audit::Trigger;
+/// What started a refresh (also written in its audit record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// The refresh run right after start-up.
+    Startup,
+    /// The periodic refresh timer.
+    Timer,
+    /// A request on the HTTP API.
+    Api,
+    /// The `keyturn refresh` command.
+    Cli,
+    /// A signal sent to the daemon.
+    Signal,
+}
+
+impl Trigger {
+    /// The stable lowercase name, as written in the audit file's `trigger` field and in labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Timer => "timer",
+            Trigger::Api => "api",
+            Trigger::Cli => "cli",
+            Trigger::Signal => "signal",
+        }
+    }
+}
+
+impl serde::Serialize for Trigger {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// What one refresh run did. Never carries a value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -75,6 +108,7 @@ pub struct HeldBack {
 /// Why a use was held back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum HoldReason {
     /// No segment of its key path is in its origin's refresh allowlist.
     RefreshAllowlist,
@@ -349,15 +383,13 @@ impl Resolver {
             return Ok(());
         }
         let outcome = if failed.is_empty() {
-            "ok"
+            RefreshOutcome::Ok
         } else if entries.is_empty() {
-            "failed"
+            RefreshOutcome::Failed
         } else {
-            "partial"
+            RefreshOutcome::Partial
         };
-        self.inner
-            .metrics
-            .record_refresh(trigger.as_str(), outcome, unix_now());
+        self.inner.observer.refresh(trigger, outcome);
         let Some(audit) = &self.inner.audit else {
             return Ok(());
         };
@@ -373,17 +405,10 @@ impl Resolver {
         append_audit(audit.clone(), record)
             .await
             .inspect_err(|error| {
-                self.inner.metrics.record_audit_write_failure();
+                self.inner.observer.audit_write_failure();
                 tracing::error!(%error, "could not write the audit file");
             })
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// Runs `job`, then the job queued meanwhile, and so on until none is queued.
@@ -488,21 +513,20 @@ impl Inner {
                 held_back,
             };
             if let Err(error) = append_audit(audit.clone(), record).await {
-                self.metrics.record_audit_write_failure();
+                self.observer.audit_write_failure();
                 tracing::error!(%error, "could not write the audit file");
                 report.error = Some(format!("could not write the audit file: {error}"));
             }
         }
 
         let outcome = if report.candidates == report.failures.len() && report.candidates > 0 {
-            "failed"
+            RefreshOutcome::Failed
         } else if report.failures.is_empty() {
-            "ok"
+            RefreshOutcome::Ok
         } else {
-            "partial"
+            RefreshOutcome::Partial
         };
-        self.metrics
-            .record_refresh(trigger.as_str(), outcome, unix_now());
+        self.observer.refresh(trigger, outcome);
         (report, candidates)
     }
 }
@@ -530,7 +554,8 @@ async fn append_audit(audit: Arc<Mutex<AuditWriter>>, record: Record) -> Result<
 }
 
 impl super::State {
-    /// Applies a refresh's lookups (§6.3 with the allowlist on and notifications on), per use:
+    /// Applies a refresh's lookups (as the Agent does with its allowlist and notifications
+    /// on), per use:
     /// a changed value is applied to (and notified for) the uses its origin's allowlist lets
     /// through, and to every use of a handle that had no value yet; the other uses are held
     /// back. With `audit`, also returns an audit entry (masked) for every handle of the
@@ -652,7 +677,7 @@ impl rand::RngCore for ZeroRng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::FailureKind;
+    use crate::backend::FailureKind;
 
     #[test]
     fn report_text_matches_the_agent() {

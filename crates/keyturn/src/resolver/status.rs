@@ -1,5 +1,5 @@
 //! What the resolver knows, for people: the executable report, the handles and where they are
-//! used, the refresh schedule, and what failed (spec §4.3 JSON keys, §4.4 text).
+//! used, the refresh schedule, and what failed (the Datadog Agent's status JSON keys and text).
 //!
 //! Nothing here carries a value: only handles, origins, paths, file metadata and messages.
 
@@ -119,7 +119,7 @@ impl ExecutableReport {
     }
 }
 
-/// The resolver's state as the Agent's status JSON (spec §4.3 keys).
+/// The resolver's state as the Agent's status JSON (its keys).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DebugInfo {
@@ -224,7 +224,7 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
     })
 }
 
-/// [`executable_report`] plus the backend's version (spec §2.7), asked only of built-in
+/// [`executable_report`] plus the backend's version (`--version`), asked only of built-in
 /// backend types.
 pub async fn executable_report_with_version(resolver: &Resolver) -> Option<ExecutableReport> {
     let mut report = executable_report(resolver)?;
@@ -324,12 +324,12 @@ impl DebugInfo {
     }
 }
 
-/// The full status text (spec §4.4), without asking the backend for its version.
+/// The Agent's full status text, without asking the backend for its version.
 pub fn status_text(resolver: &Resolver) -> String {
     render_status(resolver, executable_report(resolver))
 }
 
-/// The full status text (spec §4.4) with `report`: what the Agent's status template
+/// The Agent's full status text with `report`: what the Agent's status template
 /// (`info.tmpl`) writes, byte for byte, including the newline it starts with and no newline
 /// where it ends without one (after `'secret_refresh_interval' is disabled`). Resolved and
 /// unresolved handles are apart: `Number of secrets resolved` counts and lists the handles

@@ -1,23 +1,8 @@
-//! Entry points into crate-private code for the fuzz targets in `fuzz/`, and the model of how
-//! a backend prints a value that they and the unit tests share. Built only for tests and for
-//! fuzzing (`cargo fuzz` sets `--cfg fuzzing`): never in a shipped build, not part of the API.
+//! How a backend may print a value on stderr: the model the scrubber's tests and the `scrub`
+//! fuzz target share. Built only for tests and for fuzzing (`cargo fuzz` sets `--cfg
+//! fuzzing`): never in a shipped build, not part of the API.
 
 use std::fmt::Write as _;
-
-use crate::backend::scrub::Scrubber;
-
-/// How much of the end of a backend's stderr an error text carries, in bytes.
-pub const STDERR_TAIL: usize = crate::backend::scrub::STDERR_TAIL;
-
-/// `text` scrubbed of `values`, as a backend's per-handle error text is.
-pub fn scrub<'a>(values: impl IntoIterator<Item = &'a str>, text: &str) -> String {
-    Scrubber::new(values).scrub(text)
-}
-
-/// The tail of `stderr` scrubbed of `values`, as it appears in an error text.
-pub fn stderr_tail<'a>(values: impl IntoIterator<Item = &'a str>, stderr: &[u8]) -> String {
-    Scrubber::new(values).stderr_tail(stderr)
-}
 
 /// How a backend may print a value on stderr: the escapings the scrubber must see through.
 #[derive(Debug, Clone, Copy)]
