@@ -1,5 +1,8 @@
 //! The documented interface: `--scenario NAME --json` prints one JSON object per policy.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 // Tests run the built binary; nothing here spawns a backend.
 #![allow(clippy::disallowed_methods)]
 

@@ -5,6 +5,9 @@
 //! fixtures in a [`Fixture`] temp dir. Tests against real stores (OpenBao, moto) live in the
 //! `cli/` modules and start their servers themselves.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 // Tests may spawn the binary under test and the fixture servers; the ban on `Command::new`
 // protects the library's single spawner, not test harnesses.
 #![allow(clippy::disallowed_methods)]

@@ -1,4 +1,6 @@
-//! `keyturn check`: the executable report, exit 0 when the backend executable passes.
+//! `keyturn check`: the executable report, exit 0 when the backend executable passes, 1 when
+//! its permissions are refused, 2 when it is a `#!` script whose interpreter is missing or not
+//! executable.
 
 use std::path::PathBuf;
 
@@ -25,6 +27,13 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
         Some(report) => {
             // A full or closed stdout is an operational failure (exit 3), not a panic.
             crate::print(report.to_text().as_bytes())?;
+            // A script that cannot start is a settings problem, as a run reports it.
+            if let Some(problem) = report.interpreter_problem {
+                return Err(Failure::input(anyhow::anyhow!(
+                    "{}: {problem}",
+                    report.path
+                )));
+            }
             if report.passes() {
                 Ok(Outcome::Success)
             } else {

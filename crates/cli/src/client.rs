@@ -10,14 +10,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, AUTHORIZATION, HOST, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use keyturn::api::AuthToken;
 use keyturn::daemon::DaemonConfig;
+use keyturn::token::AuthToken;
 
 use crate::Failure;
 
@@ -40,12 +40,15 @@ impl Client {
     /// Reads `api.listen` and the token from the settings file at `path`.
     pub(crate) fn from_settings(path: &Path) -> Result<Client, Failure> {
         let config = DaemonConfig::load(path).map_err(Failure::input)?;
-        let token = AuthToken::read(&config.api.auth_token_file).map_err(|e| {
-            Failure::operational(anyhow!(
-                "{e} (is `keyturn serve --config {}` running?)",
-                path.display()
-            ))
-        })?;
+        let token = AuthToken::read(&config.api.auth_token_file)
+            .with_context(|| {
+                format!(
+                    "cannot authenticate to keyturn serve (is `keyturn serve --config {}` \
+                     running?)",
+                    path.display()
+                )
+            })
+            .map_err(Failure::operational)?;
         let mut address = config.api.listen;
         // A daemon listening on every address is reached on loopback.
         if address.ip().is_unspecified() {
@@ -66,17 +69,17 @@ impl Client {
         timeout: Duration,
     ) -> Result<Answer, Failure> {
         let address = self.address;
-        let unreachable = |e: &dyn std::fmt::Display| {
-            Failure::operational(anyhow!("cannot reach keyturn serve at {address}: {e}"))
+        let unreachable = |error: anyhow::Error| {
+            Failure::operational(error.context(format!("cannot reach keyturn serve at {address}")))
         };
         let exchange = async {
             let stream = tokio::net::TcpStream::connect(address)
                 .await
-                .map_err(|e| unreachable(&e))?;
+                .map_err(|e| unreachable(e.into()))?;
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream))
                     .await
-                    .map_err(|e| unreachable(&e))?;
+                    .map_err(|e| unreachable(e.into()))?;
             tokio::spawn(connection);
             let mut authorization =
                 HeaderValue::from_str(&format!("Bearer {}", self.token.expose())).map_err(
@@ -100,34 +103,32 @@ impl Client {
                 .header(ACCEPT, accept)
                 .header(AUTHORIZATION, authorization)
                 .body(Empty::<Bytes>::new())
-                .map_err(|e| Failure::operational(anyhow!("cannot build the request: {e}")))?;
+                .context("cannot build the request")
+                .map_err(Failure::operational)?;
             let response = sender
                 .send_request(request)
                 .await
-                .map_err(|e| unreachable(&e))?;
+                .map_err(|e| unreachable(e.into()))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| unreachable(&e))?
+                .map_err(|e| unreachable(anyhow::Error::from_boxed(e)))?
                 .to_bytes();
             Ok(Answer { status, body })
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| unreachable(&format!("no answer within {timeout:?}")))?
+            .map_err(|_| unreachable(anyhow!("no answer within {timeout:?}")))?
     }
 }
 
 impl Answer {
     /// The body as JSON.
     pub(crate) fn json(&self) -> Result<serde_json::Value, Failure> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            Failure::operational(anyhow!(
-                "unexpected answer from keyturn serve ({}): {e}",
-                self.status
-            ))
-        })
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("unexpected answer from keyturn serve ({})", self.status))
+            .map_err(Failure::operational)
     }
 
     /// The `error` of a JSON error answer, or the status.

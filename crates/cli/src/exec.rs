@@ -11,10 +11,10 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::anyhow;
-use keyturn::api::AuthToken;
+use anyhow::{Context, anyhow};
 use keyturn::daemon::{Daemon, DaemonError, Outcome as TemplateOutcome};
 use keyturn::exec::{self, ExecError, ExecSettings, Program, env};
+use keyturn::token::AuthToken;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{Failure, Outcome};
@@ -46,10 +46,10 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     let settings = match &args.config {
         Some(path) => ExecSettings::load(path).map_err(Failure::input)?,
         None => {
-            let cwd = std::env::current_dir().map_err(|e| {
-                Failure::operational(anyhow!("cannot read the current directory: {e}"))
-            })?;
-            ExecSettings::empty(&cwd)
+            let cwd = std::env::current_dir()
+                .context("cannot read the current directory")
+                .map_err(Failure::operational)?;
+            ExecSettings::empty(&cwd).map_err(Failure::input)?
         }
     };
     crate::log_warnings(&settings.daemon.settings);
@@ -74,10 +74,7 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     }
 
     // Before any secret is in memory: no core dumps, and the optional memory lock.
-    let hardening = keyturn::hygiene::harden(
-        settings.daemon.settings.memory_lock,
-        &keyturn::metrics::Metrics::new(),
-    );
+    let hardening = keyturn::hygiene::harden(settings.daemon.settings.memory_lock);
     for warning in &hardening.warnings {
         tracing::warn!("{warning}");
     }
@@ -105,7 +102,8 @@ async fn supervise(
     let (forward, forwarded) = tokio::sync::mpsc::unbounded_channel();
     for sig in exec::FORWARDED {
         let mut stream = signal(SignalKind::from_raw(sig as i32))
-            .map_err(|e| Failure::operational(anyhow!("cannot handle {}: {e}", sig.as_str())))?;
+            .with_context(|| format!("cannot handle {}", sig.as_str()))
+            .map_err(Failure::operational)?;
         let forward = forward.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
@@ -118,7 +116,8 @@ async fn supervise(
     drop(forward);
     // As in `serve`: a write past RLIMIT_FSIZE fails with EFBIG instead of killing keyturn.
     let _file_size = signal(SignalKind::from_raw(libc::SIGXFSZ))
-        .map_err(|e| Failure::operational(anyhow!("cannot handle SIGXFSZ: {e}")))?;
+        .context("cannot handle SIGXFSZ")
+        .map_err(Failure::operational)?;
 
     let ExecSettings {
         daemon: config,
@@ -131,7 +130,8 @@ async fn supervise(
         let listen = config.api.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| Failure::operational(anyhow!("cannot listen on {listen}: {e}")))?;
+            .with_context(|| format!("cannot listen on {listen}"))
+            .map_err(Failure::operational)?;
         (token, Some(listener))
     } else {
         (AuthToken::generate(), None)
@@ -143,7 +143,7 @@ async fn supervise(
         _ => Failure::input(e),
     })?;
 
-    let document = program.environment.document();
+    let document = program.environment.document().map_err(Failure::input)?;
     let resolution = starting
         .resolver()
         .resolve(&document, env::ORIGIN, false)

@@ -211,7 +211,7 @@ fn log_level(args: &LogArgs, default_level: LogLevel) -> Option<LogLevel> {
     let index = (index + usize::from(args.verbose))
         .saturating_sub(usize::from(args.quiet))
         .min(levels.len() - 1);
-    Some(levels[index])
+    levels.get(index).copied()
 }
 
 impl LogLevel {
@@ -228,7 +228,7 @@ impl LogLevel {
 }
 
 /// Whether logs may carry ANSI colour: only on a terminal, and never with `NO_COLOR` set to a
-/// non-empty value (<https://no-color.org>).
+/// non-empty value (the `NO_COLOR` convention).
 fn colour_on_stderr() -> bool {
     use std::io::IsTerminal;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());

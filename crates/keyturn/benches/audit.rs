@@ -8,6 +8,10 @@
 //! Absolute figures drift a lot on a shared machine (fsync waits for the disk), so the last
 //! case measures both sizes alternately and prints the ratio of their medians.
 
+// A benchmark: a panic is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use std::fs::{self, OpenOptions};
 use std::hint::black_box;
 use std::io::Write;

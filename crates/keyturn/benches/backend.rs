@@ -15,6 +15,10 @@
 //! `cargo bench` does not build examples, and this needs no second build. It is copied into a
 //! private directory with mode 0700 so that the permission check passes.
 
+// A benchmark: a panic is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -22,7 +26,6 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use keyturn::backend::{BackendSpec, FetchOptions, PermissionCheck, fetch};
-use keyturn::metrics::Metrics;
 use keyturn_protocol::{PAYLOAD_VERSION, Request};
 
 mod support;
@@ -53,7 +56,6 @@ struct Setup {
     _dir: tempfile::TempDir,
     backend: PathBuf,
     runtime: tokio::runtime::Runtime,
-    metrics: Metrics,
     spec: BackendSpec,
     options: FetchOptions,
 }
@@ -77,7 +79,6 @@ impl Setup {
                 .enable_all()
                 .build()
                 .expect("tokio runtime"),
-            metrics: Metrics::new(),
             spec,
             options: FetchOptions {
                 timeout: Duration::from_secs(30),
@@ -90,7 +91,7 @@ impl Setup {
     fn fetch(&self, handles: &[String]) -> keyturn::backend::Fetched {
         let fetched = self
             .runtime
-            .block_on(fetch(&self.spec, &self.options, handles, &self.metrics))
+            .block_on(fetch(&self.spec, &self.options, handles))
             .expect("fetch");
         assert_eq!(fetched.len(), handles.len());
         fetched

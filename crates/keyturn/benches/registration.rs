@@ -8,6 +8,9 @@
 //! rounds with a fresh resolver, next to the time of `Document::parse` of the same text, the
 //! floor any resolve of it pays. Run with `cargo bench -p keyturn --bench registration`.
 
+// A benchmark: a panic is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 // A benchmark may print its results.
 #![allow(clippy::print_stdout)]
 

@@ -7,6 +7,9 @@
 //! p50/p99/max of both and the p99 ratio. Run with
 //! `cargo bench -p keyturn --bench resolve_during_refresh`.
 
+// A benchmark: a panic is a failed run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 // A benchmark may print its results.
 #![allow(clippy::print_stdout)]
 

@@ -20,8 +20,6 @@ use nix::errno::Errno;
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
 
-use crate::metrics::Metrics;
-
 /// What [`harden`] achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hardening {
@@ -46,9 +44,9 @@ pub enum MemoryLock {
 
 /// Makes the process non-dumpable and, when `lock_memory` is set (the `secret_memory_lock`
 /// setting), locks its memory. Call it once at start, before any secret is read. Never fails:
-/// see [`Hardening::warnings`]. Sets `keyturn_memory_lock_failed` in `metrics` to 1 when the
-/// lock was asked for and is not in effect, else to 0.
-pub fn harden(lock_memory: bool, metrics: &Metrics) -> Hardening {
+/// see [`Hardening::warnings`], and [`Hardening::memory`] for the daemon's
+/// `keyturn_memory_lock_failed`.
+pub fn harden(lock_memory: bool) -> Hardening {
     let mut warnings = Vec::new();
     let non_dumpable = match set_non_dumpable() {
         Ok(()) => true,
@@ -76,7 +74,6 @@ pub fn harden(lock_memory: bool, metrics: &Metrics) -> Hardening {
     } else {
         MemoryLock::NotRequested
     };
-    metrics.set_memory_lock_failed(memory == MemoryLock::Degraded);
     Hardening {
         non_dumpable,
         memory,

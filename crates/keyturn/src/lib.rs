@@ -26,20 +26,28 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "daemon")]
 pub mod api;
+#[cfg(feature = "daemon")]
 pub mod atomic_file;
 pub mod audit;
 pub mod backend;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod document;
+#[cfg(feature = "daemon")]
 pub mod exec;
 pub mod handle;
+#[cfg(feature = "daemon")]
 pub mod hygiene;
+#[cfg(feature = "daemon")]
 pub mod metrics;
 pub mod printable;
 pub mod resolver;
 pub mod secret;
 pub mod settings;
+#[cfg(feature = "daemon")]
+pub mod token;
 pub mod trusted_path;
 
 pub use document::{Document, Format, HandleSite};

@@ -7,7 +7,7 @@
 //! unbounded.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,33 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Why a handle failed to resolve; the label values of `keyturn_handle_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureKind {
-    /// The backend's answer did not name the handle.
-    Missing,
-    /// The backend named the handle with an empty value.
-    Empty,
-    /// The backend reported an error for the handle.
-    Error,
-    /// The backend's output was not a valid response.
-    InvalidResponse,
-    /// The backend could not be run, timed out, or exited unsuccessfully.
-    BackendError,
-}
-
-impl FailureKind {
-    /// The stable lowercase name used in labels, reports and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Missing => "missing",
-            FailureKind::Empty => "empty",
-            FailureKind::Error => "error",
-            FailureKind::InvalidResponse => "invalid_response",
-            FailureKind::BackendError => "backend_error",
-        }
-    }
-}
+use crate::backend::{FailureKind, RunRecord};
+use crate::resolver::{Observer, RefreshOutcome, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ExitLabels {
@@ -108,6 +83,33 @@ pub struct Metrics {
     on_change_runs: Family<OutcomeLabels, Counter>,
     reloads: Family<OutcomeLabels, Counter>,
     audit_write_failures: Counter,
+}
+
+impl Observer for Metrics {
+    fn backend_run(&self, run: &RunRecord) {
+        self.record_backend_run(&run.exit, run.elapsed);
+        if run.unparsable_output {
+            self.record_unparsable_output();
+        }
+        for &(kind, count) in &run.handle_failures {
+            self.record_handle_failures(kind, u64::try_from(count).unwrap_or(u64::MAX));
+        }
+    }
+
+    fn handles_known(&self, count: usize) {
+        self.set_handles_known(count);
+    }
+
+    fn refresh(&self, trigger: Trigger, outcome: RefreshOutcome) {
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.record_refresh(trigger.as_str(), outcome.as_str(), now_unix);
+    }
+
+    fn audit_write_failure(&self) {
+        self.record_audit_write_failure();
+    }
 }
 
 impl Default for Metrics {
@@ -239,13 +241,13 @@ impl Metrics {
         self.unparsable_outputs.inc();
     }
 
-    /// Records one failed handle.
-    pub fn record_handle_failure(&self, kind: FailureKind) {
+    /// Records `count` failed handles of one kind.
+    pub fn record_handle_failures(&self, kind: FailureKind, count: u64) {
         self.handle_failures
             .get_or_create(&KindLabels {
                 kind: kind.as_str().to_owned(),
             })
-            .inc();
+            .inc_by(count);
     }
 
     /// Records one refresh. `trigger` is `startup`, `timer`, `api`, `cli` or `signal`;
@@ -388,8 +390,7 @@ mod tests {
         metrics.record_backend_run("0", Duration::from_millis(3));
         metrics.record_backend_run("timeout", Duration::from_secs(30));
         metrics.record_unparsable_output();
-        metrics.record_handle_failure(FailureKind::Empty);
-        metrics.record_handle_failure(FailureKind::Empty);
+        metrics.record_handle_failures(FailureKind::Empty, 2);
         metrics.record_refresh("api", "ok", 100);
         metrics.set_memory_lock_failed(true);
         assert!(metrics.memory_lock_failed());

@@ -514,6 +514,7 @@ pub fn yaml_to_tree(text: &str) -> Result<Value, SettingsError> {
     load_tree(text, true)
 }
 
+#[cfg(feature = "daemon")]
 /// [`yaml_to_tree`] with every scalar left as the text it was written as (`0o640` stays the
 /// string `"0o640"`, `'x'` the string `"x"`): for the few settings whose spelling matters,
 /// looked up at the same place in this tree as in [`yaml_to_tree`]'s.
@@ -628,7 +629,9 @@ fn load_tree_of(
         column: error.marker().col() + 1,
     };
     // Events are pulled one by one: saphyr's `load` recurses once per nesting level.
-    let mut parser = saphyr_parser::Parser::new_from_str(text);
+    // `key:<TAB>value` reads as other YAML readers read it (see `document/tabs.rs`).
+    let text = crate::document::readable_yaml(text);
+    let mut parser = saphyr_parser::Parser::new_from_str(&text);
     let mut depth = DepthLimit::default();
     let mut loader = TreeLoader {
         typed,

@@ -242,15 +242,13 @@ pub fn is_trusted_owner(uid: u32, current: u32) -> bool {
 /// Pushes the components of `path` onto `pending` so that the first is popped first; `/` and
 /// `.` are left out (the caller restarts from `/` for an absolute path).
 fn push_components(pending: &mut Vec<OsString>, path: &Path) {
-    let start = pending.len();
-    for component in path.components() {
+    for component in path.components().rev() {
         match component {
             Component::Normal(name) => pending.push(name.to_owned()),
             Component::ParentDir => pending.push("..".into()),
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
-    pending[start..].reverse();
 }
 
 fn lstat(path: &Path) -> io::Result<Metadata> {

@@ -6,6 +6,10 @@
 //! child and make `execve` fail with ETXTBSY. Files that are only checked, never run, are
 //! written by the tests themselves.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -15,10 +19,9 @@ use std::time::Duration;
 
 use keyturn::DOCS_URL;
 use keyturn::backend::{
-    BackendSpec, ExecutableReport, FetchError, FetchOptions, Fetched, PermissionCheck,
-    PermissionError, Verdict, executable_report, fetch,
+    BackendSpec, ExecutableReport, FailureKind, FetchError, FetchOptions, Fetched, PermissionCheck,
+    PermissionError, RunRecord, Verdict, executable_report, fetch, fetch_recorded,
 };
-use keyturn::metrics::{FailureKind, Metrics};
 
 const SECRET: &str = "hunter2-SECRET";
 
@@ -183,13 +186,13 @@ fn handles(list: &[&str]) -> Vec<String> {
     list.iter().map(|handle| (*handle).to_owned()).collect()
 }
 
-/// One fetch of `requested` with fresh metrics.
+/// One fetch of `requested`.
 async fn run(
     spec: &BackendSpec,
     options: &FetchOptions,
     requested: &[&str],
 ) -> Result<Fetched, FetchError> {
-    fetch(spec, options, &handles(requested), &Metrics::new()).await
+    fetch(spec, options, &handles(requested)).await
 }
 
 /// The outcome of one resolved handle, as [`outcomes`] lists it.
@@ -299,9 +302,7 @@ async fn payload_is_exact() {
             timeout: Duration::from_secs(timeout),
             ..options()
         };
-        let fetched = fetch(&spec, &options, &handles(&requested), &Metrics::new())
-            .await
-            .unwrap();
+        let fetched = fetch(&spec, &options, &handles(&requested)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&saved).unwrap(), expected);
         assert_eq!(
             fetched.len(),
@@ -310,7 +311,7 @@ async fn payload_is_exact() {
     }
 }
 
-// §2.3, §13 items 42, 47-51: per-handle classification through a real run, and its metrics.
+// §2.3, §13 items 42, 47-51: per-handle classification through a real run, and its run record.
 #[tokio::test]
 async fn per_handle_outcomes() {
     use FailureKind::{Empty, Error, Missing};
@@ -378,19 +379,13 @@ async fn per_handle_outcomes() {
         ),
     ];
     for (output, requested, strip, expected) in cases {
-        let metrics = Metrics::new();
         let options = FetchOptions {
             remove_trailing_line_break: strip,
             ..options()
         };
-        let fetched = fetch(
-            &spec("answer", &[output]),
-            &options,
-            &handles(&requested),
-            &metrics,
-        )
-        .await
-        .unwrap_or_else(|error| panic!("{output}: {error}"));
+        let (record, fetched) =
+            fetch_recorded(&spec("answer", &[output]), &options, &handles(&requested)).await;
+        let fetched = fetched.unwrap_or_else(|error| panic!("{output}: {error}"));
         let expected: Vec<(String, Result<String, FailureKind>)> = expected
             .into_iter()
             .map(|(h, r)| (h.to_owned(), r.map(str::to_owned)))
@@ -400,13 +395,13 @@ async fn per_handle_outcomes() {
             let count = fetched
                 .iter()
                 .filter(|(_, r)| r.as_ref().is_err_and(|e| e.kind == kind))
-                .count() as u64;
-            assert_eq!(metrics.handle_failures(kind), count, "{output} {kind:?}");
+                .count();
+            assert_eq!(failures(&record, kind), count, "{output} {kind:?}");
         }
-        assert_eq!(metrics.backend_runs("0"), 1);
+        assert_eq!(record.exit, "0");
+        assert!(!record.unparsable_output);
     }
-    // Item 48: the exact error text; item 49: two empty results count 2.
-    let metrics = Metrics::new();
+    // Item 48: the exact error text; item 49: an empty result counts as `empty`.
     let fetched = fetch(
         &spec(
             "answer",
@@ -414,7 +409,6 @@ async fn per_handle_outcomes() {
         ),
         &options(),
         &handles(&["handle1"]),
-        &metrics,
     )
     .await
     .unwrap();
@@ -426,16 +420,29 @@ async fn per_handle_outcomes() {
         r#"{"handle1":{"value":null}}"#,
         r#"{"handle1":{"value":""}}"#,
     ] {
-        fetch(
+        let (record, fetched) = fetch_recorded(
             &spec("answer", &[output]),
             &options(),
             &handles(&["handle1"]),
-            &metrics,
         )
-        .await
-        .unwrap();
+        .await;
+        fetched.unwrap();
+        assert_eq!(
+            record.handle_failures,
+            vec![(FailureKind::Empty, 1)],
+            "{output}"
+        );
     }
-    assert_eq!(metrics.handle_failures(FailureKind::Empty), 2);
+}
+
+/// How many handles of `kind` a run's record counts.
+fn failures(record: &RunRecord, kind: FailureKind) -> usize {
+    record
+        .handle_failures
+        .iter()
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, count)| count)
+        .sum()
 }
 
 /// One whole-run failure case: backend, args, options, handles, and what must come out.
@@ -468,25 +475,20 @@ fn failing(
 }
 
 async fn check_failing(case: Failing) {
-    let metrics = Metrics::new();
     let mut spec = spec(case.name, &[]);
     spec.args = case.args;
     spec.check = case.check;
     let requested = handles(&["h1", "h2"]);
-    let error = fetch(&spec, &case.options, &requested, &metrics)
-        .await
-        .expect_err(&case.message);
+    let (record, result) = fetch_recorded(&spec, &case.options, &requested).await;
+    let error = result.expect_err(&case.message);
     assert_eq!(error.kind, case.kind);
     assert_eq!(error.message, case.message);
+    assert_eq!(record.exit, case.exit, "{}: exit label", case.message);
+    assert_eq!(record.handle_failures, vec![(case.kind, 2)]);
     assert_eq!(
-        metrics.backend_runs(case.exit),
-        1,
-        "{}: exit label",
-        case.message
+        record.unparsable_output,
+        case.kind == FailureKind::InvalidResponse
     );
-    assert_eq!(metrics.handle_failures(case.kind), 2);
-    let unparsable = u64::from(case.kind == FailureKind::InvalidResponse);
-    assert_eq!(metrics.unparsable_outputs(), unparsable);
 }
 
 // §2.3-§2.6, §13 items 40, 43-46: whole-run failures, their texts and exit labels.
@@ -697,7 +699,6 @@ async fn output_cap_is_inclusive() {
             ..options()
         },
         &handles(&["h"]),
-        &Metrics::new(),
     )
     .await
     .unwrap_err();
@@ -771,7 +772,6 @@ async fn timeout_kills_the_group_and_returns_in_time() {
         ),
         &options,
         &handles(&["h"]),
-        &Metrics::new(),
     )
     .await
     .unwrap_err();
@@ -857,7 +857,6 @@ async fn ten_thousand_handles() {
         &spec("many", &[saved.to_str().unwrap(), "10000"]),
         &options(),
         &requested,
-        &Metrics::new(),
     )
     .await
     .unwrap();
@@ -1209,13 +1208,8 @@ async fn no_value_leaks() {
     ];
     let mut texts = Vec::new();
     for (name, args, options, has_tail) in cases {
-        let result: Result<Fetched, FetchError> = fetch(
-            &spec(name, &args),
-            &options,
-            &handles(&["handle-name"]),
-            &Metrics::new(),
-        )
-        .await;
+        let result: Result<Fetched, FetchError> =
+            fetch(&spec(name, &args), &options, &handles(&["handle-name"])).await;
         texts.push(format!("{result:?}"));
         match result {
             Ok(fetched) => texts.extend(

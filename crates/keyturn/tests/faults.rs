@@ -14,15 +14,19 @@
 //! file written while another thread spawns can leak its write descriptor into that child and
 //! make `execve` fail with ETXTBSY); swaps only rename, link, chmod or delete.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use keyturn::metrics::FailureKind;
+use keyturn::backend::{FailureKind, RunRecord};
 use keyturn::resolver::status::status_text;
-use keyturn::resolver::{RefreshReport, Trigger};
+use keyturn::resolver::{Observer, RefreshReport, ResolverOptions, Trigger};
 use keyturn::settings::BackendSelection;
 use keyturn::{Document, Format, Resolver, Settings};
 use nix::errno::Errno;
@@ -214,11 +218,52 @@ struct Fault {
 
 const DOCUMENT: &str = "db:\n  password: ENC[a]\nuser: ENC[b]\n";
 
+/// The run records a resolver reported.
+#[derive(Default)]
+struct Runs(Mutex<Vec<RunRecord>>);
+
+impl Observer for Runs {
+    fn backend_run(&self, run: &RunRecord) {
+        self.0.lock().unwrap().push(run.clone());
+    }
+}
+
+impl Runs {
+    /// How many runs ended with `exit`.
+    fn ended(&self, exit: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|run| run.exit == exit)
+            .count()
+    }
+
+    /// How many runs returned an unparsable output.
+    fn unparsable(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|run| run.unparsable_output)
+            .count()
+    }
+}
+
 /// A resolver over `state` whose handles `a` and `b` resolved to `a0` and `b0`.
 async fn primed(state: &State, command: &Path) -> Resolver {
+    primed_observed(state, command, Arc::new(Runs::default())).await
+}
+
+/// [`primed`], reporting its runs to `runs`.
+async fn primed_observed(state: &State, command: &Path, runs: Arc<Runs>) -> Resolver {
     state.set("a", "a0").set("b", "b0");
     state.mode("");
-    let resolver = Resolver::new(state.settings(command));
+    let options = ResolverOptions {
+        observer: Some(runs),
+        ..ResolverOptions::default()
+    };
+    let resolver = Resolver::with_options(state.settings(command), options);
     let resolution = resolver.resolve(&yaml(DOCUMENT), "app.yaml", false).await;
     assert!(resolution.is_complete(), "{:?}", resolution.failures);
     assert_eq!(
@@ -348,7 +393,8 @@ async fn every_process_fault_fails_cleanly_keeps_last_good_values_and_heals() {
         },
     ];
     let state = State::new();
-    let resolver = primed(&state, &command).await;
+    let runs = Arc::new(Runs::default());
+    let resolver = primed_observed(&state, &command, runs.clone()).await;
     for (i, fault) in faults.iter().enumerate() {
         let n = 2 * i + 1;
         state.mode(fault.mode);
@@ -359,12 +405,11 @@ async fn every_process_fault_fails_cleanly_keeps_last_good_values_and_heals() {
             .set("b", &format!("b{}", n + 1));
         check_healed(&resolver, &state, n + 1, fault.mode).await;
     }
-    let metrics = resolver.metrics();
-    assert_eq!(metrics.backend_runs("timeout"), 2);
-    assert_eq!(metrics.backend_runs("error"), 2, "the two floods");
-    assert_eq!(metrics.backend_runs("signal"), 1);
-    assert_eq!(metrics.backend_runs("1"), 2);
-    assert_eq!(metrics.unparsable_outputs(), 2);
+    assert_eq!(runs.ended("timeout"), 2);
+    assert_eq!(runs.ended("error"), 2, "the two floods");
+    assert_eq!(runs.ended("signal"), 1);
+    assert_eq!(runs.ended("1"), 2);
+    assert_eq!(runs.unparsable(), 2);
 }
 
 // Issue 9.11: descendants that leave the run's process group (`setsid`, a double fork) die with

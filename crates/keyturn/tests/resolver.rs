@@ -1,10 +1,15 @@
-//! Resolver behaviour (spec §4-§6, checklist items 10-37) through a real fixture backend.
+//! Resolver behaviour (the Datadog Agent's resolve, refresh and notification rules) through a
+//! real fixture backend.
 //!
 //! The fixture is a small `/bin/sh` script that answers each requested handle from a "store"
 //! directory (`store/<handle>` holds the value, `store/<handle>.error` an error text), appends
 //! every request it receives to `calls`, and, while a `gate` file exists, waits for it to be
 //! removed before answering. Tests change the store to rotate secrets and count backend runs
 //! from `calls`.
+
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -1024,12 +1029,12 @@ mod status {
             json["executablePermissionsDetails"],
             serde_json::json!({"FileMode": "100700", "Owner": user, "Group": group, "IsWindows": false})
         );
-        // The Agent's template, byte for byte (its owner and group lines carry two tabs), plus
-        // the final newline it leaves out.
+        // The Agent's template, byte for byte: it starts with a newline, its owner and group
+        // lines carry two tabs, and it ends without a newline after the refresh line.
         assert_eq!(
             status::status_text(&resolver),
             format!(
-                "=== Checking executable permissions ===\n\
+                "\n=== Checking executable permissions ===\n\
                  Executable path: {path}\n\
                  Executable permissions: OK, the executable has the correct permissions\n\
                  Permissions Detail:\n\
@@ -1047,7 +1052,7 @@ mod status {
                  - 'pass3':\n\
                  \x20 - used in 'test2' configuration in entry 'instances/0/password'\n\
                  \n\
-                 'secret_refresh_interval' is disabled\n",
+                 'secret_refresh_interval' is disabled",
                 path = fixture.script().display()
             )
         );
@@ -1135,10 +1140,17 @@ mod status {
             "secret_backend_type: aws.secrets\nsecret_refresh_interval: 15\nsecret_refresh_scatter: false\n",
         )
         .unwrap();
-        let json = info(&Resolver::new(settings));
+        let resolver = Resolver::new(settings);
+        let json = info(&resolver);
         assert_eq!(
             json["executablePermissions"],
             "OK, native secret generic connector used"
+        );
+        // With a refresh interval the Agent's template ends with one newline.
+        let text = status::status_text(&resolver);
+        assert!(
+            text.ends_with("\n\n'secret_refresh_interval' is enabled: the first refresh will happen 15.00s after startup and then every 15s\n"),
+            "{text:?}"
         );
         assert_eq!(json["executablePermissionsOK"], true);
         assert_eq!(json["embeddedSecretBackend"], true);

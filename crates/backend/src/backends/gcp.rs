@@ -1,7 +1,8 @@
 //! `gcp.secretmanager`: GCP Secret Manager.
 //!
-//! Handle: `name`, `name;key` or `name;key;version` (Datadog's `name[;key[;version]]`;
-//! `name;;3` for a version of the whole secret). `name` is a secret id in the configured
+//! Handle: `name`, `name@version` (the connector's version form; a secret id cannot hold `@`),
+//! `name;key`, `name@version;key` or `name;key;version` (`name;;3` for a version of the whole
+//! secret). `name` is a secret id in the configured
 //! project or `projects/P/secrets/S`; the version defaults to `latest`. With a key, the secret
 //! must be a JSON object and the key's value follows [`crate::value`].
 //!
@@ -153,17 +154,24 @@ pub(crate) fn resolve(
         .collect())
 }
 
-/// `name[;key[;version]]`.
+/// `name[@version][;key]` or `name[;key[;version]]`. `name@version` is how Datadog's connector
+/// names a version; both `@` and a third `;` field is an error.
 fn parse_handle(handle: &str) -> Result<(Version<'_>, Option<&str>), String> {
     let invalid = |why: &str| {
         format!(
-            "invalid handle {handle:?}: {why} (expected `name`, `name;key` or `name;key;version`)"
+            "invalid handle {handle:?}: {why} (expected `name`, `name@version`, `name;key`, \
+             `name@version;key` or `name;key;version`)"
         )
     };
     let mut parts = handle.splitn(3, ';');
     let name = parts.next().unwrap_or_default();
     let key = parts.next().filter(|key| !key.is_empty());
-    let version = parts.next();
+    let (name, version) = match (name.split_once('@'), parts.next()) {
+        (None, version) => (name, version),
+        (Some((_, "")), _) => return Err(invalid("nothing after `@`")),
+        (Some((name, version)), None) => (name, Some(version)),
+        (Some(_), Some(_)) => return Err(invalid("two versions, after `@` and after `;`")),
+    };
     let (project, secret) = match name.strip_prefix("projects/") {
         Some(rest) => match rest.split_once("/secrets/") {
             Some((project, secret)) => (Some(project), secret),
@@ -498,8 +506,9 @@ fn external_account(
             let value: serde_json::Value = serde_json::from_str(&raw)
                 .map_err(|_| failed("the subject token source is not JSON".to_owned()))?;
             Zeroizing::new(
-                value[field]
-                    .as_str()
+                value
+                    .get(field)
+                    .and_then(serde_json::Value::as_str)
                     .ok_or_else(|| failed(format!("the subject token has no field {field:?}")))?
                     .to_owned(),
             )
@@ -628,10 +637,10 @@ mod jwt {
             .or_else(|_| RsaKeyPair::from_der(key.der()))
             .map_err(|_| "not a usable RSA key".to_owned())?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
-        if let Some(key_id) = key_id {
-            header["kid"] = serde_json::json!(key_id);
-        }
+        let header = match key_id {
+            Some(key_id) => serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": key_id}),
+            None => serde_json::json!({"alg": "RS256", "typ": "JWT"}),
+        };
         let claims = serde_json::json!({
             "iss": email,
             "scope": super::SCOPE,
@@ -677,6 +686,12 @@ mod tests {
             Ok((version(None, "db", "3"), Some("password")))
         );
         assert_eq!(parse_handle("db;;7"), Ok((version(None, "db", "7"), None)));
+        // The connector's form.
+        assert_eq!(parse_handle("db@7"), Ok((version(None, "db", "7"), None)));
+        assert_eq!(
+            parse_handle("db@latest;password"),
+            Ok((version(None, "db", "latest"), Some("password")))
+        );
         assert_eq!(
             parse_handle("projects/p-1/secrets/db;user"),
             Ok((version(Some("p-1"), "db", "latest"), Some("user")))
@@ -685,6 +700,9 @@ mod tests {
             ("", "a secret id is"),
             ("a/b", "a secret id is"),
             ("db;k;v1", "a version is a number"),
+            ("db@v1", "a version is a number"),
+            ("db@", "nothing after `@`"),
+            ("db@1;k;2", "two versions"),
             ("projects/p/db", "a full name is"),
         ] {
             let error = parse_handle(handle).unwrap_err();

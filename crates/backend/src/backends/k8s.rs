@@ -308,9 +308,14 @@ fn kubeconfig(
         })?;
     let json = documents.first().map(yaml_to_json).unwrap_or_default();
     // Register inline credentials before anything can fail and quote them.
-    for user in json["users"].as_array().into_iter().flatten() {
+    let users = json.get("users").and_then(serde_json::Value::as_array);
+    for user in users.into_iter().flatten() {
         for key in ["token", "client-key-data"] {
-            if let Some(secret) = user["user"][key].as_str() {
+            if let Some(secret) = user
+                .get("user")
+                .and_then(|user| user.get(key))
+                .and_then(serde_json::Value::as_str)
+            {
                 context.redactor.add(secret);
             }
         }
@@ -508,7 +513,7 @@ impl Api {
 fn status_message(reply: &Reply) -> String {
     serde_json::from_str::<serde_json::Value>(&reply.body)
         .ok()
-        .and_then(|status| status["message"].as_str().map(http::tidy))
+        .and_then(|status| status.get("message")?.as_str().map(http::tidy))
         .map(|message| format!(": {message}"))
         .unwrap_or_default()
 }

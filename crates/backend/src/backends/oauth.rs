@@ -84,23 +84,25 @@ pub(crate) fn error_detail(body: &str) -> String {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
         return String::new();
     };
-    let error = &value["error"];
-    let parts: Vec<&str> = match error {
-        serde_json::Value::String(code) => {
-            [Some(code.as_str()), value["error_description"].as_str()]
+    fn text<'v>(object: &'v serde_json::Value, key: &str) -> Option<&'v str> {
+        object.get(key)?.as_str()
+    }
+    let parts: Vec<&str> = match value.get("error") {
+        Some(serde_json::Value::String(code)) => {
+            [Some(code.as_str()), text(&value, "error_description")]
                 .into_iter()
                 .flatten()
                 .collect()
         }
-        serde_json::Value::Object(_) => [
-            error["status"].as_str(),
-            error["code"].as_str(),
-            error["message"].as_str(),
+        Some(error @ serde_json::Value::Object(_)) => [
+            text(error, "status"),
+            text(error, "code"),
+            text(error, "message"),
         ]
         .into_iter()
         .flatten()
         .collect(),
-        _ => value["message"].as_str().into_iter().collect(),
+        _ => text(&value, "message").into_iter().collect(),
     };
     if parts.is_empty() {
         String::new()

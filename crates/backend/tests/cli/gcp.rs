@@ -264,6 +264,8 @@ fn gcp_service_account_key() {
                 "db;password",
                 "db;user",
                 "db;password;1",
+                "db@1;password",
+                "api-key@latest",
                 "db;missing",
                 "forbidden",
                 "absent",
@@ -277,6 +279,8 @@ fn gcp_service_account_key() {
             ("db;password", Expect::Value("gcp-db-pass")),
             ("db;user", Expect::Value("app")),
             ("db;password;1", Expect::Value("old-pass")),
+            ("db@1;password", Expect::Value("old-pass")),
+            ("api-key@latest", Expect::Value("gcp-api-key-value")),
             (
                 "db;missing",
                 Expect::Error("key \"missing\" not found in secret \"db\""),

@@ -75,13 +75,13 @@ fn vault_kv_v1_v2_versions_and_missing() {
                 "secret/app/db;password",
                 "/secret/app/db;user",
                 "secret/app/db;port",
-                "secret/app/db;password;1",
-                "secret/app/db;user;1",
-                "secret/app/db;password;9",
+                ";secret/app/db;password;1",
+                ";secret/app/db;user;1",
+                ";secret/app/db;password;9",
                 "secret/app/db;none",
                 "secret/app/db;absent",
                 "kv1/app/db;password",
-                "kv1/app/db;password;1",
+                ";kv1/app/db;password;1",
                 "secret/app/missing;password",
                 "nomount/x;y",
                 "secret;password",
@@ -92,13 +92,13 @@ fn vault_kv_v1_v2_versions_and_missing() {
             ("secret/app/db;password", Expect::Value("v2-pass")),
             ("/secret/app/db;user", Expect::Value("app")),
             ("secret/app/db;port", Expect::Value("5432")),
-            ("secret/app/db;password;1", Expect::Value("v1-pass")),
+            (";secret/app/db;password;1", Expect::Value("v1-pass")),
             (
-                "secret/app/db;user;1",
+                ";secret/app/db;user;1",
                 Expect::Error("key \"user\" not found in secret/app/db (version 1)"),
             ),
             (
-                "secret/app/db;password;9",
+                ";secret/app/db;password;9",
                 Expect::Error("no secret at secret/app/db (version 9)"),
             ),
             ("secret/app/db;none", Expect::Error("is null")),
@@ -108,7 +108,7 @@ fn vault_kv_v1_v2_versions_and_missing() {
             ),
             ("kv1/app/db;password", Expect::Value("kv1-pass")),
             (
-                "kv1/app/db;password;1",
+                ";kv1/app/db;password;1",
                 Expect::Error("versions exist only on KV v2 mounts"),
             ),
             (
@@ -119,6 +119,92 @@ fn vault_kv_v1_v2_versions_and_missing() {
             ("secret;password", Expect::Error("names a mount")),
             ("no-key-separator", Expect::Error("invalid handle")),
         ],
+    );
+}
+
+/// The handles Datadog's connector also reads mean what they mean there: `path;a;b` is key
+/// `a;b`, and `vault://path#pointer` follows an RFC 6901 pointer to a string (anything else is
+/// `secret value is not a string`).
+#[test]
+fn vault_keys_with_semicolons_and_json_pointers() {
+    let server = openbao(false);
+    seed(&server);
+    vault(
+        &server,
+        "POST",
+        "secret/data/app/nested",
+        Some(json!({"data": {
+            "a;b": "semi",
+            "a": "not this one",
+            "db": {"replicas": [{"password": "r0"}, {"password": "r1"}], "port": 5432},
+            "odd/key": {"til~de": "escaped"},
+            "list": ["x", true, null, {"k": "v"}],
+        }})),
+    );
+    vault(
+        &server,
+        "POST",
+        "kv1/app/nested",
+        Some(json!({"db": {"password": "kv1-nested"}})),
+    );
+    let config = vault_config(&server, json!({"vault_token": BAO_ROOT}));
+    let not_a_string = "secret value is not a string";
+    let cases = [
+        ("secret/app/nested;a;b", Expect::Value("semi")),
+        (
+            "secret/app/db;password;1",
+            Expect::Error("key \"password;1\" not found in secret/app/db"),
+        ),
+        ("vault://secret/app/nested#/a;b", Expect::Value("semi")),
+        (
+            "vault://secret/app/nested#/db/replicas/1/password",
+            Expect::Value("r1"),
+        ),
+        (
+            "vault:///secret/app/nested#/odd~1key/til~0de",
+            Expect::Value("escaped"),
+        ),
+        (
+            "vault://kv1/app/nested#/db/password",
+            Expect::Value("kv1-nested"),
+        ),
+        ("vault://secret/app/nested#/list/3/k", Expect::Value("v")),
+        (
+            "vault://secret/app/nested#/db/port",
+            Expect::Error(not_a_string),
+        ),
+        ("vault://secret/app/nested#/db", Expect::Error(not_a_string)),
+        (
+            "vault://secret/app/nested#/list/1",
+            Expect::Error(not_a_string),
+        ),
+        (
+            "vault://secret/app/nested#/list/2",
+            Expect::Error(not_a_string),
+        ),
+        ("vault://secret/app/nested#", Expect::Error(not_a_string)),
+        (
+            "vault://secret/app/nested#/db/replicas/01/password",
+            Expect::Error(
+                "pointer \"/db/replicas/01/password\" in secret/app/nested: no such value",
+            ),
+        ),
+        (
+            "vault://secret/app/nested#/absent",
+            Expect::Error("no such value"),
+        ),
+        (
+            "vault://secret/app/missing#/a",
+            Expect::Error("no secret at secret/app/missing"),
+        ),
+        ("vault://secret/app/nested", Expect::Error("no `#`")),
+    ];
+    let handles: Vec<&str> = cases.iter().map(|(handle, _)| *handle).collect();
+    let run = check(request("hashicorp.vault", &config, &handles), &cases);
+    assert!(
+        !run.stdout.contains("5432") && !run.stdout.contains("r0"),
+        "an error names no value: {}",
+        run.stdout
     );
 }
 
@@ -150,10 +236,11 @@ fn vault_reads_each_secret_once_however_many_keys() {
     let audit = server.dir.path().join("audit.log");
     let mut handles = Vec::new();
     for round in 0..10 {
-        handles.push(format!(
-            "secret/app/db;password{}",
-            if round == 0 { "" } else { ";2" }
-        ));
+        handles.push(if round == 0 {
+            "secret/app/db;password".to_owned()
+        } else {
+            ";secret/app/db;password;2".to_owned()
+        });
         handles.push(format!("secret/app/api;key#{round}"));
     }
     handles.push("secret/app/db;user".to_owned());

@@ -231,3 +231,93 @@ fn check_and_status_show_the_payload_version() {
         run.stderr()
     );
 }
+
+/// A `#!` script whose interpreter is missing (the Agent docs' `#!/usr/bin/python` example on a
+/// machine without it) or not executable: `keyturn check` names the interpreter with the words
+/// a run uses, and exits 2.
+#[test]
+fn check_names_a_missing_or_non_executable_interpreter() {
+    let sandbox = Sandbox::new();
+    let not_executable = sandbox.script("not-executable", "", 0o600);
+    let not_executable = not_executable.display().to_string();
+    for (interpreter, problem) in [
+        ("/nonexistent/python", "is missing"),
+        (not_executable.as_str(), "is not an executable file"),
+    ] {
+        let script = sandbox.script(
+            "backend.py",
+            &format!("#!{interpreter} -u\nprint('{{}}')\n"),
+            0o700,
+        );
+        sandbox.write(
+            "keyturn.yaml",
+            &format!("secret_backend_command: {}\n", script.display()),
+        );
+        let wording = format!(
+            "the interpreter '{interpreter}' named on the first line (#!) of the script {problem}"
+        );
+        let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
+        run.expect_code(2);
+        assert!(
+            run.stdout()
+                .contains(&format!("Interpreter error: {wording}\n")),
+            "{}",
+            run.stdout()
+        );
+        assert!(
+            run.stderr()
+                .contains(&format!("{}: {wording}", script.display())),
+            "{}",
+            run.stderr()
+        );
+        // A run says the same.
+        sandbox.write("app.yaml", "password: ENC[db]\n");
+        let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
+        assert!(run.stderr().contains(&wording), "{}", run.stderr());
+    }
+    // A script whose interpreter exists passes.
+    let script = sandbox.script("backend.sh", "#!/bin/sh\necho '{}'\n", 0o700);
+    sandbox.write(
+        "keyturn.yaml",
+        &format!("secret_backend_command: {}\n", script.display()),
+    );
+    let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
+    run.expect_code(0);
+    assert!(
+        !run.stdout().contains("Interpreter error"),
+        "{}",
+        run.stdout()
+    );
+}
+
+/// Documents as yaml.v3 reads them, end to end: `key:<TAB>value` (in the settings file too) is
+/// resolved with every other byte kept, a lone `!` before a value is dropped, and a byte order
+/// mark after the start is refused with exit 2.
+#[test]
+fn yaml_tabs_lone_tags_and_byte_order_marks_through_resolve() {
+    let sandbox = Sandbox::new();
+    let backend = crate::table_backend(&sandbox, &[("db", "hunter2"), ("flag", "yes")]);
+    sandbox.write(
+        "keyturn.yaml",
+        &format!("secret_backend_command:\t{}\n", backend.display()),
+    );
+    sandbox.write(
+        "app.yaml",
+        "db:\tENC[db]\t# note:\tkept\nquoted: \"a:\tENC[db]\"\nflag: ! ENC[flag]\n",
+    );
+    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout(),
+        "db:\t\"hunter2\"\t# note:\tkept\nquoted: \"a:\tENC[db]\"\nflag: \"yes\"\n"
+    );
+    sandbox.write("app.yaml", "a: 1\n\u{feff}db: ENC[db]\n");
+    let run = sandbox.keyturn(&["resolve", "--config", "keyturn.yaml", "app.yaml"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr()
+            .contains("a byte order mark (U+FEFF) at line 2, column 1"),
+        "{}",
+        run.stderr()
+    );
+}

@@ -3,6 +3,9 @@
 //! Tests run the built binary (`CARGO_BIN_EXE_keyturn`) in a private temp directory with small
 //! `/bin/sh` fixture backends.
 
+// A test: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::panic, clippy::indexing_slicing)]
 // Tests may start the binaries under test; only the library's spawner is restricted.
 #![allow(clippy::disallowed_methods)]
 

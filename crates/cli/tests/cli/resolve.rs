@@ -490,6 +490,8 @@ fn settings_errors_exit_2_before_anything_runs_and_say_their_cause_once() {
         &["check", "--config", "missing.yaml"],
         &["serve", "--config", "missing.yaml"],
         &["status", "--config", "missing.yaml"],
+        &["refresh", "--config", "missing.yaml"],
+        &["exec", "--config", "missing.yaml", "--", "true"],
     ] {
         let run = sandbox.keyturn(args);
         run.expect_code(2);

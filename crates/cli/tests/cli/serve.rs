@@ -306,6 +306,21 @@ fn clients_fail_clearly_without_a_daemon() {
         "{}",
         status.stderr()
     );
+    // The hint comes before the cause, and the cause is said once.
+    assert!(
+        status.stderr().starts_with(
+            "keyturn: cannot authenticate to keyturn serve (is `keyturn serve --config \
+             keyturn.yaml` running?): "
+        ),
+        "{}",
+        status.stderr()
+    );
+    assert_eq!(
+        status.stderr().matches("No such file or directory").count(),
+        1,
+        "{}",
+        status.stderr()
+    );
 
     sandbox.write("auth_token", "abc\n");
     let refresh = sandbox.keyturn(&["refresh", "--config", "keyturn.yaml", "--handle", "x"]);
@@ -314,6 +329,12 @@ fn clients_fail_clearly_without_a_daemon() {
         refresh
             .stderr()
             .contains("cannot reach keyturn serve at 127.0.0.1:"),
+        "{}",
+        refresh.stderr()
+    );
+    assert_eq!(
+        refresh.stderr().matches("Connection refused").count(),
+        1,
         "{}",
         refresh.stderr()
     );

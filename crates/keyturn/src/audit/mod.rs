@@ -86,7 +86,7 @@ use std::time::{Duration, SystemTime};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 #[cfg(doc)]
-use crate::metrics::FailureKind;
+use crate::backend::FailureKind;
 
 /// The audit file's name inside the run directory.
 pub const FILE_NAME: &str = "secret-audit-file.json";
@@ -674,18 +674,22 @@ fn read_line(
             break;
         }
         read_any = true;
-        let newline = available.iter().position(|&byte| byte == b'\n');
-        let take = newline.map_or(available.len(), |at| at + 1);
+        // Up to and including the first newline, or all of it.
+        let chunk = available
+            .split_inclusive(|&byte| byte == b'\n')
+            .next()
+            .unwrap_or_default();
+        let (take, ends_line) = (chunk.len(), chunk.ends_with(b"\n"));
         if !overlong {
             if line.len() + take > cap {
                 overlong = true;
                 line.clear();
             } else {
-                line.extend_from_slice(&available[..take]);
+                line.extend_from_slice(chunk);
             }
         }
         reader.consume(take);
-        if newline.is_some() {
+        if ends_line {
             break;
         }
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::metrics::FailureKind;
+use crate::backend::FailureKind;
 use crate::secret::Secret;
 
 /// What started the refresh a record describes.

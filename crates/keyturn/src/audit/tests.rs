@@ -160,7 +160,7 @@ fn items_69_70_masked_key_values_and_several_handles_in_one_line() {
         ],
         failed: vec![FailedHandle {
             handle: "plum".into(),
-            reason: crate::metrics::FailureKind::BackendError,
+            reason: crate::backend::FailureKind::BackendError,
         }],
         held_back: vec![HeldBackUse {
             handle: "pear".into(),

@@ -29,26 +29,26 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroize;
 
-use super::permissions::{Checked, PermissionError, io_text, resolve_command};
+use super::permissions::{Checked, PermissionError, interpreter_problem, io_text, resolve_command};
 use super::response::{
     Known, Requested, answer_values, classify, classify_early, describe_parse_error,
 };
 use super::scrub::Scrubber;
 use super::spawn::{Program, StartError, Started, start};
-use super::{BackendSpec, FetchError, FetchOptions, Fetched, PermissionCheck};
+use super::{
+    BackendSpec, FailureKind, FetchError, FetchOptions, Fetched, PermissionCheck, RunRecord,
+};
 use crate::DOCS_URL;
-use crate::metrics::{FailureKind, Metrics};
 
 /// Runs `spec` once for the distinct `handles` and classifies every one of them. The backend's
 /// texts (stderr, per-handle errors) are scrubbed of the run's values and of what `known`
-/// returns.
+/// returns. The record says how the run ended, for the caller's metrics.
 pub(crate) async fn fetch(
     spec: &BackendSpec,
     options: &FetchOptions,
     handles: &[String],
-    metrics: &Metrics,
     known: &Known<'_>,
-) -> Result<Fetched, FetchError> {
+) -> (RunRecord, Result<Fetched, FetchError>) {
     let began = Instant::now();
     let deadline = deadline_after(options.timeout);
     let mut output = Output::new(options.output_max_size);
@@ -74,7 +74,13 @@ pub(crate) async fn fetch(
     let count = requested.handles.len();
     let elapsed = began.elapsed();
     let exit = exit_label(&run);
-    metrics.record_backend_run(&exit, elapsed);
+    let mut record = RunRecord {
+        exit,
+        elapsed,
+        unparsable_output: false,
+        handle_failures: Vec::new(),
+    };
+    let exit = &record.exit;
     let command = spec.command.display();
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
 
@@ -85,13 +91,13 @@ pub(crate) async fn fetch(
                     tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
                     for (_, result) in &fetched {
                         if let Err(error) = result {
-                            metrics.record_handle_failure(error.kind);
+                            count_failures(&mut record.handle_failures, error.kind, 1);
                         }
                     }
-                    return Ok(fetched);
+                    return (record, Ok(fetched));
                 }
                 Err(error) => {
-                    metrics.record_unparsable_output();
+                    record.unparsable_output = true;
                     FetchError {
                         kind: FailureKind::InvalidResponse,
                         message: format!(
@@ -107,10 +113,20 @@ pub(crate) async fn fetch(
     };
     // Debug only: the caller reports the failure once, with the handles it affects.
     tracing::debug!(%command, %exit, elapsed_ms, kind = failure.kind.as_str(), "secret backend run failed");
-    for _ in 0..count {
-        metrics.record_handle_failure(failure.kind);
+    count_failures(&mut record.handle_failures, failure.kind, count);
+    let failure = with_stderr(failure, &output, known, spec.protocol);
+    (record, Err(failure))
+}
+
+/// Adds `count` failures of `kind` to `counts` (one entry per kind).
+fn count_failures(counts: &mut Vec<(FailureKind, usize)>, kind: FailureKind, count: usize) {
+    if count == 0 {
+        return;
     }
-    Err(with_stderr(failure, &output, known, spec.protocol))
+    match counts.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, n)) => *n += count,
+        None => counts.push((kind, count)),
+    }
 }
 
 /// What a run wrote, as far as it was read.
@@ -307,11 +323,14 @@ async fn read_watching<T>(
         }
         let len = buf.0.len();
         let fresh = len.saturating_sub(read);
-        if let Some(at) = buf.0[fresh..]
+        if let Some(&byte) = buf
+            .0
+            .get(fresh..)
+            .unwrap_or_default()
             .iter()
-            .rposition(|byte| !byte.is_ascii_whitespace())
+            .rfind(|byte| !byte.is_ascii_whitespace())
         {
-            last = Some(buf.0[fresh + at]);
+            last = Some(byte);
         }
         if len >= tried.saturating_mul(2) && last == Some(b'}') {
             tried = len;
@@ -371,7 +390,7 @@ impl Drop for Capture {
     }
 }
 
-/// The request of spec §2.2 for the distinct `handles`, in the spec's payload version.
+/// The Agent's request for the distinct `handles`, in the spec's payload version.
 fn request<'a>(
     spec: &'a BackendSpec,
     options: &FetchOptions,
@@ -407,7 +426,7 @@ fn exit_label(run: &Result<ExitStatus, Failure>) -> String {
     }
 }
 
-/// The spec §2.4 text of a whole-run failure.
+/// The Agent's text of a whole-run failure.
 fn backend_error(spec: &BackendSpec, failure: &Failure, options: &FetchOptions) -> FetchError {
     let command = spec.command.display();
     let other = |reason: String| {
@@ -451,33 +470,11 @@ fn backend_error(spec: &BackendSpec, failure: &Failure, options: &FetchOptions) 
 
 /// When starting a `#!` script failed and the interpreter named on its first line is missing
 /// or not executable, says so with its path: the kernel's "no such file or directory" names
-/// neither, for a script that exists. Reads at most the first 256 bytes of the script.
+/// neither, for a script that exists.
 fn missing_interpreter(spec: &BackendSpec, error: &io::Error) -> Option<String> {
-    use std::io::Read as _;
-    use std::os::unix::fs::PermissionsExt as _;
-
     tracing::debug!(error = %io_text(error), "backend did not start");
     let path = resolve_command(&spec.command).ok()?;
-    let mut head = Vec::with_capacity(256);
-    std::fs::File::open(&path)
-        .ok()?
-        .take(256)
-        .read_to_end(&mut head)
-        .ok()?;
-    let line = head.strip_prefix(b"#!")?;
-    let line = line.split(|&byte| byte == b'\n').next()?;
-    let line = String::from_utf8_lossy(line);
-    let interpreter = line.split_ascii_whitespace().next()?;
-    let problem = match std::fs::metadata(interpreter) {
-        Err(_) => "is missing",
-        Ok(meta) if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 => {
-            "is not an executable file"
-        }
-        Ok(_) => return None,
-    };
-    Some(format!(
-        "the interpreter '{interpreter}' named on the first line (#!) of the script {problem}"
-    ))
+    interpreter_problem(&path)
 }
 
 fn exit_text(status: ExitStatus) -> String {
@@ -560,7 +557,7 @@ fn with_stderr(
     error
 }
 
-/// Runs `<command> --version` (spec §2.7) with the run's checks and caps and a deadline of
+/// Runs `<command> --version` (as the Agent does) with the run's checks and caps and a deadline of
 /// `min(timeout, 1 s)`; the answer is stdout, trimmed.
 pub(crate) async fn version(spec: &BackendSpec, options: &FetchOptions) -> Result<String, String> {
     if spec.backend_type.is_none() {

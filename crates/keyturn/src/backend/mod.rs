@@ -2,7 +2,7 @@
 //! (backends, and through `start_command` the daemon's `on_change` commands).
 //!
 //! Start reading at [`fetch()`]: one run of a backend for a batch of handles, following the
-//! Datadog Agent's protocol (spec §2) and hardened beyond it.
+//! Datadog Agent's secrets protocol and hardened beyond it.
 //!
 //! Submodules, in the order a run uses them:
 //! - `permissions`: `PATH` lookup, the permission check on an open descriptor, and
@@ -10,7 +10,7 @@
 //! - `spawn`: the one place that starts a process (own process group, a guard that kills it);
 //!   its doc explains how the checked file is the file that runs.
 //! - `fetch`: payload, deadline, concurrent stdin/stdout/stderr with output caps, exit status,
-//!   error texts, metrics.
+//!   error texts, the run record.
 //! - `response`: pure classification of the answer.
 //! - `scrub`: masking values, escaped or not, out of backend text (error texts, stderr tail).
 //!
@@ -28,6 +28,7 @@ mod response;
 mod scrub;
 pub(crate) mod spawn;
 
+#[cfg(feature = "daemon")]
 pub(crate) use spawn::start_command;
 
 use std::path::PathBuf;
@@ -37,8 +38,36 @@ use keyturn_protocol::PayloadVersion;
 
 pub use permissions::{ExecutableReport, FileDetails, PermissionError, Verdict, executable_report};
 
-use crate::metrics::{FailureKind, Metrics};
 use crate::secret::Secret;
+
+/// Why a handle failed to resolve (also the label values of the daemon's
+/// `keyturn_handle_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The backend's answer did not name the handle.
+    Missing,
+    /// The backend named the handle with an empty value.
+    Empty,
+    /// The backend reported an error for the handle.
+    Error,
+    /// The backend's output was not a valid response.
+    InvalidResponse,
+    /// The backend could not be run, timed out, or exited unsuccessfully.
+    BackendError,
+}
+
+impl FailureKind {
+    /// The stable lowercase name used in labels, reports and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Missing => "missing",
+            FailureKind::Empty => "empty",
+            FailureKind::Error => "error",
+            FailureKind::InvalidResponse => "invalid_response",
+            FailureKind::BackendError => "backend_error",
+        }
+    }
+}
 
 /// How the executable's permissions are checked before each run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +138,7 @@ pub struct FetchOptions {
 pub struct HandleError {
     /// Failure kind.
     pub kind: FailureKind,
-    /// Human-readable message (spec §2.4 wording); never contains a value.
+    /// Human-readable message (the Agent's wording); never contains a value.
     pub message: String,
 }
 
@@ -126,36 +155,57 @@ pub struct FetchError {
 /// The result of one backend run: per requested handle, in request order.
 pub type Fetched = Vec<(String, Result<Secret, HandleError>)>;
 
+/// What one backend run did, for the caller to record (the daemon's metrics): how it ended,
+/// how long it took and how many handles failed, never a handle or a value.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// `0`, the exit code, `signal`, `timeout`, or `error` (it could not run).
+    pub exit: String,
+    /// From the start of the permission check to the run's end.
+    pub elapsed: Duration,
+    /// The run succeeded but its output was not a valid answer.
+    pub unparsable_output: bool,
+    /// How many handles failed, by kind: a run that failed as a whole counts every handle it
+    /// was asked for under its kind.
+    pub handle_failures: Vec<(FailureKind, usize)>,
+}
+
 /// Runs `spec` once for `handles` and classifies every handle.
 ///
 /// The payload asks for the distinct handles in first-seen order, and the result has one entry
 /// per distinct handle in that order. A whole-run failure (permission check, start, timeout,
-/// output over the cap, unsuccessful exit, invalid JSON) fails every handle: it is returned as
-/// [`FetchError`] and counted once per handle in `keyturn_handle_failures_total`, as are the
-/// per-handle failures of a successful run. Dropping the future kills the backend's process
-/// group.
+/// output over the cap, unsuccessful exit, invalid JSON) fails every handle and is returned as
+/// [`FetchError`]. Dropping the future kills the backend's process group.
 pub async fn fetch(
     spec: &BackendSpec,
     options: &FetchOptions,
     handles: &[String],
-    metrics: &Metrics,
 ) -> Result<Fetched, FetchError> {
-    fetch::fetch(spec, options, handles, metrics, &Vec::new).await
+    fetch_recorded(spec, options, handles).await.1
 }
 
-/// [`fetch()`], also scrubbing from the backend's texts (its stderr tail, its per-handle error
-/// texts) the values `known` returns: every value the caller already holds.
+/// [`fetch()`], also returning the [`RunRecord`] of the run for the caller's metrics.
+pub async fn fetch_recorded(
+    spec: &BackendSpec,
+    options: &FetchOptions,
+    handles: &[String],
+) -> (RunRecord, Result<Fetched, FetchError>) {
+    fetch::fetch(spec, options, handles, &Vec::new).await
+}
+
+/// [`fetch_recorded()`], also scrubbing from the backend's texts (its stderr tail, its
+/// per-handle error texts) the values `known` returns: every value the caller already holds.
 pub(crate) async fn fetch_scrubbing(
     spec: &BackendSpec,
     options: &FetchOptions,
     handles: &[String],
-    metrics: &Metrics,
     known: &response::Known<'_>,
-) -> Result<Fetched, FetchError> {
-    fetch::fetch(spec, options, handles, metrics, known).await
+) -> (RunRecord, Result<Fetched, FetchError>) {
+    fetch::fetch(spec, options, handles, known).await
 }
 
-/// Asks the backend for its version (`<command> --version`, spec §2.7). Only for built-in
+/// Asks the backend for its version (`<command> --version`, as the Agent asks). Only for built-in
 /// backend types: a backend script is not expected to understand `--version`.
 pub async fn version(spec: &BackendSpec, options: &FetchOptions) -> Result<String, String> {
     fetch::version(spec, options).await

@@ -100,7 +100,7 @@ pub enum PermissionError {
     },
 }
 
-/// The permission check and file details of an executable, for status output (spec §4.3).
+/// The permission check and file details of an executable, for status output (the Agent's status keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutableReport {
     /// The executable as resolved (a bare name looked up on `PATH`).
@@ -109,6 +109,9 @@ pub struct ExecutableReport {
     pub verdict: Verdict,
     /// File details, or `could not stat <path>: <errno text>`.
     pub details: Result<FileDetails, String>,
+    /// For a `#!` script whose interpreter is missing or not executable, the same text as the
+    /// run's error (see [`interpreter_problem`]).
+    pub interpreter_problem: Option<String>,
 }
 
 /// Outcome of the permission check in an [`ExecutableReport`].
@@ -148,6 +151,7 @@ pub fn executable_report(command: &Path, check: PermissionCheck) -> ExecutableRe
                     }),
                 },
                 details: Err(format!("could not stat {}: {reason}", command.display())),
+                interpreter_problem: None,
             };
         }
     };
@@ -162,10 +166,41 @@ pub fn executable_report(command: &Path, check: PermissionCheck) -> ExecutableRe
         },
     };
     ExecutableReport {
+        interpreter_problem: interpreter_problem(&path),
         path,
         verdict,
         details,
     }
+}
+
+/// When `path` is a `#!` script whose interpreter (the first word after `#!`) is missing or
+/// not an executable file: `the interpreter '<path>' named on the first line (#!) of the script
+/// is missing` (or `is not an executable file`). Reads at most the script's first 256 bytes;
+/// `None` for anything else, a file it cannot read included.
+pub(crate) fn interpreter_problem(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mut head = Vec::with_capacity(256);
+    std::fs::File::open(path)
+        .ok()?
+        .take(256)
+        .read_to_end(&mut head)
+        .ok()?;
+    let line = head.strip_prefix(b"#!")?;
+    let line = line.split(|&byte| byte == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
+    let interpreter = line.split_ascii_whitespace().next()?;
+    let problem = match std::fs::metadata(interpreter) {
+        Err(_) => "is missing",
+        Ok(meta) if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 => {
+            "is not an executable file"
+        }
+        Ok(_) => return None,
+    };
+    Some(format!(
+        "the interpreter '{interpreter}' named on the first line (#!) of the script {problem}"
+    ))
 }
 
 /// An executable that passed the check, held open so that the checked file is the one that runs.

@@ -1,5 +1,5 @@
 //! What a backend answered, as pure functions over bytes: decoding and per-handle
-//! classification (spec §2.3), the texts of per-handle failures (§2.4), and the scrubbing of
+//! classification, the texts of per-handle failures (the Agent's wording), and the scrubbing of
 //! values out of anything the backend said besides them (its per-handle error texts and its
 //! stderr).
 //!
@@ -30,10 +30,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::error::Category;
 use zeroize::Zeroizing;
 
+use super::FailureKind;
 use super::scrub::{Scrubber, escape_controls};
 use super::{Fetched, HandleError};
 use crate::DOCS_URL;
-use crate::metrics::FailureKind;
 use crate::printable::Printable;
 use crate::secret::Secret;
 
@@ -171,8 +171,8 @@ pub(crate) fn classify_early(
     ))
 }
 
-/// Classifies every requested handle from its slot of the answer `stdout` (spec §2.3:
-/// missing, error, empty, in that order).
+/// Classifies every requested handle from its slot of the answer `stdout` (as the Agent
+/// checks: missing, error, empty, in that order).
 fn sort_out(
     stdout: &[u8],
     requested: &Requested<'_>,
@@ -566,10 +566,8 @@ fn plain_prefix(bytes: &[u8]) -> usize {
         }
         at += 8;
     }
-    at + bytes[at..]
-        .iter()
-        .position(|&b| special(b))
-        .unwrap_or(bytes.len() - at)
+    let rest = bytes.get(at..).unwrap_or_default();
+    at + rest.iter().position(|&b| special(b)).unwrap_or(rest.len())
 }
 
 #[cfg(test)]

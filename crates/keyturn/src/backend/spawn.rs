@@ -56,6 +56,7 @@
 //! one of them, even one that exits before `spawn` returns.
 
 use std::collections::HashSet;
+#[cfg(feature = "daemon")]
 use std::ffi::OsString;
 use std::io;
 use std::path::Path;
@@ -166,6 +167,7 @@ pub(crate) fn start(
     Ok(Started::guarded(child, Some(mark)))
 }
 
+#[cfg(feature = "daemon")]
 /// Starts an operator's own command (a template's `on_change`): no permission check and no
 /// protocol, but the same care as a backend: a process group of its own (killed through the
 /// returned guard), stdin closed, stdout and stderr piped for the caller to drain.
@@ -186,6 +188,7 @@ pub(crate) fn start_command(argv: &[String]) -> io::Result<Started> {
     Ok(Started::guarded(spawn_tracked(&mut command)?, None))
 }
 
+#[cfg(feature = "daemon")]
 /// Starts the program of `keyturn exec`: `argv[0]` looked up on the `PATH` of `env` when it
 /// has no slash, with exactly `env` as its environment, stdio inherited, in keyturn's process
 /// group. Returns its PID; the caller reaps it with [`reap`].
@@ -211,6 +214,7 @@ pub(crate) fn start_program(argv: &[OsString], env: &[(OsString, OsString)]) -> 
     Ok(Pid::from_raw(pid))
 }
 
+#[cfg(feature = "daemon")]
 /// How a process reaped by [`reap`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exit {
@@ -220,6 +224,7 @@ pub(crate) enum Exit {
     Signal(i32),
 }
 
+#[cfg(feature = "daemon")]
 /// Reaps `pid` (a child started by [`start_program`]) if it has ended, without blocking.
 pub(crate) fn reap(pid: Pid) -> io::Result<Option<Exit>> {
     loop {
@@ -318,6 +323,7 @@ fn next_mark() -> String {
     )
 }
 
+#[cfg(feature = "daemon")]
 /// Whether keyturn became a child subreaper: orphans of any descendant, `keyturn exec`'s
 /// program's included, are then re-parented to keyturn, which must reap them.
 pub(crate) fn is_subreaper() -> bool {

@@ -279,16 +279,17 @@ fn check_distinct<K: PartialEq>(
         key: format!("templates.{i}.{key}"),
         problem,
     };
-    for i in 0..templates.len() {
-        for j in 0..i {
-            if same(&sources[i], &sources[j]) {
+    for (i, (source, destination)) in sources.iter().zip(&destinations).enumerate() {
+        let earlier = sources.iter().zip(&destinations).take(i);
+        for (j, (earlier_source, earlier_destination)) in earlier.enumerate() {
+            if same(source, earlier_source) {
                 return Err(invalid(
                     i,
                     "source",
                     format!("templates.{j} has the same source; each source may be used once"),
                 ));
             }
-            if same(&destinations[i], &destinations[j]) {
+            if same(destination, earlier_destination) {
                 return Err(invalid(
                     i,
                     "destination",
@@ -296,8 +297,8 @@ fn check_distinct<K: PartialEq>(
                 ));
             }
         }
-        for (j, source) in sources.iter().enumerate() {
-            if same(&destinations[i], source) {
+        for (j, other_source) in sources.iter().enumerate() {
+            if same(destination, other_source) {
                 let problem = if i == j {
                     "must differ from the source".to_owned()
                 } else {

@@ -46,10 +46,11 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::Resolver;
-use crate::api::{self, AuthToken, TokenError};
+use crate::api;
 use crate::metrics::Metrics;
 use crate::resolver::status::{self, DebugInfo};
 use crate::resolver::{RefreshReport, ResolverOptions, Trigger};
+use crate::token::{AuthToken, TokenError};
 pub use config::{ApiConfig, ConfigError, DaemonConfig, OnChange, TemplateConfig};
 use schedule::{Schedule, Scheduler, TriggerRefused};
 pub use template::{Outcome, TemplateStatus};
@@ -162,7 +163,7 @@ struct Generation {
     templates: Vec<Arc<Template>>,
 }
 
-/// The daemon's status: the resolver's (spec §4.3 keys) and every template's.
+/// The daemon's status: the resolver's (with the keys of the Datadog Agent's secrets status) and every template's.
 #[derive(Debug, Clone, Serialize)]
 pub struct DaemonStatus {
     /// What the resolver knows.
@@ -307,7 +308,8 @@ impl Daemon {
             .await;
     }
 
-    /// Queues a throttled refresh (spec §6.7) without waiting for it.
+    /// Queues a throttled refresh (like the Agent's refresh after an API key failure) without
+    /// waiting for it.
     pub fn trigger(&self) -> Result<(), TriggerRefused> {
         self.shared.scheduler.trigger()
     }
@@ -346,7 +348,8 @@ impl Daemon {
             .collect()
     }
 
-    /// The status as JSON-ready data, with the backend's version when it tells (spec §2.7).
+    /// The status as JSON-ready data, with the backend's version when it tells (its
+    /// `--version`, as the Agent asks).
     pub async fn status(&self) -> DaemonStatus {
         let generation = self.current();
         let report = status::executable_report_with_version(&generation.resolver).await;
@@ -356,14 +359,18 @@ impl Daemon {
         }
     }
 
-    /// The status as text: the resolver's (spec §4.4, with the backend's version when it
-    /// tells), then one line per template.
+    /// The status as text: the resolver's (the Agent's status text, with the backend's version when
+    /// it tells), byte for byte as the Agent writes it, then after a blank line one line per
+    /// template.
     pub async fn status_text(&self) -> String {
         let generation = self.current();
         let report = status::executable_report_with_version(&generation.resolver).await;
         let mut text = status::render_status(&generation.resolver, report);
-        text.truncate(text.trim_end_matches('\n').len());
-        text.push_str("\n\n=== Templates ===\n");
+        // The Agent's text ends with zero, one or two newlines: end it with exactly one blank
+        // line without touching it.
+        let newlines = text.len() - text.trim_end_matches('\n').len();
+        text.push_str(&"\n\n"[newlines.min(2)..]);
+        text.push_str("=== Templates ===\n");
         if generation.templates.is_empty() {
             text.push_str("No templates configured\n");
         }
@@ -548,7 +555,7 @@ impl Generation {
             .map(|t| Template::load(t.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let options = ResolverOptions {
-            metrics: Some(metrics.clone()),
+            observer: Some(metrics.clone()),
             audit_file: Some(audit_file),
             ..ResolverOptions::default()
         };

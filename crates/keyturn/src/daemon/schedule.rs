@@ -8,7 +8,7 @@
 //! loop: it sleeps until the next deadline, a trigger, a change or shutdown, whichever is first.
 //!
 //! Rules:
-//! - Periodic refresh (`secret_refresh_interval`, spec §6.6): the first at the resolver's
+//! - Periodic refresh (`secret_refresh_interval`): the first at the resolver's
 //!   (scattered) first-refresh delay after start, then `interval` after each periodic refresh
 //!   completes, as the Agent's ticker does.
 //! - Retries: a refresh that failed (or left handles failed) is retried after a delay drawn
@@ -19,7 +19,8 @@
 //!   or during a backend outage) refreshes next at the slot its scattered start gave it, so a
 //!   fleet restarted at once, or recovering from an outage together, stays spread over the
 //!   interval. `bench/fleet` measures these rules at fleet scale.
-//! - Triggers from outside (§6.7, `secret_refresh_on_api_key_failure_interval`): at most one
+//! - Triggers from outside (the Agent refreshes after an API key failure;
+//!   `secret_refresh_on_api_key_failure_interval`): at most one
 //!   waits in the channel (the others are dropped at once), and one runs only when `interval`
 //!   has passed since the last one that ran, and not while a retry is pending (it would only
 //!   add load to a failing backend). Without that setting triggers are refused.
@@ -268,7 +269,7 @@ impl Scheduler {
         self.changed.notify_one();
     }
 
-    /// Queues a throttled refresh without waiting for it (§6.7). Extra triggers while one is
+    /// Queues a throttled refresh without waiting for it. Extra triggers while one is
     /// waiting are dropped.
     pub fn trigger(&self) -> Result<(), TriggerRefused> {
         if !self.lock().triggers_enabled() {
@@ -589,7 +590,7 @@ mod tests {
         assert!(schedule.accept_trigger(t0 + 4 * SECOND));
     }
 
-    /// §6.7, checklist item 29: rapid triggers run once; another after the interval runs again;
+    /// Rapid triggers run once; another after the interval runs again;
     /// disabled triggers are ignored.
     #[test]
     fn triggers_are_throttled() {

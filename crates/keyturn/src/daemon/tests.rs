@@ -133,6 +133,14 @@ async fn start_writes_resolved_templates_and_skips_unresolved_ones() {
         text.contains("broken.yaml: not written, unresolved handles: 'missing'"),
         "{text}"
     );
+    // The Agent's text is kept whole (it ends with two newlines after the unresolved
+    // handles), then the templates follow.
+    assert!(
+        text.contains("'missing' (missing) at ")
+            && text.contains("\n\n=== Templates ===\n")
+            && !text.contains("\n\n\n=== Templates"),
+        "{text:?}"
+    );
     let json = serde_json::to_string(&daemon.status().await).unwrap();
     assert!(
         json.contains(r#""state":"unresolved","handles":["missing"]"#),

@@ -117,10 +117,11 @@ impl<'t> Scanner<'t> {
                     at = end;
                 }
                 _ => {
-                    at += bytes[at..]
+                    let rest = bytes.get(at..).unwrap_or_default();
+                    at += rest
                         .iter()
                         .position(|&byte| is_whitespace(byte) || matches!(byte, b',' | b']' | b'}'))
-                        .unwrap_or(bytes.len() - at);
+                        .unwrap_or(rest.len());
                     self.value_done();
                 }
             }
@@ -136,6 +137,7 @@ impl<'t> Scanner<'t> {
         };
         let handle: Arc<str> = Arc::from(handle);
         let splice = self.collector.add_splice(Splice {
+            lead: span.start..span.start,
             keep: span.start..span.start,
             span,
             handle: Arc::clone(&handle),

@@ -15,7 +15,8 @@
 //! details, and `json.rs` for the JSON scanner.
 //!
 //! Code map: `yaml.rs` and `json.rs` turn text into sites and splices, both through the shared
-//! collector of `sites.rs` (key paths, duplicate keys); `quote.rs` writes a value as a quoted
+//! collector of `sites.rs` (key paths, duplicate keys); `tabs.rs` lets saphyr read
+//! `key:<TAB>value` (the settings reader uses it too); `quote.rs` writes a value as a quoted
 //! scalar. Tests: `tests.rs` (examples) and `tests/roundtrip.rs` (property tests).
 //!
 //! Invariants:
@@ -29,6 +30,7 @@ mod json;
 mod path;
 mod quote;
 mod sites;
+mod tabs;
 mod yaml;
 
 use crate::printable::Printable;
@@ -39,6 +41,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use path::{KeyPath, Segment};
+pub(crate) use tabs::readable as readable_yaml;
 
 use zeroize::Zeroizing;
 
@@ -188,6 +191,20 @@ pub enum DocumentError {
         /// 1-based column, in characters.
         column: usize,
     },
+    /// A raw byte order mark (U+FEFF) anywhere but at the very start. YAML readers disagree on
+    /// it: Go's yaml.v3 (like libyaml) and saphyr skip one that starts a line, PyYAML keeps it
+    /// in the text (`\u{feff}pw` is another key), so such a document is refused.
+    #[error(
+        "could not parse YAML: a byte order mark (U+FEFF) at line {line}, column {column}: YAML \
+         readers disagree on one that does not start the file (some skip it, some keep it in \
+         the text); remove it, or write it escaped in a double-quoted string (\\uFEFF)"
+    )]
+    MisplacedByteOrderMark {
+        /// 1-based line (lines end at `\n`).
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+    },
     /// The source text of a handle's value could not be located. A bug, not a user error:
     /// reported instead of risking a corrupt output.
     #[error("could not locate the text of the value at line {line}, column {column}")]
@@ -212,6 +229,9 @@ pub struct Document {
 struct Splice {
     /// Byte range replaced.
     span: Range<usize>,
+    /// Byte range inside `span` written again before the value: what stood between a dropped
+    /// lone `!` tag and the scalar (an anchor, say). Empty otherwise.
+    lead: Range<usize>,
     /// Byte range inside `span` written again after the value: the comment of a YAML block
     /// scalar's header line (`|- # note`), which would otherwise be lost. Empty otherwise.
     keep: Range<usize>,
@@ -227,23 +247,29 @@ struct Walk {
 }
 
 /// Refuses the characters that YAML 1.1 reads as line breaks and YAML 1.2 does not
-/// ([`DocumentError::AmbiguousLineBreak`]), naming the first one's line and column.
-fn refuse_ambiguous_line_breaks(text: &str) -> Result<(), DocumentError> {
-    let Some(at) = text.find(['\u{85}', '\u{2028}', '\u{2029}']) else {
+/// ([`DocumentError::AmbiguousLineBreak`]) and a byte order mark after the start
+/// ([`DocumentError::MisplacedByteOrderMark`]), naming the first one's line and column.
+fn refuse_ambiguous_characters(text: &str) -> Result<(), DocumentError> {
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Some(at) = body.find(['\u{85}', '\u{2028}', '\u{2029}', '\u{feff}']) else {
         return Ok(());
     };
+    let at = at + (text.len() - body.len());
     let before = &text[..at];
     let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
     let (name, escape) = match text[at..].chars().next() {
         Some('\u{85}') => ("U+0085 (next line)", "N"),
         Some('\u{2028}') => ("U+2028 (line separator)", "L"),
-        _ => ("U+2029 (paragraph separator)", "P"),
+        Some('\u{2029}') => ("U+2029 (paragraph separator)", "P"),
+        _ => return Err(DocumentError::MisplacedByteOrderMark { line, column }),
     };
     Err(DocumentError::AmbiguousLineBreak {
         name,
         escape,
-        line: before.matches('\n').count() + 1,
-        column: before[line_start..].chars().count() + 1,
+        line,
+        column,
     })
 }
 
@@ -252,7 +278,7 @@ impl Document {
     pub fn parse(text: String, format: Format) -> Result<Document, DocumentError> {
         let walk = match format {
             Format::Yaml => {
-                refuse_ambiguous_line_breaks(&text)?;
+                refuse_ambiguous_characters(&text)?;
                 yaml::walk(&text)?
             }
             Format::Json => json::walk(&text)?,
@@ -322,7 +348,9 @@ impl Document {
     ) -> Zeroizing<String> {
         let mut owners: Vec<Option<&HandleSite>> = vec![None; self.splices.len()];
         for site in &self.sites {
-            owners[site.splice].get_or_insert(site);
+            if let Some(owner) = owners.get_mut(site.splice) {
+                owner.get_or_insert(site);
+            }
         }
         let values: Vec<Option<&'a str>> = owners
             .into_iter()
@@ -338,7 +366,10 @@ impl Document {
         let mut len = self.text.len();
         for (splice, value) in self.splices.iter().zip(&values) {
             if let Some(value) = value {
-                len = len - splice.span.len() + quote::quoted_len(value) + splice.keep.len();
+                len = len - splice.span.len()
+                    + splice.lead.len()
+                    + quote::quoted_len(value)
+                    + splice.keep.len();
             }
         }
         let mut out = String::with_capacity(len);
@@ -346,6 +377,7 @@ impl Document {
         for (splice, value) in self.splices.iter().zip(values) {
             if let Some(value) = value {
                 out.push_str(&self.text[copied..splice.span.start]);
+                out.push_str(&self.text[splice.lead.clone()]);
                 quote::push_quoted(&mut out, value);
                 out.push_str(&self.text[splice.keep.clone()]);
                 copied = splice.span.end;

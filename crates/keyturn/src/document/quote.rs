@@ -84,7 +84,6 @@ impl Escape {
     }
 
     fn write(self, out: &mut String) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         match self {
             Escape::Short(c) => {
                 out.push('\\');
@@ -93,7 +92,7 @@ impl Escape {
             Escape::Unicode(code) => {
                 out.push_str("\\u");
                 for shift in [12, 8, 4, 0] {
-                    out.push(char::from(HEX[((code >> shift) & 0xf) as usize]));
+                    out.extend(char::from_digit((code >> shift) & 0xf, 16));
                 }
             }
         }

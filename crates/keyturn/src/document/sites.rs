@@ -108,13 +108,12 @@ impl<'t> Collector<'t> {
     /// Sorts the keys a mapping pushed since `start` and fails if one appears twice; returns
     /// them sorted (for lookups by the caller).
     pub(super) fn sorted_keys(&mut self, start: usize) -> Result<&[KeyText<'t>], DocumentError> {
-        let keys = &mut self.keys[start..];
+        let keys = self.keys.get_mut(start..).unwrap_or_default();
         keys.sort_unstable();
-        if let Some(duplicate) = keys
-            .windows(2)
-            .find(|pair| pair[0] == pair[1])
-            .map(|pair| pair[0].as_str().to_owned())
-        {
+        if let Some(duplicate) = keys.windows(2).find_map(|pair| match pair {
+            [first, second] if first == second => Some(first.as_str().to_owned()),
+            _ => None,
+        }) {
             let mut path = self.path();
             path.push(duplicate);
             return Err(DocumentError::DuplicateKey {
@@ -122,7 +121,7 @@ impl<'t> Collector<'t> {
                 path: path.join("/"),
             });
         }
-        Ok(&self.keys[start..])
+        Ok(self.keys.get(start..).unwrap_or_default())
     }
 
     /// Forgets the keys a closing mapping pushed since `start`.
@@ -147,6 +146,12 @@ impl<'t> Collector<'t> {
     }
 
     /// The path to the current value, building the nodes not built yet.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "`built` is shorter than `path` inside the loop, and a `Segment::Key` on the \
+                  path indexes a key of a mapping still open: keys are only truncated when \
+                  their mapping closes, after its segments have left the path"
+    )]
     pub(super) fn key_path(&mut self) -> KeyPath {
         while self.built.len() < self.path.len() {
             let parent = self.built.last().cloned().unwrap_or_default();
@@ -229,24 +234,32 @@ impl<'t> Collector<'t> {
     pub(super) fn finish(self, text: &str) -> Result<Walk, DocumentError> {
         let mut used = vec![false; self.splices.len()];
         for site in &self.sites {
-            used[site.splice] = true;
+            match used.get_mut(site.splice) {
+                Some(used) => *used = true,
+                None => return Err(DocumentError::Layout { line: 1, column: 1 }),
+            }
         }
         let mut renumbered = vec![0; self.splices.len()];
         let mut splices: Vec<Splice> = Vec::with_capacity(self.splices.len());
-        for (index, splice) in self.splices.into_iter().enumerate() {
-            if !used[index] {
+        for ((splice, used), renumbered) in self.splices.into_iter().zip(used).zip(&mut renumbered)
+        {
+            if !used {
                 continue;
             }
             let in_order = splices
                 .last()
                 .is_none_or(|previous| previous.span.end <= splice.span.start);
             let inside = splice.span.start < splice.span.end
-                && splice.keep.start >= splice.span.start
+                && splice.lead.start >= splice.span.start
+                && splice.lead.start <= splice.lead.end
+                && splice.lead.end <= splice.keep.start
                 && splice.keep.start <= splice.keep.end
                 && splice.keep.end <= splice.span.end
                 && [
                     splice.span.start,
                     splice.span.end,
+                    splice.lead.start,
+                    splice.lead.end,
                     splice.keep.start,
                     splice.keep.end,
                 ]
@@ -256,12 +269,13 @@ impl<'t> Collector<'t> {
                 let (line, column) = line_column(text, splice.span.start);
                 return Err(DocumentError::Layout { line, column });
             }
-            renumbered[index] = splices.len();
+            *renumbered = splices.len();
             splices.push(splice);
         }
         let mut sites = self.sites;
         for site in &mut sites {
-            site.splice = renumbered[site.splice];
+            // Every site's splice was found in `used` above.
+            site.splice = renumbered.get(site.splice).copied().unwrap_or_default();
         }
         Ok(Walk { sites, splices })
     }
@@ -270,7 +284,7 @@ impl<'t> Collector<'t> {
 /// The 1-based line and column (in characters) of byte `at` of `text`.
 pub(super) fn line_column(text: &str, at: usize) -> (usize, usize) {
     let before = text.get(..at).unwrap_or(text);
-    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
     let line = before.bytes().filter(|&byte| byte == b'\n').count() + 1;
-    (line, before[line_start..].chars().count() + 1)
+    let last_line = before.rsplit_once('\n').map_or(before, |(_, last)| last);
+    (line, last_line.chars().count() + 1)
 }

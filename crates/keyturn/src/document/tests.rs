@@ -702,3 +702,145 @@ fn yaml_1_1_line_breaks_are_refused_naming_the_line() {
         &["h @ p"],
     );
 }
+
+/// `key:<TAB>value` (YAML 1.2 separation, accepted by yaml.v3, yaml.v2, libyaml and js-yaml):
+/// the handle after the tab is found and replaced, and every other byte stays, tabs included,
+/// also the tabs inside quoted scalars, block scalars, comments and flow collections.
+#[test]
+fn yaml_tabs_after_a_colon_separate_like_spaces() {
+    check_sites(Yaml, "a:\tENC[x]\n", &["x @ a"]);
+    check_render(Yaml, "a:\tENC[x]\n", &[("x", "v")], "a:\t\"v\"\n");
+    let text = "\
+top:\tENC[a]
+nested:
+  key:\t\tENC[b]   # note:\tkept
+  list:
+    - item:\tENC[c]
+    -\tENC[d]
+  quoted: \"x:\ty ENC[no]\"
+  single: 'x:\ty'
+  block: |
+    line:\tENC[no]
+  folded: >-
+    k:\tv
+  flow: {f:\t\"ENC[e]\", g: [1,\t2]}
+  anchored:\t&anchor ENC[f]
+  alias:\t*anchor
+  tagged:\t!!str ENC[g]
+  number:\t-1
+# comment:\tENC[no]
+";
+    check_sites(
+        Yaml,
+        text,
+        &[
+            "a @ top",
+            "b @ nested/key",
+            "c @ nested/list/0/item",
+            "d @ nested/list/1",
+            "e @ nested/flow/f",
+            "f @ nested/anchored",
+            "f @ nested/alias",
+            "g @ nested/tagged",
+        ],
+    );
+    let values = [
+        ("a", "1"),
+        ("b", "2"),
+        ("c", "3"),
+        ("d", "4"),
+        ("e", "5"),
+        ("f", "6"),
+        ("g", "7"),
+    ];
+    let expected = text
+        .replace("ENC[a]", "\"1\"")
+        .replace("ENC[b]", "\"2\"")
+        .replace("ENC[c]", "\"3\"")
+        .replace("ENC[d]", "\"4\"")
+        .replace("\"ENC[e]\"", "\"5\"")
+        .replace("ENC[f]", "\"6\"")
+        .replace("ENC[g]", "\"7\"");
+    check_render(Yaml, text, &values, &expected);
+    // Only the handles changed: the quoted and block scalars still hold their tabs (saphyr
+    // reads the output after the same tab pre-pass).
+    let read = parse_yaml_value(&super::readable_yaml(&expected));
+    assert_eq!(read["nested"]["quoted"], "x:\ty ENC[no]");
+    assert_eq!(read["nested"]["single"], "x:\ty");
+    assert_eq!(read["nested"]["block"], "line:\tENC[no]\n");
+    assert_eq!(read["nested"]["folded"], "k:\tv");
+    assert_eq!(read["nested"]["number"], -1);
+}
+
+/// Tabs YAML forbids stay refused: as indentation, and before a block indicator.
+#[test]
+fn yaml_tabs_that_indent_are_still_refused() {
+    for text in ["a:\n\tb: ENC[x]\n", "? a\n:\t- ENC[x]\n"] {
+        assert!(
+            matches!(
+                Document::parse(text.to_owned(), Yaml),
+                Err(DocumentError::Syntax { .. })
+            ),
+            "{text:?}"
+        );
+    }
+}
+
+/// The settings file reads `key:<TAB>value` too.
+#[test]
+fn settings_read_tabs_after_a_colon() {
+    let settings =
+        crate::Settings::from_yaml_str("secret_backend_command:\t/usr/bin/backend\n").unwrap();
+    assert!(format!("{settings:?}").contains("/usr/bin/backend"));
+}
+
+/// A lone `!` (the non-specific tag) before a replaced value is dropped: PyYAML and ruamel
+/// resolve `! "yes"` as a boolean. Anchors and other tags stay.
+#[test]
+fn yaml_a_lone_non_specific_tag_is_dropped() {
+    for (text, expected) in [
+        ("k: ! ENC[x]\n", "k: \"yes\"\n"),
+        ("k: !\tENC[x]\n", "k: \"yes\"\n"),
+        ("k: ! \"ENC[x]\"\n", "k: \"yes\"\n"),
+        ("k: ! &a ENC[x]\nl: *a\n", "k: &a \"yes\"\nl: *a\n"),
+        ("k: &a ! ENC[x]\n", "k: &a \"yes\"\n"),
+        ("k: !<!> ENC[x]\n", "k: \"yes\"\n"),
+        ("k: !\n  ENC[x]\n", "k: \n  \"yes\"\n"),
+        ("k: ! |-\n  ENC[x]\n", "k: \"yes\"\n"),
+        (
+            "- ! ENC[x]\n- !!str ENC[x]\n",
+            "- \"yes\"\n- !!str \"yes\"\n",
+        ),
+        ("k: !custom ENC[x]\n", "k: !custom \"yes\"\n"),
+    ] {
+        check_render(Yaml, text, &[("x", "yes")], expected);
+        let read = parse_yaml_value(expected);
+        assert!(
+            read.to_string().contains("\"yes\""),
+            "{expected:?} reads as {read}"
+        );
+    }
+}
+
+/// A byte order mark anywhere but at the start: yaml.v3 (like libyaml) skips one that starts a
+/// line, PyYAML keeps it in the key (`\u{feff}pw`), so the document is refused, naming where.
+#[test]
+fn yaml_a_byte_order_mark_after_the_start_is_refused() {
+    for (text, line, column) in [
+        ("# config\n\u{feff}pw: ENC[db]\n", 2, 1),
+        ("a: x\u{feff}y\n", 1, 5),
+        ("\u{feff}a: 1\nb: \"\u{feff}\"\n", 2, 5),
+    ] {
+        check_error(
+            Yaml,
+            text,
+            &format!(
+                "could not parse YAML: a byte order mark (U+FEFF) at line {line}, column \
+                 {column}: YAML readers disagree on one that does not start the file (some skip \
+                 it, some keep it in the text); remove it, or write it escaped in a \
+                 double-quoted string (\\uFEFF)"
+            ),
+        );
+    }
+    check_sites(Yaml, "\u{feff}pw: ENC[db]\n", &["db @ pw"]);
+}

@@ -26,8 +26,9 @@
 //! Positions: saphyr counts characters, not bytes; [`CharIndex`] converts them with a cursor that
 //! moves mostly forward, so the conversion is linear in the text. A handle's splice covers its
 //! scalar token only: anchors and tags written before it stay (an alias keeps pointing at the
-//! substituted value). For a block scalar the splice runs from the `|`/`>` indicator to the end
-//! of its content, and the comment on the header line is written back after the value.
+//! substituted value), except a lone `!` tag, which is dropped: PyYAML and ruamel read
+//! `! "yes"` as a boolean. For a block scalar the splice runs from the `|`/`>` indicator to the
+//! end of its content, and the comment on the header line is written back after the value.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -49,6 +50,8 @@ const CORE_TAG_PREFIX: &str = "tag:yaml.org,2002:";
 
 /// Finds the handle sites of a YAML document.
 pub(super) fn walk(text: &str) -> Result<Walk, DocumentError> {
+    // Same positions as `text`, so the splices found apply to it (see `tabs.rs`).
+    let text = &*super::tabs::readable(text);
     let mut walker = Walker::new(text);
     let mut parser = Parser::new_from_str(text);
     while let Some(next) = parser.next_event() {
@@ -325,7 +328,13 @@ impl<'t> Walker<'t> {
                     key_handle = Some(Arc::from(handle));
                 } else if let Some(handle) = handle {
                     let handle: Arc<str> = Arc::from(handle);
-                    let splice = self.locate(&handle, style, anchor > 0 || tag.is_some(), span)?;
+                    let properties = match tag {
+                        Some(tag) if tag_is(tag, "!") => Properties::NonSpecificTag,
+                        Some(_) => Properties::Some,
+                        None if anchor > 0 => Properties::Some,
+                        None => Properties::None,
+                    };
+                    let splice = self.locate(&handle, style, properties, span)?;
                     let segment = self.segment();
                     self.collector.enter(segment);
                     self.collector.add_site(Arc::clone(&handle), splice);
@@ -659,7 +668,11 @@ impl<'t> Walker<'t> {
         skipped: bool,
         keys: Vec<Arc<str>>,
     ) -> Result<Captured, DocumentError> {
-        let inside = &self.collector.sites()[frame.sites_start..];
+        let inside = self
+            .collector
+            .sites()
+            .get(frame.sites_start..)
+            .unwrap_or_default();
         let count = inside.len();
         let sites = inside
             .iter()
@@ -740,10 +753,15 @@ impl<'t> Walker<'t> {
     fn locate_alias(&mut self, handle: &Arc<str>, span: Span) -> Result<usize, DocumentError> {
         let start = self.chars.byte(span.start.index());
         let end = self.chars.byte(span.end.index());
-        let name_ok = self.text.as_bytes()[start.min(end)..end]
-            .iter()
-            .skip(1)
-            .all(|byte| !matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}'));
+        let name_ok = self
+            .text
+            .as_bytes()
+            .get(start.min(end)..end)
+            .is_some_and(|name| {
+                name.iter()
+                    .skip(1)
+                    .all(|byte| !matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}'))
+            });
         if self.text.as_bytes().get(start) != Some(&b'*') || end <= start + 1 || !name_ok {
             return Err(DocumentError::Layout {
                 line: span.start.line(),
@@ -752,19 +770,22 @@ impl<'t> Walker<'t> {
         }
         Ok(self.collector.add_splice(Splice {
             span: start..end,
+            lead: start..start,
             keep: start..start,
             handle: Arc::clone(handle),
         }))
     }
 
-    /// Finds the source text of a handle scalar and records its splice.
+    /// Finds the source text of a handle scalar and records its splice. A lone `!` tag is
+    /// dropped with the value's text (anything else written before the scalar stays).
     fn locate(
         &mut self,
         handle: &Arc<str>,
         style: ScalarStyle,
-        has_properties: bool,
+        properties: Properties,
         span: Span,
     ) -> Result<usize, DocumentError> {
+        let has_properties = properties != Properties::None;
         let layout_error = || DocumentError::Layout {
             line: span.start.line(),
             column: span.start.col() + 1,
@@ -796,19 +817,26 @@ impl<'t> Walker<'t> {
             ScalarStyle::DoubleQuoted => (double_quoted_end(bytes, start), start..start),
             ScalarStyle::SingleQuoted => (closing_single_quote(bytes, start), start..start),
             ScalarStyle::Literal | ScalarStyle::Folded => {
+                // `start` holds the indicator (checked above), so these ranges are in bounds.
                 let header_end = start
                     + 1
-                    + bytes[start + 1..]
+                    + bytes
+                        .get(start + 1..)
+                        .unwrap_or_default()
                         .iter()
                         .take(2)
                         .take_while(|byte| matches!(byte, b'1'..=b'9' | b'+' | b'-'))
                         .count();
-                let line_end = bytes[header_end..]
+                let line_end = bytes
+                    .get(header_end..)
+                    .unwrap_or_default()
                     .iter()
                     .position(|byte| matches!(byte, b'\n' | b'\r'))
                     .map_or(bytes.len(), |offset| header_end + offset);
                 // The header line's comment is kept; trailing blanks alone are not.
-                let keep_end = if bytes[header_end..line_end]
+                let keep_end = if bytes
+                    .get(header_end..line_end)
+                    .unwrap_or_default()
                     .iter()
                     .all(|byte| matches!(byte, b' ' | b'\t'))
                 {
@@ -816,7 +844,9 @@ impl<'t> Walker<'t> {
                 } else {
                     line_end
                 };
-                let content_end = bytes[..token_end.min(bytes.len())]
+                let content_end = bytes
+                    .get(..token_end)
+                    .unwrap_or(bytes)
                     .iter()
                     .rposition(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
                     .map_or(0, |last| last + 1);
@@ -829,8 +859,21 @@ impl<'t> Walker<'t> {
         if end > token_end || end <= start {
             return Err(layout_error());
         }
+        // PyYAML and ruamel resolve a plain-looking value under `!` (`! "yes"`) as a bool or a
+        // number; without the tag every reader takes the quoted value as a string.
+        let (span_start, lead) = match properties {
+            Properties::NonSpecificTag => {
+                let from = self.chars.byte(span.start.index());
+                match non_specific_tag(bytes, from, start) {
+                    Some((tag, after)) => (tag, after..start),
+                    None => (start, start..start),
+                }
+            }
+            Properties::Some | Properties::None => (start, start..start),
+        };
         Ok(self.collector.add_splice(Splice {
-            span: start..end,
+            span: span_start..end,
+            lead,
             keep,
             handle: Arc::clone(handle),
         }))
@@ -978,35 +1021,76 @@ fn syntax_error(error: &ScanError) -> DocumentError {
 fn skip_to_content(bytes: &[u8], mut at: usize) -> usize {
     const BOM: &[u8] = "\u{feff}".as_bytes();
     loop {
-        match bytes.get(at) {
-            Some(b' ' | b'\t' | b'\r' | b'\n' | b':' | b'-' | b'?' | b',' | b'[' | b'{') => at += 1,
-            Some(0xef) if bytes[at..].starts_with(BOM) => at += BOM.len(),
-            Some(b'#') => {
-                at += bytes[at..]
-                    .iter()
-                    .position(|byte| matches!(byte, b'\n' | b'\r'))
-                    .unwrap_or(bytes.len() - at);
-            }
-            Some(b'!') if bytes.get(at + 1) == Some(&b'<') => {
-                at += bytes[at..]
-                    .iter()
-                    .position(|&byte| byte == b'>')
-                    .map_or(bytes.len() - at, |offset| offset + 1);
-            }
-            Some(b'&' | b'!') => {
-                at += bytes[at..]
-                    .iter()
-                    .position(|byte| {
-                        matches!(
-                            byte,
-                            b' ' | b'\t' | b'\r' | b'\n' | b',' | b'[' | b']' | b'{' | b'}'
-                        )
-                    })
-                    .unwrap_or(bytes.len() - at);
-            }
+        let rest = bytes.get(at..).unwrap_or_default();
+        at += match rest {
+            [
+                b' ' | b'\t' | b'\r' | b'\n' | b':' | b'-' | b'?' | b',' | b'[' | b'{',
+                ..,
+            ] => 1,
+            [0xef, ..] if rest.starts_with(BOM) => BOM.len(),
+            [b'#', ..] => rest
+                .iter()
+                .position(|byte| matches!(byte, b'\n' | b'\r'))
+                .unwrap_or(rest.len()),
+            [b'!', b'<', ..] => rest
+                .iter()
+                .position(|&byte| byte == b'>')
+                .map_or(rest.len(), |offset| offset + 1),
+            [b'&' | b'!', ..] => rest
+                .iter()
+                .position(|byte| {
+                    matches!(
+                        byte,
+                        b' ' | b'\t' | b'\r' | b'\n' | b',' | b'[' | b']' | b'{' | b'}'
+                    )
+                })
+                .unwrap_or(rest.len()),
             _ => return at,
+        };
+    }
+}
+
+/// What is written before a handle scalar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Properties {
+    None,
+    /// An anchor or a tag other than `!`, or both.
+    Some,
+    /// The non-specific tag `!` (maybe with an anchor).
+    NonSpecificTag,
+}
+
+/// Among the properties written from `at` to the scalar at `content`, where the lone `!` tag
+/// (also written `!<!>`) starts, and where what follows it starts (its spaces and tabs
+/// skipped). `None` when it is not found as such.
+fn non_specific_tag(bytes: &[u8], mut at: usize, content: usize) -> Option<(usize, usize)> {
+    let properties = bytes.get(..content)?;
+    let blank = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
+    while let Some(&byte) = properties.get(at) {
+        let rest = properties.get(at..)?;
+        match byte {
+            b'&' | b'!' => {
+                let len = rest.iter().position(blank).unwrap_or(rest.len());
+                if matches!(rest.get(..len), Some([b'!'] | [b'!', b'<', b'!', b'>'])) {
+                    let spaces = rest
+                        .get(len..)?
+                        .iter()
+                        .take_while(|&&byte| byte == b' ' || byte == b'\t')
+                        .count();
+                    return Some((at, at + len + spaces));
+                }
+                at += len;
+            }
+            b'#' => {
+                at += rest
+                    .iter()
+                    .position(|&byte| byte == b'\n')
+                    .unwrap_or(rest.len());
+            }
+            _ => at += 1,
         }
     }
+    None
 }
 
 /// The end (exclusive) of the single-quoted scalar starting at `start`.
@@ -1052,7 +1136,12 @@ impl<'t> CharIndex<'t> {
         }
         while self.char_at > index && self.byte_at > 0 {
             self.byte_at -= 1;
-            while self.byte_at > 0 && self.bytes[self.byte_at] & 0xc0 == 0x80 {
+            while self.byte_at > 0
+                && self
+                    .bytes
+                    .get(self.byte_at)
+                    .is_some_and(|&byte| byte & 0xc0 == 0x80)
+            {
                 self.byte_at -= 1;
             }
             self.char_at -= 1;
@@ -1071,7 +1160,11 @@ impl<'t> CharIndex<'t> {
                 byte_at += 8;
                 continue;
             }
-            byte_at += match self.bytes[byte_at] {
+            // In bounds by the loop's condition: the check compiles away.
+            let Some(&lead) = self.bytes.get(byte_at) else {
+                break;
+            };
+            byte_at += match lead {
                 0x00..=0x7f => 1,
                 0xc0..=0xdf => 2,
                 0xe0..=0xef => 3,

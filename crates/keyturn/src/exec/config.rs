@@ -110,13 +110,14 @@ impl ExecSettings {
     }
 
     /// Settings with nothing configured: no backend, no API, no templates, default `exec`.
-    /// Relative paths would be taken from `base`.
-    pub fn empty(base: &Path) -> ExecSettings {
-        ExecSettings {
-            daemon: DaemonConfig::from_yaml_str("", base).expect("empty settings are valid"),
+    /// Relative paths would be taken from `base`. (An empty text is valid settings; the
+    /// error is that of [`DaemonConfig::from_yaml_str`].)
+    pub fn empty(base: &Path) -> Result<ExecSettings, SettingsError> {
+        Ok(ExecSettings {
+            daemon: DaemonConfig::from_yaml_str("", base)?,
             api: false,
             exec: ExecConfig::default(),
-        }
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use crate::document::{Document, Format};
+use crate::document::{Document, DocumentError, Format};
 use crate::handle::parse_handle;
 use crate::secret::Secret;
 
@@ -94,8 +94,8 @@ impl Environment {
 
     /// Sets `name` to `value`, replacing a previous value in place.
     pub fn set(&mut self, name: OsString, value: OsString) {
-        match self.index.get(&name) {
-            Some(&i) => self.vars[i].1 = value,
+        match self.index.get(&name).and_then(|&i| self.vars.get_mut(i)) {
+            Some(var) => var.1 = value,
             None => {
                 self.index.insert(name.clone(), self.vars.len());
                 self.vars.push((name, value));
@@ -148,8 +148,9 @@ impl Environment {
     }
 
     /// The handle variables as a document for the resolver: a JSON object from each name to
-    /// its value as written.
-    pub fn document(&self) -> Document {
+    /// its value as written. (A JSON object of strings made by serde_json always parses; the
+    /// error is that of [`Document::parse`].)
+    pub fn document(&self) -> Result<Document, DocumentError> {
         let object: serde_json::Map<String, serde_json::Value> = self
             .vars
             .iter()
@@ -160,10 +161,7 @@ impl Environment {
             })
             .collect();
         let text = serde_json::Value::Object(object).to_string();
-        // A JSON object of strings, made by serde_json, always parses.
-        Document::parse(text, Format::Json).unwrap_or_else(|_| {
-            Document::parse("{}".to_owned(), Format::Json).expect("an empty object parses")
-        })
+        Document::parse(text, Format::Json)
     }
 
     /// The environment with each handle that `lookup` resolves replaced by its value; the
@@ -241,7 +239,8 @@ fn parse_env_file(bytes: &[u8], path: &Path) -> Result<Vec<(String, String)>, En
                 // drop the text (it may hold a secret).
                 let text = zeroize::Zeroizing::new(text);
                 let start = find(bytes, text.as_bytes()).unwrap_or(0);
-                let line = 1 + bytes[..start].iter().filter(|&&b| b == b'\n').count();
+                let before = bytes.get(..start).unwrap_or(bytes);
+                let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
                 return Err(EnvFileError::Syntax {
                     path: path.to_owned(),
                     line,
@@ -321,7 +320,7 @@ mod tests {
                 },
             ]
         );
-        let document = e.document();
+        let document = e.document().unwrap();
         let sites: Vec<(String, Vec<String>)> = document
             .sites()
             .iter()

@@ -17,6 +17,7 @@
 //!   resolver.
 //! - Values only ever enter the cache from a successful backend answer, and live in [`Secret`]s.
 
+pub mod observer;
 pub mod refresh;
 pub mod status;
 
@@ -34,12 +35,12 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditLimits, AuditWriter};
-use crate::backend::{self, BackendSpec, FetchOptions, PermissionCheck};
+use crate::backend::{self, BackendSpec, FailureKind, FetchOptions, PermissionCheck};
 use crate::document::{Document, KeyPath};
-use crate::metrics::{FailureKind, Metrics};
 use crate::secret::Secret;
 use crate::settings::{BackendSelection, BuiltinBackend, Settings};
 
+pub use observer::{Observer, RefreshOutcome};
 pub use refresh::{ChangedHandle, HeldBack, HoldReason, Place, RefreshReport, Trigger};
 
 /// Name of the built-in backend executable.
@@ -52,10 +53,11 @@ pub struct Resolver {
 }
 
 /// Options beyond the settings file, for programs that embed keyturn.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct ResolverOptions {
-    /// Metrics to record into; a fresh set when `None`.
-    pub metrics: Option<Arc<Metrics>>,
+    /// Told about backend runs, refreshes and the like (for metrics); nothing is recorded when
+    /// `None`.
+    pub observer: Option<Arc<dyn Observer>>,
     /// Path of `keyturn-backend` for `secret_backend_type` and `multi_secret_backends`. When
     /// `None`: `$KEYTURN_BUILTIN_BACKEND`, then the directory of the running executable, then
     /// `PATH`.
@@ -151,8 +153,8 @@ pub fn group_failures(failures: &[Failure]) -> Vec<FailureGroup<'_>> {
     let mut index: HashMap<(FailureKind, &str), usize> = HashMap::new();
     for failure in failures {
         let key = (failure.kind, backend_error_text(failure));
-        match index.get(&key) {
-            Some(&at) => groups[at].failures.push(failure),
+        match index.get(&key).and_then(|&at| groups.get_mut(at)) {
+            Some(group) => group.failures.push(failure),
             None => {
                 index.insert(key, groups.len());
                 groups.push(FailureGroup {
@@ -288,7 +290,7 @@ struct Inner {
     settings: Settings,
     routing: Routing,
     options: FetchOptions,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn Observer>,
     /// Delay of the first periodic refresh (scattered), when periodic refresh is on.
     first_refresh_delay: Option<Duration>,
     /// The audit trail; appended from a blocking task, one record per changing refresh.
@@ -441,7 +443,9 @@ impl Resolver {
                 settings,
                 routing,
                 options: fetch_options,
-                metrics: options.metrics.unwrap_or_default(),
+                observer: options
+                    .observer
+                    .unwrap_or_else(|| Arc::new(observer::Unobserved)),
                 state: Mutex::new(State::default()),
                 refresh: refresh::Coordinator::new(),
             }),
@@ -451,11 +455,6 @@ impl Resolver {
     /// The settings this resolver was built with.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
-    }
-
-    /// The metrics this resolver records into.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
     }
 
     /// When the first periodic refresh is due after start-up: uniform in
@@ -522,7 +521,7 @@ impl Resolver {
                 }
             }
             own = batch.map(|batch| (batch, to_fetch));
-            self.inner.metrics.set_handles_known(state.contexts.len());
+            self.inner.observer.handles_known(state.contexts.len());
         }
 
         // Phase 2: run our batch in its own task, wait for every batch we depend on.
@@ -639,7 +638,7 @@ impl Resolver {
             state.failures.remove(&*handle);
         }
         state.allowlists.remove(origin);
-        self.inner.metrics.set_handles_known(state.contexts.len());
+        self.inner.observer.handles_known(state.contexts.len());
     }
 
     /// Restricts which uses under `origin` a refresh may change: a use is refreshable when one
@@ -881,7 +880,9 @@ impl Inner {
         keys: &[String],
     ) -> Result<Vec<(String, Lookup)>, (FailureKind, String)> {
         let known = || self.lock().cache.values().cloned().collect();
-        match backend::fetch_scrubbing(spec, &self.options, keys, &self.metrics, &known).await {
+        let (record, result) = backend::fetch_scrubbing(spec, &self.options, keys, &known).await;
+        self.observer.backend_run(&record);
+        match result {
             Ok(fetched) => Ok(fetched
                 .into_iter()
                 .map(|(handle, result)| (handle, result.map_err(|e| (e.kind, e.message))))
@@ -911,41 +912,33 @@ impl Inner {
 }
 
 /// The sites of `document` grouped by handle: handles in first-seen order, each with its key
-/// paths in document order. Two passes over the sites; the paths are shared, not copied, and
-/// each handle's list is one allocation of its final size.
+/// paths in document order. The paths are shared, not copied, and each handle's list is one
+/// allocation of its final size.
 fn group_by_handle(document: &Document) -> Vec<(&Arc<str>, Arc<[KeyPath]>)> {
     let sites = document.sites();
     let mut index: HandleMap<&str, usize> =
         HandleMap::with_capacity_and_hasher(sites.len(), Default::default());
-    // Per handle: its first site, its last site and its number of sites; per site: the next
-    // site of the same handle (a list threaded through the sites).
-    let mut groups: Vec<(&Arc<str>, usize, usize, usize)> = Vec::new();
-    let mut next = vec![usize::MAX; sites.len()];
-    for (at, site) in sites.iter().enumerate() {
-        let group = *index.entry(&*site.handle).or_insert_with(|| {
-            groups.push((&site.handle, at, at, 0));
-            groups.len() - 1
-        });
-        let (_, _, last, count) = &mut groups[group];
-        if *count > 0 {
-            next[*last] = at;
-        }
-        *last = at;
-        *count += 1;
-    }
-    groups
+    let mut handles: Vec<&Arc<str>> = Vec::new();
+    // Each site's path with the number of its handle (in first-seen order), then sorted by that
+    // number: a stable sort keeps document order within a handle, and costs one pass when the
+    // handles are all distinct (already in order).
+    let mut paths: Vec<(usize, &KeyPath)> = sites
+        .iter()
+        .map(|site| {
+            let group = *index.entry(&*site.handle).or_insert_with(|| {
+                handles.push(&site.handle);
+                handles.len() - 1
+            });
+            (group, &site.path)
+        })
+        .collect();
+    paths.sort_by_key(|(group, _)| *group);
+    handles
         .into_iter()
-        .map(|(handle, first, _, count)| {
-            let mut at = first;
-            // An iterator of known length: collected into the `Arc` in one allocation.
-            let paths = (0..count)
-                .map(|_| {
-                    let path = sites[at].path.clone();
-                    at = next[at];
-                    path
-                })
-                .collect();
-            (handle, paths)
+        .zip(paths.chunk_by(|a, b| a.0 == b.0))
+        .map(|(handle, group)| {
+            let group: Arc<[KeyPath]> = group.iter().map(|(_, path)| (*path).clone()).collect();
+            (handle, group)
         })
         .collect()
 }

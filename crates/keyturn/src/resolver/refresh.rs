@@ -13,11 +13,11 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::observer::RefreshOutcome;
 use super::{Failure, Inner, Lookup, Notification, Resolver, SharedChange};
 use crate::audit::{AuditEntry, AuditWriter, FailedHandle, HeldBackUse, Record};
 use crate::document::Segment;
@@ -355,15 +355,13 @@ impl Resolver {
             return Ok(());
         }
         let outcome = if failed.is_empty() {
-            "ok"
+            RefreshOutcome::Ok
         } else if entries.is_empty() {
-            "failed"
+            RefreshOutcome::Failed
         } else {
-            "partial"
+            RefreshOutcome::Partial
         };
-        self.inner
-            .metrics
-            .record_refresh(trigger.as_str(), outcome, unix_now());
+        self.inner.observer.refresh(trigger, outcome);
         let Some(audit) = &self.inner.audit else {
             return Ok(());
         };
@@ -379,17 +377,10 @@ impl Resolver {
         append_audit(audit.clone(), record)
             .await
             .inspect_err(|error| {
-                self.inner.metrics.record_audit_write_failure();
+                self.inner.observer.audit_write_failure();
                 tracing::error!(%error, "could not write the audit file");
             })
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// Runs `job`, then the job queued meanwhile, and so on until none is queued.
@@ -496,21 +487,20 @@ impl Inner {
                 held_back,
             };
             if let Err(error) = append_audit(audit.clone(), record).await {
-                self.metrics.record_audit_write_failure();
+                self.observer.audit_write_failure();
                 tracing::error!(%error, "could not write the audit file");
                 report.error = Some(format!("could not write the audit file: {error}"));
             }
         }
 
         let outcome = if report.candidates == report.failures.len() && report.candidates > 0 {
-            "failed"
+            RefreshOutcome::Failed
         } else if report.failures.is_empty() {
-            "ok"
+            RefreshOutcome::Ok
         } else {
-            "partial"
+            RefreshOutcome::Partial
         };
-        self.metrics
-            .record_refresh(trigger.as_str(), outcome, unix_now());
+        self.observer.refresh(trigger, outcome);
         (report, candidates)
     }
 }
@@ -538,7 +528,8 @@ async fn append_audit(audit: Arc<Mutex<AuditWriter>>, record: Record) -> Result<
 }
 
 impl super::State {
-    /// Applies a refresh's lookups (§6.3 with the allowlist on and notifications on), per use:
+    /// Applies a refresh's lookups (as the Agent does with its allowlist and notifications
+    /// on), per use:
     /// a changed value is applied to (and notified for) the uses its origin's allowlist lets
     /// through, and to every use of a handle that had no value yet; the other uses are held
     /// back. With `audit`, also returns an audit entry (masked) for every handle of the
@@ -664,7 +655,7 @@ impl rand::RngCore for ZeroRng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::FailureKind;
+    use crate::backend::FailureKind;
 
     #[test]
     fn report_text_matches_the_agent() {

@@ -1,5 +1,5 @@
 //! What the resolver knows, for people: the executable report, the handles and where they are
-//! used, the refresh schedule, and what failed (spec §4.3 JSON keys, §4.4 text).
+//! used, the refresh schedule, and what failed (the Datadog Agent's status JSON keys and text).
 //!
 //! Nothing here carries a value: only handles, origins, paths, file metadata and messages.
 
@@ -30,6 +30,10 @@ pub struct ExecutableReport {
     pub embedded: bool,
     /// The permission check's error, if it failed.
     pub permission_error: Option<String>,
+    /// For a `#!` script whose interpreter is missing or not executable, the text a run's
+    /// error gives (`the interpreter '<path>' named on the first line (#!) of the script is
+    /// missing`). Not part of the Agent's text; `keyturn check` shows it.
+    pub interpreter_problem: Option<String>,
     /// File mode (octal of `st_mode`), owner and group; or why they could not be read.
     pub details: Result<backend::FileDetails, String>,
     /// The backend's `--version` answer, when it was asked and answered.
@@ -56,7 +60,8 @@ impl ExecutableReport {
     }
 
     /// The report as text (`keyturn check`): the Agent's executable section, the payload
-    /// version sent, then the permission check's error when it failed.
+    /// version sent, then the permission check's error when it failed and the interpreter's
+    /// problem when a `#!` script cannot start.
     pub fn to_text(&self) -> String {
         let mut text = self.agent_text();
         text.push('\n');
@@ -68,6 +73,9 @@ impl ExecutableReport {
         }
         if let Some(error) = &self.permission_error {
             let _ = writeln!(text, "Permissions error: {error}");
+        }
+        if let Some(problem) = &self.interpreter_problem {
+            let _ = writeln!(text, "Interpreter error: {problem}");
         }
         text
     }
@@ -111,7 +119,7 @@ impl ExecutableReport {
     }
 }
 
-/// The resolver's state as the Agent's status JSON (spec §4.3 keys).
+/// The resolver's state as the Agent's status JSON (its keys).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DebugInfo {
@@ -210,12 +218,13 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
             Verdict::Ok | Verdict::NotChecked => None,
         },
         details: checked.details,
+        interpreter_problem: checked.interpreter_problem,
         version: None,
         protocol_version: spec.protocol,
     })
 }
 
-/// [`executable_report`] plus the backend's version (spec §2.7), asked only of built-in
+/// [`executable_report`] plus the backend's version (`--version`), asked only of built-in
 /// backend types.
 pub async fn executable_report_with_version(resolver: &Resolver) -> Option<ExecutableReport> {
     let mut report = executable_report(resolver)?;
@@ -315,20 +324,22 @@ impl DebugInfo {
     }
 }
 
-/// The full status text (spec §4.4), without asking the backend for its version.
+/// The Agent's full status text, without asking the backend for its version.
 pub fn status_text(resolver: &Resolver) -> String {
     render_status(resolver, executable_report(resolver))
 }
 
-/// The full status text (spec §4.4) with `report`: the Agent's status template, byte for
-/// byte, followed by a newline where the template leaves none. Resolved and unresolved handles
-/// are apart: `Number of secrets resolved` counts and lists the handles whose last lookup
-/// succeeded; every handle whose last lookup failed is under `Secrets not resolved`.
+/// The Agent's full status text with `report`: what the Agent's status template
+/// (`info.tmpl`) writes, byte for byte, including the newline it starts with and no newline
+/// where it ends without one (after `'secret_refresh_interval' is disabled`). Resolved and
+/// unresolved handles are apart: `Number of secrets resolved` counts and lists the handles
+/// whose last lookup succeeded; every handle whose last lookup failed is under
+/// `Secrets not resolved`.
 pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> String {
     let Some(report) = report else {
-        return format!("{DISABLED_MESSAGE}\n");
+        return format!("\n{DISABLED_MESSAGE}");
     };
-    let mut text = report.agent_text();
+    let mut text = format!("\n{}", report.agent_text());
     let handles = resolver.resolved_handles();
     let _ = write!(
         text,
@@ -372,9 +383,6 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
         }
         text.push_str("\n\n");
     }
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
     text
 }
 
@@ -417,7 +425,7 @@ mod tests {
     #[test]
     fn disabled_status() {
         let resolver = Resolver::new(crate::Settings::default());
-        assert_eq!(status_text(&resolver), format!("{DISABLED_MESSAGE}\n"));
+        assert_eq!(status_text(&resolver), format!("\n{DISABLED_MESSAGE}"));
         let json = serde_json::to_value(DebugInfo::collect(&resolver)).unwrap();
         assert_eq!(
             json,

@@ -1,8 +1,22 @@
 //! `hashicorp.vault`: secrets of HashiCorp Vault or OpenBao, KV v1 and KV v2.
 //!
-//! Handle: `path;key` or `path;key;version` — the secret's full path including its mount
-//! (`secret/myapp/db;password`, a leading `/` is ignored), the key inside the secret's data, and
-//! for KV v2 an optional version number.
+//! Handles, read as Datadog's connector reads them:
+//! - `path;key`: the secret's full path including its mount (`secret/myapp/db;password`, a
+//!   leading `/` is ignored) and the key inside the secret's data. The handle splits at its
+//!   *first* `;`, so everything after it is the key, `;` included (`secret/app;a;b` is key
+//!   `a;b`).
+//! - `vault://path#pointer`: an RFC 6901 JSON pointer into the secret's data
+//!   (`vault://secret/myapp/db#/replicas/0/password`, `~1` for `/` and `~0` for `~` in a key,
+//!   array elements by decimal index). The handle splits at its first `#`. As in the connector,
+//!   the value a pointer names must be a string (`secret value is not a string` otherwise); a
+//!   `%` is refused, since a URL reading of the handle would decode it.
+//!
+//! keyturn's extension, a KV v2 version: `;path;key;version` (`;secret/myapp/db;password;3`),
+//! split at the first `;` after the leading one and at the last. It starts with `;` because
+//! that is a form the connector refuses: it reads an empty secret path (and a key of all the
+//! rest), which names no secret, so the handle can never mean one thing there and another here.
+//! A suffix on the path (`db@3`) or a third `;` field would not do: Vault accepts any
+//! character in a secret's name, and the connector reads a third field as part of the key.
 //!
 //! Config (Datadog connector names first, then ours): `vault_address` (or `VAULT_ADDR`),
 //! `vault_token`, `vault_session` (`vault_auth_type`: `approle` with `vault_role_id` and
@@ -15,7 +29,8 @@
 //! (`ca_cert` or `VAULT_CACERT`, `ca_path`, `client_cert`, `client_key`, `insecure`), and ours
 //! `vault_token_file`, `key_separator` (another separator than `;`, split at its last
 //! occurrence, no version: `secret/myapp/db.password` with `"."`, for callers such as Vector
-//! whose handle syntax cannot hold `;`). Without any credentials, `VAULT_TOKEN` is used.
+//! whose handle syntax cannot hold `;`; `vault://` handles read the same with any separator).
+//! Without any credentials, `VAULT_TOKEN` is used.
 //!
 //! Requests per run: one login when a `vault_session` is configured, one mount listing
 //! (`sys/internal/ui/mounts`, which every valid token may read, filtered to what it can see),
@@ -28,7 +43,8 @@
 //!
 //! Invariants: the token travels only in the `X-Vault-Token` header and is registered with the
 //! [`Redactor`] before first use; values are taken from `data` (KV v1 and other engines) or
-//! `data.data` (KV v2) and rendered by [`value::json_text`].
+//! `data.data` (KV v2) and rendered by [`value::json_text`] (a pointer's only when it names a
+//! string); errors name paths, keys and pointers, never a value.
 
 mod config;
 
@@ -78,11 +94,25 @@ struct SecretRef {
     version: Option<u64>,
 }
 
-/// A handle parsed: which secret, which key.
+/// A handle parsed: which secret, what inside it.
 #[derive(Debug, PartialEq, Eq)]
 struct HandleRef {
     secret: SecretRef,
-    key: String,
+    lookup: Lookup,
+}
+
+/// What a handle takes from a secret's data.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    /// One key of the data (`path;key`).
+    Key(String),
+    /// An RFC 6901 pointer into the data (`vault://path#pointer`), unescaped into its tokens.
+    Pointer {
+        /// The pointer as written, for messages.
+        text: String,
+        /// Its reference tokens, `~1` and `~0` decoded.
+        tokens: Vec<String>,
+    },
 }
 
 /// A mount as far as reading goes: its path (`secret/`) and whether it is KV v2.
@@ -146,13 +176,60 @@ pub(crate) fn resolve(
                 .ok_or_else(|| format!("{} was not fetched", handle.secret.path))?
                 .as_ref()
                 .map_err(Clone::clone)?;
-            let raw = data
-                .get(&handle.key)
-                .ok_or_else(|| format!("key {:?} not found in {}", handle.key, handle.secret))?;
-            value::json_text(raw)
-                .map_err(|error| format!("key {:?} in {} {error}", handle.key, handle.secret))
+            match &handle.lookup {
+                Lookup::Key(key) => {
+                    let raw = data
+                        .get(key)
+                        .ok_or_else(|| format!("key {key:?} not found in {}", handle.secret))?;
+                    value::json_text(raw)
+                        .map_err(|error| format!("key {key:?} in {} {error}", handle.secret))
+                }
+                Lookup::Pointer { text, tokens } => {
+                    let in_secret =
+                        |reason: &str| format!("pointer {text:?} in {}: {reason}", handle.secret);
+                    // The empty pointer names the whole data, an object.
+                    let raw = match tokens.as_slice() {
+                        [] => return Err(in_secret("secret value is not a string")),
+                        tokens => follow_pointer(data, tokens)
+                            .ok_or_else(|| in_secret("no such value"))?,
+                    };
+                    if !raw.get().trim_start().starts_with('"') {
+                        return Err(in_secret("secret value is not a string"));
+                    }
+                    value::json_text(raw).map_err(|error| in_secret(&error.to_string()))
+                }
+            }
         })
         .collect())
+}
+
+/// The value `tokens` point to in `data`: the first token is a key of the data, each next one
+/// a key of an object or the decimal index of an array element (RFC 6901: no sign, no leading
+/// zero). Values are borrowed from the answer's text, never copied.
+fn follow_pointer<'a>(data: &'a Data, tokens: &[String]) -> Option<&'a RawValue> {
+    let (first, rest) = tokens.split_first()?;
+    let mut current: &'a RawValue = data.get(first)?;
+    for token in rest {
+        let text = current.get().trim_start();
+        current = if text.starts_with('{') {
+            let object: BTreeMap<std::borrow::Cow<'a, str>, &'a RawValue> =
+                serde_json::from_str(current.get()).ok()?;
+            *object.get(token.as_str())?
+        } else if text.starts_with('[') {
+            let valid_index = token == "0"
+                || (!token.is_empty()
+                    && !token.starts_with('0')
+                    && token.bytes().all(|b| b.is_ascii_digit()));
+            if !valid_index {
+                return None;
+            }
+            let array: Vec<&'a RawValue> = serde_json::from_str(current.get()).ok()?;
+            *array.get(token.parse::<usize>().ok()?)?
+        } else {
+            return None;
+        };
+    }
+    Some(current)
 }
 
 impl std::fmt::Display for SecretRef {
@@ -167,35 +244,60 @@ impl std::fmt::Display for SecretRef {
 /// The default separator between a secret's path (or id) and the key inside it.
 pub(crate) const DEFAULT_KEY_SEPARATOR: &str = ";";
 
-/// Parses `path;key` or `path;key;version`; with another `key_separator`, `path<sep>key` split
-/// at the separator's last occurrence (Vector's `SECRET[...]` cannot hold `;`).
+/// The prefix of a handle holding a JSON pointer.
+const POINTER_SCHEME: &str = "vault://";
+
+/// Parses a handle (see the module documentation): `vault://path#pointer`, then with the
+/// default separator `path;key` (split at the first `;`) or `;path;key;version`; with another
+/// `key_separator`, `path<sep>key` split at the separator's last occurrence (Vector's
+/// `SECRET[...]` cannot hold `;`).
 fn parse_handle(handle: &str, separator: &str) -> Result<HandleRef, String> {
     let bad = |reason: &str| {
         Err(format!(
             "invalid handle {handle:?}: {reason} (expected `path{separator}key`{}, \
-             e.g. `secret/myapp/db{separator}password`)",
+             e.g. `secret/myapp/db{separator}password`, or `vault://path#/json/pointer`)",
             if separator == DEFAULT_KEY_SEPARATOR {
-                " or `path;key;version`"
+                ", `;path;key;version`"
             } else {
                 ""
             }
         ))
     };
-    let (path, key, version) = if separator == DEFAULT_KEY_SEPARATOR {
-        let mut parts = handle.split(';');
-        let (Some(path), Some(key)) = (parts.next(), parts.next()) else {
-            return bad("no `;` between the secret path and the key");
+    let (path, lookup, version) = if let Some(rest) = handle.strip_prefix(POINTER_SCHEME) {
+        let Some((path, pointer)) = rest.split_once('#') else {
+            return bad("no `#` before the JSON pointer");
         };
-        let version = parts.next();
-        if parts.next().is_some() {
-            return bad("too many `;`");
+        if rest.contains('%') {
+            return bad("`%` in a vault:// handle");
         }
-        (path, key, version)
+        let Some(tokens) = pointer_tokens(pointer) else {
+            return bad("the JSON pointer must start with `/`, and `~` be followed by 0 or 1");
+        };
+        let lookup = Lookup::Pointer {
+            text: pointer.to_owned(),
+            tokens,
+        };
+        (path, lookup, None)
+    } else if separator == DEFAULT_KEY_SEPARATOR {
+        if let Some(versioned) = handle.strip_prefix(';') {
+            let Some((path, key, version)) = versioned
+                .split_once(';')
+                .and_then(|(path, rest)| rest.rsplit_once(';').map(|(k, v)| (path, k, v)))
+            else {
+                return bad("a versioned handle needs `;path;key;version`");
+            };
+            (path, Lookup::Key(key.to_owned()), Some(version))
+        } else {
+            let Some((path, key)) = handle.split_once(';') else {
+                return bad("no `;` between the secret path and the key");
+            };
+            (path, Lookup::Key(key.to_owned()), None)
+        }
     } else {
         let Some((path, key)) = handle.rsplit_once(separator) else {
             return bad("no separator between the secret path and the key");
         };
-        (path, key, None)
+        (path, Lookup::Key(key.to_owned()), None)
     };
     let path = path.trim_matches('/');
     if path.is_empty() {
@@ -207,13 +309,13 @@ fn parse_handle(handle: &str, separator: &str) -> Result<HandleRef, String> {
     {
         return bad("empty, `.` or `..` segment in the secret path");
     }
-    if key.is_empty() {
+    if lookup == Lookup::Key(String::new()) {
         return bad("empty key");
     }
     let version = match version {
         None => None,
         Some(text) => match text.parse::<u64>() {
-            Ok(number) if number > 0 => Some(number),
+            Ok(number) if number > 0 && !text.starts_with('+') => Some(number),
             _ => return bad("the version must be a positive integer"),
         },
     };
@@ -222,8 +324,36 @@ fn parse_handle(handle: &str, separator: &str) -> Result<HandleRef, String> {
             path: path.to_owned(),
             version,
         },
-        key: key.to_owned(),
+        lookup,
     })
+}
+
+/// The reference tokens of an RFC 6901 pointer, `~1` decoded to `/` and then `~0` to `~`;
+/// `None` when it is not a pointer (it must be empty or start with `/`, and every `~` be
+/// followed by `0` or `1`). The empty pointer names the whole data: no tokens.
+fn pointer_tokens(pointer: &str) -> Option<Vec<String>> {
+    if pointer.is_empty() {
+        return Some(Vec::new());
+    }
+    pointer
+        .strip_prefix('/')?
+        .split('/')
+        .map(|token| {
+            let mut decoded = String::with_capacity(token.len());
+            let mut chars = token.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '~' => match chars.next() {
+                        Some('0') => decoded.push('~'),
+                        Some('1') => decoded.push('/'),
+                        _ => return None,
+                    },
+                    c => decoded.push(c),
+                }
+            }
+            Some(decoded)
+        })
+        .collect()
 }
 
 /// Why the mount listing is unavailable.
@@ -506,42 +636,91 @@ fn status_reason(reply: &Reply) -> String {
 mod tests {
     use super::*;
 
+    fn key(path: &str, key: &str, version: Option<u64>) -> Result<HandleRef, String> {
+        Ok(HandleRef {
+            secret: SecretRef {
+                path: path.to_owned(),
+                version,
+            },
+            lookup: Lookup::Key(key.to_owned()),
+        })
+    }
+
+    fn pointer(path: &str, text: &str, tokens: &[&str]) -> Result<HandleRef, String> {
+        Ok(HandleRef {
+            secret: SecretRef {
+                path: path.to_owned(),
+                version: None,
+            },
+            lookup: Lookup::Pointer {
+                text: text.to_owned(),
+                tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
+            },
+        })
+    }
+
     #[test]
     fn handles() {
-        let ok = |path: &str, key: &str, version: Option<u64>| {
-            Ok(HandleRef {
-                secret: SecretRef {
-                    path: path.to_owned(),
-                    version,
-                },
-                key: key.to_owned(),
-            })
-        };
         for (handle, expected) in [
             (
                 "secret/app/db;password",
-                ok("secret/app/db", "password", None),
+                key("secret/app/db", "password", None),
             ),
             (
                 "/Datadog/Production;apikey",
-                ok("Datadog/Production", "apikey", None),
+                key("Datadog/Production", "apikey", None),
             ),
+            // As in the connector: everything after the first `;` is the key.
+            ("secret/app/db;a;b", key("secret/app/db", "a;b", None)),
             (
                 "secret/app/db;password;3",
-                ok("secret/app/db", "password", Some(3)),
+                key("secret/app/db", "password;3", None),
+            ),
+            // keyturn's versioned form.
+            (
+                ";secret/app/db;password;3",
+                key("secret/app/db", "password", Some(3)),
+            ),
+            (";secret/app/db;a;b;3", key("secret/app/db", "a;b", Some(3))),
+            (
+                "vault://secret/app/db#/replicas/0/pass~1word~0",
+                pointer(
+                    "secret/app/db",
+                    "/replicas/0/pass~1word~0",
+                    &["replicas", "0", "pass/word~"],
+                ),
+            ),
+            // `~01` is `~1` decoded once: `~` then `1`, not `/`.
+            (
+                "vault://secret/app/db#/a~01",
+                pointer("secret/app/db", "/a~01", &["a~1"]),
+            ),
+            ("vault://secret/app/db#", pointer("secret/app/db", "", &[])),
+            (
+                "vault://secret/app;x#/a#b",
+                pointer("secret/app;x", "/a#b", &["a#b"]),
             ),
         ] {
             assert_eq!(parse_handle(handle, ";"), expected, "{handle}");
         }
         for (handle, reason) in [
             ("secret/app/db", "no `;`"),
-            (";password", "empty secret path"),
+            (";password", "`;path;key;version`"),
+            (";secret/app;password", "`;path;key;version`"),
+            (";;password;3", "empty secret path"),
             ("secret/app;", "empty key"),
-            ("secret/app;k;0", "positive integer"),
-            ("secret/app;k;x", "positive integer"),
-            ("secret/app;k;1;2", "too many `;`"),
+            (";secret/app;;3", "empty key"),
+            (";secret/app;k;0", "positive integer"),
+            (";secret/app;k;x", "positive integer"),
+            (";secret/app;k;+3", "positive integer"),
             ("secret//app;k", "segment"),
             ("secret/../sys;k", "segment"),
+            ("vault://secret/app/db", "no `#`"),
+            ("vault://secret/app/db#password", "must start with `/`"),
+            ("vault://secret/app/db#/a~2", "must start with `/`"),
+            ("vault://secret/app/db#/a~", "must start with `/`"),
+            ("vault://secret/app/db#/a%20b", "`%`"),
+            ("vault://#/a", "empty secret path"),
         ] {
             let error = parse_handle(handle, ";").unwrap_err();
             assert!(error.contains(reason), "{handle}: {error}");
@@ -549,15 +728,44 @@ mod tests {
     }
 
     #[test]
+    fn pointers_follow_rfc_6901() {
+        let data: Data = serde_json::from_str(
+            r#"{"a": {"b/c": "slash", "m~n": "tilde", "": "empty key"},
+                "list": ["zero", {"x": "in list"}],
+                "n": 5}"#,
+        )
+        .unwrap();
+        let found = |pointer: &str| {
+            follow_pointer(&data, &pointer_tokens(pointer).unwrap()).map(|raw| raw.get().to_owned())
+        };
+        assert_eq!(found("/a/b~1c").as_deref(), Some(r#""slash""#));
+        assert_eq!(found("/a/m~0n").as_deref(), Some(r#""tilde""#));
+        assert_eq!(found("/a/").as_deref(), Some(r#""empty key""#));
+        assert_eq!(found("/list/0").as_deref(), Some(r#""zero""#));
+        assert_eq!(found("/list/1/x").as_deref(), Some(r#""in list""#));
+        assert_eq!(found("/n").as_deref(), Some("5"));
+        for missing in [
+            "/list/01", "/list/+1", "/list/-", "/list/2", "/n/x", "/a/zz", "/zz",
+        ] {
+            assert_eq!(found(missing), None, "{missing}");
+        }
+    }
+
+    #[test]
     fn other_separators_split_at_the_last_occurrence() {
         let parsed = parse_handle("secret/app.prod/db.password", ".").unwrap();
         assert_eq!(parsed.secret.path, "secret/app.prod/db");
-        assert_eq!(parsed.key, "password");
+        assert_eq!(parsed.lookup, Lookup::Key("password".into()));
         let parsed = parse_handle("secret/app/db/password", "/").unwrap();
         assert_eq!(parsed.secret.path, "secret/app/db");
-        assert_eq!(parsed.key, "password");
+        assert_eq!(parsed.lookup, Lookup::Key("password".into()));
         let error = parse_handle("secret;x", ".").unwrap_err();
         assert!(error.contains("no separator"), "{error}");
+        // Pointers read the same whatever the separator.
+        assert_eq!(
+            parse_handle("vault://secret/app.prod/db#/password", "."),
+            pointer("secret/app.prod/db", "/password", &["password"])
+        );
     }
 
     #[test]
