@@ -77,6 +77,12 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
                 Format::Yaml => keyturn::settings::yaml_to_settings_tree(&text)
                     .with_context(|| file.display().to_string())
                     .map_err(Failure::input)?,
+                other => {
+                    return Err(Failure::input(anyhow::anyhow!(
+                        "{}: cannot read settings from a {other:?} document; pass --config",
+                        file.display()
+                    )));
+                }
             };
             // The document is its own settings file: its directory is theirs.
             let settings = Settings::from_tree(&tree)

@@ -993,6 +993,7 @@ fn verdict(report: &ExecutableReport) -> Result<(), String> {
     match &report.verdict {
         Verdict::Ok | Verdict::NotChecked => Ok(()),
         Verdict::Denied(error) => Err(error.to_string()),
+        other => Err(format!("an unknown verdict: {other:?}")),
     }
 }
 

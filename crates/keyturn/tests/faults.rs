@@ -259,10 +259,7 @@ async fn primed(state: &State, command: &Path) -> Resolver {
 async fn primed_observed(state: &State, command: &Path, runs: Arc<Runs>) -> Resolver {
     state.set("a", "a0").set("b", "b0");
     state.mode("");
-    let options = ResolverOptions {
-        observer: Some(runs),
-        ..ResolverOptions::default()
-    };
+    let options = ResolverOptions::default().observer(runs);
     let resolver = Resolver::with_options(state.settings(command), options);
     let resolution = resolver.resolve(&yaml(DOCUMENT), "app.yaml", false).await;
     assert!(resolution.is_complete(), "{:?}", resolution.failures);

@@ -43,6 +43,7 @@ use crate::secret::Secret;
 /// Why a handle failed to resolve (also the label values of the daemon's
 /// `keyturn_handle_failures_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FailureKind {
     /// The backend's answer did not name the handle.
     Missing,
@@ -69,8 +70,15 @@ impl FailureKind {
     }
 }
 
+impl serde::Serialize for FailureKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// How the executable's permissions are checked before each run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PermissionCheck {
     /// No group or other permission bits (`mode & 0o077 == 0`).
     Strict,

@@ -52,8 +52,26 @@ pub struct Resolver {
     inner: Arc<Inner>,
 }
 
-/// Options beyond the settings file, for programs that embed keyturn.
+/// Options beyond the settings file, for programs that embed keyturn: start from
+/// [`ResolverOptions::default`] and set what you need.
+///
+/// ```
+/// use std::sync::Arc;
+/// use keyturn::{Observer, ResolverOptions, RunRecord};
+///
+/// struct Runs;
+/// impl Observer for Runs {
+///     fn backend_run(&self, run: &RunRecord) {
+///         eprintln!("backend run: exit {}, {:?}", run.exit, run.elapsed);
+///     }
+/// }
+///
+/// let options = ResolverOptions::default()
+///     .observer(Arc::new(Runs))
+///     .audit_file("/var/lib/myagent/secrets-audit.ndjson");
+/// ```
 #[derive(Default, Clone)]
+#[non_exhaustive]
 pub struct ResolverOptions {
     /// Told about backend runs, refreshes and the like (for metrics); nothing is recorded when
     /// `None`.
@@ -65,6 +83,36 @@ pub struct ResolverOptions {
     /// Where refreshes that change a value append an audit record (see [`crate::audit`]);
     /// no audit trail when `None`. Rotated at the settings' `secret_audit_file_max_size`.
     pub audit_file: Option<PathBuf>,
+}
+
+impl ResolverOptions {
+    /// Reports backend runs, refreshes and the like to `observer`.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> ResolverOptions {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Runs this `keyturn-backend` for built-in backend types.
+    pub fn builtin_backend(mut self, path: impl Into<PathBuf>) -> ResolverOptions {
+        self.builtin_backend = Some(path.into());
+        self
+    }
+
+    /// Appends an audit record to this file for every refresh that changes a value.
+    pub fn audit_file(mut self, path: impl Into<PathBuf>) -> ResolverOptions {
+        self.audit_file = Some(path.into());
+        self
+    }
+}
+
+impl fmt::Debug for ResolverOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolverOptions")
+            .field("observer", &self.observer.as_ref().map(|_| "<observer>"))
+            .field("builtin_backend", &self.builtin_backend)
+            .field("audit_file", &self.audit_file)
+            .finish()
+    }
 }
 
 /// What a resolve produced: the rendered document and every handle that failed.
@@ -232,12 +280,6 @@ impl fmt::Display for FailureGroup<'_> {
                 Ok(())
             }
         }
-    }
-}
-
-impl serde::Serialize for FailureKind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
     }
 }
 

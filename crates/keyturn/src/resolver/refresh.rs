@@ -22,7 +22,40 @@ use super::{Failure, Inner, Lookup, Notification, Resolver, SharedChange};
 use crate::audit::{AuditEntry, AuditWriter, FailedHandle, HeldBackUse, Record};
 use crate::document::Segment;
 
-pub use crate::audit::Trigger;
+/// What started a refresh (also written in its audit record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// The refresh run right after start-up.
+    Startup,
+    /// The periodic refresh timer.
+    Timer,
+    /// A request on the HTTP API.
+    Api,
+    /// The `keyturn refresh` command.
+    Cli,
+    /// A signal sent to the daemon.
+    Signal,
+}
+
+impl Trigger {
+    /// The stable lowercase name, as written in the audit file's `trigger` field and in labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Timer => "timer",
+            Trigger::Api => "api",
+            Trigger::Cli => "cli",
+            Trigger::Signal => "signal",
+        }
+    }
+}
+
+impl serde::Serialize for Trigger {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// What one refresh run did. Never carries a value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -75,6 +108,7 @@ pub struct HeldBack {
 /// Why a use was held back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum HoldReason {
     /// No segment of its key path is in its origin's refresh allowlist.
     RefreshAllowlist,
