@@ -371,13 +371,26 @@ struct BatchEnd {
     inner: Arc<Inner>,
     batch: Arc<Batch>,
     handles: Vec<String>,
+    released: bool,
 }
 
 impl BatchEnd {
     /// Takes the batch's handles out of `inflight` (those that still point to it), once: the
     /// task does it under the lock that applies its results, `drop` if the task ended first.
+    /// When the batch's handles are most of `inflight`, one pass over it that hashes nothing;
+    /// otherwise one lookup per handle (so the cost stays within twice the batch's size).
     fn release(&mut self, state: &mut State) {
-        for handle in self.handles.drain(..) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        if self.handles.len() * 2 >= state.inflight.len() {
+            state
+                .inflight
+                .retain(|_, batch| !Arc::ptr_eq(batch, &self.batch));
+            return;
+        }
+        for handle in &self.handles {
             if state
                 .inflight
                 .get(handle.as_str())
@@ -391,7 +404,7 @@ impl BatchEnd {
 
 impl Drop for BatchEnd {
     fn drop(&mut self) {
-        if !self.handles.is_empty() {
+        if !self.released {
             let inner = Arc::clone(&self.inner);
             self.release(&mut inner.lock());
         }
@@ -576,6 +589,7 @@ impl Resolver {
                     inner: inner.clone(),
                     batch: batch.clone(),
                     handles,
+                    released: false,
                 };
                 let results = inner.fetch_all(&end.handles).await;
                 let notifications = {
