@@ -567,22 +567,22 @@ async fn a_known_value_echoed_by_a_failing_backend_is_scrubbed() {
         (
             "echo-stderr",
             false,
-            "; stderr: lookup failed; the previous value was ******** ********",
+            "; stderr: lookup failed; the previous value was <redacted> <redacted>",
         ),
         (
             "echo-error",
             false,
-            "an error occurred while resolving 'a': rotation of ******** ******** failed",
+            "an error occurred while resolving 'a': rotation of <redacted> <redacted> failed",
         ),
         (
             "echo-stderr",
             true,
-            "; stderr: lookup failed; the previous value was ******** ********",
+            "; stderr: lookup failed; the previous value was <redacted> <redacted>",
         ),
         (
             "echo-error",
             true,
-            "an error occurred while resolving 'a': rotation of ******** ******** failed",
+            "an error occurred while resolving 'a': rotation of <redacted> <redacted> failed",
         ),
     ] {
         state.mode(mode);

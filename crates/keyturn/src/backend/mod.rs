@@ -12,7 +12,9 @@
 //! - `fetch`: payload, deadline, concurrent stdin/stdout/stderr with output caps, exit status,
 //!   error texts, the run record.
 //! - `response`: pure classification of the answer.
-//! - `scrub`: masking values, escaped or not, out of backend text (error texts, stderr tail).
+//!
+//! Scrubbing values, escaped or not, out of backend text (error texts, stderr tail) is
+//! `keyturn_protocol::scrub`, shared with `keyturn-backend`.
 //!
 //! Invariants:
 //! - The permission check runs before every run (unless [`PermissionCheck::Skip`]), on the
@@ -25,7 +27,6 @@
 mod fetch;
 mod permissions;
 mod response;
-mod scrub;
 pub(crate) mod spawn;
 
 #[cfg(feature = "daemon")]
