@@ -6,14 +6,18 @@
 //! credential the backend handled: the configuration's credential-like values plus whatever a
 //! backend registers (tokens read from files or the environment, tokens obtained by logging in).
 //!
+//! The scrubbing itself is `keyturn_protocol::scrub`, the scrubber keyturn uses on backend
+//! texts: values found as written or JSON-escaped, one mask for both executables.
+//!
 //! Invariant: every credential a backend reads or obtains is registered here before any request
 //! that uses it is sent.
 
+use keyturn_protocol::scrub::{MASK, Scrubber};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-/// What replaces a credential found in an error text.
-pub(crate) const REDACTED: &str = "<redacted>";
+/// What replaces a credential found in an error text: the mask keyturn uses too.
+pub(crate) const REDACTED: &str = MASK;
 
 /// Credentials shorter than this are not searched for: replacing every `abc` in an error text
 /// would mangle it, and such a credential protects nothing.
@@ -76,15 +80,11 @@ impl Redactor {
         }
     }
 
-    /// `text` with every registered credential replaced by [`REDACTED`], and the user info of
-    /// every URL in it too.
+    /// `text` with every registered credential, as written or JSON-escaped, replaced by
+    /// [`REDACTED`] (overlapping ones by one mask), and the user info of every URL in it too.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = keyturn_protocol::redact_userinfo(text).into_owned();
-        for needle in &self.needles {
-            if out.contains(needle.as_str()) {
-                out = out.replace(needle.as_str(), REDACTED);
-            }
-        }
+        let scrubber = Scrubber::new(self.needles.iter().map(|needle| needle.as_str()));
+        let mut out = scrubber.scrub(text);
         for needle in &self.needles {
             out = scrub_cut(&out, needle);
         }

@@ -1,10 +1,13 @@
-//! `keyturn check`: the executable report, exit 0 when the backend executable passes, 1 when
-//! its permissions are refused, 2 when it is a `#!` script whose interpreter is missing or not
-//! executable.
+//! `keyturn check`: validates everything `keyturn serve` would load (settings, the daemon's
+//! sections, templates and their handles, destinations' directories, the run directory and
+//! token file when they exist, the backend executable) without fetching a secret and without
+//! creating anything. Prints the executable report; exit 0 when a start would load everything,
+//! 2 with every problem on stderr otherwise.
 
 use std::path::PathBuf;
 
-use keyturn::resolver::status::{self, DISABLED_MESSAGE};
+use keyturn::daemon::DaemonConfig;
+use keyturn::resolver::status::DISABLED_MESSAGE;
 
 use crate::{Failure, Outcome};
 
@@ -21,28 +24,17 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
-    let settings = crate::read_settings(&args.config)?;
-    let resolver = keyturn::Resolver::new(settings);
-    match status::executable_report(&resolver) {
-        Some(report) => {
-            // A full or closed stdout is an operational failure (exit 3), not a panic.
-            crate::print(report.to_text().as_bytes())?;
-            // A script that cannot start is a settings problem, as a run reports it.
-            if let Some(problem) = report.interpreter_problem {
-                return Err(Failure::input(anyhow::anyhow!(
-                    "{}: {problem}",
-                    report.path
-                )));
-            }
-            if report.passes() {
-                Ok(Outcome::Success)
-            } else {
-                Ok(Outcome::Incomplete)
-            }
-        }
-        None => {
-            crate::print(format!("{DISABLED_MESSAGE}\n").as_bytes())?;
-            Ok(Outcome::Incomplete)
-        }
+    let config = DaemonConfig::load(&args.config).map_err(Failure::input)?;
+    let report = keyturn::daemon::check::check(&config);
+    // A full or closed stdout is an operational failure (exit 3), not a panic.
+    match &report.executable {
+        Some(executable) => crate::print(executable.to_text().as_bytes())?,
+        None => crate::print(format!("{DISABLED_MESSAGE}\n").as_bytes())?,
+    }
+    if report.passes() {
+        Ok(Outcome::Success)
+    } else {
+        let problems = report.to_string();
+        Err(Failure::input(anyhow::anyhow!("{}", problems.trim_end())))
     }
 }

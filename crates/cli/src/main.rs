@@ -5,9 +5,9 @@
 //! that maps errors to the documented exit codes (`exec` exits with its program's status once
 //! the program ran, and with 126 or 127 when it could not be started):
 //! - 0: success;
-//! - 1: the job ran but did not fully succeed (a handle unresolved, the executable check failed,
-//!   a refresh failed);
-//! - 2: bad invocation, unreadable or unparsable input, invalid settings;
+//! - 1: the job ran but did not fully succeed (a handle unresolved, a refresh failed);
+//! - 2: bad invocation, unreadable or unparsable input, invalid settings, anything `check`
+//!   finds;
 //! - 3: an operational failure (output could not be written, daemon could not start, API
 //!   unreachable or refusing the token).
 //!
@@ -90,7 +90,7 @@ pub(crate) enum LogFormat {
 enum Command {
     /// Resolve every ENC[handle] in FILE and print the resolved document.
     Resolve(resolve::Args),
-    /// Check the backend executable's permissions and print a report.
+    /// Validate everything `serve` would load, without fetching a secret or creating anything.
     Check(check::Args),
     /// Run the daemon: keep templates resolved and fresh, serve the HTTP API.
     Serve(serve::Args),

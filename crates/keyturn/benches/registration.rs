@@ -6,7 +6,7 @@
 //! hit: registration and rendering only). (b) A document of 100,000 distinct handles whose
 //! backend fails: a resolve that reports every one with its key path. Each is timed over a few
 //! rounds with a fresh resolver, next to the time of `Document::parse` of the same text, the
-//! floor any resolve of it pays. Run with `cargo bench -p keyturn --bench registration`.
+//! floor any resolve of it pays. Run with `cargo bench -p keyturn-resolver --bench registration`.
 
 // A benchmark: a panic is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -5,7 +5,7 @@
 //! window, cache-hit resolves of that document are timed twice: with nothing else running
 //! (baseline), and while a full refresh waits on a backend that takes 2 s to answer. Prints
 //! p50/p99/max of both and the p99 ratio. Run with
-//! `cargo bench -p keyturn --bench resolve_during_refresh`.
+//! `cargo bench -p keyturn-resolver --bench resolve_during_refresh`.
 
 // A benchmark: a panic is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

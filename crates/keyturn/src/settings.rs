@@ -63,7 +63,7 @@ pub struct Settings {
     /// backend is always sent `1.1`.
     pub protocol_version: PayloadVersion,
     /// `secret_memory_lock`: lock the process' memory into RAM (`mlockall`) at start, so that
-    /// secrets are never written to swap. See [`crate::hygiene::harden`].
+    /// secrets are never written to swap. Applied by `hygiene::harden` (feature `daemon`).
     pub memory_lock: bool,
     /// The settings file's directory, when the settings came from a file: relative paths in
     /// the settings are taken from it (see [`Settings::relative_to`]) and backends run in it,
@@ -97,6 +97,7 @@ impl Default for Settings {
 
 /// The active backend, after the precedence rule command > type > multi.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum BackendSelection {
     /// `secret_backend_command`: an executable the operator provides.
     Command {
@@ -135,6 +136,7 @@ impl std::fmt::Debug for BuiltinBackend {
 
 /// Why settings could not be read. Never quotes a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SettingsError {
     /// The text is not valid YAML/JSON.
     #[error("invalid settings syntax at line {line}, column {column}: {message}")]

@@ -127,6 +127,16 @@ impl AuthToken {
         }
     }
 
+    /// Checks, creating nothing, what [`AuthToken::load_or_create`] would find: when the file
+    /// exists, that it is private to this user and holds a token. A missing file is no problem
+    /// (a start creates it).
+    pub fn check(path: &Path) -> Result<(), TokenError> {
+        if trusted_path::check_private_file(TOKEN_FILE, path)?.is_some() {
+            AuthToken::read(path)?;
+        }
+        Ok(())
+    }
+
     /// The token, to send it. Do not log it.
     pub fn expose(&self) -> &str {
         self.0.expose()

@@ -40,6 +40,7 @@ pub struct Walked {
 
 /// Why a path cannot be trusted. Names the entry at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UntrustedPath {
     /// A directory or link on the way belongs to another user.
     #[error(

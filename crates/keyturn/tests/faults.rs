@@ -259,10 +259,7 @@ async fn primed(state: &State, command: &Path) -> Resolver {
 async fn primed_observed(state: &State, command: &Path, runs: Arc<Runs>) -> Resolver {
     state.set("a", "a0").set("b", "b0");
     state.mode("");
-    let options = ResolverOptions {
-        observer: Some(runs),
-        ..ResolverOptions::default()
-    };
+    let options = ResolverOptions::default().observer(runs);
     let resolver = Resolver::with_options(state.settings(command), options);
     let resolution = resolver.resolve(&yaml(DOCUMENT), "app.yaml", false).await;
     assert!(resolution.is_complete(), "{:?}", resolution.failures);
@@ -570,22 +567,22 @@ async fn a_known_value_echoed_by_a_failing_backend_is_scrubbed() {
         (
             "echo-stderr",
             false,
-            "; stderr: lookup failed; the previous value was ******** ********",
+            "; stderr: lookup failed; the previous value was <redacted> <redacted>",
         ),
         (
             "echo-error",
             false,
-            "an error occurred while resolving 'a': rotation of ******** ******** failed",
+            "an error occurred while resolving 'a': rotation of <redacted> <redacted> failed",
         ),
         (
             "echo-stderr",
             true,
-            "; stderr: lookup failed; the previous value was ******** ********",
+            "; stderr: lookup failed; the previous value was <redacted> <redacted>",
         ),
         (
             "echo-error",
             true,
-            "an error occurred while resolving 'a': rotation of ******** ******** failed",
+            "an error occurred while resolving 'a': rotation of <redacted> <redacted> failed",
         ),
     ] {
         state.mode(mode);

@@ -814,10 +814,7 @@ async fn multi_backends_route_by_prefix_and_send_type_and_config() {
         backend: Some(BackendSelection::Multi(backends)),
         ..Settings::default()
     };
-    let options = ResolverOptions {
-        builtin_backend: Some(fixture.script()),
-        ..ResolverOptions::default()
-    };
+    let options = ResolverOptions::default().builtin_backend(fixture.script());
     let resolver = Resolver::with_options(settings, options);
     let resolution = resolver
         .resolve(
@@ -855,10 +852,7 @@ async fn multi_backends_route_by_prefix_and_send_type_and_config() {
 }
 
 fn audited(fixture: &Fixture, audit_file: PathBuf) -> Resolver {
-    let options = ResolverOptions {
-        audit_file: Some(audit_file),
-        ..ResolverOptions::default()
-    };
+    let options = ResolverOptions::default().audit_file(audit_file);
     Resolver::with_options(fixture.settings(), options)
 }
 
@@ -1174,10 +1168,7 @@ mod status {
         fs::write(&script, "#!/bin/sh\nif [ \"$1\" = --version ]; then [ -f \"$(dirname \"$0\")/hang\" ] && sleep 30; echo ' v1.2.3 '; fi\n").unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
         let typed = Settings::from_yaml_str("secret_backend_type: file.json\n").unwrap();
-        let options = ResolverOptions {
-            builtin_backend: Some(script.clone()),
-            ..ResolverOptions::default()
-        };
+        let options = ResolverOptions::default().builtin_backend(script.clone());
         let resolver = Resolver::with_options(typed, options.clone());
         let report = status::executable_report_with_version(&resolver)
             .await

@@ -6,7 +6,9 @@
 //! and `keyturn-backend` works with the Agent.
 //!
 //! This crate holds the contract shared by `keyturn` (which writes requests and reads responses)
-//! and `keyturn-backend` (which does the opposite). It does no I/O.
+//! and `keyturn-backend` (which does the opposite), and the two things both executables do to
+//! text a backend or a server wrote: [`scrub`] masks known values out of it, escaped or not,
+//! and [`printable`] escapes the characters that could change how it reads. It does no I/O.
 //!
 //! Invariant: values in a [`Response`] are kept in [`zeroize::Zeroizing`] buffers and never
 //! appear in a `Debug` print.
@@ -19,6 +21,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub mod printable;
+pub mod scrub;
 mod userinfo;
 
 pub use userinfo::{REDACTED_USERINFO, redact_userinfo, userinfo};

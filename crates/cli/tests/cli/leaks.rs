@@ -254,7 +254,7 @@ fn no_resolved_value_reaches_anything_users_or_operators_see() {
     api(&mut seen, "world-writable backend");
     seen.run(
         "check (world-writable backend)",
-        keyturn(&["check", "--config", "keyturn.yaml"]).expect_code(1),
+        keyturn(&["check", "--config", "keyturn.yaml"]).expect_code(2),
     );
     fs::set_permissions(
         setup.path("backend.sh"),

@@ -10,6 +10,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod abuse;
+mod check;
 mod command_line;
 mod compat;
 mod daemon;

@@ -294,7 +294,7 @@ fn check_reports_and_exits_by_verdict() {
 
     fs::set_permissions(&backend, fs::Permissions::from_mode(0o755)).unwrap();
     let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
-    run.expect_code(1);
+    run.expect_code(2);
     let stdout = run.stdout();
     assert!(
         stdout.contains("error: the executable does not have the correct permissions"),
@@ -353,7 +353,7 @@ fn check_reports_a_backend_path_others_can_change() {
         &format!("secret_backend_command: {}\n", backend.display()),
     );
     let run = sandbox.keyturn(&["check", "--config", "keyturn.yaml"]);
-    run.expect_code(1);
+    run.expect_code(2);
     assert!(
         run.stdout().contains(&format!(
             "Permissions error: invalid executable '{}': {problem}",
@@ -371,7 +371,7 @@ fn check_reports_a_backend_path_others_can_change() {
         .output()
         .unwrap();
     let run = crate::Run(output);
-    run.expect_code(1);
+    run.expect_code(2);
     let stdout = run.stdout();
     assert!(
         stdout.contains(&format!("Using embedded executable: {}", builtin.display()))

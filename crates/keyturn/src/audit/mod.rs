@@ -69,9 +69,11 @@
 
 mod record;
 
+/// What started a refresh: the `trigger` field of a [`Record`].
+pub use crate::resolver::Trigger;
 pub use record::{
     AuditEntry, FailedHandle, HeldBackUse, Record, Scan, ScannedEntry, ScannedFailure,
-    ScannedRecord, Trigger, masked_key, scan,
+    ScannedRecord, masked_key, scan,
 };
 
 use std::borrow::Cow;
@@ -165,6 +167,7 @@ impl Default for AuditLimits {
 
 /// Why a record could not be appended. Names the file and the operation; never a value.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuditError {
     /// A file-system operation failed.
     #[error("could not {operation} audit file {}", path.display())]
@@ -214,6 +217,7 @@ pub enum AuditError {
 
 /// The file-system operation an [`AuditError::Io`] failed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Operation {
     /// `stat` of the file.
     Inspect,

@@ -10,41 +10,8 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::backend::FailureKind;
+use crate::resolver::Trigger;
 use crate::secret::Secret;
-
-/// What started the refresh a record describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Trigger {
-    /// The refresh run right after start-up.
-    Startup,
-    /// The periodic refresh timer.
-    Timer,
-    /// A request on the HTTP API.
-    Api,
-    /// The `keyturn refresh` command.
-    Cli,
-    /// A signal sent to the daemon.
-    Signal,
-}
-
-impl Trigger {
-    /// The stable lowercase name written in the `trigger` field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Timer => "timer",
-            Trigger::Api => "api",
-            Trigger::Cli => "cli",
-            Trigger::Signal => "signal",
-        }
-    }
-}
-
-impl serde::Serialize for Trigger {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
 
 /// One handle of a refresh response, with its value only if that value is a likely key, masked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,12 +33,12 @@ use super::permissions::{Checked, PermissionError, interpreter_problem, io_text,
 use super::response::{
     Known, Requested, answer_values, classify, classify_early, describe_parse_error,
 };
-use super::scrub::Scrubber;
 use super::spawn::{Program, StartError, Started, start};
 use super::{
     BackendSpec, FailureKind, FetchError, FetchOptions, Fetched, PermissionCheck, RunRecord,
 };
 use crate::DOCS_URL;
+use keyturn_protocol::scrub::Scrubber;
 
 /// Runs `spec` once for the distinct `handles` and classifies every one of them. The backend's
 /// texts (stderr, per-handle errors) are scrubbed of the run's values and of what `known`

@@ -12,7 +12,9 @@
 //! - `fetch`: payload, deadline, concurrent stdin/stdout/stderr with output caps, exit status,
 //!   error texts, the run record.
 //! - `response`: pure classification of the answer.
-//! - `scrub`: masking values, escaped or not, out of backend text (error texts, stderr tail).
+//!
+//! Scrubbing values, escaped or not, out of backend text (error texts, stderr tail) is
+//! `keyturn_protocol::scrub`, shared with `keyturn-backend`.
 //!
 //! Invariants:
 //! - The permission check runs before every run (unless [`PermissionCheck::Skip`]), on the
@@ -25,7 +27,6 @@
 mod fetch;
 mod permissions;
 mod response;
-mod scrub;
 pub(crate) mod spawn;
 
 #[cfg(feature = "daemon")]
@@ -43,6 +44,7 @@ use crate::secret::Secret;
 /// Why a handle failed to resolve (also the label values of the daemon's
 /// `keyturn_handle_failures_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FailureKind {
     /// The backend's answer did not name the handle.
     Missing,
@@ -69,8 +71,15 @@ impl FailureKind {
     }
 }
 
+impl serde::Serialize for FailureKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// How the executable's permissions are checked before each run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PermissionCheck {
     /// No group or other permission bits (`mode & 0o077 == 0`).
     Strict,

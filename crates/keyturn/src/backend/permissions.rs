@@ -33,6 +33,7 @@ use crate::trusted_path::{self, UntrustedPath};
 
 /// Why an executable may not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PermissionError {
     /// It could not be opened or found (the reference's failing `stat`).
     #[error("invalid executable '{path}': can't stat it: {reason}")]
@@ -110,12 +111,13 @@ pub struct ExecutableReport {
     /// File details, or `could not stat <path>: <errno text>`.
     pub details: Result<FileDetails, String>,
     /// For a `#!` script whose interpreter is missing or not executable, the same text as the
-    /// run's error (see [`interpreter_problem`]).
+    /// run's error (see `interpreter_problem`).
     pub interpreter_problem: Option<String>,
 }
 
 /// Outcome of the permission check in an [`ExecutableReport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     /// The executable has the correct permissions.
     Ok,

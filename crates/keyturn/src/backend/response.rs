@@ -31,11 +31,11 @@ use serde_json::error::Category;
 use zeroize::Zeroizing;
 
 use super::FailureKind;
-use super::scrub::{Scrubber, escape_controls};
 use super::{Fetched, HandleError};
 use crate::DOCS_URL;
 use crate::printable::Printable;
 use crate::secret::Secret;
+use keyturn_protocol::scrub::{Scrubber, escape_controls};
 
 /// Every value keyturn already holds (its last-known-good values, whatever their handle): they
 /// are scrubbed from the backend's texts too, since a failing backend may repeat an old value
@@ -692,7 +692,7 @@ mod tests {
                 format!(
                     "secret handle 'm' was not resolved by the secret_backend_command. Ensure your script returns the handle in the expected JSON format. Docs: {DOCS_URL}"
                 ),
-                "an error occurred while resolving 'e': boom: ********\\nline2".to_owned(),
+                "an error occurred while resolving 'e': boom: <redacted>\\nline2".to_owned(),
                 format!(
                     "resolved secret for 'y' is empty. Check that the secret exists in your backend and has a non-empty value. If using secret_backend_remove_trailing_line_break, trailing newlines are stripped. Docs: {DOCS_URL}"
                 ),
@@ -715,8 +715,8 @@ mod tests {
         assert_eq!(
             error_texts(fetched),
             [
-                "an error occurred while resolving 'a': no ********",
-                "an error occurred while resolving 'b': b is ********, not ********",
+                "an error occurred while resolving 'a': no <redacted>",
+                "an error occurred while resolving 'b': b is <redacted>, not <redacted>",
             ]
         );
         // Many needles sharing a prefix, and needles shorter than the indexed prefix.
@@ -724,7 +724,7 @@ mod tests {
         let scrubber = Scrubber::new(values.iter().map(String::as_str).chain(["ab", "é"]));
         assert_eq!(
             scrubber.scrub("QZXJ-1999-JXZQ QZXJ-7 ab é QZXJ-0-JXZQx"),
-            "******** QZXJ-7 ******** ******** ********x"
+            "<redacted> QZXJ-7 <redacted> <redacted> <redacted>x"
         );
     }
 

@@ -27,6 +27,7 @@
 //!   `.await` (it is a tokio mutex, held while files are written and hooks run).
 //! - Statuses, logs and reports name handles, origins, paths and destinations, never values.
 
+pub mod check;
 pub mod config;
 pub mod hook;
 pub mod schedule;

@@ -50,6 +50,7 @@ pub const MAX_DEPTH: usize = 128;
 
 /// The syntax of a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// YAML (also used for `.yml`).
     Yaml,
@@ -92,6 +93,7 @@ pub struct HandleSite {
 /// Why a document could not be read. Never quotes the document's text (keys in a path are
 /// quoted: they are never secret).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DocumentError {
     /// The text is not valid YAML or JSON.
     #[error("could not parse {format}: {message} at line {line}, column {column}")]

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 /// One step of a key path: a mapping key as written, or a sequence index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Segment {
     /// A mapping key.
     Key(Arc<str>),

@@ -22,7 +22,40 @@ use super::{Failure, Inner, Lookup, Notification, Resolver, SharedChange};
 use crate::audit::{AuditEntry, AuditWriter, FailedHandle, HeldBackUse, Record};
 use crate::document::Segment;
 
-pub use crate::audit::Trigger;
+/// What started a refresh (also written in its audit record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// The refresh run right after start-up.
+    Startup,
+    /// The periodic refresh timer.
+    Timer,
+    /// A request on the HTTP API.
+    Api,
+    /// The `keyturn refresh` command.
+    Cli,
+    /// A signal sent to the daemon.
+    Signal,
+}
+
+impl Trigger {
+    /// The stable lowercase name, as written in the audit file's `trigger` field and in labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Timer => "timer",
+            Trigger::Api => "api",
+            Trigger::Cli => "cli",
+            Trigger::Signal => "signal",
+        }
+    }
+}
+
+impl serde::Serialize for Trigger {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// What one refresh run did. Never carries a value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -75,6 +108,7 @@ pub struct HeldBack {
 /// Why a use was held back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum HoldReason {
     /// No segment of its key path is in its origin's refresh allowlist.
     RefreshAllowlist,
@@ -281,7 +315,7 @@ impl Resolver {
             let state = self.inner.lock();
             handles
                 .iter()
-                .filter(|h| state.contexts.contains_key(*h))
+                .filter(|h| state.contexts.contains_key(h.as_str()))
                 .cloned()
                 .collect()
         };
@@ -333,12 +367,18 @@ impl Resolver {
             let state = self.inner.lock();
             let mut entries = Vec::new();
             let mut failed = Vec::new();
-            for (handle, contexts) in &state.contexts {
-                if let Some(value) = state.cache.get(handle) {
-                    entries.push(AuditEntry::new(handle.clone(), value, last_keys(contexts)));
-                } else if let Some((kind, _)) = state.failures.get(handle) {
+            let mut known: Vec<_> = state.contexts.iter().collect();
+            known.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (handle, contexts) in known {
+                if let Some(value) = state.cache.get(&**handle) {
+                    entries.push(AuditEntry::new(
+                        handle.to_string(),
+                        value,
+                        last_keys(contexts),
+                    ));
+                } else if let Some((kind, _)) = state.failures.get(&**handle) {
                     failed.push(FailedHandle {
-                        handle: handle.clone(),
+                        handle: handle.to_string(),
                         reason: *kind,
                     });
                 }
@@ -418,7 +458,7 @@ impl Inner {
         scope: &Scope,
         trigger: Trigger,
     ) -> (RefreshReport, BTreeSet<String>) {
-        let candidates: Vec<String> = {
+        let mut candidates: Vec<String> = {
             let state = self.lock();
             state
                 .contexts
@@ -427,12 +467,14 @@ impl Inner {
                 // A handle without a value yet is always a candidate: it has no value to hold
                 // back, and it heals this way.
                 .filter(|(handle, contexts)| {
-                    !state.cache.contains_key(*handle)
+                    !state.cache.contains_key(&***handle)
                         || contexts.iter().any(|c| state.context_matches(c))
                 })
-                .map(|(handle, _)| handle.clone())
+                .map(|(handle, _)| handle.to_string())
                 .collect()
         };
+        // The backend is asked in handle order, whatever the order of the map.
+        candidates.sort_unstable();
         if candidates.is_empty() {
             return (RefreshReport::default(), BTreeSet::new());
         }
@@ -441,7 +483,7 @@ impl Inner {
             trigger = trigger.as_str(),
             "refreshing secrets"
         );
-        let results = self.fetch_all(candidates.clone()).await;
+        let results = self.fetch_all(&candidates).await;
         let candidates: BTreeSet<String> = candidates.into_iter().collect();
 
         let (mut report, notifications, entries) = {
@@ -544,7 +586,7 @@ impl super::State {
                 Err((kind, message)) => {
                     let paths = self
                         .contexts
-                        .get(&handle)
+                        .get(handle.as_str())
                         .into_iter()
                         .flatten()
                         .flat_map(|c| c.paths.iter().cloned())
@@ -565,7 +607,11 @@ impl super::State {
             let old = zeroize::Zeroizing::new(
                 previous.map(|s| s.expose().to_owned()).unwrap_or_default(),
             );
-            let contexts = self.contexts.get(&handle).cloned().unwrap_or_default();
+            let contexts = self
+                .contexts
+                .get(handle.as_str())
+                .cloned()
+                .unwrap_or_default();
             if audit {
                 entries.push(AuditEntry::new(
                     handle.clone(),

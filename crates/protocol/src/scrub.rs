@@ -1,5 +1,6 @@
-//! Scrubbing values out of what a backend said besides its answer: its per-handle error texts
-//! and the tail of its stderr.
+//! Scrubbing values out of text: what a backend said besides its answer (its per-handle error
+//! texts and the tail of its stderr) in keyturn, and error texts in `keyturn-backend`. One
+//! scrubber and one mask ([`MASK`]) for both executables.
 //!
 //! A text is searched twice: as it is, and as its JSON-unescaped view (every `\"`, `\\`, `\/`,
 //! `\b`, `\f`, `\n`, `\r`, `\t` and `\uXXXX`, surrogate pairs included, read as the character it
@@ -21,11 +22,11 @@ use std::ops::Range;
 
 use zeroize::Zeroizing;
 
-/// What replaces a value in scrubbed text.
-pub(crate) const MASK: &str = "********";
+/// What replaces a value in scrubbed text (and the user info of a URL).
+pub const MASK: &str = crate::REDACTED_USERINFO;
 
 /// How much of the end of stderr an error text carries, in bytes.
-pub(crate) const STDERR_TAIL: usize = 1024;
+pub const STDERR_TAIL: usize = 1024;
 
 /// The most raw bytes one byte of a value can take once escaped: `<` as `\u003c` is 6 bytes
 /// for 1; a 4-byte character as a surrogate pair is 12 bytes for 4.
@@ -36,11 +37,11 @@ const PREFIX: usize = 4;
 
 /// Replaces every known value in a text by [`MASK`].
 ///
-/// Needles are indexed by a keyed hash of their first [`PREFIX`] bytes, so the cost is one
+/// Needles are indexed by a keyed hash of their first 4 bytes (`PREFIX`), so the cost is one
 /// lookup per position of each view, whatever the number of needles (a refresh of 10,000
 /// handles that all fail with an error text stays linear).
 #[derive(Default)]
-pub(crate) struct Scrubber {
+pub struct Scrubber {
     /// Distinct non-empty needles, longest first.
     needles: Vec<Zeroizing<String>>,
     /// Indexes into `needles` (ascending, so longest first) by the hash of their first
@@ -54,7 +55,7 @@ pub(crate) struct Scrubber {
 impl Scrubber {
     /// A scrubber for `values`: each as returned and without its trailing line breaks. Escaped
     /// forms need no needle of their own: the unescaped view of a text finds them.
-    pub(crate) fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Scrubber {
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Scrubber {
         let mut needles: Vec<Zeroizing<String>> = Vec::new();
         for value in values {
             let trimmed = value.trim_end_matches(['\r', '\n']);
@@ -86,16 +87,16 @@ impl Scrubber {
     /// `text` with every occurrence of a needle, escaped or not, replaced by [`MASK`]
     /// (overlapping or adjacent occurrences by one mask), and the user info of every URL in it
     /// redacted.
-    pub(crate) fn scrub(&self, text: &str) -> String {
+    pub fn scrub(&self, text: &str) -> String {
         let bytes = text.as_bytes();
         let masked = Zeroizing::new(render(bytes, 0, &self.matches(bytes)));
-        keyturn_protocol::redact_userinfo(&masked).into_owned()
+        crate::redact_userinfo(&masked).into_owned()
     }
 
     /// The last [`STDERR_TAIL`] bytes of `stderr` (at most), cut on the raw bytes, then with
     /// every occurrence that touches them masked whole; valid UTF-8 with control characters
     /// escaped.
-    pub(crate) fn stderr_tail(&self, stderr: &[u8]) -> String {
+    pub fn stderr_tail(&self, stderr: &[u8]) -> String {
         let mut cut = stderr.len().saturating_sub(STDERR_TAIL);
         // Start on a character, not in the middle of one.
         while stderr.get(cut).is_some_and(|&b| b & 0xC0 == 0x80) {
@@ -115,7 +116,7 @@ impl Scrubber {
             .map(|range| range.start + from..range.end + from)
             .collect();
         let tail = Zeroizing::new(render(stderr, cut, &masked));
-        escape_controls(&keyturn_protocol::redact_userinfo(tail.trim()))
+        escape_controls(&crate::redact_userinfo(tail.trim()))
     }
 
     /// The merged, sorted byte ranges of `text` covered by an occurrence of a needle in `text`
@@ -171,7 +172,7 @@ impl Scrubber {
 
 /// Escapes control characters (newlines included) so a backend's text stays on one line (see
 /// [`crate::printable`]).
-pub(crate) fn escape_controls(text: &str) -> String {
+pub fn escape_controls(text: &str) -> String {
     crate::printable::printable(text)
 }
 
@@ -334,13 +335,13 @@ mod tests {
         let scrubber = Scrubber::new(["s3cret\n", "a\"b", "s3"]);
         assert_eq!(
             scrubber.scrub("x s3cret y s3cret\n z"),
-            "x ******** y ******** z"
+            "x <redacted> y <redacted> z"
         );
         assert_eq!(
             scrubber.scrub(r#"{"value":"a\"b"} a"b"#),
-            r#"{"value":"********"} ********"#
+            r#"{"value":"<redacted>"} <redacted>"#
         );
-        assert_eq!(scrubber.scrub("s3 s3c"), "******** ********c");
+        assert_eq!(scrubber.scrub("s3 s3c"), "<redacted> <redacted>c");
         // Issue 9.17: a URL's user info, whoever printed it.
         assert_eq!(
             scrubber.scrub("no route to https://ops:pw-9@vault:8200/v1"),
@@ -401,7 +402,7 @@ mod tests {
         let scrubber = Scrubber::new(["A-secret-value"]);
         assert_eq!(
             scrubber.scrub(r"\\u0041-secret-value \u0041-secret-value"),
-            r"\\u0041-secret-value ********"
+            r"\\u0041-secret-value <redacted>"
         );
         // Invalid escapes and lone surrogates stay as they are.
         assert_eq!(scrubber.scrub(r"\x \ud800 \u12"), r"\x \ud800 \u12");
@@ -411,12 +412,12 @@ mod tests {
     #[test]
     fn overlapping_values_are_masked_whole() {
         let scrubber = Scrubber::new(["abcdefgh", "efghijkl"]);
-        assert_eq!(scrubber.scrub("<abcdefghijkl>"), "<********>");
-        assert_eq!(scrubber.scrub("abcdefghefghijkl"), "********");
+        assert_eq!(scrubber.scrub("<abcdefghijkl>"), "<<redacted>>");
+        assert_eq!(scrubber.scrub("abcdefghefghijkl"), "<redacted>");
         let scrubber = Scrubber::new(["xxxxxxxx-long", "long-yyyyyyyy"]);
         assert_eq!(
             scrubber.stderr_tail(b"xxxxxxxx-long-yyyyyyyy end"),
-            "******** end"
+            "<redacted> end"
         );
     }
 
