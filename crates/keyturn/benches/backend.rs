@@ -26,13 +26,12 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use keyturn::backend::{BackendSpec, FetchOptions, PermissionCheck, fetch};
-use keyturn_protocol::{Entry, PAYLOAD_VERSION, Request, Response, encode_response};
+use keyturn_protocol::{PAYLOAD_VERSION, Request};
 
-const ECHO_BACKEND: &str = "--echo-backend";
+mod support;
+use support::{ECHO_BACKEND, echo_backend, install_backend};
+
 const PAIRED: &str = "--paired";
-
-/// What every handle resolves to.
-const VALUE: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,13 +62,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .expect("chmod");
-        let backend = install_backend(dir.path());
+        let (dir, backend) = install_backend();
         let spec = BackendSpec {
             command: backend.clone(),
             args: vec![ECHO_BACKEND.to_owned()],
@@ -242,38 +235,4 @@ fn bare_spawn(backend: &Path, payload: &[u8]) -> Vec<u8> {
         .expect("read stdout");
     assert!(child.wait().expect("wait").success());
     stdout
-}
-
-/// Copies this executable into `dir` with mode 0700.
-fn install_backend(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let exe = std::env::current_exe().expect("the bench executable");
-    let backend = dir.join("echo_backend");
-    std::fs::copy(exe, &backend).expect("copy the bench executable");
-    std::fs::set_permissions(&backend, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    backend
-}
-
-/// The backend side: one request on stdin, every handle answered with [`VALUE`].
-fn echo_backend() -> ExitCode {
-    let mut input = Vec::new();
-    if std::io::stdin().read_to_end(&mut input).is_err() {
-        return ExitCode::FAILURE;
-    }
-    let Ok(request) = Request::from_json(&input) else {
-        return ExitCode::FAILURE;
-    };
-    let response: Response = request
-        .secrets
-        .into_iter()
-        .map(|handle| (handle, Entry::value(VALUE)))
-        .collect();
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(&encode_response(&response))
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::FAILURE,
-    }
 }

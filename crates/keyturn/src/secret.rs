@@ -4,12 +4,18 @@
 //! it is written into an output document. `Debug` prints `Secret(<redacted>)`, and there is no
 //! `Display`, so a stray `{}` does not compile; the only way to read the value is
 //! [`Secret::expose`], which keeps every use greppable.
+//!
+//! Clones share one buffer (a reference count, no copy of the value), which is zeroized when the
+//! last clone is dropped: the cache, a resolve's values and a change notification hold the same
+//! memory instead of one copy each.
 
 use std::fmt;
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-/// A secret value. Compares by value, redacts in `Debug`, zeroizes on drop.
+/// A secret value. Compares by value, redacts in `Debug`, zeroizes when its last clone is
+/// dropped.
 ///
 /// It has no `Display`: formatting one with `{}` is a compile error.
 ///
@@ -26,12 +32,12 @@ use zeroize::Zeroizing;
 /// assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
 /// ```
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(Zeroizing<String>);
+pub struct Secret(Arc<Zeroizing<String>>);
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret(Zeroizing::new(value.into()))
+        Secret::from(Zeroizing::new(value.into()))
     }
 
     /// The value itself. Callers must not log, format into errors, or persist it.
@@ -52,7 +58,7 @@ impl Secret {
 
 impl From<Zeroizing<String>> for Secret {
     fn from(value: Zeroizing<String>) -> Secret {
-        Secret(value)
+        Secret(Arc::new(value))
     }
 }
 

@@ -15,6 +15,11 @@
 /// Appends `value` quoted and escaped to `out`.
 pub(super) fn push_quoted(out: &mut String, value: &str) {
     out.push('"');
+    if is_plain(value) {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     let mut plain_from = 0;
     for (at, c) in value.char_indices() {
         if let Some(escape) = escape(c) {
@@ -29,10 +34,21 @@ pub(super) fn push_quoted(out: &mut String, value: &str) {
 
 /// The length in bytes of what [`push_quoted`] appends for `value`.
 pub(super) fn quoted_len(value: &str) -> usize {
+    if is_plain(value) {
+        return 2 + value.len();
+    }
     2 + value
         .chars()
         .map(|c| escape(c).map_or(c.len_utf8(), |escape| escape.len()))
         .sum::<usize>()
+}
+
+/// Whether `value` is written as is: printable ASCII without `"` or `\\` (most values), checked
+/// a byte at a time instead of decoding characters.
+fn is_plain(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|byte| matches!(byte, b' '..=b'~') && byte != b'"' && byte != b'\\')
 }
 
 /// The end (exclusive, after the closing quote) of the quoted text starting at `start` (the
@@ -108,7 +124,7 @@ fn escape(c: char) -> Option<Escape> {
 mod tests {
     use saphyr::LoadableYamlNode;
 
-    use super::{push_quoted, quoted_len};
+    use super::{escape, is_plain, push_quoted, quoted_len};
 
     #[track_caller]
     fn check(value: &str, expected: &str) {
@@ -124,6 +140,14 @@ mod tests {
             Some(value),
             "YAML reads {out} back differently"
         );
+    }
+
+    #[test]
+    fn the_plain_fast_path_is_exactly_the_ascii_that_needs_no_escape() {
+        for c in (0u8..=127).map(char::from) {
+            assert_eq!(is_plain(&c.to_string()), escape(c).is_none(), "{c:?}");
+        }
+        assert!(!is_plain("é"), "non-ASCII text takes the exact path");
     }
 
     #[test]

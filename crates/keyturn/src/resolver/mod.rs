@@ -311,13 +311,21 @@ impl fmt::Debug for Change<'_> {
 
 type Subscriber = Arc<dyn Fn(&Change<'_>) + Send + Sync>;
 
+/// The maps keyed by handles. Handles come from config files and backend answers, so whoever
+/// writes those chooses the keys: the hasher is foldhash (fast on short strings) with a random
+/// seed per map, never a fixed one, so collisions cannot be precomputed.
+pub(crate) type HandleMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A set keyed by handles, seeded like [`HandleMap`].
+type HandleSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 /// Where a handle is used in one origin: every key path, in document order. Shared (cheap to
 /// clone) so that registering a document under the state lock costs one step per distinct
 /// handle, whatever the number of uses.
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
     pub(crate) origin: Arc<str>,
-    pub(crate) paths: Arc<Vec<KeyPath>>,
+    pub(crate) paths: Arc<[KeyPath]>,
 }
 
 struct Inner {
@@ -335,14 +343,15 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    cache: HashMap<String, Secret>,
+    cache: HandleMap<String, Secret>,
     /// handle -> one context per origin, in registration order; a handle with no context is
-    /// removed.
-    contexts: BTreeMap<String, Vec<Context>>,
+    /// removed. Keys share the documents' handle text. Unordered: where the order shows (a
+    /// refresh's payload, an audit record) the handles are sorted.
+    contexts: HandleMap<Arc<str>, Vec<Context>>,
     /// handle -> its last failure; cleared by the next successful lookup.
-    failures: HashMap<String, (FailureKind, String)>,
+    failures: HandleMap<String, (FailureKind, String)>,
     /// handle -> the batch that is fetching it now.
-    inflight: HashMap<String, Arc<Batch>>,
+    inflight: HandleMap<Arc<str>, Arc<Batch>>,
     subscribers: Vec<Subscriber>,
     /// origin -> refresh allowlist of path segments; absent means everything is refreshable.
     allowlists: HashMap<String, Vec<String>>,
@@ -362,21 +371,42 @@ struct BatchEnd {
     inner: Arc<Inner>,
     batch: Arc<Batch>,
     handles: Vec<String>,
+    released: bool,
+}
+
+impl BatchEnd {
+    /// Takes the batch's handles out of `inflight` (those that still point to it), once: the
+    /// task does it under the lock that applies its results, `drop` if the task ended first.
+    /// When the batch's handles are most of `inflight`, one pass over it that hashes nothing;
+    /// otherwise one lookup per handle (so the cost stays within twice the batch's size).
+    fn release(&mut self, state: &mut State) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        if self.handles.len() * 2 >= state.inflight.len() {
+            state
+                .inflight
+                .retain(|_, batch| !Arc::ptr_eq(batch, &self.batch));
+            return;
+        }
+        for handle in &self.handles {
+            if state
+                .inflight
+                .get(handle.as_str())
+                .is_some_and(|batch| Arc::ptr_eq(batch, &self.batch))
+            {
+                state.inflight.remove(handle.as_str());
+            }
+        }
+    }
 }
 
 impl Drop for BatchEnd {
     fn drop(&mut self) {
-        {
-            let mut state = self.inner.lock();
-            for handle in &self.handles {
-                if state
-                    .inflight
-                    .get(handle)
-                    .is_some_and(|batch| Arc::ptr_eq(batch, &self.batch))
-                {
-                    state.inflight.remove(handle);
-                }
-            }
+        if !self.released {
+            let inner = Arc::clone(&self.inner);
+            self.release(&mut inner.lock());
         }
         self.batch.done.send_replace(true);
     }
@@ -399,14 +429,14 @@ struct Notification {
     origin: Arc<str>,
     path: KeyPath,
     old: Arc<Zeroizing<String>>,
-    new: Arc<Secret>,
+    new: Secret,
 }
 
 /// What every notification of one changed handle shares: the handle and both values, once.
 struct SharedChange {
     handle: Arc<str>,
     old: Arc<Zeroizing<String>>,
-    new: Arc<Secret>,
+    new: Secret,
 }
 
 impl SharedChange {
@@ -414,7 +444,7 @@ impl SharedChange {
         SharedChange {
             handle: Arc::from(handle),
             old: Arc::new(old),
-            new: Arc::new(new.clone()),
+            new: new.clone(),
         }
     }
 
@@ -425,7 +455,7 @@ impl SharedChange {
             origin: Arc::clone(origin),
             path: path.clone(),
             old: Arc::clone(&self.old),
-            new: Arc::clone(&self.new),
+            new: self.new.clone(),
         }
     }
 }
@@ -509,41 +539,43 @@ impl Resolver {
         }
         // The uses of each handle, grouped before taking the lock (one pass over the sites).
         let uses = group_by_handle(document);
-        let distinct: Vec<&str> = uses.iter().map(|(handle, _)| *handle).collect();
         let origin: Arc<str> = Arc::from(origin);
 
         // Phase 1: register contexts, split into cached / joined / to fetch.
-        let mut cached_at_start = HashSet::new();
+        let mut cached_at_start = HandleSet::default();
         let mut waits = Vec::new();
-        let mut own: Option<(Arc<Batch>, Vec<String>)> = None;
+        let own: Option<(Arc<Batch>, Vec<String>)>;
         {
             let mut state = self.inner.lock();
             for (handle, paths) in &uses {
                 state.register(handle, &origin, paths);
             }
             let mut to_fetch = Vec::new();
-            for handle in &distinct {
-                if state.cache.contains_key(*handle) {
-                    cached_at_start.insert(*handle);
-                } else if let Some(batch) = state.inflight.get(*handle) {
+            let mut batch = None;
+            for (handle, _) in &uses {
+                let name: &str = handle;
+                if state.cache.contains_key(name) {
+                    // Only notifications need to know which values were cached.
+                    if notify {
+                        cached_at_start.insert(name);
+                    }
+                } else if let Some(batch) = state.inflight.get(name) {
                     if notify {
                         batch.notify.store(true, Ordering::Relaxed);
                     }
                     waits.push(batch.clone());
                 } else {
-                    to_fetch.push((*handle).to_owned());
+                    let batch = batch.get_or_insert_with(|| {
+                        Arc::new(Batch {
+                            done: watch::Sender::new(false),
+                            notify: AtomicBool::new(notify),
+                        })
+                    });
+                    state.inflight.insert(Arc::clone(handle), Arc::clone(batch));
+                    to_fetch.push(handle.to_string());
                 }
             }
-            if !to_fetch.is_empty() {
-                let batch = Arc::new(Batch {
-                    done: watch::Sender::new(false),
-                    notify: AtomicBool::new(notify),
-                });
-                for handle in &to_fetch {
-                    state.inflight.insert(handle.clone(), batch.clone());
-                }
-                own = Some((batch, to_fetch));
-            }
+            own = batch.map(|batch| (batch, to_fetch));
             self.inner.observer.handles_known(state.contexts.len());
         }
 
@@ -553,19 +585,18 @@ impl Resolver {
             let inner = self.inner.clone();
             tokio::spawn(async move {
                 // Wakes the waiters even if this task panics or is dropped before publishing.
-                let end = BatchEnd {
+                let mut end = BatchEnd {
                     inner: inner.clone(),
                     batch: batch.clone(),
-                    handles: handles.clone(),
+                    handles,
+                    released: false,
                 };
-                let results = inner.fetch_all(handles).await;
+                let results = inner.fetch_all(&end.handles).await;
                 let notifications = {
                     let mut state = inner.lock();
                     let notify = batch.notify.load(Ordering::Relaxed);
-                    let notifications = state.apply_lookups(&results, notify);
-                    for (handle, _) in &results {
-                        state.inflight.remove(handle);
-                    }
+                    let notifications = state.apply_lookups(results, notify);
+                    end.release(&mut state);
                     notifications
                 };
                 drop(end);
@@ -580,16 +611,19 @@ impl Resolver {
         }
 
         // Phase 3: collect values and failures, cache-hit notifications, render.
-        let mut values: HashMap<&str, Arc<Secret>> = HashMap::new();
+        // Clones of the cached values share their buffers (no copy of a value).
+        let mut values: HandleMap<&str, Secret> =
+            HandleMap::with_capacity_and_hasher(uses.len(), Default::default());
         let mut failed = Vec::new();
         {
             let state = self.inner.lock();
             for (handle, paths) in &uses {
-                if let Some(value) = state.cache.get(*handle) {
-                    values.insert(handle, Arc::new(value.clone()));
+                let name: &str = handle;
+                if let Some(value) = state.cache.get(name) {
+                    values.insert(name, value.clone());
                 } else {
-                    let failure = state.failures.get(*handle).cloned();
-                    failed.push((*handle, Arc::clone(paths), failure));
+                    let failure = state.failures.get(name).cloned();
+                    failed.push((name, Arc::clone(paths), failure));
                 }
             }
         }
@@ -613,7 +647,8 @@ impl Resolver {
             .collect();
         let mut notifications = Vec::new();
         if notify {
-            let mut handles: HashMap<&str, (Arc<str>, Arc<Zeroizing<String>>)> = HashMap::new();
+            let mut handles: HandleMap<&str, (Arc<str>, Arc<Zeroizing<String>>)> =
+                HandleMap::default();
             for site in document.sites() {
                 if !cached_at_start.contains(&*site.handle) {
                     continue;
@@ -628,7 +663,7 @@ impl Resolver {
                         origin: Arc::clone(&origin),
                         path: site.path.clone(),
                         old: Arc::clone(old),
-                        new: Arc::clone(value),
+                        new: value.clone(),
                     });
                 }
             }
@@ -651,12 +686,12 @@ impl Resolver {
         for (handle, contexts) in state.contexts.iter_mut() {
             contexts.retain(|c| *c.origin != *origin);
             if contexts.is_empty() {
-                emptied.push(handle.clone());
+                emptied.push(Arc::clone(handle));
             }
         }
         for handle in emptied {
             state.contexts.remove(&handle);
-            state.failures.remove(&handle);
+            state.failures.remove(&*handle);
         }
         state.allowlists.remove(origin);
         self.inner.observer.handles_known(state.contexts.len());
@@ -697,7 +732,7 @@ impl Resolver {
             .filter(|(handle, _)| keep(&state, handle))
             .map(|(handle, contexts)| {
                 (
-                    handle.clone(),
+                    handle.to_string(),
                     contexts
                         .iter()
                         .flat_map(|c| {
@@ -718,7 +753,7 @@ impl Resolver {
             .failures
             .iter()
             .filter_map(|(handle, (kind, message))| {
-                let contexts = state.contexts.get(handle)?;
+                let contexts = state.contexts.get(handle.as_str())?;
                 Some(Failure {
                     handle: handle.clone(),
                     kind: *kind,
@@ -739,7 +774,7 @@ impl Resolver {
         let state = self.inner.lock();
         handles
             .iter()
-            .filter(|handle| !state.contexts.contains_key(*handle))
+            .filter(|handle| !state.contexts.contains_key(handle.as_str()))
             .map(String::as_str)
             .collect()
     }
@@ -769,13 +804,13 @@ impl Inner {
 
     /// Fetches `handles` from their backends: one run per backend group, groups concurrently.
     /// Returns one lookup per handle, in the order given.
-    async fn fetch_all(self: &Arc<Self>, handles: Vec<String>) -> Vec<(String, Lookup)> {
+    async fn fetch_all(self: &Arc<Self>, handles: &[String]) -> Vec<(String, Lookup)> {
         match &self.routing {
             Routing::None => handles
-                .into_iter()
+                .iter()
                 .map(|h| {
                     (
-                        h,
+                        h.clone(),
                         Err((
                             FailureKind::BackendError,
                             "no secret backend is configured".to_owned(),
@@ -783,17 +818,17 @@ impl Inner {
                     )
                 })
                 .collect(),
-            Routing::Single(spec) => match self.fetch_group(spec, &handles).await {
+            Routing::Single(spec) => match self.fetch_group(spec, handles).await {
                 Ok(lookups) => lookups,
                 Err(failure) => handles
-                    .into_iter()
-                    .map(|handle| (handle, Err(failure.clone())))
+                    .iter()
+                    .map(|handle| (handle.clone(), Err(failure.clone())))
                     .collect(),
             },
             Routing::Multi(backends) => {
                 let mut groups: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
                 let mut results = HashMap::new();
-                for handle in &handles {
+                for handle in handles {
                     match handle.split_once(';') {
                         Some((name, key)) => {
                             match backends.get_key_value(name.to_lowercase().as_str()) {
@@ -877,15 +912,15 @@ impl Inner {
                     }
                 }
                 handles
-                    .into_iter()
+                    .iter()
                     .map(|h| {
-                        let lookup = results.remove(&h).unwrap_or_else(|| {
+                        let lookup = results.remove(h).unwrap_or_else(|| {
                             Err((
                                 FailureKind::BackendError,
                                 format!("handle \"{h}\": backend run was interrupted"),
                             ))
                         });
-                        (h, lookup)
+                        (h.clone(), lookup)
                     })
                     .collect()
             }
@@ -933,22 +968,34 @@ impl Inner {
 }
 
 /// The sites of `document` grouped by handle: handles in first-seen order, each with its key
-/// paths in document order. One pass; the paths are shared, not copied.
-fn group_by_handle(document: &Document) -> Vec<(&str, Arc<Vec<KeyPath>>)> {
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut groups: Vec<(&str, Vec<KeyPath>)> = Vec::new();
-    for site in document.sites() {
-        let at = *index.entry(&*site.handle).or_insert_with(|| {
-            groups.push((&*site.handle, Vec::new()));
-            groups.len() - 1
-        });
-        if let Some((_, paths)) = groups.get_mut(at) {
-            paths.push(site.path.clone());
-        }
-    }
-    groups
+/// paths in document order. The paths are shared, not copied, and each handle's list is one
+/// allocation of its final size.
+fn group_by_handle(document: &Document) -> Vec<(&Arc<str>, Arc<[KeyPath]>)> {
+    let sites = document.sites();
+    let mut index: HandleMap<&str, usize> =
+        HandleMap::with_capacity_and_hasher(sites.len(), Default::default());
+    let mut handles: Vec<&Arc<str>> = Vec::new();
+    // Each site's path with the number of its handle (in first-seen order), then sorted by that
+    // number: a stable sort keeps document order within a handle, and costs one pass when the
+    // handles are all distinct (already in order).
+    let mut paths: Vec<(usize, &KeyPath)> = sites
+        .iter()
+        .map(|site| {
+            let group = *index.entry(&*site.handle).or_insert_with(|| {
+                handles.push(&site.handle);
+                handles.len() - 1
+            });
+            (group, &site.path)
+        })
+        .collect();
+    paths.sort_by_key(|(group, _)| *group);
+    handles
         .into_iter()
-        .map(|(handle, paths)| (handle, Arc::new(paths)))
+        .zip(paths.chunk_by(|a, b| a.0 == b.0))
+        .map(|(handle, group)| {
+            let group: Arc<[KeyPath]> = group.iter().map(|(_, path)| (*path).clone()).collect();
+            (handle, group)
+        })
         .collect()
 }
 
@@ -956,10 +1003,10 @@ impl State {
     /// Records that `origin` uses `handle` at `paths` (distinct, as a document's are). The first
     /// registration of an origin shares `paths` (one step, whatever their number); registering
     /// an origin again adds the paths it did not have, in one pass over both lists.
-    fn register(&mut self, handle: &str, origin: &Arc<str>, paths: &Arc<Vec<KeyPath>>) {
-        let contexts = match self.contexts.get_mut(handle) {
+    fn register(&mut self, handle: &Arc<str>, origin: &Arc<str>, paths: &Arc<[KeyPath]>) {
+        let contexts = match self.contexts.get_mut(&**handle) {
             Some(contexts) => contexts,
-            None => self.contexts.entry(handle.to_owned()).or_default(),
+            None => self.contexts.entry(Arc::clone(handle)).or_default(),
         };
         match contexts.iter_mut().find(|c| c.origin == *origin) {
             None => contexts.push(Context {
@@ -970,14 +1017,14 @@ impl State {
                 if Arc::ptr_eq(&context.paths, paths) || context.paths == *paths {
                     return;
                 }
-                let known: HashSet<&KeyPath> = context.paths.iter().collect();
+                let known: HandleSet<&KeyPath> = context.paths.iter().collect();
                 let added: Vec<KeyPath> = paths
                     .iter()
                     .filter(|path| !known.contains(path))
                     .cloned()
                     .collect();
                 if !added.is_empty() {
-                    Arc::make_mut(&mut context.paths).extend(added);
+                    context.paths = context.paths.iter().cloned().chain(added).collect();
                 }
             }
         }
@@ -985,30 +1032,33 @@ impl State {
 
     /// Applies a resolve's lookups: caches values, records failures, and with `notify`
     /// collects a notification for every use of every value that changed.
-    fn apply_lookups(&mut self, results: &[(String, Lookup)], notify: bool) -> Vec<Notification> {
+    fn apply_lookups(&mut self, results: Vec<(String, Lookup)>, notify: bool) -> Vec<Notification> {
         let mut notifications = Vec::new();
         for (handle, lookup) in results {
             match lookup {
                 Ok(value) => {
-                    let old = Zeroizing::new(
-                        self.cache
-                            .get(handle)
-                            .map(|s| s.expose().to_owned())
-                            .unwrap_or_default(),
-                    );
-                    if notify && *old != value.expose() {
-                        let change = SharedChange::new(handle, old, value);
-                        for context in self.contexts.get(handle).into_iter().flatten() {
-                            for path in context.paths.iter() {
-                                notifications.push(change.at(&context.origin, path));
+                    if notify {
+                        let old = Zeroizing::new(
+                            self.cache
+                                .get(&handle)
+                                .map(|s| s.expose().to_owned())
+                                .unwrap_or_default(),
+                        );
+                        if *old != value.expose() {
+                            let change = SharedChange::new(&handle, old, &value);
+                            for context in self.contexts.get(handle.as_str()).into_iter().flatten()
+                            {
+                                for path in context.paths.iter() {
+                                    notifications.push(change.at(&context.origin, path));
+                                }
                             }
                         }
                     }
-                    self.cache.insert(handle.clone(), value.clone());
-                    self.failures.remove(handle);
+                    self.failures.remove(&handle);
+                    self.cache.insert(handle, value);
                 }
                 Err(failure) => {
-                    self.failures.insert(handle.clone(), failure.clone());
+                    self.failures.insert(handle, failure);
                 }
             }
         }

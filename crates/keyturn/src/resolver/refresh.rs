@@ -315,7 +315,7 @@ impl Resolver {
             let state = self.inner.lock();
             handles
                 .iter()
-                .filter(|h| state.contexts.contains_key(*h))
+                .filter(|h| state.contexts.contains_key(h.as_str()))
                 .cloned()
                 .collect()
         };
@@ -367,12 +367,18 @@ impl Resolver {
             let state = self.inner.lock();
             let mut entries = Vec::new();
             let mut failed = Vec::new();
-            for (handle, contexts) in &state.contexts {
-                if let Some(value) = state.cache.get(handle) {
-                    entries.push(AuditEntry::new(handle.clone(), value, last_keys(contexts)));
-                } else if let Some((kind, _)) = state.failures.get(handle) {
+            let mut known: Vec<_> = state.contexts.iter().collect();
+            known.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (handle, contexts) in known {
+                if let Some(value) = state.cache.get(&**handle) {
+                    entries.push(AuditEntry::new(
+                        handle.to_string(),
+                        value,
+                        last_keys(contexts),
+                    ));
+                } else if let Some((kind, _)) = state.failures.get(&**handle) {
                     failed.push(FailedHandle {
-                        handle: handle.clone(),
+                        handle: handle.to_string(),
                         reason: *kind,
                     });
                 }
@@ -452,7 +458,7 @@ impl Inner {
         scope: &Scope,
         trigger: Trigger,
     ) -> (RefreshReport, BTreeSet<String>) {
-        let candidates: Vec<String> = {
+        let mut candidates: Vec<String> = {
             let state = self.lock();
             state
                 .contexts
@@ -461,12 +467,14 @@ impl Inner {
                 // A handle without a value yet is always a candidate: it has no value to hold
                 // back, and it heals this way.
                 .filter(|(handle, contexts)| {
-                    !state.cache.contains_key(*handle)
+                    !state.cache.contains_key(&***handle)
                         || contexts.iter().any(|c| state.context_matches(c))
                 })
-                .map(|(handle, _)| handle.clone())
+                .map(|(handle, _)| handle.to_string())
                 .collect()
         };
+        // The backend is asked in handle order, whatever the order of the map.
+        candidates.sort_unstable();
         if candidates.is_empty() {
             return (RefreshReport::default(), BTreeSet::new());
         }
@@ -475,7 +483,7 @@ impl Inner {
             trigger = trigger.as_str(),
             "refreshing secrets"
         );
-        let results = self.fetch_all(candidates.clone()).await;
+        let results = self.fetch_all(&candidates).await;
         let candidates: BTreeSet<String> = candidates.into_iter().collect();
 
         let (mut report, notifications, entries) = {
@@ -578,7 +586,7 @@ impl super::State {
                 Err((kind, message)) => {
                     let paths = self
                         .contexts
-                        .get(&handle)
+                        .get(handle.as_str())
                         .into_iter()
                         .flatten()
                         .flat_map(|c| c.paths.iter().cloned())
@@ -599,7 +607,11 @@ impl super::State {
             let old = zeroize::Zeroizing::new(
                 previous.map(|s| s.expose().to_owned()).unwrap_or_default(),
             );
-            let contexts = self.contexts.get(&handle).cloned().unwrap_or_default();
+            let contexts = self
+                .contexts
+                .get(handle.as_str())
+                .cloned()
+                .unwrap_or_default();
             if audit {
                 entries.push(AuditEntry::new(
                     handle.clone(),
