@@ -11,10 +11,10 @@
 //! string values at any depth (mapping values and sequence elements), never keys, never
 //! non-string scalars; a mapping with any non-string key is skipped with everything below it;
 //! the top level must be a mapping or a sequence. YAML aliases and merge keys (`<<`) are expanded
-//! for the purpose of paths the way yaml v3 expands them when decoding; see `yaml.rs` for the
+//! for the purpose of paths the way yaml v3 expands them when decoding; see `yaml/` for the
 //! details, and `json.rs` for the JSON scanner.
 //!
-//! Code map: `yaml.rs` and `json.rs` turn text into sites and splices, both through the shared
+//! Code map: `yaml/` and `json.rs` turn text into sites and splices, both through the shared
 //! collector of `sites.rs` (key paths, duplicate keys); `tabs.rs` lets saphyr read
 //! `key:<TAB>value` (the settings reader uses it too); `quote.rs` writes a value as a quoted
 //! scalar. Tests: `tests.rs` (examples) and `tests/roundtrip.rs` (property tests).

@@ -1,65 +1,24 @@
-//! YAML: finding handle sites in the event stream of `saphyr-parser`.
-//!
-//! The walk is one pass over the parser's events, with no tree built. It follows what the Datadog
-//! Agent's walker sees after yaml v3 decoded the document into generic maps and slices:
-//! - A scalar is a string value when it is untagged, tagged `!`, `!!str`, or with a custom
-//!   (non-`tag:yaml.org,2002:`) tag; yaml v3 decodes all of these to strings. Other core tags
-//!   (`!!int`, `!!binary`, ...) are not strings.
-//! - A key is a string when it is quoted, a block scalar, tagged `!!str`, or a plain scalar that
-//!   yaml v3 does not resolve to null, bool, int, float or timestamp; `yes`/`on` are strings, as
-//!   in yaml v3. A mapping with any other key (including a collection key) is skipped with all
-//!   its content: its sites are dropped when it closes. At the top level such a mapping is
-//!   refused like a scalar (the Agent's walker accepts only string-keyed maps and slices).
-//! - An alias counts as a copy of its anchor's node: each handle under it is a site at the alias'
-//!   path, sharing the anchor's splice (so it is written once).
-//! - A merge key `<<` (plain, or tagged `!!merge`) takes a mapping, an alias to one, or a
-//!   sequence of those; merged handles are sites at the merging mapping's path, recorded when
-//!   that mapping closes, with yaml v3's precedence (explicit keys first, then earlier sources).
-//! - Only one document per stream; duplicate string keys are an error (both as in yaml v3).
-//! - Keys never change (a key would carry a secret into paths, errors and reports). A handle
-//!   written in a key (`&a ENC[x]: 1`, or inside a complex key) is never replaced there; an
-//!   alias to it used as a value reads as that handle and is replaced at the alias itself
-//!   (`v: *a` becomes `v: "..."`). An alias inside a key that reaches a replaced handle (`*p: 1`,
-//!   `? <<: *base`) is refused, and so is a value alias that copies a collection holding a
-//!   handle written inside a key (it could be replaced nowhere).
-//!
-//! Positions: saphyr counts characters, not bytes; [`CharIndex`] converts them with a cursor that
-//! moves mostly forward, so the conversion is linear in the text. A handle's splice covers its
-//! scalar token only: anchors and tags written before it stay (an alias keeps pointing at the
-//! substituted value), except a lone `!` tag, which is dropped: PyYAML and ruamel read
-//! `! "yes"` as a boolean. For a block scalar the splice runs from the `|`/`>` indicator to the
-//! end of its content, and the comment on the header line is written back after the value.
+//! The event walker: follows saphyr-parser's events through mappings, sequences, anchors, aliases
+//! and merge keys, and records each handle value's site (its key path) with the shared
+//! collector. Which scalars count as strings is asked of `scalar.rs`; where a handle's text lies
+//! is asked of `locate.rs`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, Tag};
+use saphyr_parser::{Event, ScalarStyle, Span, Tag};
 
-use super::path::{KeyPath, Segment as PathSegment};
-use super::quote::double_quoted_end;
-use super::sites::{Collector, KeyText, Segment};
-use super::{DocumentError, MAX_DEPTH, Splice, Walk};
+use super::locate::{Locator, Properties};
+use super::scalar::{KeyClass, classify_key, tag_is, value_is_string};
+use crate::document::path::{KeyPath, Segment as PathSegment};
+use crate::document::sites::{Collector, KeyText, Segment};
+use crate::document::{DocumentError, MAX_DEPTH, Walk};
 use crate::handle::parse_handle;
 
 /// Site copies (alias expansions and anchored collections' captures) allowed per document.
 const COPY_LIMIT: usize = 250_000;
-
-const CORE_TAG_PREFIX: &str = "tag:yaml.org,2002:";
-
-/// Finds the handle sites of a YAML document.
-pub(super) fn walk(text: &str) -> Result<Walk, DocumentError> {
-    // Same positions as `text`, so the splices found apply to it (see `tabs.rs`).
-    let text = &*super::tabs::readable(text);
-    let mut walker = Walker::new(text);
-    let mut parser = Parser::new_from_str(text);
-    while let Some(next) = parser.next_event() {
-        let (event, span) = next.map_err(|error| syntax_error(&error))?;
-        walker.event(event, span)?;
-    }
-    walker.finish()
-}
 
 /// What is remembered of an anchored node, for its aliases (and of an inline merged mapping).
 #[derive(Debug)]
@@ -144,9 +103,9 @@ struct Frame {
     key_handles_start: usize,
 }
 
-struct Walker<'t> {
+pub(super) struct Walker<'t> {
     text: &'t str,
-    chars: CharIndex<'t>,
+    locator: Locator<'t>,
     collector: Collector<'t>,
     frames: Vec<Frame>,
     anchors: HashMap<usize, Rc<Captured>>,
@@ -163,10 +122,10 @@ struct Walker<'t> {
 }
 
 impl<'t> Walker<'t> {
-    fn new(text: &'t str) -> Walker<'t> {
+    pub(super) fn new(text: &'t str) -> Walker<'t> {
         Walker {
             text,
-            chars: CharIndex::new(text),
+            locator: Locator::new(text),
             collector: Collector::new("YAML"),
             frames: Vec::new(),
             anchors: HashMap::new(),
@@ -179,14 +138,14 @@ impl<'t> Walker<'t> {
         }
     }
 
-    fn finish(self) -> Result<Walk, DocumentError> {
+    pub(super) fn finish(self) -> Result<Walk, DocumentError> {
         if !self.saw_root {
             return Err(DocumentError::NotACollection);
         }
         self.collector.finish(self.text)
     }
 
-    fn event(&mut self, event: Event<'t>, span: Span) -> Result<(), DocumentError> {
+    pub(super) fn event(&mut self, event: Event<'t>, span: Span) -> Result<(), DocumentError> {
         match event {
             Event::DocumentStart(_) => {
                 self.documents += 1;
@@ -334,7 +293,10 @@ impl<'t> Walker<'t> {
                         None if anchor > 0 => Properties::Some,
                         None => Properties::None,
                     };
-                    let splice = self.locate(&handle, style, properties, span)?;
+                    let splice =
+                        self.locator
+                            .scalar(&handle, style, properties, span, self.previous_end)?;
+                    let splice = self.collector.add_splice(splice);
                     let segment = self.segment();
                     self.collector.enter(segment);
                     self.collector.add_site(Arc::clone(&handle), splice);
@@ -431,7 +393,8 @@ impl<'t> Walker<'t> {
                         key_handle: Some(handle),
                         ..
                     }) if self.open_keys == 0 => {
-                        let splice = self.locate_alias(handle, span)?;
+                        let splice = self.locator.alias(handle, span)?;
+                        let splice = self.collector.add_splice(splice);
                         self.collector.add_site(Arc::clone(handle), splice);
                     }
                     Some(Captured::Collection {
@@ -746,499 +709,5 @@ impl<'t> Walker<'t> {
         DocumentError::InvalidMerge {
             path: path.join("/"),
         }
-    }
-
-    /// Records a splice at an alias (`*name`) to a handle whose own text is not replaced (one
-    /// written inside a mapping key): the alias itself is replaced by the value.
-    fn locate_alias(&mut self, handle: &Arc<str>, span: Span) -> Result<usize, DocumentError> {
-        let start = self.chars.byte(span.start.index());
-        let end = self.chars.byte(span.end.index());
-        let name_ok = self
-            .text
-            .as_bytes()
-            .get(start.min(end)..end)
-            .is_some_and(|name| {
-                name.iter()
-                    .skip(1)
-                    .all(|byte| !matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}'))
-            });
-        if self.text.as_bytes().get(start) != Some(&b'*') || end <= start + 1 || !name_ok {
-            return Err(DocumentError::Layout {
-                line: span.start.line(),
-                column: span.start.col() + 1,
-            });
-        }
-        Ok(self.collector.add_splice(Splice {
-            span: start..end,
-            lead: start..start,
-            keep: start..start,
-            handle: Arc::clone(handle),
-        }))
-    }
-
-    /// Finds the source text of a handle scalar and records its splice. A lone `!` tag is
-    /// dropped with the value's text (anything else written before the scalar stays).
-    fn locate(
-        &mut self,
-        handle: &Arc<str>,
-        style: ScalarStyle,
-        properties: Properties,
-        span: Span,
-    ) -> Result<usize, DocumentError> {
-        let has_properties = properties != Properties::None;
-        let layout_error = || DocumentError::Layout {
-            line: span.start.line(),
-            column: span.start.col() + 1,
-        };
-        let bytes = self.text.as_bytes();
-        let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
-        // Without properties a flow scalar's event starts exactly at the scalar; a block
-        // scalar's event starts at its content, after the header.
-        let start = if has_properties {
-            skip_to_content(bytes, self.chars.byte(span.start.index()))
-        } else if block {
-            skip_to_content(bytes, self.chars.byte(self.previous_end))
-        } else {
-            self.chars.byte(span.start.index())
-        };
-        let token_end = self.chars.byte(span.end.index());
-        let expected = match style {
-            ScalarStyle::Plain => b'E',
-            ScalarStyle::DoubleQuoted => b'"',
-            ScalarStyle::SingleQuoted => b'\'',
-            ScalarStyle::Literal => b'|',
-            ScalarStyle::Folded => b'>',
-        };
-        if bytes.get(start) != Some(&expected) {
-            return Err(layout_error());
-        }
-        let (end, keep) = match style {
-            ScalarStyle::Plain => (token_end, start..start),
-            ScalarStyle::DoubleQuoted => (double_quoted_end(bytes, start), start..start),
-            ScalarStyle::SingleQuoted => (closing_single_quote(bytes, start), start..start),
-            ScalarStyle::Literal | ScalarStyle::Folded => {
-                // `start` holds the indicator (checked above), so these ranges are in bounds.
-                let header_end = start
-                    + 1
-                    + bytes
-                        .get(start + 1..)
-                        .unwrap_or_default()
-                        .iter()
-                        .take(2)
-                        .take_while(|byte| matches!(byte, b'1'..=b'9' | b'+' | b'-'))
-                        .count();
-                let line_end = bytes
-                    .get(header_end..)
-                    .unwrap_or_default()
-                    .iter()
-                    .position(|byte| matches!(byte, b'\n' | b'\r'))
-                    .map_or(bytes.len(), |offset| header_end + offset);
-                // The header line's comment is kept; trailing blanks alone are not.
-                let keep_end = if bytes
-                    .get(header_end..line_end)
-                    .unwrap_or_default()
-                    .iter()
-                    .all(|byte| matches!(byte, b' ' | b'\t'))
-                {
-                    header_end
-                } else {
-                    line_end
-                };
-                let content_end = bytes
-                    .get(..token_end)
-                    .unwrap_or(bytes)
-                    .iter()
-                    .rposition(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
-                    .map_or(0, |last| last + 1);
-                if content_end <= line_end {
-                    return Err(layout_error());
-                }
-                (content_end, header_end..keep_end)
-            }
-        };
-        if end > token_end || end <= start {
-            return Err(layout_error());
-        }
-        // PyYAML and ruamel resolve a plain-looking value under `!` (`! "yes"`) as a bool or a
-        // number; without the tag every reader takes the quoted value as a string.
-        let (span_start, lead) = match properties {
-            Properties::NonSpecificTag => {
-                let from = self.chars.byte(span.start.index());
-                match non_specific_tag(bytes, from, start) {
-                    Some((tag, after)) => (tag, after..start),
-                    None => (start, start..start),
-                }
-            }
-            Properties::Some | Properties::None => (start, start..start),
-        };
-        Ok(self.collector.add_splice(Splice {
-            span: span_start..end,
-            lead,
-            keep,
-            handle: Arc::clone(handle),
-        }))
-    }
-}
-
-/// How a scalar key counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyClass {
-    String,
-    Merge,
-    NonString,
-}
-
-/// How yaml v3 sees a scalar key.
-fn classify_key(value: &str, style: ScalarStyle, tag: Option<&Tag>) -> KeyClass {
-    match tag {
-        Some(tag) if tag_is(tag, "tag:yaml.org,2002:str") => KeyClass::String,
-        Some(tag) if tag_is(tag, "tag:yaml.org,2002:merge") => KeyClass::Merge,
-        // yaml v3 resolves a plain scalar tagged `!` like an untagged one.
-        Some(tag) if !tag_is(tag, "!") => KeyClass::NonString,
-        _ if style != ScalarStyle::Plain => KeyClass::String,
-        _ if value == "<<" => KeyClass::Merge,
-        _ if plain_is_non_string(value) => KeyClass::NonString,
-        _ => KeyClass::String,
-    }
-}
-
-/// Whether yaml v3 decodes a scalar with this tag to a string (given it looks like a handle).
-fn value_is_string(tag: Option<&Tag>) -> bool {
-    match tag {
-        None => true,
-        Some(tag) => {
-            tag_is(tag, "!")
-                || tag_is(tag, "tag:yaml.org,2002:str")
-                || !(tag.handle.starts_with(CORE_TAG_PREFIX)
-                    || (tag.handle.is_empty() && tag.suffix.starts_with(CORE_TAG_PREFIX)))
-        }
-    }
-}
-
-/// Whether `tag` (as saphyr splits it into handle and suffix) is `name`.
-fn tag_is(tag: &Tag, name: &str) -> bool {
-    name.len() == tag.handle.len() + tag.suffix.len()
-        && name.starts_with(tag.handle.as_str())
-        && name.ends_with(tag.suffix.as_str())
-}
-
-/// Whether yaml v3 resolves this plain scalar to null, bool, float, int or timestamp.
-fn plain_is_non_string(value: &str) -> bool {
-    match value {
-        "" | "~" | "null" | "Null" | "NULL" | "true" | "True" | "TRUE" | "false" | "False"
-        | "FALSE" | ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf"
-        | "-.INF" | ".nan" | ".NaN" | ".NAN" => return true,
-        _ => {}
-    }
-    let starts_numeric = value
-        .bytes()
-        .next()
-        .is_some_and(|first| first.is_ascii_digit() || matches!(first, b'+' | b'-' | b'.'));
-    if !starts_numeric {
-        return false;
-    }
-    looks_like_timestamp(value) || looks_like_number(&value.replace('_', ""))
-}
-
-/// `[-+]?` then an integer in Go's base-0 syntax (`0x`, `0o`, `0b`, leading-zero octal,
-/// decimal) or a float matching yaml v3's `yamlStyleFloat`.
-fn looks_like_number(value: &str) -> bool {
-    let unsigned = value.strip_prefix(['+', '-']).unwrap_or(value);
-    let radix_digits = |prefixes: [&str; 2], is_digit: fn(&u8) -> bool| {
-        prefixes.iter().any(|prefix| {
-            unsigned
-                .strip_prefix(prefix)
-                .is_some_and(|digits| !digits.is_empty() && digits.as_bytes().iter().all(is_digit))
-        })
-    };
-    if radix_digits(["0x", "0X"], u8::is_ascii_hexdigit)
-        || radix_digits(["0o", "0O"], |byte| matches!(byte, b'0'..=b'7'))
-        || radix_digits(["0b", "0B"], |byte| matches!(byte, b'0' | b'1'))
-    {
-        return true;
-    }
-    // yamlStyleFloat: ^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$ (decimal and
-    // leading-zero integers match it too).
-    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
-        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
-        None => (unsigned, None),
-    };
-    let digits = |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
-    let mantissa_ok = match mantissa.split_once('.') {
-        Some(("", fraction)) => digits(fraction),
-        Some((whole, fraction)) => digits(whole) && (fraction.is_empty() || digits(fraction)),
-        None => digits(mantissa),
-    };
-    let exponent_ok = exponent
-        .is_none_or(|exponent| digits(exponent.strip_prefix(['+', '-']).unwrap_or(exponent)));
-    mantissa_ok && exponent_ok
-}
-
-/// Approximately yaml v3's timestamp formats: `YYYY-M-D`, optionally followed by `T`, `t` or a
-/// space and a time.
-fn looks_like_timestamp(value: &str) -> bool {
-    let mut parts = value.splitn(3, '-');
-    let (Some(year), Some(month), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    let day_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let number = |text: &str, max_len: usize| {
-        !text.is_empty() && text.len() <= max_len && text.bytes().all(|byte| byte.is_ascii_digit())
-    };
-    if year.len() != 4 || !number(year, 4) || !number(month, 2) || !(1..=2).contains(&day_len) {
-        return false;
-    }
-    let time = &rest[day_len..];
-    time.is_empty()
-        || (time.starts_with(['T', 't', ' '])
-            && time[1..]
-                .bytes()
-                .next()
-                .is_some_and(|byte| byte.is_ascii_digit())
-            && time.contains(':'))
-}
-
-/// A parser error without source text.
-fn syntax_error(error: &ScanError) -> DocumentError {
-    let info = error.info();
-    // The only parser message that quotes the source is "unexpected character: `c'".
-    let message = if info.starts_with("unexpected character") {
-        "unexpected character".to_owned()
-    } else {
-        info.to_owned()
-    };
-    DocumentError::Syntax {
-        format: "YAML",
-        message,
-        line: error.marker().line(),
-        column: error.marker().col() + 1,
-    }
-}
-
-/// From `at`, skips what may stand between a node's start and its scalar: white space, line
-/// breaks, comments, indicators (`:`, `-`, `?`, `,`, `[`, `{`), anchors and tags. Returns where
-/// the scalar starts.
-fn skip_to_content(bytes: &[u8], mut at: usize) -> usize {
-    const BOM: &[u8] = "\u{feff}".as_bytes();
-    loop {
-        let rest = bytes.get(at..).unwrap_or_default();
-        at += match rest {
-            [
-                b' ' | b'\t' | b'\r' | b'\n' | b':' | b'-' | b'?' | b',' | b'[' | b'{',
-                ..,
-            ] => 1,
-            [0xef, ..] if rest.starts_with(BOM) => BOM.len(),
-            [b'#', ..] => rest
-                .iter()
-                .position(|byte| matches!(byte, b'\n' | b'\r'))
-                .unwrap_or(rest.len()),
-            [b'!', b'<', ..] => rest
-                .iter()
-                .position(|&byte| byte == b'>')
-                .map_or(rest.len(), |offset| offset + 1),
-            [b'&' | b'!', ..] => rest
-                .iter()
-                .position(|byte| {
-                    matches!(
-                        byte,
-                        b' ' | b'\t' | b'\r' | b'\n' | b',' | b'[' | b']' | b'{' | b'}'
-                    )
-                })
-                .unwrap_or(rest.len()),
-            _ => return at,
-        };
-    }
-}
-
-/// What is written before a handle scalar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Properties {
-    None,
-    /// An anchor or a tag other than `!`, or both.
-    Some,
-    /// The non-specific tag `!` (maybe with an anchor).
-    NonSpecificTag,
-}
-
-/// Among the properties written from `at` to the scalar at `content`, where the lone `!` tag
-/// (also written `!<!>`) starts, and where what follows it starts (its spaces and tabs
-/// skipped). `None` when it is not found as such.
-fn non_specific_tag(bytes: &[u8], mut at: usize, content: usize) -> Option<(usize, usize)> {
-    let properties = bytes.get(..content)?;
-    let blank = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
-    while let Some(&byte) = properties.get(at) {
-        let rest = properties.get(at..)?;
-        match byte {
-            b'&' | b'!' => {
-                let len = rest.iter().position(blank).unwrap_or(rest.len());
-                if matches!(rest.get(..len), Some([b'!'] | [b'!', b'<', b'!', b'>'])) {
-                    let spaces = rest
-                        .get(len..)?
-                        .iter()
-                        .take_while(|&&byte| byte == b' ' || byte == b'\t')
-                        .count();
-                    return Some((at, at + len + spaces));
-                }
-                at += len;
-            }
-            b'#' => {
-                at += rest
-                    .iter()
-                    .position(|&byte| byte == b'\n')
-                    .unwrap_or(rest.len());
-            }
-            _ => at += 1,
-        }
-    }
-    None
-}
-
-/// The end (exclusive) of the single-quoted scalar starting at `start`.
-fn closing_single_quote(bytes: &[u8], start: usize) -> usize {
-    let mut at = start + 1;
-    while let Some(&byte) = bytes.get(at) {
-        if byte == b'\'' {
-            if bytes.get(at + 1) == Some(&b'\'') {
-                at += 2;
-            } else {
-                return at + 1;
-            }
-        } else {
-            at += 1;
-        }
-    }
-    bytes.len()
-}
-
-/// Converts saphyr's character indexes to byte offsets. Keeps a cursor: converting positions in
-/// increasing order costs one pass over the text in total; ASCII text converts for free.
-struct CharIndex<'t> {
-    bytes: &'t [u8],
-    ascii: bool,
-    char_at: usize,
-    byte_at: usize,
-}
-
-impl<'t> CharIndex<'t> {
-    fn new(text: &'t str) -> CharIndex<'t> {
-        CharIndex {
-            bytes: text.as_bytes(),
-            ascii: text.is_ascii(),
-            char_at: 0,
-            byte_at: 0,
-        }
-    }
-
-    /// The byte offset of character `index` (the text's length when past the end).
-    fn byte(&mut self, index: usize) -> usize {
-        if self.ascii {
-            return index.min(self.bytes.len());
-        }
-        while self.char_at > index && self.byte_at > 0 {
-            self.byte_at -= 1;
-            while self.byte_at > 0
-                && self
-                    .bytes
-                    .get(self.byte_at)
-                    .is_some_and(|&byte| byte & 0xc0 == 0x80)
-            {
-                self.byte_at -= 1;
-            }
-            self.char_at -= 1;
-        }
-        let (mut char_at, mut byte_at) = (self.char_at, self.byte_at);
-        while char_at < index && byte_at < self.bytes.len() {
-            // Eight ASCII bytes at a time: most of a configuration file is ASCII.
-            if index - char_at >= 8
-                && let Some(Ok(word)) = self
-                    .bytes
-                    .get(byte_at..byte_at + 8)
-                    .map(<[u8; 8]>::try_from)
-                && u64::from_le_bytes(word) & 0x8080_8080_8080_8080 == 0
-            {
-                char_at += 8;
-                byte_at += 8;
-                continue;
-            }
-            // In bounds by the loop's condition: the check compiles away.
-            let Some(&lead) = self.bytes.get(byte_at) else {
-                break;
-            };
-            byte_at += match lead {
-                0x00..=0x7f => 1,
-                0xc0..=0xdf => 2,
-                0xe0..=0xef => 3,
-                _ => 4,
-            };
-            char_at += 1;
-        }
-        (self.char_at, self.byte_at) = (char_at, byte_at);
-        byte_at.min(self.bytes.len())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{looks_like_timestamp, plain_is_non_string};
-
-    #[test]
-    fn plain_key_resolution_follows_yaml_v3() {
-        for non_string in [
-            "",
-            "~",
-            "null",
-            "NULL",
-            "true",
-            "False",
-            "123",
-            "-1",
-            "+1",
-            "0755",
-            "08",
-            "0x1F",
-            "0o17",
-            "0b101",
-            "1_000",
-            "1.5",
-            ".5",
-            "1e3",
-            "1.e3",
-            "-.inf",
-            ".NaN",
-            "2001-12-14",
-            "2001-12-14T21:59:43.10-05:00",
-            "2001-12-14 21:59:43.10",
-        ] {
-            assert!(
-                plain_is_non_string(non_string),
-                "{non_string:?} is not a string"
-            );
-        }
-        for string in [
-            "yes",
-            "no",
-            "on",
-            "off",
-            "y",
-            "n",
-            "a",
-            "1a",
-            "1.2.3",
-            "0x",
-            "0xG",
-            "-",
-            ".",
-            "1e",
-            "+",
-            "<<",
-            "e3",
-            "2001-12",
-            "v1.0",
-            "12:30",
-            "2001-12-14x",
-        ] {
-            assert!(!plain_is_non_string(string), "{string:?} is a string");
-        }
-        assert!(!looks_like_timestamp("201-12-14"));
     }
 }
