@@ -189,8 +189,12 @@ async fn assert_no_survivors(state: &State, what: &str) {
     while !gone() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{what}: backend processes survived: leaders {leaders:?} (groups: {:?}), children {children:?}",
-            leaders.iter().map(|&l| live_members(l)).collect::<Vec<_>>()
+            "{what}: backend processes survived: leaders {leaders:?} (groups: {:?}), children {children:?} (state, parent: {:?})",
+            leaders.iter().map(|&l| live_members(l)).collect::<Vec<_>>(),
+            children
+                .iter()
+                .map(|&pid| stat(pid).map(|(state, ppid, _)| (state, ppid)))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -355,12 +355,18 @@ fn sweep(mark: &str, leader: Option<Pid>) {
             if reap_orphan(pid) {
                 continue;
             }
-            if carries(pid, needle.as_bytes()) {
-                // ESRCH: it ended since it was listed; the next round reaps it.
-                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                left = true;
-            } else if is_zombie(pid) {
-                left = true;
+            match environment(pid) {
+                Some(environ) if contains(&environ, needle.as_bytes()) => {
+                    // ESRCH: it ended since it was listed; the next round reaps it.
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    left = true;
+                }
+                // An environment that reads empty belongs to a process whose memory is already
+                // gone: it is exiting (killed with the group, say) and becomes a zombie any
+                // moment now. Wait for it and reap it, or it would stay a zombie until the
+                // next run's sweep.
+                Some(environ) if environ.is_empty() => left |= state(pid).is_some(),
+                _ => left |= is_zombie(pid),
             }
         }
         if (leader_ended && !left) || started.elapsed() > SWEEP_PATIENCE {
@@ -391,10 +397,15 @@ fn untracked_children() -> Vec<Pid> {
     children
 }
 
-/// Whether `pid`'s environment holds `entry` (`NAME=value` and its NUL).
-fn carries(pid: Pid, entry: &[u8]) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .is_ok_and(|environ| environ.windows(entry.len()).any(|window| window == entry))
+/// `pid`'s environment block (`NAME=value` entries, each ending in NUL); empty once the
+/// process has released its memory on the way out, `None` once it is reaped.
+fn environment(pid: Pid) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/environ")).ok()
+}
+
+/// Whether an environment block holds `entry` (`NAME=value` and its NUL).
+fn contains(environ: &[u8], entry: &[u8]) -> bool {
+    environ.windows(entry.len()).any(|window| window == entry)
 }
 
 /// The state letter of `/proc/PID/stat` (`None` once the process is reaped).
