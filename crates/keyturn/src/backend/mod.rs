@@ -11,7 +11,8 @@
 //!   its doc explains how the checked file is the file that runs.
 //! - `fetch`: payload, deadline, concurrent stdin/stdout/stderr with output caps, exit status,
 //!   error texts, the run record.
-//! - `response`: pure classification of the answer.
+//! - `response`: pure functions over the answer: decoding, per-handle classification, the
+//!   values to scrub from the backend's other texts.
 //!
 //! Scrubbing values, escaped or not, out of backend text (error texts, stderr tail) is
 //! `keyturn_protocol::scrub`, shared with `keyturn-backend`.
