@@ -361,12 +361,14 @@ fn sweep(mark: &str, leader: Option<Pid>) {
                     let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
                     left = true;
                 }
-                // An environment that reads empty belongs to a process whose memory is already
-                // gone: it is exiting (killed with the group, say) and becomes a zombie any
-                // moment now. Wait for it and reap it, or it would stay a zombie until the
-                // next run's sweep.
-                Some(environ) if environ.is_empty() => left |= state(pid).is_some(),
-                _ => left |= is_zombie(pid),
+                // Marked by another run (or by none): only reaped, once it has ended.
+                Some(environ) if !environ.is_empty() => left |= is_zombie(pid),
+                // An environment that reads empty, or cannot be read, belongs to a process whose
+                // memory is already gone or going: it is exiting (killed with the group, say)
+                // and becomes a zombie any moment now. Wait for it and reap it, or it would
+                // stay a zombie until the next run's sweep. (A live process whose environment
+                // keyturn may not read keeps the sweep going until its patience runs out.)
+                _ => left |= state(pid).is_some(),
             }
         }
         if (leader_ended && !left) || started.elapsed() > SWEEP_PATIENCE {
