@@ -17,34 +17,34 @@
 //!   resolver.
 //! - Values only ever enter the cache from a successful backend answer, and live in [`Secret`]s.
 
+mod failure;
 pub mod observer;
 pub mod refresh;
+mod routing;
 pub mod status;
 
 use crate::printable::Printable;
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use keyturn_protocol::PayloadVersion;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditLimits, AuditWriter};
-use crate::backend::{self, BackendSpec, FailureKind, FetchOptions, PermissionCheck};
+use crate::backend::{self, BackendSpec, FailureKind, FetchOptions};
 use crate::document::{Document, KeyPath};
 use crate::secret::Secret;
-use crate::settings::{BackendSelection, BuiltinBackend, Settings};
+use crate::settings::Settings;
 
+pub use failure::{Failure, FailureGroup, LISTED_HANDLES, LISTED_PATHS, group_failures};
 pub use observer::{Observer, RefreshOutcome};
 pub use refresh::{ChangedHandle, HeldBack, HoldReason, Place, RefreshReport, Trigger};
-
-/// Name of the built-in backend executable.
-pub const BUILTIN_BACKEND_NAME: &str = "keyturn-backend";
+pub use routing::{BUILTIN_BACKEND_NAME, locate_builtin_backend};
+use routing::{Routing, routing};
 
 /// Resolves handles in documents and keeps them fresh. Cloning shares the state.
 #[derive(Clone)]
@@ -136,150 +136,6 @@ impl fmt::Debug for Resolution {
             .field("output", &"<redacted>")
             .field("failures", &self.failures)
             .finish()
-    }
-}
-
-/// A handle that could not be resolved. Never carries a value.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Failure {
-    /// The handle.
-    pub handle: String,
-    /// Why, as a kind.
-    pub kind: FailureKind,
-    /// Why, in words (the backend's error text for `error`).
-    pub message: String,
-    /// Key paths where the handle is used (in the resolved document, or in every origin for a
-    /// refresh).
-    pub paths: Vec<KeyPath>,
-}
-
-/// How many paths [`Failure::paths_text`] lists before it counts the rest.
-pub const LISTED_PATHS: usize = 10;
-
-/// How many handles one line of grouped failures lists before it counts the rest.
-pub const LISTED_HANDLES: usize = 100;
-
-impl Failure {
-    /// The paths joined with `, ` (each with its segments joined by `/`, made printable) for
-    /// messages: at most [`LISTED_PATHS`], then `and N more`, so a message stays proportional
-    /// to the input however many times a handle is used (a use through an alias repeats its
-    /// whole path).
-    pub fn paths_text(&self) -> String {
-        let mut text = self
-            .paths
-            .iter()
-            .take(LISTED_PATHS)
-            .map(|path| crate::printable::printable(&path.join("/")))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if self.paths.len() > LISTED_PATHS {
-            text.push_str(&format!(" and {} more", self.paths.len() - LISTED_PATHS));
-        }
-        text
-    }
-}
-
-/// Failures with one cause. A failure of a whole backend run (the permission check, the exit
-/// status, the timeout, the output cap) gives every handle of the run the same message, and a
-/// backend that refuses every handle for one reason (a rejected token) gives each the same
-/// error text: either way the failures form one group naming every handle it affects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailureGroup<'a> {
-    /// Why, as a kind.
-    pub kind: FailureKind,
-    /// Why, in words: the message, or for several handles that the backend refused with one
-    /// text, that text.
-    pub message: Cow<'a, str>,
-    /// The failures of this cause, in the order given.
-    pub failures: Vec<&'a Failure>,
-}
-
-/// Groups `failures` by cause (kind and message, or the backend's error text for refused
-/// handles), in order of first appearance.
-pub fn group_failures(failures: &[Failure]) -> Vec<FailureGroup<'_>> {
-    let mut groups: Vec<FailureGroup<'_>> = Vec::new();
-    let mut index: HashMap<(FailureKind, &str), usize> = HashMap::new();
-    for failure in failures {
-        let key = (failure.kind, backend_error_text(failure));
-        match index.get(&key).and_then(|&at| groups.get_mut(at)) {
-            Some(group) => group.failures.push(failure),
-            None => {
-                index.insert(key, groups.len());
-                groups.push(FailureGroup {
-                    kind: failure.kind,
-                    message: Cow::Borrowed(&failure.message),
-                    failures: vec![failure],
-                });
-            }
-        }
-    }
-    for group in &mut groups {
-        if let [first, _, ..] = group.failures.as_slice() {
-            let text = backend_error_text(first);
-            if text.len() < first.message.len() {
-                group.message = Cow::Owned(format!(
-                    "an error occurred while resolving each of them: {text}"
-                ));
-            }
-        }
-    }
-    groups
-}
-
-/// The backend's own text of a per-handle error (`an error occurred while resolving '<h>':
-/// <text>`), or the whole message.
-fn backend_error_text(failure: &Failure) -> &str {
-    failure
-        .message
-        .strip_prefix("an error occurred while resolving '")
-        .and_then(|rest| rest.strip_prefix(failure.handle.as_str()))
-        .and_then(|rest| rest.strip_prefix("': "))
-        .filter(|_| failure.kind == FailureKind::Error)
-        .unwrap_or(&failure.message)
-}
-
-impl fmt::Display for FailureGroup<'_> {
-    /// One handle: `'db' (missing) at db/password: <message>`. Several: `<message> (kind);
-    /// affects 2 handles: 'a' at x/y; 'b' at z`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = |failure: &Failure| {
-            if failure.paths.is_empty() {
-                String::new()
-            } else {
-                format!(" at {}", failure.paths_text())
-            }
-        };
-        match self.failures.as_slice() {
-            [one] => write!(
-                f,
-                "'{}' ({}){}: {}",
-                Printable(&one.handle),
-                self.kind.as_str(),
-                at(one),
-                self.message
-            ),
-            many => {
-                // Listed one by one (never joined into one string), at most LISTED_HANDLES of
-                // them: the line stays proportional to the input however many handles fail.
-                write!(
-                    f,
-                    "{} ({}); affects {} handles: ",
-                    self.message,
-                    self.kind.as_str(),
-                    many.len()
-                )?;
-                for (index, failure) in many.iter().take(LISTED_HANDLES).enumerate() {
-                    if index > 0 {
-                        f.write_str("; ")?;
-                    }
-                    write!(f, "'{}'{}", Printable(&failure.handle), at(failure))?;
-                }
-                if many.len() > LISTED_HANDLES {
-                    write!(f, "; and {} more", many.len() - LISTED_HANDLES)?;
-                }
-                Ok(())
-            }
-        }
     }
 }
 
@@ -410,13 +266,6 @@ impl Drop for BatchEnd {
         }
         self.batch.done.send_replace(true);
     }
-}
-
-/// Which backend specs serve which handles.
-enum Routing {
-    None,
-    Single(BackendSpec),
-    Multi(BTreeMap<String, BackendSpec>),
 }
 
 /// The outcome of looking up one handle.
@@ -1084,80 +933,4 @@ impl State {
                 .iter()
                 .any(|path| self.use_matches(&context.origin, path))
     }
-}
-
-impl Routing {
-    /// The spec whose executable status output describes: the only one, or the first of the
-    /// multi backends (they all run `keyturn-backend`).
-    fn first_spec(&self) -> Option<&BackendSpec> {
-        match self {
-            Routing::None => None,
-            Routing::Single(spec) => Some(spec),
-            Routing::Multi(specs) => specs.values().next(),
-        }
-    }
-}
-
-fn routing(settings: &Settings, builtin: &Path) -> Routing {
-    let builtin_spec = |b: &BuiltinBackend| BackendSpec {
-        command: builtin.to_path_buf(),
-        args: settings.arguments.clone(),
-        check: PermissionCheck::Builtin,
-        backend_type: Some(b.backend_type.clone()),
-        config: (!b.config.is_empty()).then(|| b.config.clone()),
-        working_dir: settings.working_dir.clone(),
-        // keyturn's own backend needs `type`, which only 1.1 carries.
-        protocol: PayloadVersion::V1_1,
-    };
-    match &settings.backend {
-        None => Routing::None,
-        Some(BackendSelection::Command { command, payload }) => Routing::Single(BackendSpec {
-            command: command.clone(),
-            args: settings.arguments.clone(),
-            check: if settings.allow_group_exec {
-                PermissionCheck::AllowGroupExec
-            } else {
-                PermissionCheck::Strict
-            },
-            // The Agent sends `type` and `config` to the command whenever a type is set.
-            backend_type: payload.as_ref().map(|b| b.backend_type.clone()),
-            config: payload
-                .as_ref()
-                .filter(|b| !b.config.is_empty())
-                .map(|b| b.config.clone()),
-            protocol: settings.protocol_version,
-            working_dir: settings.working_dir.clone(),
-        }),
-        Some(BackendSelection::Type(b)) => Routing::Single(builtin_spec(b)),
-        Some(BackendSelection::Multi(backends)) => Routing::Multi(
-            backends
-                .iter()
-                .map(|(name, b)| (name.clone(), builtin_spec(b)))
-                .collect(),
-        ),
-    }
-}
-
-/// Finds `keyturn-backend`: `$KEYTURN_BUILTIN_BACKEND`, then beside the running executable, then
-/// the bare name (looked up on `PATH` when run).
-pub fn locate_builtin_backend() -> PathBuf {
-    if let Some(path) = std::env::var_os("KEYTURN_BUILTIN_BACKEND").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        let sibling = dir.join(BUILTIN_BACKEND_NAME);
-        if sibling.is_file() {
-            return sibling;
-        }
-        // Test and bench executables live one level down, in `deps/`.
-        if let Some(parent) = dir.parent() {
-            let sibling = parent.join(BUILTIN_BACKEND_NAME);
-            if dir.ends_with("deps") && sibling.is_file() {
-                return sibling;
-            }
-        }
-    }
-    PathBuf::from(BUILTIN_BACKEND_NAME)
 }
