@@ -80,11 +80,7 @@ impl Setup {
                 .build()
                 .expect("tokio runtime"),
             spec,
-            options: FetchOptions {
-                timeout: Duration::from_secs(30),
-                output_max_size: 4 * 1024 * 1024,
-                remove_trailing_line_break: false,
-            },
+            options: FetchOptions::new(Duration::from_secs(30), 4 * 1024 * 1024),
         }
     }
 

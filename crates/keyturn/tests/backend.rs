@@ -175,11 +175,7 @@ fn spec(name: &str, args: &[&str]) -> BackendSpec {
 }
 
 fn options() -> FetchOptions {
-    FetchOptions {
-        timeout: Duration::from_secs(20),
-        output_max_size: 1024 * 1024,
-        remove_trailing_line_break: false,
-    }
+    FetchOptions::new(Duration::from_secs(20), 1024 * 1024)
 }
 
 fn handles(list: &[&str]) -> Vec<String> {
@@ -298,10 +294,7 @@ async fn payload_is_exact() {
         let mut spec = spec("record", &[saved_arg, "{}"]);
         spec.backend_type = backend_type.map(str::to_owned);
         spec.config = config;
-        let options = FetchOptions {
-            timeout: Duration::from_secs(timeout),
-            ..options()
-        };
+        let options = options().with_timeout(Duration::from_secs(timeout));
         let fetched = fetch(&spec, &options, &handles(&requested)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&saved).unwrap(), expected);
         assert_eq!(
@@ -379,10 +372,7 @@ async fn per_handle_outcomes() {
         ),
     ];
     for (output, requested, strip, expected) in cases {
-        let options = FetchOptions {
-            remove_trailing_line_break: strip,
-            ..options()
-        };
+        let options = options().with_remove_trailing_line_break(strip);
         let (record, fetched) =
             fetch_recorded(&spec("answer", &[output]), &options, &handles(&requested)).await;
         let fetched = fetched.unwrap_or_else(|error| panic!("{output}: {error}"));
@@ -502,10 +492,7 @@ async fn whole_run_failures() {
             cmd(name)
         )
     };
-    let small = FetchOptions {
-        output_max_size: 20,
-        ..options()
-    };
+    let small = options().with_output_max_size(20);
     let cases = vec![
         failing(
             "answer",
@@ -597,10 +584,7 @@ async fn whole_run_failures() {
             "error",
         ),
         Failing {
-            options: FetchOptions {
-                timeout: Duration::from_millis(300),
-                ..options()
-            },
+            options: options().with_timeout(Duration::from_millis(300)),
             ..failing(
                 "slow",
                 &["{"],
@@ -677,10 +661,7 @@ async fn what_follows_an_early_whole_answer_still_counts() {
 #[tokio::test]
 async fn output_cap_is_inclusive() {
     let json = r#"{"h":{"value":"v"}}"#;
-    let at_limit = FetchOptions {
-        output_max_size: json.len(),
-        ..options()
-    };
+    let at_limit = options().with_output_max_size(json.len());
     let stderr_at_limit = "e".repeat(json.len());
     let fetched = run(
         &spec("answer", &[json, &stderr_at_limit]),
@@ -694,10 +675,7 @@ async fn output_cap_is_inclusive() {
     let started = tokio::time::Instant::now();
     let error = fetch(
         &spec("flood", &["100000000", "0"]),
-        &FetchOptions {
-            output_max_size: 4096,
-            ..options()
-        },
+        &options().with_output_max_size(4096),
         &handles(&["h"]),
     )
     .await
@@ -757,10 +735,7 @@ async fn helper_contract_and_version_hint() {
 async fn timeout_kills_the_group_and_returns_in_time() {
     let dir = private_dir();
     let (child_file, grandchild_file) = (dir.path().join("child"), dir.path().join("grandchild"));
-    let options = FetchOptions {
-        timeout: Duration::from_secs(1),
-        ..options()
-    };
+    let options = options().with_timeout(Duration::from_secs(1));
     let started = tokio::time::Instant::now();
     let error = fetch(
         &spec(
@@ -792,10 +767,7 @@ async fn timeout_kills_the_group_and_returns_in_time() {
 async fn reading_is_bounded_by_the_deadline() {
     let dir = private_dir();
     let escaped_file = dir.path().join("escaped");
-    let options = FetchOptions {
-        timeout: Duration::from_secs(1),
-        ..options()
-    };
+    let options = options().with_timeout(Duration::from_secs(1));
     let started = tokio::time::Instant::now();
     let error = run(
         &spec("escape", &[escaped_file.to_str().unwrap()]),
@@ -1174,14 +1146,8 @@ async fn no_value_leaks() {
     let html = value(&format!("ä<{SECRET}>&"));
     let echo_python = format!("STDERR-MARKER answered \\u00e4<{SECRET}>&\n");
     let echo_go = format!("STDERR-MARKER answered ä\\u003c{SECRET}\\u003e\\u0026\n");
-    let tiny = FetchOptions {
-        output_max_size: 30,
-        ..options()
-    };
-    let quick = FetchOptions {
-        timeout: Duration::from_millis(500),
-        ..options()
-    };
+    let tiny = options().with_output_max_size(30);
+    let quick = options().with_timeout(Duration::from_millis(500));
     // Backend, its args, options, and whether the error carries a stderr tail (not when stdout
     // was not read to its end or is not a valid answer: unread, half-read or unparsed values
     // cannot be scrubbed).

@@ -1208,11 +1208,7 @@ mod status {
         let script = fixture.dir.path().join("slow.sh");
         fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-        let options = FetchOptions {
-            timeout: Duration::from_secs(30),
-            output_max_size: 1024,
-            remove_trailing_line_break: false,
-        };
+        let options = FetchOptions::new(Duration::from_secs(30), 1024);
         let mut spec = BackendSpec {
             command: script,
             args: vec![],

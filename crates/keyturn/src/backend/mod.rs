@@ -132,15 +132,65 @@ impl std::fmt::Debug for BackendSpec {
     }
 }
 
-/// Limits and options of every fetch.
+/// Limits and options of every fetch. Built with [`FetchOptions::new`], which keeps the
+/// deadline within [`MAX_DURATION`](crate::settings::MAX_DURATION).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FetchOptions {
     /// Deadline of one run; also sent as `secret_backend_timeout`.
-    pub timeout: Duration,
+    timeout: Duration,
     /// Cap on each of stdout and stderr, in bytes.
-    pub output_max_size: usize,
+    output_max_size: usize,
     /// Strip all trailing `\r` and `\n` from values.
-    pub remove_trailing_line_break: bool,
+    remove_trailing_line_break: bool,
+}
+
+impl FetchOptions {
+    /// A deadline for each run (at most [`MAX_DURATION`](crate::settings::MAX_DURATION); a
+    /// longer one is shortened to it) and a cap on each of stdout and stderr, in bytes. Values
+    /// are kept as the backend gave them (see
+    /// [`with_remove_trailing_line_break`](FetchOptions::with_remove_trailing_line_break)).
+    pub fn new(timeout: Duration, output_max_size: usize) -> FetchOptions {
+        FetchOptions {
+            timeout: timeout.min(crate::settings::MAX_DURATION),
+            output_max_size,
+            remove_trailing_line_break: false,
+        }
+    }
+
+    /// These options with another deadline (shortened to at most
+    /// [`MAX_DURATION`](crate::settings::MAX_DURATION)).
+    pub fn with_timeout(self, timeout: Duration) -> FetchOptions {
+        FetchOptions::new(timeout, self.output_max_size)
+            .with_remove_trailing_line_break(self.remove_trailing_line_break)
+    }
+
+    /// These options with another output cap.
+    pub fn with_output_max_size(mut self, output_max_size: usize) -> FetchOptions {
+        self.output_max_size = output_max_size;
+        self
+    }
+
+    /// These options, stripping (or not) every trailing `\r` and `\n` from values.
+    pub fn with_remove_trailing_line_break(mut self, remove: bool) -> FetchOptions {
+        self.remove_trailing_line_break = remove;
+        self
+    }
+
+    /// Deadline of one run; also sent as `secret_backend_timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Cap on each of stdout and stderr, in bytes.
+    pub fn output_max_size(&self) -> usize {
+        self.output_max_size
+    }
+
+    /// Whether trailing `\r` and `\n` are stripped from values.
+    pub fn remove_trailing_line_break(&self) -> bool {
+        self.remove_trailing_line_break
+    }
 }
 
 /// Why one handle failed while the batch itself succeeded.

@@ -321,11 +321,8 @@ impl Resolver {
             .builtin_backend
             .unwrap_or_else(locate_builtin_backend);
         let routing = routing(&settings, &builtin);
-        let fetch_options = FetchOptions {
-            timeout: settings.timeout,
-            output_max_size: settings.output_max_size,
-            remove_trailing_line_break: settings.remove_trailing_line_break,
-        };
+        let fetch_options = FetchOptions::new(settings.timeout, settings.output_max_size)
+            .with_remove_trailing_line_break(settings.remove_trailing_line_break);
         let first_refresh_delay = settings.refresh_interval.map(|interval| {
             if settings.refresh_scatter {
                 refresh::scatter(interval, &mut rand::rng())
