@@ -76,10 +76,7 @@ impl Seeded {
             size += line.len() as u64;
         }
         file.sync_all().expect("seed sync");
-        let limits = AuditLimits {
-            max_size: u64::MAX,
-            ..AuditLimits::default()
-        };
+        let limits = AuditLimits::new(u64::MAX, AuditLimits::default().retention);
         Seeded {
             _dir: dir,
             writer: AuditWriter::new(path.clone(), limits),

@@ -146,14 +146,27 @@ pub fn rotated_index(path: &Path, width: usize, name: &OsStr) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// Limits of one audit file.
+/// Limits of one audit file: [`AuditLimits::default`] (the Agent's defaults) or
+/// [`AuditLimits::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditLimits {
     /// `secret_audit_file_max_size`: a non-empty file is rotated before an append that would
     /// take it past this many bytes.
     pub max_size: u64,
     /// How long records and rotated files are kept.
     pub retention: Duration,
+}
+
+impl AuditLimits {
+    /// A rotation size in bytes and a retention (at most
+    /// [`MAX_DURATION`](crate::settings::MAX_DURATION); a longer one is shortened to it).
+    pub fn new(max_size: u64, retention: Duration) -> AuditLimits {
+        AuditLimits {
+            max_size,
+            retention: retention.min(crate::settings::MAX_DURATION),
+        }
+    }
 }
 
 impl Default for AuditLimits {
