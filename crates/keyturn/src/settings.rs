@@ -821,6 +821,15 @@ impl TreeLoader {
                 None => {
                     let text = match built {
                         Some((Value::String(text), _)) => text,
+                        // A collection used as a key is never a key keyturn reads, and its JSON
+                        // text would hold the escaped text of the keys nested in it: each level
+                        // doubles the backslashes, so a small file of nested keys would make
+                        // text of exponential size. It is named by its place instead.
+                        Some((Value::Array(_) | Value::Object(_), _)) => format!(
+                            "<collection key at line {}, column {}>",
+                            span.start.line(),
+                            span.start.col() + 1
+                        ),
                         Some((other, _)) => other.to_string(),
                         None => String::new(),
                     };
@@ -1041,6 +1050,20 @@ mod tests {
 
     /// Found by the `settings` fuzz target (from a deep seed): every walk over saphyr's tree
     /// recursed, so deep nesting overflowed the stack instead of failing.
+    /// Fuzzing found an 861-byte file of nested collection keys that ran for minutes: each
+    /// key's JSON text held the escaped text of the keys inside it, doubling per level.
+    #[test]
+    fn nested_collection_keys_stay_small() {
+        let depth = 60;
+        let text = format!(
+            "{}a: 1{}\n",
+            "{".repeat(depth),
+            "}: 1".repeat(depth - 1) + "}"
+        );
+        let settings = Settings::from_yaml_str(&text);
+        assert!(settings.is_ok(), "{settings:?}");
+    }
+
     #[test]
     fn deep_nesting_is_a_syntax_error_not_a_stack_overflow() {
         // Directly: block sequences, flow sequences inside block mappings.
