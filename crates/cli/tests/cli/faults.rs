@@ -305,14 +305,6 @@ fn a_stuck_backend_does_not_block_the_api() {
     serve.assert_no_backend_survivors(&setup, "gate");
 }
 
-/// `prlimit`, which runs the daemon under a file-size limit, is not everywhere.
-fn has_prlimit() -> bool {
-    Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success())
-}
-
 /// Pads `path` with lines of `x` up to exactly `size` bytes (its first line stays a record).
 fn pad_to(path: &Path, size: u64) {
     let mut bytes = fs::read(path).unwrap();
@@ -329,10 +321,7 @@ fn pad_to(path: &Path, size: u64) {
 // values and reports the audit error; no record is ever half written; lifting the limit heals.
 #[test]
 fn an_audit_file_that_cannot_grow_fails_whole_records_only() {
-    if !has_prlimit() {
-        eprintln!("skipped: prlimit is not installed");
-        return;
-    }
+    super::require_prlimit();
     const LIMIT: u64 = 64 * 1024;
     let setup = Setup::new(TEMPLATE);
     setup

@@ -111,6 +111,19 @@ impl Run {
     }
 }
 
+/// Fails the test unless `prlimit` (util-linux, in every Debian install) can run: the tests
+/// that need it prove limits (memory, file size), so they must never pass by skipping.
+pub fn require_prlimit() {
+    let works = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        works,
+        "this test needs prlimit (Debian: apt-get install util-linux)"
+    );
+}
+
 /// The repository root (for the bundled example).
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -13,14 +13,6 @@ const BASE: u64 = 64 * 1024 * 1024;
 /// Address space per byte of input (the documented bound is 64 MiB + 20 × S).
 const PER_INPUT_BYTE: u64 = 20;
 
-/// `prlimit` sets the limit; it is not everywhere.
-fn has_prlimit() -> bool {
-    Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success())
-}
-
 /// Runs `keyturn ARGS` in the sandbox under the bound for `input_size` bytes of input.
 fn keyturn_bounded(sandbox: &Sandbox, input_size: usize, args: &[&str]) -> super::Run {
     let limit = BASE + PER_INPUT_BYTE * u64::try_from(input_size).unwrap();
@@ -40,10 +32,7 @@ fn keyturn_bounded(sandbox: &Sandbox, input_size: usize, args: &[&str]) -> super
 /// (2 GB).
 #[test]
 fn aliases_of_a_big_anchor_in_a_document_read_for_settings() {
-    if !has_prlimit() {
-        eprintln!("skipped: prlimit is not installed");
-        return;
-    }
+    super::require_prlimit();
     let sandbox = Sandbox::new();
     let backend = table_backend(&sandbox, &[("pw", "resolved")]);
     let head = format!(
@@ -104,10 +93,7 @@ fn settings_aliases_are_budgeted() {
 /// the key (3 GB).
 #[test]
 fn a_long_key_above_many_aliased_uses() {
-    if !has_prlimit() {
-        eprintln!("skipped: prlimit is not installed");
-        return;
-    }
+    super::require_prlimit();
     let sandbox = Sandbox::new();
     let backend = table_backend(&sandbox, &[("pw", "resolved")]);
     let settings = format!("secret_backend_command: {}\n", backend.display());
@@ -152,10 +138,7 @@ fn a_long_key_above_many_aliased_uses() {
 /// copy the key (4 GB).
 #[test]
 fn a_long_json_key_over_many_handles() {
-    if !has_prlimit() {
-        eprintln!("skipped: prlimit is not installed");
-        return;
-    }
+    super::require_prlimit();
     let sandbox = Sandbox::new();
     let backend = table_backend(&sandbox, &[("pw", "resolved")]);
     let settings = format!("secret_backend_command: {}\n", backend.display());
