@@ -74,7 +74,7 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     }
 
     // Before any secret is in memory: no core dumps, and the optional memory lock.
-    let hardening = keyturn::hygiene::harden(settings.daemon.settings.memory_lock);
+    let hardening = keyturn::hygiene::harden(settings.daemon.settings.memory_lock());
     for warning in &hardening.warnings {
         tracing::warn!("{warning}");
     }

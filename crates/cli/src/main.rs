@@ -269,7 +269,7 @@ pub(crate) fn directory_of(path: &Path) -> &Path {
 }
 
 pub(crate) fn log_warnings(settings: &keyturn::Settings) {
-    for warning in &settings.warnings {
+    for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
 }

@@ -60,7 +60,7 @@ async fn serve(config: DaemonConfig, path: PathBuf) -> Result<Outcome, Failure> 
     let _file_size = signals(SignalKind::from_raw(libc::SIGXFSZ), "SIGXFSZ")?;
 
     // Before any secret is in memory: no core dumps, and the optional memory lock.
-    let hardening = keyturn::hygiene::harden(config.settings.memory_lock);
+    let hardening = keyturn::hygiene::harden(config.settings.memory_lock());
     for warning in &hardening.warnings {
         tracing::warn!("{warning}");
     }

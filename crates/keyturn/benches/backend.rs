@@ -25,7 +25,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
-use keyturn::backend::{BackendSpec, FetchOptions, PermissionCheck, fetch};
+use keyturn::backend::{BackendSpec, FetchOptions, fetch};
 use keyturn_protocol::{PAYLOAD_VERSION, Request};
 
 mod support;
@@ -63,15 +63,7 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let (dir, backend) = install_backend();
-        let spec = BackendSpec {
-            command: backend.clone(),
-            args: vec![ECHO_BACKEND.to_owned()],
-            check: PermissionCheck::Strict,
-            backend_type: None,
-            config: None,
-            working_dir: None,
-            protocol: keyturn_protocol::PayloadVersion::V1_1,
-        };
+        let spec = BackendSpec::new(backend.clone()).with_args([ECHO_BACKEND]);
         Setup {
             _dir: dir,
             backend,

@@ -122,13 +122,7 @@ fn backend(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
 }
 
 fn resolver(command: &Path) -> Resolver {
-    Resolver::new(Settings {
-        backend: Some(BackendSelection::Command {
-            command: command.to_path_buf(),
-            payload: None,
-        }),
-        ..Settings::default()
-    })
+    Resolver::new(Settings::default().with_backend(BackendSelection::command(command)))
 }
 
 fn time(mut work: impl FnMut()) -> Duration {

@@ -66,14 +66,9 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let (dir, backend) = install_backend();
-        let settings = Settings {
-            backend: Some(BackendSelection::Command {
-                command: backend,
-                payload: None,
-            }),
-            arguments: vec![ECHO_BACKEND.to_owned()],
-            ..Settings::default()
-        };
+        let settings = Settings::default()
+            .with_backend(BackendSelection::command(backend))
+            .with_arguments([ECHO_BACKEND]);
         // What `keyturn resolve` runs on.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -63,13 +63,7 @@ printf '}}'
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let settings = Settings {
-            backend: Some(BackendSelection::Command {
-                command: script,
-                payload: None,
-            }),
-            ..Settings::default()
-        };
+        let settings = Settings::default().with_backend(BackendSelection::command(script));
         let resolver = Resolver::new(settings);
         let first = resolver.resolve(&document, "bench", false).await;
         assert!(first.is_complete(), "{:?}", first.failures);

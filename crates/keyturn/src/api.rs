@@ -74,6 +74,7 @@ pub fn router(daemon: Daemon) -> Router {
 
 /// Every way a request can fail, each mapped to one status and a JSON `{"error": ...}` body.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// No `Authorization: Bearer` header.
     #[error("missing bearer token: send 'Authorization: Bearer <token>'")]

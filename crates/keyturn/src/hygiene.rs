@@ -33,6 +33,7 @@ pub struct Hardening {
 
 /// The state of the memory lock after [`harden`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MemoryLock {
     /// Not asked for (`secret_memory_lock: false`).
     NotRequested,

@@ -48,6 +48,7 @@ struct BuildLabels {
 
 /// The text formats [`Metrics::encode`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetricsFormat {
     /// OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`).
     OpenMetrics,

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyturn_protocol::PayloadVersion;
+pub use keyturn_protocol::PayloadVersion;
 use serde_json::{Map, Value};
 
 /// Default of `secret_backend_timeout`.
@@ -32,48 +32,44 @@ pub const DEFAULT_OUTPUT_MAX_SIZE: usize = 1024 * 1024;
 /// Default of `secret_audit_file_max_size`, in bytes.
 pub const DEFAULT_AUDIT_FILE_MAX_SIZE: u64 = 1024 * 1024;
 
-/// Validated settings of one resolver.
+/// Validated settings of one resolver: read from a settings file with
+/// [`Settings::from_yaml_str`], or built with [`Settings::default`] and the `with_*` setters,
+/// which keep the same bounds as the file (durations at most [`MAX_DURATION`], 0 meaning the
+/// default for sizes).
+///
+/// ```
+/// use std::time::Duration;
+/// use keyturn::Settings;
+/// use keyturn::settings::BackendSelection;
+///
+/// let settings = Settings::default()
+///     .with_backend(BackendSelection::command("/usr/local/bin/fetch-secrets"))
+///     .with_timeout(Duration::from_secs(10))
+///     .with_refresh_interval(Some(Duration::from_secs(3600)));
+/// assert_eq!(settings.timeout(), Duration::from_secs(10));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Settings {
-    /// Which backend resolves handles; `None` when no backend is configured.
-    pub backend: Option<BackendSelection>,
-    /// `secret_backend_arguments`: passed to the command (and to the built-in backend).
-    pub arguments: Vec<String>,
-    /// `secret_backend_timeout`.
-    pub timeout: Duration,
-    /// `secret_backend_output_max_size`: cap on each of stdout and stderr.
-    pub output_max_size: usize,
-    /// `secret_backend_command_allow_group_exec_perm`.
-    pub allow_group_exec: bool,
-    /// `secret_backend_remove_trailing_line_break`.
-    pub remove_trailing_line_break: bool,
-    /// `secret_refresh_interval`; `None` when periodic refresh is off.
-    pub refresh_interval: Option<Duration>,
-    /// `secret_refresh_scatter`.
-    pub refresh_scatter: bool,
-    /// `secret_refresh_on_api_key_failure_interval` (minutes in the file): minimum spacing of
-    /// refreshes triggered from outside; `None` when such triggers are not throttled.
-    pub refresh_trigger_interval: Option<Duration>,
-    /// `secret_audit_file_max_size`.
-    pub audit_file_max_size: u64,
-    /// `run_path`: directory of the audit file and the API token.
-    pub run_path: Option<PathBuf>,
-    /// `secret_backend_protocol_version`: the payload sent to `secret_backend_command`
-    /// (`1.1` by default; `1.0` sends exactly `version` and `secrets`). keyturn's own built-in
-    /// backend is always sent `1.1`.
-    pub protocol_version: PayloadVersion,
-    /// `secret_memory_lock`: lock the process' memory into RAM (`mlockall`) at start, so that
-    /// secrets are never written to swap. Applied by `hygiene::harden` (feature `daemon`).
-    pub memory_lock: bool,
-    /// The settings file's directory, when the settings came from a file: relative paths in
-    /// the settings are taken from it (see [`Settings::relative_to`]) and backends run in it,
-    /// so that relative paths in `secret_backend_config` mean the same.
-    pub working_dir: Option<PathBuf>,
-    /// Warnings found while reading (settings that were ignored), for the caller to log.
-    pub warnings: Vec<String>,
+    backend: Option<BackendSelection>,
+    arguments: Vec<String>,
+    timeout: Duration,
+    output_max_size: usize,
+    allow_group_exec: bool,
+    remove_trailing_line_break: bool,
+    refresh_interval: Option<Duration>,
+    refresh_scatter: bool,
+    refresh_trigger_interval: Option<Duration>,
+    audit_file_max_size: u64,
+    run_path: Option<PathBuf>,
+    protocol_version: PayloadVersion,
+    memory_lock: bool,
+    working_dir: Option<PathBuf>,
+    warnings: Vec<String>,
 }
 
 impl Default for Settings {
+    /// No backend, and every other setting at the Datadog Agent's default.
     fn default() -> Settings {
         Settings {
             backend: None,
@@ -96,6 +92,10 @@ impl Default for Settings {
 }
 
 /// The active backend, after the precedence rule command > type > multi.
+///
+/// Built from a settings file, or with [`BackendSelection::command`],
+/// [`BackendSelection::builtin`] and [`BackendSelection::multi`], which check what the file
+/// checks (the last two cannot be built otherwise outside this crate).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum BackendSelection {
@@ -109,20 +109,86 @@ pub enum BackendSelection {
         payload: Option<BuiltinBackend>,
     },
     /// `secret_backend_type`: keyturn's built-in backend with this type and config.
-    Type(BuiltinBackend),
+    #[non_exhaustive]
+    Type {
+        /// A type `keyturn-backend` serves, and its config.
+        backend: BuiltinBackend,
+    },
     /// `multi_secret_backends`: named built-in backends, selected by the handle prefix
-    /// `ENC[name;key]`. Names are lower-case.
-    Multi(BTreeMap<String, BuiltinBackend>),
+    /// `ENC[name;key]`.
+    #[non_exhaustive]
+    Multi {
+        /// By name: names are lower-case, non-empty and without `;`; every type is one
+        /// `keyturn-backend` serves.
+        backends: BTreeMap<String, BuiltinBackend>,
+    },
+}
+
+impl BackendSelection {
+    /// `secret_backend_command`: runs `command` (a bare name is looked up on `PATH`) and sends
+    /// it no payload `type` or `config`.
+    pub fn command(command: impl Into<PathBuf>) -> BackendSelection {
+        BackendSelection::Command {
+            command: command.into(),
+            payload: None,
+        }
+    }
+
+    /// `secret_backend_type`: keyturn's built-in backend. Refuses a type `keyturn-backend`
+    /// does not serve.
+    pub fn builtin(backend: BuiltinBackend) -> Result<BackendSelection, SettingsError> {
+        known_type("secret_backend_type", &backend.backend_type)?;
+        Ok(BackendSelection::Type { backend })
+    }
+
+    /// `multi_secret_backends`: built-in backends by name (case-insensitive: stored
+    /// lower-case). Refuses no backend at all, an empty name or one with `;`, a name given
+    /// twice, and a type `keyturn-backend` does not serve; errors name the key as the settings
+    /// file would.
+    pub fn multi<N: Into<String>>(
+        backends: impl IntoIterator<Item = (N, BuiltinBackend)>,
+    ) -> Result<BackendSelection, SettingsError> {
+        let mut checked = BTreeMap::new();
+        for (name, backend) in backends {
+            add_multi(&mut checked, name.into(), backend)?;
+        }
+        if checked.is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "multi_secret_backends".to_owned(),
+                problem: "at least one backend is required".to_owned(),
+            });
+        }
+        Ok(BackendSelection::Multi { backends: checked })
+    }
 }
 
 /// A built-in backend type and its configuration, as sent in the payload. `Debug` shows the
 /// config's keys, not its values (they may be credentials).
 #[derive(Clone, PartialEq)]
+#[non_exhaustive]
 pub struct BuiltinBackend {
+    backend_type: String,
+    config: Map<String, Value>,
+}
+
+impl BuiltinBackend {
+    /// The payload `type` (e.g. `file.json`) and `config` (sent when not empty).
+    pub fn new(backend_type: impl Into<String>, config: Map<String, Value>) -> BuiltinBackend {
+        BuiltinBackend {
+            backend_type: backend_type.into(),
+            config,
+        }
+    }
+
     /// Payload `type`, e.g. `file.json`.
-    pub backend_type: String,
+    pub fn backend_type(&self) -> &str {
+        &self.backend_type
+    }
+
     /// Payload `config`.
-    pub config: Map<String, Value>,
+    pub fn config(&self) -> &Map<String, Value> {
+        &self.config
+    }
 }
 
 impl std::fmt::Debug for BuiltinBackend {
@@ -240,13 +306,12 @@ impl Settings {
                 }),
             })
         } else if let Some(backend_type) = backend_type {
-            known_type("secret_backend_type", &backend_type)?;
-            Some(BackendSelection::Type(BuiltinBackend {
+            Some(BackendSelection::builtin(BuiltinBackend {
                 backend_type,
                 config: backend_config,
-            }))
+            })?)
         } else if !multi.is_empty() {
-            Some(BackendSelection::Multi(multi))
+            Some(BackendSelection::Multi { backends: multi })
         } else {
             None
         };
@@ -321,18 +386,198 @@ impl Settings {
     pub fn is_enabled(&self) -> bool {
         self.backend.is_some()
     }
+
+    /// Which backend resolves handles; `None` when no backend is configured.
+    pub fn backend(&self) -> Option<&BackendSelection> {
+        self.backend.as_ref()
+    }
+
+    /// `secret_backend_arguments`: passed to the command (and to the built-in backend).
+    pub fn arguments(&self) -> &[String] {
+        &self.arguments
+    }
+
+    /// `secret_backend_timeout`: the deadline of one backend run.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `secret_backend_output_max_size`: cap on each of stdout and stderr, in bytes.
+    pub fn output_max_size(&self) -> usize {
+        self.output_max_size
+    }
+
+    /// `secret_backend_command_allow_group_exec_perm`.
+    pub fn allow_group_exec(&self) -> bool {
+        self.allow_group_exec
+    }
+
+    /// `secret_backend_remove_trailing_line_break`.
+    pub fn remove_trailing_line_break(&self) -> bool {
+        self.remove_trailing_line_break
+    }
+
+    /// `secret_refresh_interval`; `None` when periodic refresh is off.
+    pub fn refresh_interval(&self) -> Option<Duration> {
+        self.refresh_interval
+    }
+
+    /// `secret_refresh_scatter`.
+    pub fn refresh_scatter(&self) -> bool {
+        self.refresh_scatter
+    }
+
+    /// `secret_refresh_on_api_key_failure_interval` (minutes in the file): minimum spacing of
+    /// refreshes triggered from outside; `None` when such triggers are not throttled.
+    pub fn refresh_trigger_interval(&self) -> Option<Duration> {
+        self.refresh_trigger_interval
+    }
+
+    /// `secret_audit_file_max_size`, in bytes.
+    pub fn audit_file_max_size(&self) -> u64 {
+        self.audit_file_max_size
+    }
+
+    /// `run_path`: directory of the audit file and the API token.
+    pub fn run_path(&self) -> Option<&Path> {
+        self.run_path.as_deref()
+    }
+
+    /// `secret_backend_protocol_version`: the payload sent to `secret_backend_command`
+    /// (`1.1` by default; `1.0` sends exactly `version` and `secrets`). keyturn's own built-in
+    /// backend is always sent `1.1`.
+    pub fn protocol_version(&self) -> PayloadVersion {
+        self.protocol_version
+    }
+
+    /// `secret_memory_lock`: lock the process' memory into RAM (`mlockall`) at start, so that
+    /// secrets are never written to swap. Applied by `hygiene::harden` (feature `daemon`).
+    pub fn memory_lock(&self) -> bool {
+        self.memory_lock
+    }
+
+    /// The settings file's directory, when set by [`Settings::relative_to`]: backends run in
+    /// it, so that relative paths in `secret_backend_config` mean the same.
+    pub fn working_dir(&self) -> Option<&Path> {
+        self.working_dir.as_deref()
+    }
+
+    /// Warnings found while reading (settings that were ignored), for the caller to log.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// These settings with another backend (or none).
+    pub fn with_backend(mut self, backend: impl Into<Option<BackendSelection>>) -> Settings {
+        self.backend = backend.into();
+        self
+    }
+
+    /// These settings with other `secret_backend_arguments`.
+    pub fn with_arguments<S: Into<String>>(
+        mut self,
+        arguments: impl IntoIterator<Item = S>,
+    ) -> Settings {
+        self.arguments = arguments.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// These settings with another backend deadline: zero means the default (as in the file),
+    /// and a deadline past [`MAX_DURATION`] is shortened to it.
+    pub fn with_timeout(mut self, timeout: Duration) -> Settings {
+        self.timeout = if timeout.is_zero() {
+            DEFAULT_TIMEOUT
+        } else {
+            timeout.min(MAX_DURATION)
+        };
+        self
+    }
+
+    /// These settings with another cap on each of the backend's stdout and stderr, in bytes:
+    /// zero means the default (as in the file).
+    pub fn with_output_max_size(mut self, bytes: usize) -> Settings {
+        self.output_max_size = if bytes == 0 {
+            DEFAULT_OUTPUT_MAX_SIZE
+        } else {
+            bytes
+        };
+        self
+    }
+
+    /// These settings, allowing (or not) group read and execute on the backend command.
+    pub fn with_allow_group_exec(mut self, allow: bool) -> Settings {
+        self.allow_group_exec = allow;
+        self
+    }
+
+    /// These settings, stripping (or not) every trailing `\r` and `\n` from values.
+    pub fn with_remove_trailing_line_break(mut self, remove: bool) -> Settings {
+        self.remove_trailing_line_break = remove;
+        self
+    }
+
+    /// These settings with periodic refresh every `interval` (at most [`MAX_DURATION`]), or
+    /// off with `None` or zero.
+    pub fn with_refresh_interval(mut self, interval: Option<Duration>) -> Settings {
+        self.refresh_interval = bounded(interval);
+        self
+    }
+
+    /// These settings, scattering (or not) the first periodic refresh.
+    pub fn with_refresh_scatter(mut self, scatter: bool) -> Settings {
+        self.refresh_scatter = scatter;
+        self
+    }
+
+    /// These settings with refreshes triggered from outside spaced by at least `interval` (at
+    /// most [`MAX_DURATION`]), or not throttled with `None` or zero.
+    pub fn with_refresh_trigger_interval(mut self, interval: Option<Duration>) -> Settings {
+        self.refresh_trigger_interval = bounded(interval);
+        self
+    }
+
+    /// These settings with the audit file rotated at `bytes`: zero means the default (as in
+    /// the file).
+    pub fn with_audit_file_max_size(mut self, bytes: u64) -> Settings {
+        self.audit_file_max_size = if bytes == 0 {
+            DEFAULT_AUDIT_FILE_MAX_SIZE
+        } else {
+            bytes
+        };
+        self
+    }
+
+    /// These settings with another `run_path`.
+    pub fn with_run_path(mut self, run_path: Option<PathBuf>) -> Settings {
+        self.run_path = run_path;
+        self
+    }
+
+    /// These settings with another payload version for `secret_backend_command`.
+    pub fn with_protocol_version(mut self, version: PayloadVersion) -> Settings {
+        self.protocol_version = version;
+        self
+    }
+
+    /// These settings, locking (or not) the process' memory into RAM at start.
+    pub fn with_memory_lock(mut self, lock: bool) -> Settings {
+        self.memory_lock = lock;
+        self
+    }
+}
+
+/// `interval` within [`MAX_DURATION`]; `None` for zero (off, as in the file).
+fn bounded(interval: Option<Duration>) -> Option<Duration> {
+    interval
+        .filter(|interval| !interval.is_zero())
+        .map(|interval| interval.min(MAX_DURATION))
 }
 
 fn read_multi(map: &Map<String, Value>) -> Result<BTreeMap<String, BuiltinBackend>, SettingsError> {
     let mut backends = BTreeMap::new();
     for (name, entry) in map {
         let key = format!("multi_secret_backends.{name}");
-        if name.is_empty() || name.contains(';') {
-            return Err(SettingsError::Invalid {
-                key,
-                problem: "a backend name must be non-empty and must not contain ';'".into(),
-            });
-        }
+        multi_name(name)?;
         let Some(entry) = entry.as_object() else {
             return Err(SettingsError::Invalid {
                 key,
@@ -352,26 +597,44 @@ fn read_multi(map: &Map<String, Value>) -> Result<BTreeMap<String, BuiltinBacken
                 problem: "is required".into(),
             });
         };
-        known_type(&format!("{key}.type"), &backend_type)?;
         let config = keys.map("config")?.unwrap_or_default();
-        let lower = name.to_lowercase();
-        if backends
-            .insert(
-                lower,
-                BuiltinBackend {
-                    backend_type,
-                    config,
-                },
-            )
-            .is_some()
-        {
-            return Err(SettingsError::Invalid {
-                key,
-                problem: "backend names are case-insensitive and this one is defined twice".into(),
-            });
-        }
+        add_multi(
+            &mut backends,
+            name.clone(),
+            BuiltinBackend::new(backend_type, config),
+        )?;
     }
     Ok(backends)
+}
+
+/// Refuses a multi backend name that is empty or holds `;` (which ends the name in a handle).
+fn multi_name(name: &str) -> Result<(), SettingsError> {
+    if name.is_empty() || name.contains(';') {
+        return Err(SettingsError::Invalid {
+            key: format!("multi_secret_backends.{name}"),
+            problem: "a backend name must be non-empty and must not contain ';'".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Adds one of `multi_secret_backends` under its lower-case name, after checking the name,
+/// that it is not there yet, and its type.
+fn add_multi(
+    backends: &mut BTreeMap<String, BuiltinBackend>,
+    name: String,
+    backend: BuiltinBackend,
+) -> Result<(), SettingsError> {
+    multi_name(&name)?;
+    let key = format!("multi_secret_backends.{name}");
+    known_type(&format!("{key}.type"), &backend.backend_type)?;
+    if backends.insert(name.to_lowercase(), backend).is_some() {
+        return Err(SettingsError::Invalid {
+            key,
+            problem: "backend names are case-insensitive and this one is defined twice".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Refuses a backend type `keyturn-backend` does not serve, naming `key` and the known types.
@@ -1249,7 +1512,7 @@ mod tests {
             "secret_backend_type: hashicorp.vault\nsecret_backend_config:\n  vault_address: http://127.0.0.1:8200\n  vault_session:\n    vault_auth_type: approle\n",
         )
         .unwrap();
-        let Some(BackendSelection::Type(builtin)) = settings.backend else {
+        let Some(BackendSelection::Type { backend: builtin }) = settings.backend else {
             panic!()
         };
         assert_eq!(builtin.backend_type, "hashicorp.vault");
@@ -1312,7 +1575,10 @@ mod tests {
             "secret_backend_type: file.json\nmulti_secret_backends:\n  A:\n    type: file.yaml\n",
         )
         .unwrap();
-        assert!(matches!(settings.backend, Some(BackendSelection::Type(_))));
+        assert!(matches!(
+            settings.backend,
+            Some(BackendSelection::Type { .. })
+        ));
         assert_eq!(
             settings.warnings,
             [format!(
@@ -1325,10 +1591,66 @@ mod tests {
             "multi_secret_backends:\n  Files:\n    type: file.yaml\n    config: {file_path: /x}\n",
         )
         .unwrap();
-        let Some(BackendSelection::Multi(multi)) = settings.backend else {
+        let Some(BackendSelection::Multi { backends: multi }) = settings.backend else {
             panic!()
         };
         assert_eq!(multi.keys().collect::<Vec<_>>(), ["files"]);
         assert!(settings.warnings.is_empty());
+    }
+
+    #[test]
+    fn setters_keep_the_file_bounds() {
+        let settings = Settings::default()
+            .with_timeout(Duration::MAX)
+            .with_refresh_interval(Some(Duration::MAX))
+            .with_refresh_trigger_interval(Some(Duration::ZERO))
+            .with_output_max_size(0)
+            .with_audit_file_max_size(0);
+        assert_eq!(settings.timeout(), MAX_DURATION);
+        assert_eq!(settings.refresh_interval(), Some(MAX_DURATION));
+        assert_eq!(settings.refresh_trigger_interval(), None);
+        assert_eq!(settings.output_max_size(), DEFAULT_OUTPUT_MAX_SIZE);
+        assert_eq!(settings.audit_file_max_size(), DEFAULT_AUDIT_FILE_MAX_SIZE);
+        assert_eq!(
+            Settings::default().with_timeout(Duration::ZERO).timeout(),
+            DEFAULT_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn built_selections_are_checked_like_the_file() {
+        let json = || BuiltinBackend::new("file.json", Map::new());
+        let Ok(BackendSelection::Multi { backends }) =
+            BackendSelection::multi([("Files", json()), ("other", json())])
+        else {
+            panic!()
+        };
+        assert_eq!(backends.keys().collect::<Vec<_>>(), ["files", "other"]);
+        let refused = |result: Result<BackendSelection, SettingsError>| match result {
+            Err(SettingsError::Invalid { key, problem }) => format!("{key}: {problem}"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refused(BackendSelection::multi([("a;b", json())])),
+            "multi_secret_backends.a;b: a backend name must be non-empty and must not contain ';'"
+        );
+        assert_eq!(
+            refused(BackendSelection::multi([("A", json()), ("a", json())])),
+            "multi_secret_backends.a: backend names are case-insensitive and this one is defined twice"
+        );
+        assert_eq!(
+            refused(BackendSelection::multi(Vec::<(String, _)>::new())),
+            "multi_secret_backends: at least one backend is required"
+        );
+        let typo = || BuiltinBackend::new("file.jsn", Map::new());
+        assert!(
+            refused(BackendSelection::multi([("a", typo())]))
+                .starts_with("multi_secret_backends.a.type: unknown backend type \"file.jsn\"")
+        );
+        assert!(
+            refused(BackendSelection::builtin(typo()))
+                .starts_with("secret_backend_type: unknown backend type")
+        );
+        assert!(BackendSelection::builtin(json()).is_ok());
     }
 }

@@ -22,6 +22,7 @@ pub struct AuthToken(Secret);
 
 /// Why the token file could not be used. Never quotes the token.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     /// Reading or creating the file failed.
     #[error("cannot {action} API token file {path}: {cause}")]

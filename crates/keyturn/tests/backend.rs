@@ -163,15 +163,7 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 fn spec(name: &str, args: &[&str]) -> BackendSpec {
-    BackendSpec {
-        command: fixtures().join(name),
-        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
-        check: PermissionCheck::Strict,
-        backend_type: None,
-        config: None,
-        working_dir: None,
-        protocol: keyturn_protocol::PayloadVersion::V1_1,
-    }
+    BackendSpec::new(fixtures().join(name)).with_args(args.iter().copied())
 }
 
 fn options() -> FetchOptions {
@@ -291,9 +283,9 @@ async fn payload_is_exact() {
         ),
     ];
     for (backend_type, config, timeout, requested, expected) in cases {
-        let mut spec = spec("record", &[saved_arg, "{}"]);
-        spec.backend_type = backend_type.map(str::to_owned);
-        spec.config = config;
+        let spec = spec("record", &[saved_arg, "{}"])
+            .with_backend_type(backend_type.map(str::to_owned))
+            .with_config(config.unwrap_or_default());
         let options = options().with_timeout(Duration::from_secs(timeout));
         let fetched = fetch(&spec, &options, &handles(&requested)).await.unwrap();
         assert_eq!(std::fs::read_to_string(&saved).unwrap(), expected);
@@ -465,9 +457,9 @@ fn failing(
 }
 
 async fn check_failing(case: Failing) {
-    let mut spec = spec(case.name, &[]);
-    spec.args = case.args;
-    spec.check = case.check;
+    let spec = spec(case.name, &[])
+        .with_args(case.args)
+        .with_check(case.check);
     let requested = handles(&["h1", "h2"]);
     let (record, result) = fetch_recorded(&spec, &case.options, &requested).await;
     let error = result.expect_err(&case.message);
@@ -601,8 +593,7 @@ async fn whole_run_failures() {
         check_failing(case).await;
     }
     // No command configured (item 40).
-    let mut empty = spec("answer", &[]);
-    empty.command = PathBuf::new();
+    let empty = BackendSpec::new(PathBuf::new());
     let error = run(&empty, &options(), &["h"]).await.unwrap_err();
     assert_eq!(
         error.message,
@@ -610,8 +601,7 @@ async fn whole_run_failures() {
     );
     // A directory passes the mode checks but cannot be executed.
     let dir = private_dir();
-    let mut spec = spec("answer", &[]);
-    spec.command = dir.path().to_owned();
+    let spec = BackendSpec::new(dir.path());
     let error = run(&spec, &options(), &["h"]).await.unwrap_err();
     assert_eq!(
         error.message,
@@ -712,17 +702,11 @@ async fn helper_contract_and_version_hint() {
         )
     );
     // With the setting the hint names, the same program answers.
-    let old = BackendSpec {
-        protocol: keyturn_protocol::PayloadVersion::V1_0,
-        ..spec("version10", &[])
-    };
+    let old = spec("version10", &[]).with_protocol(keyturn_protocol::PayloadVersion::V1_0);
     let fetched = run(&old, &options(), &["sec1"]).await.unwrap();
     assert_eq!(outcomes(&fetched), resolved("sec1", "arg_password"));
     // A 1.1 program sent 1.0 fails without the hint (it would be wrong).
-    let new = BackendSpec {
-        protocol: keyturn_protocol::PayloadVersion::V1_0,
-        ..spec("version11", &[])
-    };
+    let new = spec("version11", &[]).with_protocol(keyturn_protocol::PayloadVersion::V1_0);
     let error = run(&new, &options(), &["sec1"]).await.unwrap_err();
     assert!(
         !error.message.contains("secret_backend_protocol_version"),
@@ -859,8 +843,7 @@ async fn binaries_and_scripts_run() {
         [("h".to_owned(), Ok(fixtures().display().to_string()))]
     );
     // AllowGroupExec accepts 0750.
-    let mut spec = spec("group-exec", &[]);
-    spec.check = PermissionCheck::AllowGroupExec;
+    let spec = spec("group-exec", &[]).with_check(PermissionCheck::AllowGroupExec);
     let fetched = run(&spec, &options(), &["h"]).await.unwrap();
     assert_eq!(outcomes(&fetched), resolved("h", "v"));
 }
@@ -868,26 +851,19 @@ async fn binaries_and_scripts_run() {
 // §2.1: a bare name is looked up on PATH and checked there; Skip runs it unchecked.
 #[tokio::test]
 async fn bare_names_and_skip() {
-    let mut strict = spec("answer", &[]);
-    strict.command = PathBuf::from("sh");
+    let strict = BackendSpec::new("sh");
     let error = run(&strict, &options(), &["h"]).await.unwrap_err();
     assert!(
         error.message.starts_with("invalid executable '/")
             && error.message.contains("/sh', 'group' or 'others'"),
         "{error}"
     );
-    let skip = BackendSpec {
-        command: PathBuf::from("sh"),
-        args: vec![
-            "-c".into(),
-            r#"cat >/dev/null; printf '{"h":{"value":"builtin"}}'"#.into(),
-        ],
-        check: PermissionCheck::Skip,
-        backend_type: None,
-        config: None,
-        working_dir: None,
-        protocol: keyturn_protocol::PayloadVersion::V1_1,
-    };
+    let skip = BackendSpec::new("sh")
+        .with_args([
+            "-c",
+            r#"cat >/dev/null; printf '{"h":{"value":"builtin"}}'"#,
+        ])
+        .with_check(PermissionCheck::Skip);
     let fetched = run(&skip, &options(), &["h"]).await.unwrap();
     assert_eq!(outcomes(&fetched), resolved("h", "builtin"));
 }
@@ -904,22 +880,20 @@ async fn backends_on_paths_others_can_change_are_refused() {
         ("answer", PermissionCheck::Strict),
         ("builtin", PermissionCheck::Builtin),
     ] {
-        let mut open = spec(&format!("open/{name}"), &[answer]);
-        open.check = check;
+        let open = spec(&format!("open/{name}"), &[answer]).with_check(check);
         let expected = format!(
             "invalid executable '{}': directory '{}' is writable by its group and others (mode 0777) and not sticky",
-            open.command.display(),
+            open.command().display(),
             fixtures.join("open").display()
         );
         let error = run(&open, &options(), &["h"]).await.unwrap_err();
         assert!(error.message.starts_with(&expected), "{error}");
         assert_eq!(
-            verdict(&executable_report(&open.command, check)),
+            verdict(&executable_report(open.command(), check)),
             Err(expected)
         );
 
-        let mut sticky = spec(&format!("sticky/{name}"), &[answer]);
-        sticky.check = check;
+        let sticky = spec(&format!("sticky/{name}"), &[answer]).with_check(check);
         let fetched = run(&sticky, &options(), &["h"]).await.unwrap();
         assert_eq!(outcomes(&fetched), resolved("h", "v"), "{name}");
     }
@@ -931,17 +905,15 @@ async fn backends_on_paths_others_can_change_are_refused() {
 #[tokio::test]
 async fn the_builtin_backend_is_checked_too() {
     let answer = r#"{"h":{"value":"v"}}"#;
-    let mut installed = spec("builtin-ok", &[answer]);
-    installed.check = PermissionCheck::Builtin;
+    let installed = spec("builtin-ok", &[answer]).with_check(PermissionCheck::Builtin);
     let fetched = run(&installed, &options(), &["h"]).await.unwrap();
     assert_eq!(outcomes(&fetched), resolved("h", "v"));
 
-    let mut writable = spec("builtin-writable", &[answer]);
-    writable.check = PermissionCheck::Builtin;
+    let writable = spec("builtin-writable", &[answer]).with_check(PermissionCheck::Builtin);
     let error = run(&writable, &options(), &["h"]).await.unwrap_err();
     let expected = format!(
         "invalid executable '{}': group or others may write it",
-        writable.command.display()
+        writable.command().display()
     );
     assert!(error.message.starts_with(&expected), "{error}");
 
@@ -1232,10 +1204,7 @@ async fn a_missing_interpreter_is_named() {
         let script = dir.path().join("script");
         let _ = std::fs::remove_file(&script);
         write_file(&script, &format!("#!{interpreter} -u\nprint('x')\n"), 0o700);
-        let spec = BackendSpec {
-            command: script.clone(),
-            ..spec("ok", &[])
-        };
+        let spec = BackendSpec::new(script.clone());
         let error = run(&spec, &options(), &["h"]).await.unwrap_err();
         assert!(
             error.message.contains(&format!(

@@ -117,15 +117,10 @@ impl State {
 
     /// Settings running `command` on this state, with a 1 s deadline.
     fn settings(&self, command: &Path) -> Settings {
-        Settings {
-            backend: Some(BackendSelection::Command {
-                command: command.to_owned(),
-                payload: None,
-            }),
-            arguments: vec![self.dir.path().display().to_string()],
-            timeout: Duration::from_secs(1),
-            ..Settings::default()
-        }
+        Settings::default()
+            .with_backend(BackendSelection::command(command))
+            .with_arguments([self.dir.path().display().to_string()])
+            .with_timeout(Duration::from_secs(1))
     }
 
     /// The `(leaders, children)` recorded since the last call, which forgets them.

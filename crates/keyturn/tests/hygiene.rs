@@ -40,7 +40,7 @@ fn harden_makes_the_process_non_dumpable_and_locks_or_reports() {
                 hardening.warnings
             );
         }
-        MemoryLock::NotRequested => panic!("the lock was requested"),
+        other => panic!("the lock was requested: {other:?}"),
     }
 
     // Asked again without the lock: nothing to report.

@@ -97,13 +97,7 @@ impl Fixture {
     }
 
     fn settings(&self) -> Settings {
-        Settings {
-            backend: Some(BackendSelection::Command {
-                command: self.script(),
-                payload: None,
-            }),
-            ..Settings::default()
-        }
+        Settings::default().with_backend(BackendSelection::command(self.script()))
     }
 
     fn resolver(&self) -> Resolver {
@@ -191,10 +185,7 @@ async fn no_backend_returns_input_unchanged() {
 async fn the_largest_timeout_resolves() {
     let fixture = Fixture::new();
     fixture.set("a", "x");
-    let resolver = Resolver::new(Settings {
-        timeout: Duration::MAX,
-        ..fixture.settings()
-    });
+    let resolver = Resolver::new(fixture.settings().with_timeout(Duration::MAX));
     let resolution = tokio::time::timeout(
         Duration::from_secs(20),
         resolver.resolve(&yaml("a: ENC[a]\n"), "test", false),
@@ -347,13 +338,8 @@ async fn partial_success_reports_every_failure_with_paths() {
 #[tokio::test]
 async fn whole_batch_failure_fails_every_handle() {
     let fixture = Fixture::new();
-    let settings = Settings {
-        backend: Some(BackendSelection::Command {
-            command: fixture.dir.path().join("absent"),
-            payload: None,
-        }),
-        ..Settings::default()
-    };
+    let settings = Settings::default()
+        .with_backend(BackendSelection::command(fixture.dir.path().join("absent")));
     let resolution = Resolver::new(settings)
         .resolve(&yaml("a: ENC[x]\nb: ENC[y]\n"), "o", false)
         .await;
@@ -790,30 +776,17 @@ async fn a_full_refresh_asked_during_a_scoped_one_covers_every_handle() {
 async fn multi_backends_route_by_prefix_and_send_type_and_config() {
     let fixture = Fixture::new();
     fixture.set("key", "v").set("other", "w");
-    let mut backends = BTreeMap::new();
     let config = |file: &str| {
         let mut map = serde_json::Map::new();
         map.insert("file_path".into(), file.into());
         map
     };
-    backends.insert(
-        "one".to_owned(),
-        BuiltinBackend {
-            backend_type: "file.json".into(),
-            config: config("one-file"),
-        },
-    );
-    backends.insert(
-        "two".to_owned(),
-        BuiltinBackend {
-            backend_type: "file.yaml".into(),
-            config: config("two-file"),
-        },
-    );
-    let settings = Settings {
-        backend: Some(BackendSelection::Multi(backends)),
-        ..Settings::default()
-    };
+    let backends = BackendSelection::multi([
+        ("one", BuiltinBackend::new("file.json", config("one-file"))),
+        ("Two", BuiltinBackend::new("file.yaml", config("two-file"))),
+    ])
+    .unwrap();
+    let settings = Settings::default().with_backend(backends);
     let options = ResolverOptions::default().builtin_backend(fixture.script());
     let resolver = Resolver::with_options(settings, options);
     let resolution = resolver
@@ -1093,13 +1066,7 @@ mod status {
 
     #[tokio::test]
     async fn missing_command_and_unresolved_handles() {
-        let settings = Settings {
-            backend: Some(BackendSelection::Command {
-                command: PathBuf::from("some_command"),
-                payload: None,
-            }),
-            ..Settings::default()
-        };
+        let settings = Settings::default().with_backend(BackendSelection::command("some_command"));
         let resolver = Resolver::new(settings);
         resolver.resolve(&yaml("a: ENC[x]\n"), "o", false).await;
         let json = info(&resolver);
@@ -1188,13 +1155,7 @@ mod status {
         );
 
         // A plain command is never asked for its version.
-        let command = Settings {
-            backend: Some(BackendSelection::Command {
-                command: script,
-                payload: None,
-            }),
-            ..Settings::default()
-        };
+        let command = Settings::default().with_backend(BackendSelection::command(script));
         let report = status::executable_report_with_version(&Resolver::new(command))
             .await
             .unwrap();
@@ -1209,18 +1170,10 @@ mod status {
         fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
         let options = FetchOptions::new(Duration::from_secs(30), 1024);
-        let mut spec = BackendSpec {
-            command: script,
-            args: vec![],
-            check: PermissionCheck::Skip,
-            backend_type: None,
-            config: None,
-            working_dir: None,
-            protocol: keyturn_protocol::PayloadVersion::V1_1,
-        };
+        let spec = BackendSpec::new(script).with_check(PermissionCheck::Skip);
         let error = backend::version(&spec, &options).await.unwrap_err();
         assert!(error.contains("secret_backend_type"), "{error}");
-        spec.backend_type = Some("file.json".into());
+        let spec = spec.with_backend_type(Some("file.json".into()));
         assert_eq!(
             backend::version(&spec, &options).await.unwrap_err(),
             "version command timeout"

@@ -33,7 +33,7 @@ pub(crate) mod spawn;
 #[cfg(feature = "daemon")]
 pub(crate) use spawn::start_command;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keyturn_protocol::PayloadVersion;
@@ -96,23 +96,111 @@ pub enum PermissionCheck {
 
 /// One backend: what to run and what to tell it. `Debug` shows the config's keys, not its
 /// values (they may be credentials).
+///
+/// Built with [`BackendSpec::new`] (the strict permission check, no arguments, no payload
+/// `type` or `config`, payload version 1.1, keyturn's working directory) and the `with_*`
+/// setters.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct BackendSpec {
+    command: PathBuf,
+    args: Vec<String>,
+    check: PermissionCheck,
+    backend_type: Option<String>,
+    /// `None` rather than an empty map.
+    config: Option<serde_json::Map<String, serde_json::Value>>,
+    working_dir: Option<PathBuf>,
+    protocol: PayloadVersion,
+}
+
+impl BackendSpec {
+    /// Runs `command` (a bare name is looked up on `PATH`) with the strict permission check.
+    pub fn new(command: impl Into<PathBuf>) -> BackendSpec {
+        BackendSpec {
+            command: command.into(),
+            args: Vec::new(),
+            check: PermissionCheck::Strict,
+            backend_type: None,
+            config: None,
+            working_dir: None,
+            protocol: PayloadVersion::V1_1,
+        }
+    }
+
+    /// This spec with these arguments after the executable.
+    pub fn with_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> BackendSpec {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// This spec with another permission check before every run.
+    pub fn with_check(mut self, check: PermissionCheck) -> BackendSpec {
+        self.check = check;
+        self
+    }
+
+    /// This spec sending this payload `type` (a built-in backend type), or none.
+    pub fn with_backend_type(mut self, backend_type: Option<String>) -> BackendSpec {
+        self.backend_type = backend_type;
+        self
+    }
+
+    /// This spec sending this payload `config` (none when it is empty).
+    pub fn with_config(
+        mut self,
+        config: serde_json::Map<String, serde_json::Value>,
+    ) -> BackendSpec {
+        self.config = (!config.is_empty()).then_some(config);
+        self
+    }
+
+    /// This spec running the backend in `dir` (keyturn's own working directory when `None`).
+    pub fn with_working_dir(mut self, dir: Option<PathBuf>) -> BackendSpec {
+        self.working_dir = dir;
+        self
+    }
+
+    /// This spec with another payload version; with `1.0` only `version` and `secrets` are
+    /// sent.
+    pub fn with_protocol(mut self, protocol: PayloadVersion) -> BackendSpec {
+        self.protocol = protocol;
+        self
+    }
+
     /// The executable as configured (a bare name is looked up on `PATH`).
-    pub command: PathBuf,
+    pub fn command(&self) -> &Path {
+        &self.command
+    }
+
     /// Arguments after the executable.
-    pub args: Vec<String>,
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
     /// Permission check applied before every run.
-    pub check: PermissionCheck,
+    pub fn check(&self) -> PermissionCheck {
+        self.check
+    }
+
     /// Payload `type`, when a built-in backend type is selected.
-    pub backend_type: Option<String>,
-    /// Payload `config`, sent when non-empty.
-    pub config: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The directory the backend runs in (the settings file's, so that relative paths in
-    /// `config` mean what they mean in the settings); keyturn's own when `None`.
-    pub working_dir: Option<std::path::PathBuf>,
-    /// Payload version; with `1.0` only `version` and `secrets` are sent.
-    pub protocol: PayloadVersion,
+    pub fn backend_type(&self) -> Option<&str> {
+        self.backend_type.as_deref()
+    }
+
+    /// Payload `config`, sent when there is one (never empty).
+    pub fn config(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.config.as_ref()
+    }
+
+    /// The directory the backend runs in; keyturn's own when `None`.
+    pub fn working_dir(&self) -> Option<&Path> {
+        self.working_dir.as_deref()
+    }
+
+    /// Payload version.
+    pub fn protocol(&self) -> PayloadVersion {
+        self.protocol
+    }
 }
 
 impl std::fmt::Debug for BackendSpec {
@@ -195,6 +283,7 @@ impl FetchOptions {
 
 /// Why one handle failed while the batch itself succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HandleError {
     /// Failure kind.
     pub kind: FailureKind,
@@ -205,6 +294,7 @@ pub struct HandleError {
 /// Why a whole batch failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
+#[non_exhaustive]
 pub struct FetchError {
     /// `InvalidResponse` or `BackendError`.
     pub kind: FailureKind,
@@ -279,15 +369,10 @@ mod tests {
     fn spec_debug_shows_config_keys_not_values() {
         let mut config = serde_json::Map::new();
         config.insert("vault_token".into(), "hunter2-token".into());
-        let spec = BackendSpec {
-            command: PathBuf::from("keyturn-backend"),
-            args: Vec::new(),
-            check: PermissionCheck::Skip,
-            backend_type: Some("hashicorp.vault".into()),
-            config: Some(config),
-            working_dir: None,
-            protocol: PayloadVersion::V1_1,
-        };
+        let spec = BackendSpec::new("keyturn-backend")
+            .with_check(PermissionCheck::Skip)
+            .with_backend_type(Some("hashicorp.vault".into()))
+            .with_config(config);
         let printed = format!("{spec:?}");
         assert!(printed.contains("vault_token"), "{printed}");
         assert!(!printed.contains("hunter2"), "{printed}");

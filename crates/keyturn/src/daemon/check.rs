@@ -52,7 +52,7 @@ impl fmt::Display for CheckReport {
 /// backend and creates nothing.
 pub fn check(config: &DaemonConfig) -> CheckReport {
     let mut problems = Vec::new();
-    if config.settings.backend.is_none() {
+    if config.settings.backend().is_none() {
         problems.push(
             "no backend is configured: set secret_backend_command, secret_backend_type or \
              multi_secret_backends"
@@ -66,8 +66,8 @@ pub fn check(config: &DaemonConfig) -> CheckReport {
     if let Err(error) = AuthToken::check(&config.api.auth_token_file) {
         problems.push(error.to_string());
     }
-    let multi = match &config.settings.backend {
-        Some(BackendSelection::Multi(backends)) => Some(backends),
+    let multi = match config.settings.backend() {
+        Some(BackendSelection::Multi { backends, .. }) => Some(backends),
         _ => None,
     };
     for template in &config.templates {

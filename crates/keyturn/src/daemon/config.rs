@@ -96,6 +96,7 @@ pub struct OnChange {
 
 /// Why the daemon's settings file could not be used. Never quotes a value.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read settings file {path}: {error}")]
@@ -134,15 +135,15 @@ impl DaemonConfig {
     /// directory).
     pub fn from_yaml_str(text: &str, base: &Path) -> Result<DaemonConfig, SettingsError> {
         let tree = yaml_to_tree(text)?;
-        let mut settings = Settings::from_tree(&tree)?.relative_to(base);
+        let settings = Settings::from_tree(&tree)?.relative_to(base);
         let empty = Map::new();
         let map = tree.as_object().unwrap_or(&empty);
-        let run_path = match &settings.run_path {
+        let run_path = match settings.run_path() {
             Some(path) => base.join(path),
             None => base.to_path_buf(),
         };
         // The resolver (audit file) and the API token use the same, absolute, run path.
-        settings.run_path = Some(run_path.clone());
+        let settings = settings.with_run_path(Some(run_path.clone()));
         let top = Keys { map, prefix: "" };
         let api = match top.map("api")? {
             Some(section) => read_api(&section, base, &run_path)?,
@@ -524,7 +525,7 @@ mod tests {
     fn defaults() {
         let config = parse("secret_backend_command: /bin/x\n").unwrap();
         assert_eq!(config.run_path, Path::new(BASE));
-        assert_eq!(config.settings.run_path.as_deref(), Some(Path::new(BASE)));
+        assert_eq!(config.settings.run_path(), Some(Path::new(BASE)));
         assert_eq!(
             config.api,
             ApiConfig {
@@ -559,10 +560,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.run_path, Path::new("/etc/keyturn/run"));
-        assert_eq!(
-            config.settings.run_path.as_deref(),
-            Some(config.run_path.as_path())
-        );
+        assert_eq!(config.settings.run_path(), Some(config.run_path.as_path()));
         assert_eq!(config.api.listen, "[::1]:7000".parse().unwrap());
         assert_eq!(config.api.auth_token_file, Path::new("/secret/token"));
         assert_eq!(config.api.max_connections, 8);

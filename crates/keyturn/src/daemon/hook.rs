@@ -23,6 +23,7 @@ const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 /// Why an `on_change` command did not succeed. Carries no output.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HookError {
     /// The command could not be started.
     #[error("on_change command '{program}' could not be started: {message}")]

@@ -62,6 +62,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start or reload.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DaemonError {
     /// The settings file is unreadable or invalid.
     #[error(transparent)]
@@ -574,7 +575,7 @@ impl Generation {
             resolver
                 .set_refresh_allowlist(&template.origin, template.config.refresh_allowlist.clone());
         }
-        for warning in &config.settings.warnings {
+        for warning in config.settings.warnings() {
             tracing::warn!("{warning}");
         }
         Ok(Generation {
@@ -613,7 +614,7 @@ impl Generation {
         let settings = generation.resolver.settings();
         // Without a backend there is nothing to refresh: no schedule, no triggers.
         let enabled = generation.resolver.is_enabled();
-        let interval = settings.refresh_interval.filter(|_| enabled);
+        let interval = settings.refresh_interval().filter(|_| enabled);
         let first_delay = generation
             .resolver
             .first_refresh_delay()
@@ -622,14 +623,14 @@ impl Generation {
             tracing::info!(
                 "periodic refresh is on: the first in {:.2}s, then every {}",
                 delay.as_secs_f64(),
-                status::go_duration(settings.refresh_interval.unwrap_or_default())
+                status::go_duration(settings.refresh_interval().unwrap_or_default())
             );
         }
         let schedule = Schedule::new(
             Instant::now(),
             interval,
             first_delay,
-            settings.refresh_trigger_interval.filter(|_| enabled),
+            settings.refresh_trigger_interval().filter(|_| enabled),
             schedule::os_rng(),
         );
         (generation, schedule, success)

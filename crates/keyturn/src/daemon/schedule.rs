@@ -229,6 +229,7 @@ fn jittered(ceiling: Duration, rng: &mut impl Rng) -> Duration {
 
 /// Why a trigger was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TriggerRefused {
     /// `secret_refresh_on_api_key_failure_interval` is not set.
     Disabled,

@@ -39,6 +39,7 @@ use crate::secret::Secret;
 
 /// Why a template's source could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TemplateError {
     /// The source could not be read.
     #[error("cannot read template {path}: {cause}")]
@@ -85,6 +86,9 @@ struct State {
 }
 
 /// What the last render of a template did.
+// Exhaustive on purpose: whoever starts a program once its files are written (`keyturn exec`)
+// must decide for every outcome whether the file is there, so a new one must not compile
+// unnoticed into a wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Outcome {

@@ -81,6 +81,7 @@ impl Format {
 /// One place in a document where a handle is used. Cheap to clone: the handle and the path are
 /// shared with the document's other sites.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HandleSite {
     /// The handle (text between `ENC[` and `]`).
     pub handle: Arc<str>,

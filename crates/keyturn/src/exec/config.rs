@@ -30,6 +30,7 @@ pub const MAX_STOP_TIMEOUT_SECS: u64 = 86_400;
 
 /// What a changed value in the child's environment does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChangeAction {
     /// Stop the child and start it again with the new environment.
     Restart,
@@ -41,6 +42,7 @@ pub enum ChangeAction {
 
 /// Whether the child is started again after it exits on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RestartOnExit {
     /// keyturn exits with the child's status.
     Never,

@@ -38,6 +38,7 @@ pub struct Environment {
 
 /// Why an env file could not be used. Never quotes the file's content.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EnvFileError {
     /// The file could not be read.
     #[error("cannot read env file {path}: {error}")]

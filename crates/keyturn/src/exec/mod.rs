@@ -66,6 +66,7 @@ pub const DEFAULT_RESTART_CEILING: Duration = Duration::from_secs(60);
 pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
 /// How the program ended.
+// Exhaustive on purpose: a process ends by an exit or a signal, nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildExit {
     /// It exited with this status.
@@ -100,6 +101,7 @@ impl From<Exit> for ChildExit {
 
 /// Why the program could not be supervised. Names the program, never a value.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecError {
     /// The program could not be started the first time.
     #[error("cannot start '{program}': {error}")]
@@ -153,7 +155,7 @@ pub async fn run(
         }
     });
     let children = signal(SignalKind::child()).map_err(ExecError::Watch)?;
-    let interval = daemon.resolver().settings().refresh_interval;
+    let interval = daemon.resolver().settings().refresh_interval();
     let mut supervisor = Supervisor {
         daemon: daemon.clone(),
         program,

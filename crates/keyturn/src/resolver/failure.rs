@@ -12,6 +12,7 @@ use crate::printable::Printable;
 
 /// A handle that could not be resolved. Never carries a value.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Failure {
     /// The handle.
     pub handle: String,

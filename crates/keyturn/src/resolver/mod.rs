@@ -116,6 +116,7 @@ impl fmt::Debug for ResolverOptions {
 }
 
 /// What a resolve produced: the rendered document and every handle that failed.
+#[non_exhaustive]
 pub struct Resolution {
     /// The document with every resolved handle replaced. Failed handles stay as written.
     pub output: Zeroizing<String>,
@@ -140,6 +141,7 @@ impl fmt::Debug for Resolution {
 }
 
 /// One change delivered to subscribers: a value used at `path` of `origin` changed.
+#[non_exhaustive]
 pub struct Change<'a> {
     /// The handle.
     pub handle: &'a str,
@@ -321,10 +323,10 @@ impl Resolver {
             .builtin_backend
             .unwrap_or_else(locate_builtin_backend);
         let routing = routing(&settings, &builtin);
-        let fetch_options = FetchOptions::new(settings.timeout, settings.output_max_size)
-            .with_remove_trailing_line_break(settings.remove_trailing_line_break);
-        let first_refresh_delay = settings.refresh_interval.map(|interval| {
-            if settings.refresh_scatter {
+        let fetch_options = FetchOptions::new(settings.timeout(), settings.output_max_size())
+            .with_remove_trailing_line_break(settings.remove_trailing_line_break());
+        let first_refresh_delay = settings.refresh_interval().map(|interval| {
+            if settings.refresh_scatter() {
                 refresh::scatter(interval, &mut rand::rng())
             } else {
                 interval
@@ -332,7 +334,7 @@ impl Resolver {
         });
         let audit = options.audit_file.map(|path| {
             let limits = AuditLimits {
-                max_size: settings.audit_file_max_size,
+                max_size: settings.audit_file_max_size(),
                 ..AuditLimits::default()
             };
             Arc::new(Mutex::new(AuditWriter::new(path, limits)))

@@ -59,6 +59,7 @@ impl serde::Serialize for Trigger {
 
 /// What one refresh run did. Never carries a value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RefreshReport {
     /// How many handles were candidates (0: nothing to refresh, the backend did not run).
     pub candidates: usize,
@@ -77,6 +78,7 @@ pub struct RefreshReport {
 
 /// A handle whose value changed in a refresh.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ChangedHandle {
     /// The handle.
     pub handle: String,
@@ -86,6 +88,7 @@ pub struct ChangedHandle {
 
 /// A place a handle is used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Place {
     /// The origin (document).
     pub origin: String,
@@ -95,6 +98,7 @@ pub struct Place {
 
 /// A use a refresh did not change although its handle's value changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct HeldBack {
     /// The handle.
     pub handle: String,

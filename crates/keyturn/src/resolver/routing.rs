@@ -32,37 +32,39 @@ impl Routing {
 }
 
 pub(super) fn routing(settings: &Settings, builtin: &Path) -> Routing {
-    let builtin_spec = |b: &BuiltinBackend| BackendSpec {
-        command: builtin.to_path_buf(),
-        args: settings.arguments.clone(),
-        check: PermissionCheck::Builtin,
-        backend_type: Some(b.backend_type.clone()),
-        config: (!b.config.is_empty()).then(|| b.config.clone()),
-        working_dir: settings.working_dir.clone(),
-        // keyturn's own backend needs `type`, which only 1.1 carries.
-        protocol: PayloadVersion::V1_1,
+    let builtin_spec = |b: &BuiltinBackend| {
+        BackendSpec::new(builtin)
+            .with_args(settings.arguments())
+            .with_check(PermissionCheck::Builtin)
+            .with_backend_type(Some(b.backend_type().to_owned()))
+            .with_config(b.config().clone())
+            .with_working_dir(settings.working_dir().map(Path::to_path_buf))
+            // keyturn's own backend needs `type`, which only 1.1 carries.
+            .with_protocol(PayloadVersion::V1_1)
     };
-    match &settings.backend {
+    match settings.backend() {
         None => Routing::None,
-        Some(BackendSelection::Command { command, payload }) => Routing::Single(BackendSpec {
-            command: command.clone(),
-            args: settings.arguments.clone(),
-            check: if settings.allow_group_exec {
-                PermissionCheck::AllowGroupExec
-            } else {
-                PermissionCheck::Strict
-            },
-            // The Agent sends `type` and `config` to the command whenever a type is set.
-            backend_type: payload.as_ref().map(|b| b.backend_type.clone()),
-            config: payload
-                .as_ref()
-                .filter(|b| !b.config.is_empty())
-                .map(|b| b.config.clone()),
-            protocol: settings.protocol_version,
-            working_dir: settings.working_dir.clone(),
-        }),
-        Some(BackendSelection::Type(b)) => Routing::Single(builtin_spec(b)),
-        Some(BackendSelection::Multi(backends)) => Routing::Multi(
+        Some(BackendSelection::Command { command, payload }) => Routing::Single(
+            BackendSpec::new(command)
+                .with_args(settings.arguments())
+                .with_check(if settings.allow_group_exec() {
+                    PermissionCheck::AllowGroupExec
+                } else {
+                    PermissionCheck::Strict
+                })
+                // The Agent sends `type` and `config` to the command whenever a type is set.
+                .with_backend_type(payload.as_ref().map(|b| b.backend_type().to_owned()))
+                .with_config(
+                    payload
+                        .as_ref()
+                        .map(|b| b.config().clone())
+                        .unwrap_or_default(),
+                )
+                .with_protocol(settings.protocol_version())
+                .with_working_dir(settings.working_dir().map(Path::to_path_buf)),
+        ),
+        Some(BackendSelection::Type { backend }) => Routing::Single(builtin_spec(backend)),
+        Some(BackendSelection::Multi { backends }) => Routing::Multi(
             backends
                 .iter()
                 .map(|(name, b)| (name.clone(), builtin_spec(b)))

@@ -203,16 +203,16 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
         Routing::Multi(specs) => specs.keys().cloned().collect(),
         Routing::None | Routing::Single(_) => Vec::new(),
     };
-    let checked = backend::executable_report(&spec.command, spec.check);
+    let checked = backend::executable_report(spec.command(), spec.check());
     Some(ExecutableReport {
         path: checked.path.display().to_string(),
         backend_type: if multi_backend_names.is_empty() {
-            spec.backend_type.clone()
+            spec.backend_type().map(str::to_owned)
         } else {
             None
         },
         multi_backend_names,
-        embedded: spec.check == PermissionCheck::Builtin,
+        embedded: spec.check() == PermissionCheck::Builtin,
         permission_error: match checked.verdict {
             Verdict::Denied(error) => Some(error.to_string()),
             Verdict::Ok | Verdict::NotChecked => None,
@@ -220,7 +220,7 @@ pub fn executable_report(resolver: &Resolver) -> Option<ExecutableReport> {
         details: checked.details,
         interpreter_problem: checked.interpreter_problem,
         version: None,
-        protocol_version: spec.protocol,
+        protocol_version: spec.protocol(),
     })
 }
 
@@ -284,9 +284,9 @@ impl DebugInfo {
             executable_permissions_details: details,
             executable_permissions_details_error: details_error,
             handles: Some(handles),
-            refresh_interval_enabled: Some(settings.refresh_interval.is_some()),
-            refresh_interval: settings.refresh_interval.map(go_duration),
-            scatter_duration: settings.refresh_interval.map(|_| {
+            refresh_interval_enabled: Some(settings.refresh_interval().is_some()),
+            refresh_interval: settings.refresh_interval().map(go_duration),
+            scatter_duration: settings.refresh_interval().map(|_| {
                 format!(
                     "{:.2}s",
                     resolver
@@ -359,7 +359,7 @@ pub fn render_status(resolver: &Resolver, report: Option<ExecutableReport>) -> S
     }
     text.push('\n');
     let settings = resolver.settings();
-    match settings.refresh_interval {
+    match settings.refresh_interval() {
         Some(interval) => {
             let _ = writeln!(
                 text,
