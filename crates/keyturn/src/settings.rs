@@ -12,10 +12,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use keyturn_protocol::PayloadVersion;
 use serde_json::{Map, Value};
+
+use crate::backend::{BackendSpec, PermissionCheck};
 
 /// Default of `secret_backend_timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -571,6 +574,77 @@ fn bounded(interval: Option<Duration>) -> Option<Duration> {
     interval
         .filter(|interval| !interval.is_zero())
         .map(|interval| interval.min(MAX_DURATION))
+}
+
+/// The backends that serve handles, as the specs that run: what [`Settings::routing`] makes of
+/// the settings' backend selection. Specs are shared so that each run's task holds its own.
+pub(crate) enum Routing {
+    /// No backend is configured.
+    None,
+    /// One backend serves every handle.
+    Single(Arc<BackendSpec>),
+    /// `multi_secret_backends`: by lower-case name, chosen by the handle's prefix.
+    Multi(BTreeMap<String, Arc<BackendSpec>>),
+}
+
+impl Routing {
+    /// The spec whose executable status output describes: the only one, or the first of the
+    /// multi backends (they all run `keyturn-backend`).
+    pub(crate) fn first_spec(&self) -> Option<&BackendSpec> {
+        match self {
+            Routing::None => None,
+            Routing::Single(spec) => Some(spec),
+            Routing::Multi(specs) => specs.values().next().map(|spec| &**spec),
+        }
+    }
+}
+
+impl Settings {
+    /// The specs that run for these settings, `builtin` being the `keyturn-backend` that serves
+    /// `secret_backend_type` and `multi_secret_backends`.
+    pub(crate) fn routing(&self, builtin: &Path) -> Routing {
+        let builtin_spec = |backend: &BuiltinBackend| {
+            BackendSpec::new(builtin)
+                .with_args(self.arguments())
+                .with_check(PermissionCheck::Builtin)
+                .with_backend_type(Some(backend.backend_type.clone()))
+                .with_config(backend.config.clone())
+                .with_working_dir(self.working_dir.clone())
+                // keyturn's own backend needs `type`, which only 1.1 carries.
+                .with_protocol(PayloadVersion::V1_1)
+        };
+        match &self.backend {
+            None => Routing::None,
+            Some(BackendSelection::Command { command, payload }) => Routing::Single(Arc::new(
+                BackendSpec::new(command)
+                    .with_args(self.arguments())
+                    .with_check(if self.allow_group_exec {
+                        PermissionCheck::AllowGroupExec
+                    } else {
+                        PermissionCheck::Strict
+                    })
+                    // The Agent sends `type` and `config` to the command whenever a type is set.
+                    .with_backend_type(payload.as_ref().map(|b| b.backend_type.clone()))
+                    .with_config(
+                        payload
+                            .as_ref()
+                            .map(|b| b.config.clone())
+                            .unwrap_or_default(),
+                    )
+                    .with_protocol(self.protocol_version)
+                    .with_working_dir(self.working_dir.clone()),
+            )),
+            Some(BackendSelection::Type { backend }) => {
+                Routing::Single(Arc::new(builtin_spec(backend)))
+            }
+            Some(BackendSelection::Multi { backends }) => Routing::Multi(
+                backends
+                    .iter()
+                    .map(|(name, backend)| (name.clone(), Arc::new(builtin_spec(backend))))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 fn read_multi(map: &Map<String, Value>) -> Result<BTreeMap<String, BuiltinBackend>, SettingsError> {

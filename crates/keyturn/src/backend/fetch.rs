@@ -31,24 +31,24 @@ use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, interpreter_problem, io_text, resolve_command};
 use super::response::{
-    Known, Requested, answer_values, classify, classify_early, describe_parse_error,
+    Requested, answer_values, classify, classify_early, classify_without_error_texts,
+    describe_parse_error,
 };
 use super::spawn::{Program, StartError, Started, start};
 use super::{
     BackendSpec, FailureKind, FetchError, FetchOptions, Fetched, PermissionCheck, RunRecord,
 };
 use crate::DOCS_URL;
+use crate::secret::Secret;
 use keyturn_protocol::scrub::Scrubber;
 
-/// Runs `spec` once for the distinct `handles` and classifies every one of them. The backend's
-/// texts (stderr, per-handle errors) are scrubbed of the run's values and of what `known`
-/// returns. The record says how the run ended, for the caller's metrics.
-pub(crate) async fn fetch(
-    spec: &BackendSpec,
+/// Runs `spec` once for the distinct `handles` and classifies every one of them, as far as it
+/// can without the values the caller holds: what is left is done by [`Ran::finish`].
+pub(crate) async fn fetch<'a>(
+    spec: &'a BackendSpec,
     options: &FetchOptions,
-    handles: &[String],
-    known: &Known<'_>,
-) -> (RunRecord, Result<Fetched, FetchError>) {
+    handles: &'a [String],
+) -> Ran<'a> {
     let began = Instant::now();
     let deadline = deadline_after(options.timeout);
     let mut output = Output::new(options.output_max_size);
@@ -86,25 +86,30 @@ pub(crate) async fn fetch(
 
     let failure = match run {
         Ok(status) if status.success() => {
-            match early.map_or_else(|| classify(&output.stdout, &requested, strip, known), Ok) {
-                Ok(fetched) => {
+            let answer = match early {
+                Some(fetched) => Ok(Some(fetched)),
+                None => classify_without_error_texts(&output.stdout, &requested, strip),
+            };
+            match answer {
+                Ok(answer) => {
                     tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
-                    for (_, result) in &fetched {
-                        if let Err(error) = result {
-                            count_failures(&mut record.handle_failures, error.kind, 1);
-                        }
-                    }
-                    return (record, Ok(fetched));
+                    let state = match answer {
+                        Some(fetched) => Finish::Fetched(fetched),
+                        None => Finish::Classify {
+                            stdout: output.stdout,
+                            requested,
+                            strip,
+                        },
+                    };
+                    return Ran {
+                        spec,
+                        record,
+                        state,
+                    };
                 }
                 Err(error) => {
                     record.unparsable_output = true;
-                    FetchError {
-                        kind: FailureKind::InvalidResponse,
-                        message: format!(
-                            "'{command}' returned invalid JSON: '{}'. See docs for expected format: {DOCS_URL}",
-                            describe_parse_error(&error)
-                        ),
-                    }
+                    invalid_answer(spec, &error)
                 }
             }
         }
@@ -114,8 +119,101 @@ pub(crate) async fn fetch(
     // Debug only: the caller reports the failure once, with the handles it affects.
     tracing::debug!(%command, %exit, elapsed_ms, kind = failure.kind.as_str(), "secret backend run failed");
     count_failures(&mut record.handle_failures, failure.kind, count);
-    let failure = with_stderr(failure, &output, known, spec.protocol);
-    (record, Err(failure))
+    Ran {
+        spec,
+        record,
+        state: Finish::Failed { failure, output },
+    }
+}
+
+/// A backend run that has ended, whose texts may still have to be scrubbed of the values the
+/// caller holds (a failing backend may repeat an old value): ask [`Ran::scrubs_held`] whether
+/// they are needed, then [`Ran::finish`] with them.
+pub(crate) struct Ran<'a> {
+    spec: &'a BackendSpec,
+    record: RunRecord,
+    state: Finish<'a>,
+}
+
+/// What is left to do once the held values are known.
+enum Finish<'a> {
+    /// Classified: nothing held can show in the result.
+    Fetched(Fetched),
+    /// A valid answer with per-handle error texts, to classify with the held values.
+    Classify {
+        stdout: Capture,
+        requested: Requested<'a>,
+        strip: bool,
+    },
+    /// The run failed: its stderr tail, if shown, is scrubbed of the held values.
+    Failed { failure: FetchError, output: Output },
+}
+
+impl Ran<'_> {
+    /// Whether [`Ran::finish`] scrubs anything with the values it is given: the answer has
+    /// per-handle error texts, or the run failed and its stderr may be shown.
+    pub(crate) fn scrubs_held(&self) -> bool {
+        match &self.state {
+            Finish::Fetched(_) => false,
+            Finish::Classify { .. } => true,
+            Finish::Failed { output, .. } => !output.stderr.is_empty() && output.stdout_complete,
+        }
+    }
+
+    /// The run's record and result, every backend text scrubbed of the run's values and of
+    /// `held` (every value the caller holds; it may be empty when
+    /// [`scrubs_held`](Ran::scrubs_held) says no). The record counts the handles that failed.
+    pub(crate) fn finish(self, held: &[Secret]) -> (RunRecord, Result<Fetched, FetchError>) {
+        let Ran {
+            spec,
+            mut record,
+            state,
+        } = self;
+        let result = match state {
+            Finish::Fetched(fetched) => Ok(fetched),
+            Finish::Classify {
+                stdout,
+                requested,
+                strip,
+            } => classify(&stdout, &requested, strip, held).map_err(|error| {
+                // Not reached: the answer was decoded already; kept as the same failure.
+                record.unparsable_output = true;
+                let failure = invalid_answer(spec, &error);
+                count_failures(
+                    &mut record.handle_failures,
+                    failure.kind,
+                    requested.handles.len(),
+                );
+                failure
+            }),
+            Finish::Failed { failure, output } => {
+                return (
+                    record,
+                    Err(with_stderr(failure, &output, held, spec.protocol)),
+                );
+            }
+        };
+        if let Ok(fetched) = &result {
+            for (_, result) in fetched {
+                if let Err(error) = result {
+                    count_failures(&mut record.handle_failures, error.kind, 1);
+                }
+            }
+        }
+        (record, result)
+    }
+}
+
+/// The failure of a run whose stdout is not a valid answer.
+fn invalid_answer(spec: &BackendSpec, error: &serde_json::Error) -> FetchError {
+    FetchError {
+        kind: FailureKind::InvalidResponse,
+        message: format!(
+            "'{}' returned invalid JSON: '{}'. See docs for expected format: {DOCS_URL}",
+            spec.command.display(),
+            describe_parse_error(error)
+        ),
+    }
 }
 
 /// Adds `count` failures of `kind` to `counts` (one entry per kind).
@@ -505,8 +603,8 @@ const NOT_AN_ANSWER: &str =
 /// Added to a failed run's error when stderr says the backend wants payload version 1.0.
 const VERSION_HINT: &str = " (keyturn sent payload version 1.1 and the backend seems to expect 1.0: set secret_backend_protocol_version: \"1.0\" in your settings to send exactly {\"version\":\"1.0\",\"secrets\":[...]})";
 
-/// Appends the stderr tail, scrubbed of the answer's values and of every value `known`
-/// returns, and the payload-version hint when stderr asks for it.
+/// Appends the stderr tail, scrubbed of the answer's values and of every value in `held`, and
+/// the payload-version hint when stderr asks for it.
 ///
 /// The tail is shown only when every value the backend may repeat there is one keyturn read in
 /// full: stdout was read to its end and is empty or a valid answer. It is left out when stdout
@@ -516,7 +614,7 @@ const VERSION_HINT: &str = " (keyturn sent payload version 1.1 and the backend s
 fn with_stderr(
     mut error: FetchError,
     output: &Output,
-    known: &Known<'_>,
+    held: &[Secret],
     protocol: PayloadVersion,
 ) -> FetchError {
     if output.stderr.is_empty() {
@@ -536,7 +634,6 @@ fn with_stderr(
         error.message.push_str(NOT_AN_ANSWER);
         return error;
     };
-    let held = known();
     let scrubber = Scrubber::new(
         values
             .iter()

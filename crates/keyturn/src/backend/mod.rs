@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use keyturn_protocol::PayloadVersion;
 
+pub(crate) use fetch::Ran;
 pub use permissions::{ExecutableReport, FileDetails, PermissionError, Verdict, executable_report};
 
 use crate::secret::Secret;
@@ -341,18 +342,18 @@ pub async fn fetch_recorded(
     options: &FetchOptions,
     handles: &[String],
 ) -> (RunRecord, Result<Fetched, FetchError>) {
-    fetch::fetch(spec, options, handles, &Vec::new).await
+    run(spec, options, handles).await.finish(&[])
 }
 
-/// [`fetch_recorded()`], also scrubbing from the backend's texts (its stderr tail, its
-/// per-handle error texts) the values `known` returns: every value the caller already holds.
-pub(crate) async fn fetch_scrubbing(
-    spec: &BackendSpec,
+/// One run of `spec` for `handles`, before its texts are scrubbed of the values the caller
+/// holds: [`Ran::scrubs_held`] says whether they are needed, [`Ran::finish`] takes them by
+/// borrow and gives what [`fetch_recorded()`] gives.
+pub(crate) async fn run<'a>(
+    spec: &'a BackendSpec,
     options: &FetchOptions,
-    handles: &[String],
-    known: &response::Known<'_>,
-) -> (RunRecord, Result<Fetched, FetchError>) {
-    fetch::fetch(spec, options, handles, known).await
+    handles: &'a [String],
+) -> Ran<'a> {
+    fetch::fetch(spec, options, handles).await
 }
 
 /// Asks the backend for its version (`<command> --version`, as the Agent asks). Only for built-in

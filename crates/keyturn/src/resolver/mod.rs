@@ -38,13 +38,13 @@ use crate::audit::{AuditLimits, AuditWriter};
 use crate::backend::{self, BackendSpec, FailureKind, FetchOptions};
 use crate::document::{Document, KeyPath};
 use crate::secret::Secret;
-use crate::settings::Settings;
+use crate::settings::{Routing, Settings};
 
 pub use failure::{Failure, FailureGroup, LISTED_HANDLES, LISTED_PATHS, group_failures};
 pub use observer::{Observer, RefreshOutcome};
 pub use refresh::{ChangedHandle, HeldBack, HoldReason, Place, RefreshReport, Trigger};
+use routing::MultiRun;
 pub use routing::{BUILTIN_BACKEND_NAME, locate_builtin_backend};
-use routing::{Routing, routing};
 
 /// Resolves handles in documents and keeps them fresh. Cloning shares the state.
 #[derive(Clone)]
@@ -322,7 +322,7 @@ impl Resolver {
         let builtin = options
             .builtin_backend
             .unwrap_or_else(locate_builtin_backend);
-        let routing = routing(&settings, &builtin);
+        let routing = settings.routing(&builtin);
         let fetch_options = FetchOptions::new(settings.timeout(), settings.output_max_size())
             .with_remove_trailing_line_break(settings.remove_trailing_line_break());
         let first_refresh_delay = settings.refresh_interval().map(|interval| {
@@ -674,85 +674,11 @@ impl Inner {
                     .collect(),
             },
             Routing::Multi(backends) => {
-                let mut groups: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
-                let mut results = HashMap::new();
-                for handle in handles {
-                    match handle.split_once(';') {
-                        Some((name, key)) => {
-                            match backends.get_key_value(name.to_lowercase().as_str()) {
-                                Some((name, _)) => groups
-                                    .entry(name.as_str())
-                                    .or_default()
-                                    .push((handle.clone(), key.to_owned())),
-                                None => {
-                                    let message = format!(
-                                        "handle \"{}\": unknown backend \"{}\"",
-                                        Printable(handle),
-                                        Printable(name)
-                                    );
-                                    results.insert(
-                                        handle.clone(),
-                                        Err((FailureKind::BackendError, message)),
-                                    );
-                                }
-                            }
-                        }
-                        None => {
-                            let message =
-                                format!("handle \"{}\": unknown backend", Printable(handle));
-                            results
-                                .insert(handle.clone(), Err((FailureKind::BackendError, message)));
-                        }
-                    }
-                }
+                let (runs, mut results) = routing::group_by_backend(backends, handles);
                 let mut tasks = tokio::task::JoinSet::new();
-                for (name, members) in groups {
-                    let inner = self.clone();
-                    let name = name.to_owned();
-                    tasks.spawn(async move {
-                        let Routing::Multi(backends) = &inner.routing else {
-                            return Vec::new();
-                        };
-                        let Some(spec) = backends.get(&name) else {
-                            return Vec::new();
-                        };
-                        let mut seen = HashSet::new();
-                        let keys: Vec<String> = members
-                            .iter()
-                            .filter(|(_, key)| seen.insert(key.as_str()))
-                            .map(|(_, key)| key.clone())
-                            .collect();
-                        let fetched: HashMap<String, Lookup> =
-                            match inner.fetch_group(spec, &keys).await {
-                                Ok(lookups) => lookups.into_iter().collect(),
-                                // One cause, one message: every handle of the run gets the
-                                // same text, so that it is reported once for all of them.
-                                Err((kind, message)) => {
-                                    let failure =
-                                        Err((kind, format!("backend \"{name}\": {message}")));
-                                    return members
-                                        .into_iter()
-                                        .map(|(full, _)| (full, failure.clone()))
-                                        .collect();
-                                }
-                            };
-                        members
-                            .into_iter()
-                            .map(|(full, key)| {
-                                let lookup = match fetched.get(&key) {
-                                    Some(Ok(value)) => Ok(value.clone()),
-                                    Some(Err((kind, message))) => {
-                                        Err((*kind, format!("handle \"{full}\": {message}")))
-                                    }
-                                    None => Err((
-                                        FailureKind::BackendError,
-                                        format!("handle \"{full}\": backend run was interrupted"),
-                                    )),
-                                };
-                                (full, lookup)
-                            })
-                            .collect::<Vec<_>>()
-                    });
+                for run in runs {
+                    let inner = Arc::clone(self);
+                    tasks.spawn(async move { inner.fetch_multi(run).await });
                 }
                 while let Some(joined) = tasks.join_next().await {
                     if let Ok(group) = joined {
@@ -775,16 +701,66 @@ impl Inner {
         }
     }
 
+    /// One run of a multi backend for its handles: each distinct key asked once, each handle
+    /// given the lookup of its key.
+    async fn fetch_multi(&self, run: MultiRun) -> Vec<(String, Lookup)> {
+        let MultiRun {
+            name,
+            spec,
+            members,
+        } = run;
+        let mut seen = HashSet::new();
+        let keys: Vec<String> = members
+            .iter()
+            .filter(|(_, key)| seen.insert(key.as_str()))
+            .map(|(_, key)| key.clone())
+            .collect();
+        let fetched: HashMap<String, Lookup> = match self.fetch_group(&spec, &keys).await {
+            Ok(lookups) => lookups.into_iter().collect(),
+            // One cause, one message: every handle of the run gets the same text, so that it
+            // is reported once for all of them.
+            Err((kind, message)) => {
+                let failure = Err((kind, format!("backend \"{name}\": {message}")));
+                return members
+                    .into_iter()
+                    .map(|(full, _)| (full, failure.clone()))
+                    .collect();
+            }
+        };
+        members
+            .into_iter()
+            .map(|(full, key)| {
+                let lookup = match fetched.get(&key) {
+                    Some(Ok(value)) => Ok(value.clone()),
+                    Some(Err((kind, message))) => {
+                        Err((*kind, format!("handle \"{full}\": {message}")))
+                    }
+                    None => Err((
+                        FailureKind::BackendError,
+                        format!("handle \"{full}\": backend run was interrupted"),
+                    )),
+                };
+                (full, lookup)
+            })
+            .collect()
+    }
+
     /// One backend run for `keys` (distinct): one lookup per key, in order, or the failure of
-    /// the whole run. Every cached value is scrubbed from whatever the backend says if it fails
-    /// (it may repeat an old value).
+    /// the whole run. When the backend's texts need it (it failed, or gave error texts), they
+    /// are scrubbed of every cached value too (it may repeat an old value): the values are
+    /// taken from the cache once the run has ended, so that values cached meanwhile count.
     async fn fetch_group(
         &self,
         spec: &BackendSpec,
         keys: &[String],
     ) -> Result<Vec<(String, Lookup)>, (FailureKind, String)> {
-        let known = || self.lock().cache.values().cloned().collect();
-        let (record, result) = backend::fetch_scrubbing(spec, &self.options, keys, &known).await;
+        let ran = backend::run(spec, &self.options, keys).await;
+        let held: Vec<Secret> = if ran.scrubs_held() {
+            self.lock().cache.values().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let (record, result) = ran.finish(&held);
         self.observer.backend_run(&record);
         match result {
             Ok(fetched) => Ok(fetched

@@ -1,76 +1,62 @@
-//! Which backend serves which handle: the settings' backend selection turned into the
-//! [`BackendSpec`]s the resolver runs, and where the built-in `keyturn-backend` is found.
+//! Which backend serves which handle: `multi_secret_backends` handles grouped by the backend
+//! their prefix names, and where the built-in `keyturn-backend` is found. The specs themselves
+//! are made from the settings ([`Settings::routing`](crate::settings::Settings)).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use keyturn_protocol::PayloadVersion;
-
-use crate::backend::{BackendSpec, PermissionCheck};
-use crate::settings::{BackendSelection, BuiltinBackend, Settings};
+use super::Lookup;
+use crate::backend::{BackendSpec, FailureKind};
+use crate::printable::Printable;
 
 /// Name of the built-in backend executable.
 pub const BUILTIN_BACKEND_NAME: &str = "keyturn-backend";
 
-/// Which backend specs serve which handles.
-pub(super) enum Routing {
-    None,
-    Single(BackendSpec),
-    Multi(BTreeMap<String, BackendSpec>),
+/// One run of a multi backend: its name, its spec, and the handles it serves as
+/// `(handle, key sent to the backend)`, in the order asked.
+pub(super) struct MultiRun {
+    pub(super) name: String,
+    pub(super) spec: Arc<BackendSpec>,
+    pub(super) members: Vec<(String, String)>,
 }
 
-impl Routing {
-    /// The spec whose executable status output describes: the only one, or the first of the
-    /// multi backends (they all run `keyturn-backend`).
-    pub(super) fn first_spec(&self) -> Option<&BackendSpec> {
-        match self {
-            Routing::None => None,
-            Routing::Single(spec) => Some(spec),
-            Routing::Multi(specs) => specs.values().next(),
+/// `handles` grouped by the backend their prefix names (`ENC[name;key]`, the name
+/// case-insensitive), one run per backend; and the failure of every handle whose prefix names
+/// no backend, or that has none.
+pub(super) fn group_by_backend(
+    backends: &BTreeMap<String, Arc<BackendSpec>>,
+    handles: &[String],
+) -> (Vec<MultiRun>, HashMap<String, Lookup>) {
+    let mut runs: BTreeMap<&str, MultiRun> = BTreeMap::new();
+    let mut failures = HashMap::new();
+    for handle in handles {
+        let Some((name, key)) = handle.split_once(';') else {
+            let message = format!("handle \"{}\": unknown backend", Printable(handle));
+            failures.insert(handle.clone(), Err((FailureKind::BackendError, message)));
+            continue;
+        };
+        match backends.get_key_value(name.to_lowercase().as_str()) {
+            Some((name, spec)) => runs
+                .entry(name.as_str())
+                .or_insert_with(|| MultiRun {
+                    name: name.clone(),
+                    spec: Arc::clone(spec),
+                    members: Vec::new(),
+                })
+                .members
+                .push((handle.clone(), key.to_owned())),
+            None => {
+                let message = format!(
+                    "handle \"{}\": unknown backend \"{}\"",
+                    Printable(handle),
+                    Printable(name)
+                );
+                failures.insert(handle.clone(), Err((FailureKind::BackendError, message)));
+            }
         }
     }
-}
-
-pub(super) fn routing(settings: &Settings, builtin: &Path) -> Routing {
-    let builtin_spec = |b: &BuiltinBackend| {
-        BackendSpec::new(builtin)
-            .with_args(settings.arguments())
-            .with_check(PermissionCheck::Builtin)
-            .with_backend_type(Some(b.backend_type().to_owned()))
-            .with_config(b.config().clone())
-            .with_working_dir(settings.working_dir().map(Path::to_path_buf))
-            // keyturn's own backend needs `type`, which only 1.1 carries.
-            .with_protocol(PayloadVersion::V1_1)
-    };
-    match settings.backend() {
-        None => Routing::None,
-        Some(BackendSelection::Command { command, payload }) => Routing::Single(
-            BackendSpec::new(command)
-                .with_args(settings.arguments())
-                .with_check(if settings.allow_group_exec() {
-                    PermissionCheck::AllowGroupExec
-                } else {
-                    PermissionCheck::Strict
-                })
-                // The Agent sends `type` and `config` to the command whenever a type is set.
-                .with_backend_type(payload.as_ref().map(|b| b.backend_type().to_owned()))
-                .with_config(
-                    payload
-                        .as_ref()
-                        .map(|b| b.config().clone())
-                        .unwrap_or_default(),
-                )
-                .with_protocol(settings.protocol_version())
-                .with_working_dir(settings.working_dir().map(Path::to_path_buf)),
-        ),
-        Some(BackendSelection::Type { backend }) => Routing::Single(builtin_spec(backend)),
-        Some(BackendSelection::Multi { backends }) => Routing::Multi(
-            backends
-                .iter()
-                .map(|(name, b)| (name.clone(), builtin_spec(b)))
-                .collect(),
-        ),
-    }
+    (runs.into_values().collect(), failures)
 }
 
 /// Finds `keyturn-backend`: `$KEYTURN_BUILTIN_BACKEND`, then beside the running executable, then

@@ -10,8 +10,9 @@ use std::fmt::Write as _;
 use keyturn_protocol::PayloadVersion;
 use serde::Serialize;
 
-use super::{Resolver, Routing};
+use super::Resolver;
 use crate::backend::{self, PermissionCheck, Verdict};
+use crate::settings::Routing;
 
 /// Text shown when no backend is configured.
 pub const DISABLED_MESSAGE: &str = "No secret_backend_command set: secrets feature is not enabled";

@@ -11,19 +11,16 @@ use crate::backend::{FailureKind, Fetched, HandleError};
 use crate::printable::Printable;
 use crate::secret::Secret;
 
-/// Every value keyturn already holds (its last-known-good values, whatever their handle): they
-/// are scrubbed from the backend's texts too, since a failing backend may repeat an old value
-/// (`rotation of <old value> failed`). Called only when a text needs scrubbing.
-pub(crate) type Known<'a> = dyn Fn() -> Vec<Secret> + Sync + 'a;
-
 /// Decodes `stdout` and classifies every requested handle, in order. Fails, without quoting
 /// any value, when `stdout` is not a valid response. Error texts are scrubbed of every value of
-/// the answer and of every value `known` returns.
+/// the answer and of every value in `held`: the values keyturn already holds (its last known
+/// good values, whatever their handle), since a failing backend may repeat an old value
+/// (`rotation of <old value> failed`).
 pub(crate) fn classify(
     stdout: &[u8],
     requested: &Requested<'_>,
     remove_trailing_line_break: bool,
-    known: &Known<'_>,
+    held: &[Secret],
 ) -> Result<Fetched, serde_json::Error> {
     let slots = decode(stdout, requested)?;
     Ok(sort_out(
@@ -31,15 +28,36 @@ pub(crate) fn classify(
         requested,
         slots,
         remove_trailing_line_break,
-        known,
+        held,
     ))
+}
+
+/// [`classify`] when it needs no held values: `Ok(None)` when the answer carries per-handle
+/// error texts (the caller then classifies it with the values it holds), the result of
+/// [`classify`] otherwise.
+pub(crate) fn classify_without_error_texts(
+    stdout: &[u8],
+    requested: &Requested<'_>,
+    remove_trailing_line_break: bool,
+) -> Result<Option<Fetched>, serde_json::Error> {
+    let slots = decode(stdout, requested)?;
+    if any_error_text(&slots) {
+        return Ok(None);
+    }
+    Ok(Some(sort_out(
+        stdout,
+        requested,
+        slots,
+        remove_trailing_line_break,
+        &[],
+    )))
 }
 
 /// [`classify`] for stdout that may not be complete yet: the result when the fast scanner reads
 /// `stdout` as a whole answer without per-handle error texts, `None` otherwise (the caller then
 /// classifies once stdout is complete). What it returns is what [`classify`] returns for the
 /// same bytes: the scanner accepts nothing that serde_json decodes differently, and without
-/// error texts nothing is scrubbed, so nothing depends on when `known` would be asked.
+/// error texts nothing is scrubbed, so nothing depends on the values keyturn holds.
 pub(crate) fn classify_early(
     stdout: &[u8],
     requested: &Requested<'_>,
@@ -54,7 +72,7 @@ pub(crate) fn classify_early(
         requested,
         slots,
         remove_trailing_line_break,
-        &Vec::new,
+        &[],
     ))
 }
 
@@ -65,12 +83,11 @@ fn sort_out(
     requested: &Requested<'_>,
     slots: Decoded<'_>,
     remove_trailing_line_break: bool,
-    known: &Known<'_>,
+    held: &[Secret],
 ) -> Fetched {
     let scrubber = if any_error_text(&slots) {
         // The slots were decoded from `stdout`, so it is an answer.
         let values = answer_values(stdout).unwrap_or_default();
-        let held = known();
         Scrubber::new(
             values
                 .iter()
@@ -257,7 +274,7 @@ mod tests {
     #[test]
     fn per_handle_texts_are_scrubbed_of_known_values() {
         let requested = [String::from("a"), String::from("b")];
-        let known = || vec![Secret::new("old-a-value"), Secret::new("old-a")];
+        let known = [Secret::new("old-a-value"), Secret::new("old-a")];
         let fetched = classify(
             br#"{"a":{"error":"no old-a-value"},"b":{"error":"b is old-a-value, not old-a"}}"#,
             &Requested::new(&requested),

@@ -455,13 +455,7 @@ mod tests {
             let requested = [String::from("h")];
             for error in [
                 parse_response(bad.as_bytes()).unwrap_err(),
-                classify(
-                    bad.as_bytes(),
-                    &Requested::new(&requested),
-                    false,
-                    &Vec::new,
-                )
-                .unwrap_err(),
+                classify(bad.as_bytes(), &Requested::new(&requested), false, &[]).unwrap_err(),
             ] {
                 let text = describe_parse_error(&error);
                 for secret in ["hunter2", "424242", "hun"] {

@@ -9,13 +9,7 @@ use super::decode::{Decoded, Lookup, Requested, Scanner, Text, decode, decode_wi
 use crate::backend::{FailureKind, Fetched};
 
 pub(super) fn classify_str(output: &str, handles: &[String], strip: bool) -> Fetched {
-    classify(
-        output.as_bytes(),
-        &Requested::new(handles),
-        strip,
-        &Vec::new,
-    )
-    .unwrap()
+    classify(output.as_bytes(), &Requested::new(handles), strip, &[]).unwrap()
 }
 
 #[test]
@@ -79,12 +73,7 @@ fn decoding_accepts_what_the_protocol_crate_accepts() {
     ] {
         check_parity(input.as_bytes(), &requested);
         let theirs = parse_response(input.as_bytes());
-        let ours = classify(
-            input.as_bytes(),
-            &Requested::new(&requested),
-            false,
-            &Vec::new,
-        );
+        let ours = classify(input.as_bytes(), &Requested::new(&requested), false, &[]);
         assert_eq!(ours.is_ok(), theirs.is_ok(), "{input}");
         if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
             for (handle, result) in ours {
@@ -102,7 +91,7 @@ fn decoding_accepts_what_the_protocol_crate_accepts() {
         b"{\"h\":{\"value\":\"\xed\xa0\x80\"}}",
     ] {
         check_parity(input, &requested);
-        assert!(classify(input, &Requested::new(&requested), false, &Vec::new).is_err());
+        assert!(classify(input, &Requested::new(&requested), false, &[]).is_err());
     }
     for common in [
         &b" {\"h\" : {\"value\":\"v\", \"error\":null},\"x\":{}}\n"[..],
@@ -198,7 +187,7 @@ fn outcomes(fetched: &Fetched) -> Vec<Outcome> {
 fn check_early(input: &[u8], requested: &Requested<'_>) {
     for strip in [false, true] {
         if let Some(early) = classify_early(input, requested, strip) {
-            let full = classify(input, requested, strip, &Vec::new).unwrap_or_else(|error| {
+            let full = classify(input, requested, strip, &[]).unwrap_or_else(|error| {
                 panic!(
                     "{} classified early, serde_json: {error}",
                     String::from_utf8_lossy(input)
@@ -225,7 +214,7 @@ fn early_classification_needs_a_whole_answer_without_error_texts() {
     let early = classify_early(answer, &requested, false).expect("a whole plain answer");
     assert_eq!(
         outcomes(&early),
-        outcomes(&classify(answer, &requested, false, &Vec::new).unwrap())
+        outcomes(&classify(answer, &requested, false, &[]).unwrap())
     );
     // No prefix is a whole answer.
     for end in 0..answer.len() {
@@ -239,7 +228,7 @@ fn early_classification_needs_a_whole_answer_without_error_texts() {
     // holds at that time).
     let with_error = br#"{"a":{"error":"no such secret"},"b":{"value":"2"}}"#;
     assert!(classify_early(with_error, &requested, false).is_none());
-    assert!(classify(with_error, &requested, false, &Vec::new).is_ok());
+    assert!(classify(with_error, &requested, false, &[]).is_ok());
 }
 
 proptest::proptest! {
