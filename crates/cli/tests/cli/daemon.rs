@@ -292,9 +292,10 @@ impl Serve {
             assert!(
                 Instant::now() < deadline,
                 "{what}: processes survived: leaders {leaders:?} (live in their groups: {:?}), \
-                 children {children:?}, zombies of the daemon {:?}",
+                 children {children:?}, zombies of the daemon {:?}\n{}",
                 leaders.iter().map(|&l| live_members(l)).collect::<Vec<_>>(),
-                zombie_children(daemon)
+                zombie_children(daemon),
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(10));
         }

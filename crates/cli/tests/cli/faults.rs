@@ -33,7 +33,10 @@ fn started() -> (Setup, Serve) {
         .sandbox
         .script("world-writable.sh", crate::daemon::FAULT_BACKEND, 0o777);
     setup.set("a", "a0").set("b", "b0");
-    let serve = setup.serve(&ServeOptions::default());
+    let serve = setup.serve(&ServeOptions {
+        log_filter: "info,keyturn::backend::spawn=debug",
+        ..ServeOptions::default()
+    });
     assert_eq!(setup.read("out/app.yaml"), rendered(0));
     serve.assert_no_backend_survivors(&setup, "start-up");
     (setup, serve)

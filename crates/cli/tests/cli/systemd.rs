@@ -1,7 +1,7 @@
 //! `keyturn serve` as systemd runs it: `Type=notify` readiness, reload and stop messages on a
 //! `NOTIFY_SOCKET` listener of the test's own, the bound address when the port is 0, the
 //! `startup` and `signal` triggers (SIGUSR1 refreshes), and the metrics an operator scrapes
-//! (checked by `promtool` when it is installed).
+//! (checked by `promtool` and scraped by a real Prometheus).
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
@@ -109,14 +109,20 @@ fn notifications_in_order_with_startup_and_signal_triggers() {
     assert_eq!(serve.stop(Signal::SIGTERM), Some(0));
 }
 
-/// `name` on `PATH`, if installed (Debian's `prometheus` package has both `prometheus` and
-/// `promtool`).
-fn installed(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| std::path::Path::new(dir).join(name))
-        .find(|path| path.is_file())
+/// The path of `name` on PATH. Fails the test when it is missing: these tests prove that
+/// real tools accept what keyturn produces, so they must never pass by skipping
+/// (`.ci/install-test-deps.sh` installs `package`).
+#[track_caller]
+fn required(name: &str, package: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("this test needs {name} (Debian: apt-get install {package}, as .ci/install-test-deps.sh does)")
+        })
 }
 
 /// A daemon that resolved and refreshed once, so that every labelled family has samples.
@@ -136,10 +142,7 @@ fn scraped_daemon() -> (Setup, crate::daemon::Serve) {
 // failed on OpenMetrics served as plain text: `keyturn_backend_runs_total no help text`).
 #[test]
 fn promtool_accepts_the_classic_format() {
-    let Some(promtool) = installed("promtool") else {
-        println!("skipped: promtool is not installed (Debian: apt-get install prometheus)");
-        return;
-    };
+    let promtool = required("promtool", "prometheus");
     let (setup, _serve) = scraped_daemon();
     let metrics = setup.authed("GET", "/metrics").expect(setup.port, 200);
     assert!(
@@ -172,10 +175,7 @@ fn promtool_accepts_the_classic_format() {
 // it asks for) and stores its samples.
 #[test]
 fn a_real_prometheus_scrapes_the_daemon_with_its_token() {
-    let Some(prometheus) = installed("prometheus") else {
-        println!("skipped: prometheus is not installed (Debian: apt-get install prometheus)");
-        return;
-    };
+    let prometheus = required("prometheus", "prometheus");
     let (setup, _serve) = scraped_daemon();
     let web = crate::daemon::free_port();
     setup.sandbox.write(
@@ -235,10 +235,7 @@ fn a_real_prometheus_scrapes_the_daemon_with_its_token() {
 // The unit file under contrib/ is one systemd accepts (with the built binary as ExecStart).
 #[test]
 fn the_contrib_unit_file_verifies() {
-    let Some(analyze) = installed("systemd-analyze") else {
-        println!("skipped: systemd-analyze is not installed");
-        return;
-    };
+    let analyze = required("systemd-analyze", "systemd");
     let unit = std::fs::read_to_string(crate::repo_root().join("contrib/keyturn.service"))
         .unwrap()
         .replace("/usr/local/bin/keyturn", env!("CARGO_BIN_EXE_keyturn"));

@@ -21,7 +21,12 @@
 //! children to keyturn, so a whole tree goes, whatever its sessions and groups. Orphans without
 //! the mark (services an `on_change` command starts, the descendants of `keyturn exec`'s
 //! program, or a backend descendant that cleared its environment) are never killed, only
-//! reaped once they end, by the next sweep.
+//! reaped once they end: by the daemon as soon as `SIGCHLD` says so ([`reap_ended_orphans`]),
+//! and by the next sweep otherwise (an embedder without the daemon).
+//!
+//! The processes tokio waits for are recorded with their start time, not by PID alone: PIDs
+//! are reused, and an orphan that drew the PID of a recorded process that tokio has since
+//! reaped must still be reaped.
 //!
 //! # Running the file that was checked
 //!
@@ -55,7 +60,7 @@
 //! recorded under one mutex that is held across its spawn, so [`reap_orphan`] can never reap
 //! one of them, even one that exits before `spawn` returns.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 #[cfg(feature = "daemon")]
 use std::ffi::OsString;
 use std::io;
@@ -106,10 +111,36 @@ pub(crate) enum StartError {
 #[derive(Debug)]
 pub(crate) struct GroupGuard {
     pgid: Option<Pid>,
-    /// The run's leader, whether or not the group is still to be killed.
-    leader: Option<Pid>,
+    /// The run's leader (with its start time), whether or not the group is still to be killed.
+    leader: Option<Leader>,
     /// The run's `KEYTURN_RUN` mark (backends only).
     mark: Option<String>,
+}
+
+/// A run's leader: its PID and start time ([`start_time`]), which tell it from a later process
+/// that drew the same PID after tokio reaped it.
+#[derive(Debug, Clone, Copy)]
+struct Leader {
+    pid: Pid,
+    started: Option<u64>,
+}
+
+impl Leader {
+    /// Whether its PID still names it (a zombie included).
+    fn is_there(self) -> bool {
+        self.started
+            .is_none_or(|started| start_time(self.pid) == Some(started))
+    }
+
+    /// Whether it was reaped (its PID is free, or names a later process).
+    fn reaped(self) -> bool {
+        state(self.pid).is_none() || !self.is_there()
+    }
+
+    /// Whether it has ended (a zombie, or reaped).
+    fn ended(self) -> bool {
+        !is_running(self.pid) || !self.is_there()
+    }
 }
 
 /// The environment variable that marks a run's processes (see the module doc).
@@ -209,7 +240,7 @@ pub(crate) fn start_program(argv: &[OsString], env: &[(OsString, OsString)]) -> 
     let child = command.spawn()?;
     let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("process ID out of range"))?;
     if let Some(set) = tracked.as_mut() {
-        set.insert(pid);
+        record(set, pid);
     }
     Ok(Pid::from_raw(pid))
 }
@@ -238,10 +269,18 @@ pub(crate) fn reap(pid: Pid) -> io::Result<Option<Exit>> {
     }
 }
 
-/// Processes tokio waits for, while orphan reaping is on (`None`: off).
-static TOKIO_CHILDREN: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+/// Processes tokio waits for, while orphan reaping is on (`None`: off): each PID with the
+/// process's start time (`None` if it could not be read).
+///
+/// The start time tells a recorded process from a later one with its PID. A record outlives
+/// its process until [`forget_reaped`] runs, and PIDs are reused (after 32,768 processes on a
+/// default system): by PID alone, an orphan that drew a recorded PID would pass for tokio's
+/// child and stay a zombie for good.
+static TOKIO_CHILDREN: Mutex<Option<Tracked>> = Mutex::new(None);
 
-fn tokio_children() -> MutexGuard<'static, Option<HashSet<i32>>> {
+type Tracked = HashMap<i32, Option<u64>>;
+
+fn tokio_children() -> MutexGuard<'static, Option<Tracked>> {
     TOKIO_CHILDREN
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -250,7 +289,7 @@ fn tokio_children() -> MutexGuard<'static, Option<HashSet<i32>>> {
 /// Turns on the record of processes tokio waits for, so that [`reap_orphan`] can tell orphans
 /// (re-parented to keyturn as PID 1) from them. Call before any backend starts.
 pub(crate) fn track_children() {
-    tokio_children().get_or_insert_with(HashSet::new);
+    tokio_children().get_or_insert_with(HashMap::new);
 }
 
 /// Spawns `command` (reaped by tokio), recording its PID while orphan reaping is on. The lock
@@ -263,19 +302,31 @@ fn spawn_tracked(command: &mut tokio::process::Command) -> io::Result<tokio::pro
     if let (Some(set), Some(pid)) = (tracked.as_mut(), child.id())
         && let Ok(pid) = i32::try_from(pid)
     {
-        set.insert(pid);
+        record(set, pid);
     }
     Ok(child)
+}
+
+/// Records `pid`, a child just started (not reaped: its waiter has not run yet, and
+/// [`reap_orphan`] waits for the lock the caller holds), with its start time.
+fn record(set: &mut Tracked, pid: i32) {
+    set.insert(pid, start_time(Pid::from_raw(pid)));
+}
+
+/// Whether `pid` is the very process recorded under its PID (not a later one that drew it).
+fn is_tracked(set: &Tracked, pid: Pid) -> bool {
+    match set.get(&pid.as_raw()) {
+        None => false,
+        Some(None) => true,
+        Some(Some(started)) => start_time(pid) == Some(*started),
+    }
 }
 
 /// Reaps `pid`, a child of keyturn that is neither tokio's nor the caller's own program, if it
 /// has ended. Returns whether it was reaped.
 pub(crate) fn reap_orphan(pid: Pid) -> bool {
     let tracked = tokio_children();
-    if tracked
-        .as_ref()
-        .is_some_and(|set| set.contains(&pid.as_raw()))
-    {
+    if tracked.as_ref().is_some_and(|set| is_tracked(set, pid)) {
         return false;
     }
     matches!(
@@ -284,13 +335,29 @@ pub(crate) fn reap_orphan(pid: Pid) -> bool {
     )
 }
 
+#[cfg(feature = "daemon")]
+/// Reaps every child of keyturn that has ended and that neither tokio nor `keyturn exec`
+/// waits for: the orphans re-parented to keyturn as a child subreaper.
+pub(crate) fn reap_ended_orphans() {
+    for pid in untracked_children() {
+        if reap_orphan(pid) {
+            tracing::debug!(%pid, "reaped an orphan");
+        }
+    }
+    forget_reaped();
+}
+
 /// Forgets the recorded processes that no longer exist (tokio reaped them), so the record
 /// stays as small as the number of backends and hooks alive at once.
 pub(crate) fn forget_reaped() {
     if let Some(set) = tokio_children().as_mut() {
-        // A zombie still exists; ESRCH means reaped.
-        set.retain(|&pid| {
-            nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+        // A zombie still exists (and keeps its start time); a process that no longer reads
+        // with the recorded start time was reaped, even if its PID names another one now.
+        set.retain(|&pid, started| match started {
+            Some(started) => start_time(Pid::from_raw(pid)) == Some(*started),
+            None => {
+                nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+            }
         });
     }
 }
@@ -302,13 +369,14 @@ impl Started {
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
             .map(Pid::from_raw);
+        // Not reaped yet: its waiter runs only once `child` is awaited or dropped.
+        let leader = pgid.map(|pid| Leader {
+            pid,
+            started: start_time(pid),
+        });
         Started {
             child,
-            group: GroupGuard {
-                pgid,
-                leader: pgid,
-                mark,
-            },
+            group: GroupGuard { pgid, leader, mark },
         }
     }
 }
@@ -344,15 +412,17 @@ fn become_subreaper() {
 /// Kills every descendant of the run marked `mark` that left its process group, and reaps every
 /// orphan that has ended, until the run's `leader` has exited and no marked process is left
 /// among keyturn's children, or [`SWEEP_PATIENCE`] has passed.
-fn sweep(mark: &str, leader: Option<Pid>) {
+fn sweep(mark: &str, leader: Option<Leader>) {
     let needle = format!("{RUN_MARK}={mark}\0");
     let started = Instant::now();
+    let mut rounds = 0u32;
     forget_reaped();
     loop {
-        let leader_ended = leader.is_none_or(|pid| !is_running(pid));
+        let leader_ended = leader.is_none_or(Leader::ended);
         let mut left = false;
         for pid in untracked_children() {
             if reap_orphan(pid) {
+                tracing::debug!(mark, %pid, "sweep reaped");
                 continue;
             }
             match environment(pid) {
@@ -372,8 +442,17 @@ fn sweep(mark: &str, leader: Option<Pid>) {
             }
         }
         if (leader_ended && !left) || started.elapsed() > SWEEP_PATIENCE {
+            tracing::debug!(
+                mark,
+                rounds,
+                leader_ended,
+                left,
+                elapsed_ms = started.elapsed().as_millis(),
+                "sweep done"
+            );
             return;
         }
+        rounds += 1;
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -392,8 +471,8 @@ fn untracked_children() -> Vec<Pid> {
         children.extend(
             list.split_whitespace()
                 .filter_map(|pid| pid.parse::<i32>().ok())
-                .filter(|pid| !tracked.contains(pid))
-                .map(Pid::from_raw),
+                .map(Pid::from_raw)
+                .filter(|&pid| !is_tracked(&tracked, pid)),
         );
     }
     children
@@ -410,11 +489,24 @@ fn contains(environ: &[u8], entry: &[u8]) -> bool {
     environ.windows(entry.len()).any(|window| window == entry)
 }
 
-/// The state letter of `/proc/PID/stat` (`None` once the process is reaped).
-fn state(pid: Pid) -> Option<char> {
+/// The fields of `/proc/PID/stat` after the command name, from the state on (`None` once the
+/// process is reaped).
+fn stat_fields(pid: Pid) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ...`: comm may hold spaces and parentheses.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+    Some(stat.rsplit_once(')')?.1.to_owned())
+}
+
+/// The state letter of `/proc/PID/stat` (`None` once the process is reaped).
+fn state(pid: Pid) -> Option<char> {
+    stat_fields(pid)?.trim_start().chars().next()
+}
+
+/// When `pid` started, in clock ticks after boot (field 22 of `/proc/PID/stat`; `None` once
+/// it is reaped). With the PID, it names one process for good.
+fn start_time(pid: Pid) -> Option<u64> {
+    // Fields 3 (state) to 22 (starttime): the 20th after the command name.
+    stat_fields(pid)?.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn is_zombie(pid: Pid) -> bool {
@@ -448,7 +540,8 @@ impl Drop for GroupGuard {
         };
         let leader = self.leader;
         // The common case, a leader reaped and nothing left behind, costs one look.
-        if leader.is_none_or(|pid| state(pid).is_none()) && untracked_children().is_empty() {
+        if leader.is_none_or(Leader::reaped) && untracked_children().is_empty() {
+            tracing::debug!(mark, "no sweep needed");
             return;
         }
         // Off the async workers when there is a runtime: killed processes take a moment to end.
@@ -551,5 +644,42 @@ mod tests {
             stdout_of(started).await,
             format!("original {}\n", target.display())
         );
+    }
+
+    // A record names one process, not a PID: a later process that drew the PID of a recorded
+    // (and since reaped) one is not taken for it, so sweeps reap it once it ends.
+    #[test]
+    fn a_record_names_the_process_not_its_pid() {
+        #[allow(clippy::disallowed_methods)]
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+        let started = start_time(pid).unwrap();
+        let mut set = Tracked::new();
+        set.insert(pid.as_raw(), Some(started));
+        assert!(is_tracked(&set, pid));
+        // What a reaped process's record looks like once its PID names another process.
+        set.insert(pid.as_raw(), Some(started.wrapping_add(1)));
+        assert!(!is_tracked(&set, pid));
+        set.insert(pid.as_raw(), None);
+        assert!(
+            is_tracked(&set, pid),
+            "an unknown start time keeps the PID's protection"
+        );
+        let leader = Leader {
+            pid,
+            started: Some(started),
+        };
+        assert!(!leader.ended() && !leader.reaped());
+        let stranger = Leader {
+            pid,
+            started: Some(started.wrapping_add(1)),
+        };
+        assert!(stranger.ended() && stranger.reaped());
+        child.kill().unwrap();
+        // A sweep of another test may reap it first.
+        let _ = child.wait();
     }
 }

@@ -683,11 +683,18 @@ pub async fn serve(
     );
     let server = server::run(listener, api::router(daemon.clone()), limits, stopped);
     let mut server = tokio::spawn(server);
+    let reaper = tokio::spawn(reap_orphans(tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::child(),
+    )?));
     let refresh_loop = daemon.run_refreshes(shutdown);
     tokio::select! {
-        joined = &mut server => return flatten(joined),
+        joined = &mut server => {
+            reaper.abort();
+            return flatten(joined);
+        }
         () = refresh_loop => {}
     }
+    reaper.abort();
     tracing::info!("shutting down");
     let _ = stop.send(true);
     match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
@@ -697,6 +704,17 @@ pub async fn serve(
             tracing::warn!("requests still running after {SHUTDOWN_GRACE:?} were dropped");
             Ok(())
         }
+    }
+}
+
+/// From its first backend run the daemon is a child subreaper: every orphan among its
+/// descendants (a backend's, an `on_change` command's) becomes its child. Each is reaped as
+/// soon as it ends, on the `SIGCHLD` that says so, rather than at the next backend run's sweep;
+/// the processes tokio waits for are left to tokio.
+async fn reap_orphans(mut children: tokio::signal::unix::Signal) {
+    while children.recv().await.is_some() {
+        // Off the async workers: the record of tokio's children is locked across each spawn.
+        let _ = tokio::task::spawn_blocking(crate::backend::spawn::reap_ended_orphans).await;
     }
 }
 
