@@ -5,6 +5,12 @@
 //! retried by the next refresh), serves cached handles at once, fetches the others in one batch
 //! per backend, and renders the document. [`Resolver::refresh`] re-fetches every known handle.
 //!
+//! A resolve, step by step: `group_by_handle` (the document's uses, before the lock),
+//! `Inner::register_and_plan` (register, and decide under one lock what is cached, joined or
+//! fetched), `Inner::spawn_batch` (the batch task: `fetch_all` runs each backend, then
+//! `State::apply_lookups` applies the answers), `wait_for`, `Inner::collect` (values and
+//! failures), `cache_hit_notifications`, and the render.
+//!
 //! Invariants:
 //! - The state mutex is never held across an `.await` or a backend run: a resolve that only needs
 //!   cached handles returns at once even while a backend is slow.
@@ -388,135 +394,22 @@ impl Resolver {
         // The uses of each handle, grouped before taking the lock (one pass over the sites).
         let uses = group_by_handle(document);
         let origin: Arc<str> = Arc::from(origin);
-
-        // Phase 1: register contexts, split into cached / joined / to fetch.
-        let mut cached_at_start = HandleSet::default();
-        let mut waits = Vec::new();
-        let own: Option<(Arc<Batch>, Vec<String>)>;
-        {
-            let mut state = self.inner.lock();
-            for (handle, paths) in &uses {
-                state.register(handle, &origin, paths);
-            }
-            let mut to_fetch = Vec::new();
-            let mut batch = None;
-            for (handle, _) in &uses {
-                let name: &str = handle;
-                if state.cache.contains_key(name) {
-                    // Only notifications need to know which values were cached.
-                    if notify {
-                        cached_at_start.insert(name);
-                    }
-                } else if let Some(batch) = state.inflight.get(name) {
-                    if notify {
-                        batch.notify.store(true, Ordering::Relaxed);
-                    }
-                    waits.push(batch.clone());
-                } else {
-                    let batch = batch.get_or_insert_with(|| {
-                        Arc::new(Batch {
-                            done: watch::Sender::new(false),
-                            notify: AtomicBool::new(notify),
-                        })
-                    });
-                    state.inflight.insert(Arc::clone(handle), Arc::clone(batch));
-                    to_fetch.push(handle.to_string());
-                }
-            }
-            own = batch.map(|batch| (batch, to_fetch));
-            self.inner.observer.handles_known(state.contexts.len());
-        }
-
-        // Phase 2: run our batch in its own task, wait for every batch we depend on.
+        let Plan {
+            cached_at_start,
+            mut waits,
+            own,
+        } = self.inner.register_and_plan(&uses, &origin, notify);
         if let Some((batch, handles)) = own {
-            waits.push(batch.clone());
-            let inner = self.inner.clone();
-            tokio::spawn(async move {
-                // Wakes the waiters even if this task panics or is dropped before publishing.
-                let mut end = BatchEnd {
-                    inner: inner.clone(),
-                    batch: batch.clone(),
-                    handles,
-                    released: false,
-                };
-                let results = inner.fetch_all(&end.handles).await;
-                let notifications = {
-                    let mut state = inner.lock();
-                    let notify = batch.notify.load(Ordering::Relaxed);
-                    let notifications = state.apply_lookups(results, notify);
-                    end.release(&mut state);
-                    notifications
-                };
-                drop(end);
-                inner.deliver(notifications);
-            });
+            waits.push(Arc::clone(&batch));
+            self.inner.spawn_batch(batch, handles);
         }
-        for batch in waits {
-            let mut done = batch.done.subscribe();
-            // An error means the task was dropped (runtime shutting down); the handles then
-            // show up below as interrupted.
-            let _ = done.wait_for(|done| *done).await;
-        }
-
-        // Phase 3: collect values and failures, cache-hit notifications, render.
-        // Clones of the cached values share their buffers (no copy of a value).
-        let mut values: HandleMap<&str, Secret> =
-            HandleMap::with_capacity_and_hasher(uses.len(), Default::default());
-        let mut failed = Vec::new();
-        {
-            let state = self.inner.lock();
-            for (handle, paths) in &uses {
-                let name: &str = handle;
-                if let Some(value) = state.cache.get(name) {
-                    values.insert(name, value.clone());
-                } else {
-                    let failure = state.failures.get(name).cloned();
-                    failed.push((name, Arc::clone(paths), failure));
-                }
-            }
-        }
-        // Outside the lock: the work that grows with the number of uses.
-        let failures = failed
-            .into_iter()
-            .map(|(handle, paths, failure)| {
-                let (kind, message) = failure.unwrap_or_else(|| {
-                    (
-                        FailureKind::BackendError,
-                        format!("resolving '{}' was interrupted", Printable(handle)),
-                    )
-                });
-                Failure {
-                    handle: handle.to_owned(),
-                    kind,
-                    message,
-                    paths: paths.to_vec(),
-                }
-            })
-            .collect();
-        let mut notifications = Vec::new();
+        wait_for(waits).await;
+        let (values, failures) = self.inner.collect(&uses);
         if notify {
-            let mut handles: HandleMap<&str, (Arc<str>, Arc<Zeroizing<String>>)> =
-                HandleMap::default();
-            for site in document.sites() {
-                if !cached_at_start.contains(&*site.handle) {
-                    continue;
-                }
-                if let Some(value) = values.get(&*site.handle) {
-                    let (handle, old) = handles.entry(&site.handle).or_insert_with(|| {
-                        let old = Zeroizing::new(format!("ENC[{}]", site.handle));
-                        (Arc::clone(&site.handle), Arc::new(old))
-                    });
-                    notifications.push(Notification {
-                        handle: Arc::clone(handle),
-                        origin: Arc::clone(&origin),
-                        path: site.path.clone(),
-                        old: Arc::clone(old),
-                        new: value.clone(),
-                    });
-                }
-            }
+            let notifications =
+                cache_hit_notifications(document, &origin, &cached_at_start, &values);
+            self.inner.deliver(notifications);
         }
-        self.inner.deliver(notifications);
         let output = document.render(|handle| values.get(handle).map(|value| value.expose()));
         Resolution { output, failures }
     }
@@ -648,6 +541,122 @@ impl Inner {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers every use of a resolve under `origin` and decides, under one lock, what each
+    /// handle needs: its cached value, the batch already fetching it (joined), or a new batch
+    /// of the resolve's own for every handle nobody fetches.
+    fn register_and_plan<'u>(
+        &self,
+        uses: &'u [(&Arc<str>, Arc<[KeyPath]>)],
+        origin: &Arc<str>,
+        notify: bool,
+    ) -> Plan<'u> {
+        let mut state = self.lock();
+        for (handle, paths) in uses {
+            state.register(handle, origin, paths);
+        }
+        let mut plan = Plan {
+            cached_at_start: HandleSet::default(),
+            waits: Vec::new(),
+            own: None,
+        };
+        let mut to_fetch = Vec::new();
+        let mut batch = None;
+        for (handle, _) in uses {
+            let name: &str = handle;
+            if state.cache.contains_key(name) {
+                // Only notifications need to know which values were cached.
+                if notify {
+                    plan.cached_at_start.insert(name);
+                }
+            } else if let Some(batch) = state.inflight.get(name) {
+                if notify {
+                    batch.notify.store(true, Ordering::Relaxed);
+                }
+                plan.waits.push(Arc::clone(batch));
+            } else {
+                let batch = batch.get_or_insert_with(|| {
+                    Arc::new(Batch {
+                        done: watch::Sender::new(false),
+                        notify: AtomicBool::new(notify),
+                    })
+                });
+                state.inflight.insert(Arc::clone(handle), Arc::clone(batch));
+                to_fetch.push(handle.to_string());
+            }
+        }
+        plan.own = batch.map(|batch| (batch, to_fetch));
+        self.observer.handles_known(state.contexts.len());
+        plan
+    }
+
+    /// Runs `batch` for `handles` in a task of its own (a caller that gives up does not cancel
+    /// the run others wait for): fetches them, applies the answers to the cache, ends the
+    /// batch, then tells subscribers.
+    fn spawn_batch(self: &Arc<Self>, batch: Arc<Batch>, handles: Vec<String>) {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            // Wakes the waiters even if this task panics or is dropped before publishing.
+            let mut end = BatchEnd {
+                inner: Arc::clone(&inner),
+                batch: Arc::clone(&batch),
+                handles,
+                released: false,
+            };
+            let results = inner.fetch_all(&end.handles).await;
+            let notifications = {
+                let mut state = inner.lock();
+                let notify = batch.notify.load(Ordering::Relaxed);
+                let notifications = state.apply_lookups(results, notify);
+                end.release(&mut state);
+                notifications
+            };
+            drop(end);
+            inner.deliver(notifications);
+        });
+    }
+
+    /// The value of every handle of `uses` that has one (clones share the cached buffers) and
+    /// the failure of every other, in first-seen order. The failures are built after the lock
+    /// is released: that work grows with the number of uses.
+    fn collect<'u>(
+        &self,
+        uses: &'u [(&Arc<str>, Arc<[KeyPath]>)],
+    ) -> (HandleMap<&'u str, Secret>, Vec<Failure>) {
+        let mut values: HandleMap<&str, Secret> =
+            HandleMap::with_capacity_and_hasher(uses.len(), Default::default());
+        let mut failed = Vec::new();
+        {
+            let state = self.lock();
+            for (handle, paths) in uses {
+                let name: &str = handle;
+                if let Some(value) = state.cache.get(name) {
+                    values.insert(name, value.clone());
+                } else {
+                    let failure = state.failures.get(name).cloned();
+                    failed.push((name, Arc::clone(paths), failure));
+                }
+            }
+        }
+        let failures = failed
+            .into_iter()
+            .map(|(handle, paths, failure)| {
+                let (kind, message) = failure.unwrap_or_else(|| {
+                    (
+                        FailureKind::BackendError,
+                        format!("resolving '{}' was interrupted", Printable(handle)),
+                    )
+                });
+                Failure {
+                    handle: handle.to_owned(),
+                    kind,
+                    message,
+                    paths: paths.to_vec(),
+                }
+            })
+            .collect();
+        (values, failures)
     }
 
     /// Fetches `handles` from their backends: one run per backend group, groups concurrently.
@@ -789,6 +798,57 @@ impl Inner {
             }
         }
     }
+}
+
+/// What a resolve's registration decided: which of its handles were cached (for
+/// notifications, only when asked), the batches it waits for, and its own batch with the
+/// handles it fetches.
+struct Plan<'u> {
+    cached_at_start: HandleSet<&'u str>,
+    waits: Vec<Arc<Batch>>,
+    own: Option<(Arc<Batch>, Vec<String>)>,
+}
+
+/// Waits until every batch in `batches` is done.
+async fn wait_for(batches: Vec<Arc<Batch>>) {
+    for batch in batches {
+        let mut done = batch.done.subscribe();
+        // An error means the task was dropped (runtime shutting down); its handles then show
+        // up as interrupted.
+        let _ = done.wait_for(|done| *done).await;
+    }
+}
+
+/// The notifications of a resolve's cache hits: every use in `document` of a handle that was
+/// cached when the resolve registered, with the raw `ENC[...]` text as the old value (shared
+/// by every use of the handle).
+fn cache_hit_notifications(
+    document: &Document,
+    origin: &Arc<str>,
+    cached_at_start: &HandleSet<&str>,
+    values: &HandleMap<&str, Secret>,
+) -> Vec<Notification> {
+    let mut notifications = Vec::new();
+    let mut handles: HandleMap<&str, (Arc<str>, Arc<Zeroizing<String>>)> = HandleMap::default();
+    for site in document.sites() {
+        if !cached_at_start.contains(&*site.handle) {
+            continue;
+        }
+        if let Some(value) = values.get(&*site.handle) {
+            let (handle, old) = handles.entry(&site.handle).or_insert_with(|| {
+                let old = Zeroizing::new(format!("ENC[{}]", site.handle));
+                (Arc::clone(&site.handle), Arc::new(old))
+            });
+            notifications.push(Notification {
+                handle: Arc::clone(handle),
+                origin: Arc::clone(origin),
+                path: site.path.clone(),
+                old: Arc::clone(old),
+                new: value.clone(),
+            });
+        }
+    }
+    notifications
 }
 
 /// The sites of `document` grouped by handle: handles in first-seen order, each with its key

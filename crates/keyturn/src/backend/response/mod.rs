@@ -10,9 +10,9 @@
 //! - `values`: every value of a valid answer, for scrubbing the backend's other texts.
 //!
 //! Invariant: no text built here contains a value the backend returned in the same answer, nor
-//! a value keyturn already holds and gives it (see [`classify`]). Parse errors are described from their
-//! category and position only, never with serde's text for data errors (which quotes the
-//! offending input, e.g. a value given as a bare string).
+//! a value keyturn already holds and passes in (see [`classify()`]). Parse errors are described
+//! from their category and position only, never with serde's text for data errors (which
+//! quotes the offending input, e.g. a value given as a bare string).
 
 mod classify;
 mod decode;
