@@ -78,10 +78,7 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     for warning in &hardening.warnings {
         tracing::warn!("{warning}");
     }
-    let program = Program {
-        argv: args.command,
-        environment,
-    };
+    let program = Program::new(args.command, environment);
     crate::runtime()?.block_on(supervise(
         settings,
         args.config,
@@ -123,6 +120,7 @@ async fn supervise(
         daemon: config,
         api,
         exec: exec_config,
+        ..
     } = settings;
     let (token, listener) = if api {
         let token =

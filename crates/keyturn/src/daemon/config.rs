@@ -37,6 +37,7 @@ pub const DEFAULT_ON_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything `keyturn serve` reads from its settings file.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct DaemonConfig {
     /// The resolver's settings; their `run_path` is set to [`DaemonConfig::run_path`].
     pub settings: Settings,
@@ -50,6 +51,7 @@ pub struct DaemonConfig {
 
 /// The `api` section: where the HTTP API listens and how clients authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ApiConfig {
     /// `api.listen`: an `IP:port` address.
     pub listen: SocketAddr,
@@ -68,6 +70,7 @@ pub struct ApiConfig {
 
 /// One entry of `templates`: a document with handles and where its resolved form goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TemplateConfig {
     /// `source`: the document with `ENC[...]` handles. Its path is the origin of its handles.
     pub source: PathBuf,
@@ -86,6 +89,7 @@ pub struct TemplateConfig {
 
 /// A command run after a destination changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OnChange {
     /// The program (`argv[0]`, a path or a name looked up on `PATH`) and its arguments; never
     /// empty.

@@ -54,6 +54,7 @@ pub enum RestartOnExit {
 
 /// The `exec` section, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExecConfig {
     /// `on_change`.
     pub on_change: ChangeAction,
@@ -81,6 +82,7 @@ impl Default for ExecConfig {
 
 /// Everything `keyturn exec` reads from its settings file.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ExecSettings {
     /// What `keyturn serve` would read (secret_* keys, `run_path`, `api`, `templates`).
     pub daemon: DaemonConfig,

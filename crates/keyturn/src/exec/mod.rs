@@ -129,11 +129,19 @@ pub fn track_children_as_init() -> bool {
 
 /// What to run.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Program {
     /// The program and its arguments (no shell).
     pub argv: Vec<OsString>,
     /// Its environment, with handles as written.
     pub environment: Environment,
+}
+
+impl Program {
+    /// `argv` (the program and its arguments, run without a shell) with `environment`.
+    pub fn new(argv: Vec<OsString>, environment: Environment) -> Program {
+        Program { argv, environment }
+    }
 }
 
 /// Supervises `program` until it ends for good (see the module doc). `signals` carries the
