@@ -436,7 +436,7 @@ impl Resolver {
             };
         }
         // The uses of each handle, grouped before taking the lock (one pass over the sites).
-        let uses = group_by_handle(document);
+        let (uses, index) = group_by_handle(document);
         let origin: Arc<str> = Arc::from(origin);
         let Plan {
             cached_at_start,
@@ -448,7 +448,7 @@ impl Resolver {
             self.inner.spawn_batch(batch, handles);
         }
         wait_for(waits).await;
-        let (values, failures) = self.inner.collect(&uses);
+        let (values, failures) = self.inner.collect(&uses, index);
         if notify {
             let notifications =
                 cache_hit_notifications(document, &origin, &cached_at_start, &values);
@@ -671,22 +671,23 @@ impl Inner {
     fn collect<'u>(
         &self,
         uses: &'u [(&Arc<str>, Paths)],
-    ) -> (HandleMap<&'u str, Secret>, Vec<Failure>) {
-        let mut values: HandleMap<&str, Secret> =
-            HandleMap::with_capacity_and_hasher(uses.len(), Default::default());
+        index: HandleMap<&'u str, usize>,
+    ) -> (Values<'u>, Vec<Failure>) {
+        let mut values = Vec::with_capacity(uses.len());
         let mut failed = Vec::new();
         {
             let state = self.lock();
             for (handle, paths) in uses {
                 let name: &str = handle;
-                if let Some(value) = state.cache.get(name) {
-                    values.insert(name, value.clone());
-                } else {
+                let value = state.cache.get(name).cloned();
+                if value.is_none() {
                     let failure = state.failures.get(name).cloned();
                     failed.push((name, paths, failure));
                 }
+                values.push(value);
             }
         }
+        let values = Values { index, values };
         let failures = failed
             .into_iter()
             .map(|(handle, paths, failure)| {
@@ -874,7 +875,7 @@ fn cache_hit_notifications(
     document: &Document,
     origin: &Arc<str>,
     cached_at_start: &HandleSet<&str>,
-    values: &HandleMap<&str, Secret>,
+    values: &Values<'_>,
 ) -> Vec<Notification> {
     let mut notifications = Vec::new();
     let mut handles: HandleMap<&str, (Arc<str>, Arc<Zeroizing<String>>)> = HandleMap::default();
@@ -882,7 +883,7 @@ fn cache_hit_notifications(
         if !cached_at_start.contains(&*site.handle) {
             continue;
         }
-        if let Some(value) = values.get(&*site.handle) {
+        if let Some(value) = values.get(&site.handle) {
             let (handle, old) = handles.entry(&site.handle).or_insert_with(|| {
                 let old = Zeroizing::new(format!("ENC[{}]", site.handle));
                 (Arc::clone(&site.handle), Arc::new(old))
@@ -899,10 +900,28 @@ fn cache_hit_notifications(
     notifications
 }
 
+/// A handle of a document and its paths there.
+type Use<'d> = (&'d Arc<str>, Paths);
+
+/// The value of each handle a resolve found, by the handle's place among its uses.
+struct Values<'u> {
+    /// Handle to its place (from [`group_by_handle`]).
+    index: HandleMap<&'u str, usize>,
+    values: Vec<Option<Secret>>,
+}
+
+impl Values<'_> {
+    fn get(&self, handle: &str) -> Option<&Secret> {
+        let at = *self.index.get(handle)?;
+        self.values.get(at)?.as_ref()
+    }
+}
+
 /// The sites of `document` grouped by handle: handles in first-seen order, each with its key
-/// paths in document order. The paths are shared, not copied; a handle used once holds its path
-/// inline, and a longer list is one allocation of its final size.
-fn group_by_handle(document: &Document) -> Vec<(&Arc<str>, Paths)> {
+/// paths in document order, and the place of each handle in that list. The paths are shared,
+/// not copied; a handle used once holds its path inline, and a longer list is one allocation
+/// of its final size.
+fn group_by_handle(document: &Document) -> (Vec<Use<'_>>, HandleMap<&str, usize>) {
     let sites = document.sites();
     let mut index: HandleMap<&str, usize> =
         HandleMap::with_capacity_and_hasher(sites.len(), Default::default());
@@ -921,7 +940,7 @@ fn group_by_handle(document: &Document) -> Vec<(&Arc<str>, Paths)> {
         })
         .collect();
     paths.sort_by_key(|(group, _)| *group);
-    handles
+    let uses = handles
         .into_iter()
         .zip(paths.chunk_by(|a, b| a.0 == b.0))
         .map(|(handle, group)| {
@@ -931,7 +950,8 @@ fn group_by_handle(document: &Document) -> Vec<(&Arc<str>, Paths)> {
             };
             (handle, paths)
         })
-        .collect()
+        .collect();
+    (uses, index)
 }
 
 impl State {
