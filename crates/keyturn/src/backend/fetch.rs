@@ -31,7 +31,7 @@ use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, interpreter_problem, io_text, resolve_command};
 use super::response::{
-    Requested, answer_values, classify, classify_early, classify_without_error_texts,
+    Classified, Requested, answer_values, classify, classify_early, classify_without_error_texts,
     describe_parse_error,
 };
 use super::spawn::{Program, StartError, Started, start};
@@ -43,12 +43,13 @@ use crate::secret::Secret;
 use keyturn_protocol::scrub::Scrubber;
 
 /// Runs `spec` once for the distinct `handles` and classifies every one of them, as far as it
-/// can without the values the caller holds: what is left is done by [`Ran::finish`].
-pub(crate) async fn fetch<'a>(
+/// can without the values the caller holds: what is left is done by [`Ran::finish`], which
+/// pairs each result with a clone of the handle as given (an `Arc<str>` shares its text).
+pub(crate) async fn fetch<'a, S: AsRef<str> + Clone>(
     spec: &'a BackendSpec,
     options: &FetchOptions,
-    handles: &'a [String],
-) -> Ran<'a> {
+    handles: &'a [S],
+) -> Ran<'a, S> {
     let began = Instant::now();
     let deadline = deadline_after(options.timeout);
     let mut output = Output::new(options.output_max_size);
@@ -94,16 +95,17 @@ pub(crate) async fn fetch<'a>(
                 Ok(answer) => {
                     tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
                     let state = match answer {
-                        Some(fetched) => Finish::Fetched(fetched),
+                        Some(classified) => Finish::Classified(classified),
                         None => Finish::Classify {
                             stdout: output.stdout,
-                            requested,
                             strip,
                         },
                     };
                     return Ran {
                         spec,
                         record,
+                        handles,
+                        requested,
                         state,
                     };
                 }
@@ -122,6 +124,8 @@ pub(crate) async fn fetch<'a>(
     Ran {
         spec,
         record,
+        handles,
+        requested,
         state: Finish::Failed { failure, output },
     }
 }
@@ -129,32 +133,31 @@ pub(crate) async fn fetch<'a>(
 /// A backend run that has ended, whose texts may still have to be scrubbed of the values the
 /// caller holds (a failing backend may repeat an old value): ask [`Ran::scrubs_held`] whether
 /// they are needed, then [`Ran::finish`] with them.
-pub(crate) struct Ran<'a> {
+pub(crate) struct Ran<'a, S> {
     spec: &'a BackendSpec,
     record: RunRecord,
-    state: Finish<'a>,
+    /// The handles as the caller named them, and the distinct ones that were asked for.
+    handles: &'a [S],
+    requested: Requested<'a>,
+    state: Finish,
 }
 
 /// What is left to do once the held values are known.
-enum Finish<'a> {
+enum Finish {
     /// Classified: nothing held can show in the result.
-    Fetched(Fetched),
+    Classified(Classified),
     /// A valid answer with per-handle error texts, to classify with the held values.
-    Classify {
-        stdout: Capture,
-        requested: Requested<'a>,
-        strip: bool,
-    },
+    Classify { stdout: Capture, strip: bool },
     /// The run failed: its stderr tail, if shown, is scrubbed of the held values.
     Failed { failure: FetchError, output: Output },
 }
 
-impl Ran<'_> {
+impl<S: Clone> Ran<'_, S> {
     /// Whether [`Ran::finish`] scrubs anything with the values it is given: the answer has
     /// per-handle error texts, or the run failed and its stderr may be shown.
     pub(crate) fn scrubs_held(&self) -> bool {
         match &self.state {
-            Finish::Fetched(_) => false,
+            Finish::Classified(_) => false,
             Finish::Classify { .. } => true,
             Finish::Failed { output, .. } => !output.stderr.is_empty() && output.stdout_complete,
         }
@@ -163,29 +166,28 @@ impl Ran<'_> {
     /// The run's record and result, every backend text scrubbed of the run's values and of
     /// `held` (every value the caller holds; it may be empty when
     /// [`scrubs_held`](Ran::scrubs_held) says no). The record counts the handles that failed.
-    pub(crate) fn finish(self, held: &[Secret]) -> (RunRecord, Result<Fetched, FetchError>) {
+    pub(crate) fn finish(self, held: &[Secret]) -> (RunRecord, Result<Fetched<S>, FetchError>) {
         let Ran {
             spec,
             mut record,
+            handles,
+            requested,
             state,
         } = self;
         let result = match state {
-            Finish::Fetched(fetched) => Ok(fetched),
-            Finish::Classify {
-                stdout,
-                requested,
-                strip,
-            } => classify(&stdout, &requested, strip, held).map_err(|error| {
-                // Not reached: the answer was decoded already; kept as the same failure.
-                record.unparsable_output = true;
-                let failure = invalid_answer(spec, &error);
-                count_failures(
-                    &mut record.handle_failures,
-                    failure.kind,
-                    requested.handles.len(),
-                );
-                failure
-            }),
+            Finish::Classified(classified) => Ok(classified),
+            Finish::Classify { stdout, strip } => classify(&stdout, &requested, strip, held)
+                .map_err(|error| {
+                    // Not reached: the answer was decoded already; kept as the same failure.
+                    record.unparsable_output = true;
+                    let failure = invalid_answer(spec, &error);
+                    count_failures(
+                        &mut record.handle_failures,
+                        failure.kind,
+                        requested.handles.len(),
+                    );
+                    failure
+                }),
             Finish::Failed { failure, output } => {
                 return (
                     record,
@@ -193,13 +195,14 @@ impl Ran<'_> {
                 );
             }
         };
-        if let Ok(fetched) = &result {
-            for (_, result) in fetched {
+        if let Ok(classified) = &result {
+            for result in classified {
                 if let Err(error) = result {
                     count_failures(&mut record.handle_failures, error.kind, 1);
                 }
             }
         }
+        let result = result.map(|classified| requested.named(handles, classified));
         (record, result)
     }
 }

@@ -303,8 +303,9 @@ pub struct FetchError {
     pub message: String,
 }
 
-/// The result of one backend run: per requested handle, in request order.
-pub type Fetched = Vec<(String, Result<Secret, HandleError>)>;
+/// The result of one backend run: per requested handle, in request order, each with the
+/// handle as the caller named it.
+pub type Fetched<S = String> = Vec<(S, Result<Secret, HandleError>)>;
 
 /// What one backend run did, for the caller to record (the daemon's metrics): how it ended,
 /// how long it took and how many handles failed, never a handle or a value.
@@ -348,11 +349,11 @@ pub async fn fetch_recorded(
 /// One run of `spec` for `handles`, before its texts are scrubbed of the values the caller
 /// holds: [`Ran::scrubs_held`] says whether they are needed, [`Ran::finish`] takes them by
 /// borrow and gives what [`fetch_recorded()`] gives.
-pub(crate) async fn run<'a>(
+pub(crate) async fn run<'a, S: AsRef<str> + Clone>(
     spec: &'a BackendSpec,
     options: &FetchOptions,
-    handles: &'a [String],
-) -> Ran<'a> {
+    handles: &'a [S],
+) -> Ran<'a, S> {
     fetch::fetch(spec, options, handles).await
 }
 

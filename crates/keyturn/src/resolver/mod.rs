@@ -32,11 +32,13 @@ pub mod status;
 use crate::printable::Printable;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use smallvec::SmallVec;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -189,7 +191,48 @@ type HandleSet<K> = HashSet<K, foldhash::fast::RandomState>;
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
     pub(crate) origin: Arc<str>,
-    pub(crate) paths: Arc<[KeyPath]>,
+    pub(crate) paths: Paths,
+}
+
+/// The contexts of one handle, one per origin. Most handles have one origin: it is held
+/// inline, so a handle costs no allocation of its own here.
+pub(crate) type Contexts = SmallVec<[Context; 1]>;
+
+/// The key paths of one handle in one origin, in document order: one path held inline (a
+/// handle used once, the common case, costs no allocation), or several shared.
+#[derive(Debug, Clone)]
+pub(crate) enum Paths {
+    One(KeyPath),
+    Many(Arc<[KeyPath]>),
+}
+
+impl Paths {
+    /// The paths of `paths`, shared when there are several.
+    fn from_slice(paths: &[KeyPath]) -> Paths {
+        match paths {
+            [one] => Paths::One(one.clone()),
+            many => Paths::Many(Arc::from(many)),
+        }
+    }
+
+    /// Whether both are the same list: shared, or equal path by path.
+    fn same(&self, other: &Paths) -> bool {
+        match (self, other) {
+            (Paths::Many(a), Paths::Many(b)) if Arc::ptr_eq(a, b) => true,
+            _ => **self == **other,
+        }
+    }
+}
+
+impl Deref for Paths {
+    type Target = [KeyPath];
+
+    fn deref(&self) -> &[KeyPath] {
+        match self {
+            Paths::One(path) => std::slice::from_ref(path),
+            Paths::Many(paths) => paths,
+        }
+    }
 }
 
 struct Inner {
@@ -207,13 +250,14 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    cache: HandleMap<String, Secret>,
+    /// handle -> its value. Keys share the documents' handle text.
+    cache: HandleMap<Arc<str>, Secret>,
     /// handle -> one context per origin, in registration order; a handle with no context is
     /// removed. Keys share the documents' handle text. Unordered: where the order shows (a
     /// refresh's payload, an audit record) the handles are sorted.
-    contexts: HandleMap<Arc<str>, Vec<Context>>,
+    contexts: HandleMap<Arc<str>, Contexts>,
     /// handle -> its last failure; cleared by the next successful lookup.
-    failures: HandleMap<String, (FailureKind, String)>,
+    failures: HandleMap<Arc<str>, (FailureKind, String)>,
     /// handle -> the batch that is fetching it now.
     inflight: HandleMap<Arc<str>, Arc<Batch>>,
     subscribers: Vec<Subscriber>,
@@ -234,7 +278,7 @@ struct Batch {
 struct BatchEnd {
     inner: Arc<Inner>,
     batch: Arc<Batch>,
-    handles: Vec<String>,
+    handles: Vec<Arc<str>>,
     released: bool,
 }
 
@@ -257,10 +301,10 @@ impl BatchEnd {
         for handle in &self.handles {
             if state
                 .inflight
-                .get(handle.as_str())
+                .get(handle)
                 .is_some_and(|batch| Arc::ptr_eq(batch, &self.batch))
             {
-                state.inflight.remove(handle.as_str());
+                state.inflight.remove(handle);
             }
         }
     }
@@ -297,9 +341,9 @@ struct SharedChange {
 }
 
 impl SharedChange {
-    fn new(handle: &str, old: Zeroizing<String>, new: &Secret) -> SharedChange {
+    fn new(handle: &Arc<str>, old: Zeroizing<String>, new: &Secret) -> SharedChange {
         SharedChange {
-            handle: Arc::from(handle),
+            handle: Arc::clone(handle),
             old: Arc::new(old),
             new: new.clone(),
         }
@@ -494,9 +538,9 @@ impl Resolver {
             .failures
             .iter()
             .filter_map(|(handle, (kind, message))| {
-                let contexts = state.contexts.get(handle.as_str())?;
+                let contexts = state.contexts.get(handle)?;
                 Some(Failure {
-                    handle: handle.clone(),
+                    handle: handle.to_string(),
                     kind: *kind,
                     message: message.clone(),
                     paths: contexts
@@ -548,11 +592,15 @@ impl Inner {
     /// of the resolve's own for every handle nobody fetches.
     fn register_and_plan<'u>(
         &self,
-        uses: &'u [(&Arc<str>, Arc<[KeyPath]>)],
+        uses: &'u [(&Arc<str>, Paths)],
         origin: &Arc<str>,
         notify: bool,
     ) -> Plan<'u> {
         let mut state = self.lock();
+        // At most this many handles are new: sized once, the maps do not rehash here.
+        let new = uses.len().saturating_sub(state.contexts.len());
+        state.contexts.reserve(new);
+        state.inflight.reserve(uses.len());
         for (handle, paths) in uses {
             state.register(handle, origin, paths);
         }
@@ -561,7 +609,7 @@ impl Inner {
             waits: Vec::new(),
             own: None,
         };
-        let mut to_fetch = Vec::new();
+        let mut to_fetch = Vec::with_capacity(uses.len());
         let mut batch = None;
         for (handle, _) in uses {
             let name: &str = handle;
@@ -583,7 +631,7 @@ impl Inner {
                     })
                 });
                 state.inflight.insert(Arc::clone(handle), Arc::clone(batch));
-                to_fetch.push(handle.to_string());
+                to_fetch.push(Arc::clone(handle));
             }
         }
         plan.own = batch.map(|batch| (batch, to_fetch));
@@ -594,7 +642,7 @@ impl Inner {
     /// Runs `batch` for `handles` in a task of its own (a caller that gives up does not cancel
     /// the run others wait for): fetches them, applies the answers to the cache, ends the
     /// batch, then tells subscribers.
-    fn spawn_batch(self: &Arc<Self>, batch: Arc<Batch>, handles: Vec<String>) {
+    fn spawn_batch(self: &Arc<Self>, batch: Arc<Batch>, handles: Vec<Arc<str>>) {
         let inner = Arc::clone(self);
         tokio::spawn(async move {
             // Wakes the waiters even if this task panics or is dropped before publishing.
@@ -622,7 +670,7 @@ impl Inner {
     /// is released: that work grows with the number of uses.
     fn collect<'u>(
         &self,
-        uses: &'u [(&Arc<str>, Arc<[KeyPath]>)],
+        uses: &'u [(&Arc<str>, Paths)],
     ) -> (HandleMap<&'u str, Secret>, Vec<Failure>) {
         let mut values: HandleMap<&str, Secret> =
             HandleMap::with_capacity_and_hasher(uses.len(), Default::default());
@@ -635,7 +683,7 @@ impl Inner {
                     values.insert(name, value.clone());
                 } else {
                     let failure = state.failures.get(name).cloned();
-                    failed.push((name, Arc::clone(paths), failure));
+                    failed.push((name, paths, failure));
                 }
             }
         }
@@ -661,13 +709,13 @@ impl Inner {
 
     /// Fetches `handles` from their backends: one run per backend group, groups concurrently.
     /// Returns one lookup per handle, in the order given.
-    async fn fetch_all(self: &Arc<Self>, handles: &[String]) -> Vec<(String, Lookup)> {
+    async fn fetch_all(self: &Arc<Self>, handles: &[Arc<str>]) -> Vec<(Arc<str>, Lookup)> {
         match &self.routing {
             Routing::None => handles
                 .iter()
                 .map(|h| {
                     (
-                        h.clone(),
+                        Arc::clone(h),
                         Err((
                             FailureKind::BackendError,
                             "no secret backend is configured".to_owned(),
@@ -679,7 +727,7 @@ impl Inner {
                 Ok(lookups) => lookups,
                 Err(failure) => handles
                     .iter()
-                    .map(|handle| (handle.clone(), Err(failure.clone())))
+                    .map(|handle| (Arc::clone(handle), Err(failure.clone())))
                     .collect(),
             },
             Routing::Multi(backends) => {
@@ -703,7 +751,7 @@ impl Inner {
                                 format!("handle \"{h}\": backend run was interrupted"),
                             ))
                         });
-                        (h.clone(), lookup)
+                        (Arc::clone(h), lookup)
                     })
                     .collect()
             }
@@ -712,19 +760,19 @@ impl Inner {
 
     /// One run of a multi backend for its handles: each distinct key asked once, each handle
     /// given the lookup of its key.
-    async fn fetch_multi(&self, run: MultiRun) -> Vec<(String, Lookup)> {
+    async fn fetch_multi(&self, run: MultiRun) -> Vec<(Arc<str>, Lookup)> {
         let MultiRun {
             name,
             spec,
             members,
         } = run;
         let mut seen = HashSet::new();
-        let keys: Vec<String> = members
+        let keys: Vec<Arc<str>> = members
             .iter()
-            .filter(|(_, key)| seen.insert(key.as_str()))
-            .map(|(_, key)| key.clone())
+            .filter(|(_, key)| seen.insert(Arc::clone(key)))
+            .map(|(_, key)| Arc::clone(key))
             .collect();
-        let fetched: HashMap<String, Lookup> = match self.fetch_group(&spec, &keys).await {
+        let fetched: HashMap<Arc<str>, Lookup> = match self.fetch_group(&spec, &keys).await {
             Ok(lookups) => lookups.into_iter().collect(),
             // One cause, one message: every handle of the run gets the same text, so that it
             // is reported once for all of them.
@@ -761,8 +809,8 @@ impl Inner {
     async fn fetch_group(
         &self,
         spec: &BackendSpec,
-        keys: &[String],
-    ) -> Result<Vec<(String, Lookup)>, (FailureKind, String)> {
+        keys: &[Arc<str>],
+    ) -> Result<Vec<(Arc<str>, Lookup)>, (FailureKind, String)> {
         let ran = backend::run(spec, &self.options, keys).await;
         let held: Vec<Secret> = if ran.scrubs_held() {
             self.lock().cache.values().cloned().collect()
@@ -806,7 +854,7 @@ impl Inner {
 struct Plan<'u> {
     cached_at_start: HandleSet<&'u str>,
     waits: Vec<Arc<Batch>>,
-    own: Option<(Arc<Batch>, Vec<String>)>,
+    own: Option<(Arc<Batch>, Vec<Arc<str>>)>,
 }
 
 /// Waits until every batch in `batches` is done.
@@ -852,13 +900,13 @@ fn cache_hit_notifications(
 }
 
 /// The sites of `document` grouped by handle: handles in first-seen order, each with its key
-/// paths in document order. The paths are shared, not copied, and each handle's list is one
-/// allocation of its final size.
-fn group_by_handle(document: &Document) -> Vec<(&Arc<str>, Arc<[KeyPath]>)> {
+/// paths in document order. The paths are shared, not copied; a handle used once holds its path
+/// inline, and a longer list is one allocation of its final size.
+fn group_by_handle(document: &Document) -> Vec<(&Arc<str>, Paths)> {
     let sites = document.sites();
     let mut index: HandleMap<&str, usize> =
         HandleMap::with_capacity_and_hasher(sites.len(), Default::default());
-    let mut handles: Vec<&Arc<str>> = Vec::new();
+    let mut handles: Vec<&Arc<str>> = Vec::with_capacity(sites.len());
     // Each site's path with the number of its handle (in first-seen order), then sorted by that
     // number: a stable sort keeps document order within a handle, and costs one pass when the
     // handles are all distinct (already in order).
@@ -877,8 +925,11 @@ fn group_by_handle(document: &Document) -> Vec<(&Arc<str>, Arc<[KeyPath]>)> {
         .into_iter()
         .zip(paths.chunk_by(|a, b| a.0 == b.0))
         .map(|(handle, group)| {
-            let group: Arc<[KeyPath]> = group.iter().map(|(_, path)| (*path).clone()).collect();
-            (handle, group)
+            let paths = match group {
+                [(_, one)] => Paths::One((*one).clone()),
+                many => Paths::Many(many.iter().map(|(_, path)| (*path).clone()).collect()),
+            };
+            (handle, paths)
         })
         .collect()
 }
@@ -887,7 +938,7 @@ impl State {
     /// Records that `origin` uses `handle` at `paths` (distinct, as a document's are). The first
     /// registration of an origin shares `paths` (one step, whatever their number); registering
     /// an origin again adds the paths it did not have, in one pass over both lists.
-    fn register(&mut self, handle: &Arc<str>, origin: &Arc<str>, paths: &Arc<[KeyPath]>) {
+    fn register(&mut self, handle: &Arc<str>, origin: &Arc<str>, paths: &Paths) {
         let contexts = match self.contexts.get_mut(&**handle) {
             Some(contexts) => contexts,
             None => self.contexts.entry(Arc::clone(handle)).or_default(),
@@ -895,10 +946,10 @@ impl State {
         match contexts.iter_mut().find(|c| c.origin == *origin) {
             None => contexts.push(Context {
                 origin: Arc::clone(origin),
-                paths: Arc::clone(paths),
+                paths: paths.clone(),
             }),
             Some(context) => {
-                if Arc::ptr_eq(&context.paths, paths) || context.paths == *paths {
+                if context.paths.same(paths) {
                     return;
                 }
                 let known: HandleSet<&KeyPath> = context.paths.iter().collect();
@@ -908,7 +959,8 @@ impl State {
                     .cloned()
                     .collect();
                 if !added.is_empty() {
-                    context.paths = context.paths.iter().cloned().chain(added).collect();
+                    let all: Vec<KeyPath> = context.paths.iter().cloned().chain(added).collect();
+                    context.paths = Paths::from_slice(&all);
                 }
             }
         }
@@ -916,8 +968,14 @@ impl State {
 
     /// Applies a resolve's lookups: caches values, records failures, and with `notify`
     /// collects a notification for every use of every value that changed.
-    fn apply_lookups(&mut self, results: Vec<(String, Lookup)>, notify: bool) -> Vec<Notification> {
+    fn apply_lookups(
+        &mut self,
+        results: Vec<(Arc<str>, Lookup)>,
+        notify: bool,
+    ) -> Vec<Notification> {
         let mut notifications = Vec::new();
+        let new = results.len().saturating_sub(self.cache.len());
+        self.cache.reserve(new);
         for (handle, lookup) in results {
             match lookup {
                 Ok(value) => {
@@ -930,8 +988,7 @@ impl State {
                         );
                         if *old != value.expose() {
                             let change = SharedChange::new(&handle, old, &value);
-                            for context in self.contexts.get(handle.as_str()).into_iter().flatten()
-                            {
+                            for context in self.contexts.get(&handle).into_iter().flatten() {
                                 for path in context.paths.iter() {
                                     notifications.push(change.at(&context.origin, path));
                                 }

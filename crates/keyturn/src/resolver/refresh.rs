@@ -462,7 +462,7 @@ impl Inner {
         scope: &Scope,
         trigger: Trigger,
     ) -> (RefreshReport, BTreeSet<String>) {
-        let mut candidates: Vec<String> = {
+        let mut candidates: Vec<Arc<str>> = {
             let state = self.lock();
             state
                 .contexts
@@ -474,7 +474,7 @@ impl Inner {
                     !state.cache.contains_key(&***handle)
                         || contexts.iter().any(|c| state.context_matches(c))
                 })
-                .map(|(handle, _)| handle.to_string())
+                .map(|(handle, _)| Arc::clone(handle))
                 .collect()
         };
         // The backend is asked in handle order, whatever the order of the map.
@@ -488,7 +488,7 @@ impl Inner {
             "refreshing secrets"
         );
         let results = self.fetch_all(&candidates).await;
-        let candidates: BTreeSet<String> = candidates.into_iter().collect();
+        let candidates: BTreeSet<String> = candidates.iter().map(|h| h.to_string()).collect();
 
         let (mut report, notifications, entries) = {
             let mut state = self.lock();
@@ -575,7 +575,7 @@ impl super::State {
     fn apply_refresh(
         &mut self,
         candidates: usize,
-        results: Vec<(String, Lookup)>,
+        results: Vec<(Arc<str>, Lookup)>,
         audit: bool,
     ) -> (RefreshReport, Vec<Notification>, Vec<AuditEntry>) {
         let mut report = RefreshReport {
@@ -590,13 +590,13 @@ impl super::State {
                 Err((kind, message)) => {
                     let paths = self
                         .contexts
-                        .get(handle.as_str())
+                        .get(&handle)
                         .into_iter()
                         .flatten()
                         .flat_map(|c| c.paths.iter().cloned())
                         .collect();
                     report.failures.push(Failure {
-                        handle: handle.clone(),
+                        handle: handle.to_string(),
                         kind,
                         message: message.clone(),
                         paths,
@@ -611,14 +611,10 @@ impl super::State {
             let old = zeroize::Zeroizing::new(
                 previous.map(|s| s.expose().to_owned()).unwrap_or_default(),
             );
-            let contexts = self
-                .contexts
-                .get(handle.as_str())
-                .cloned()
-                .unwrap_or_default();
+            let contexts = self.contexts.get(&handle).cloned().unwrap_or_default();
             if audit {
                 entries.push(AuditEntry::new(
-                    handle.clone(),
+                    handle.to_string(),
                     &value,
                     last_keys(&contexts),
                 ));
@@ -637,7 +633,7 @@ impl super::State {
                             places.push(place);
                         } else {
                             report.held_back.push(HeldBack {
-                                handle: handle.clone(),
+                                handle: handle.to_string(),
                                 place,
                                 reason: HoldReason::RefreshAllowlist,
                             });
@@ -646,7 +642,7 @@ impl super::State {
                 }
                 if !places.is_empty() {
                     report.changed.push(ChangedHandle {
-                        handle: handle.clone(),
+                        handle: handle.to_string(),
                         places,
                     });
                 }

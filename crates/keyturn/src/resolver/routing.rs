@@ -18,7 +18,7 @@ pub const BUILTIN_BACKEND_NAME: &str = "keyturn-backend";
 pub(super) struct MultiRun {
     pub(super) name: String,
     pub(super) spec: Arc<BackendSpec>,
-    pub(super) members: Vec<(String, String)>,
+    pub(super) members: Vec<(Arc<str>, Arc<str>)>,
 }
 
 /// `handles` grouped by the backend their prefix names (`ENC[name;key]`, the name
@@ -26,14 +26,17 @@ pub(super) struct MultiRun {
 /// no backend, or that has none.
 pub(super) fn group_by_backend(
     backends: &BTreeMap<String, Arc<BackendSpec>>,
-    handles: &[String],
-) -> (Vec<MultiRun>, HashMap<String, Lookup>) {
+    handles: &[Arc<str>],
+) -> (Vec<MultiRun>, HashMap<Arc<str>, Lookup>) {
     let mut runs: BTreeMap<&str, MultiRun> = BTreeMap::new();
     let mut failures = HashMap::new();
     for handle in handles {
         let Some((name, key)) = handle.split_once(';') else {
             let message = format!("handle \"{}\": unknown backend", Printable(handle));
-            failures.insert(handle.clone(), Err((FailureKind::BackendError, message)));
+            failures.insert(
+                Arc::clone(handle),
+                Err((FailureKind::BackendError, message)),
+            );
             continue;
         };
         match backends.get_key_value(name.to_lowercase().as_str()) {
@@ -45,14 +48,17 @@ pub(super) fn group_by_backend(
                     members: Vec::new(),
                 })
                 .members
-                .push((handle.clone(), key.to_owned())),
+                .push((Arc::clone(handle), Arc::from(key))),
             None => {
                 let message = format!(
                     "handle \"{}\": unknown backend \"{}\"",
                     Printable(handle),
                     Printable(name)
                 );
-                failures.insert(handle.clone(), Err((FailureKind::BackendError, message)));
+                failures.insert(
+                    Arc::clone(handle),
+                    Err((FailureKind::BackendError, message)),
+                );
             }
         }
     }

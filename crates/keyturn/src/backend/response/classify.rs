@@ -7,9 +7,13 @@ use keyturn_protocol::scrub::{Scrubber, escape_controls};
 use super::decode::{Decoded, Lookup, Requested, Scanner, decode};
 use super::values::answer_values;
 use crate::DOCS_URL;
-use crate::backend::{FailureKind, Fetched, HandleError};
+use crate::backend::{FailureKind, HandleError};
 use crate::printable::Printable;
 use crate::secret::Secret;
+
+/// The outcome of each distinct requested handle, in the order of [`Requested::handles`]
+/// ([`Requested::named`] pairs them with the caller's names).
+pub(crate) type Classified = Vec<Result<Secret, HandleError>>;
 
 /// Decodes `stdout` and classifies every requested handle, in order. Fails, without quoting
 /// any value, when `stdout` is not a valid response. Error texts are scrubbed of every value of
@@ -21,7 +25,7 @@ pub(crate) fn classify(
     requested: &Requested<'_>,
     remove_trailing_line_break: bool,
     held: &[Secret],
-) -> Result<Fetched, serde_json::Error> {
+) -> Result<Classified, serde_json::Error> {
     let slots = decode(stdout, requested)?;
     Ok(sort_out(
         stdout,
@@ -39,7 +43,7 @@ pub(crate) fn classify_without_error_texts(
     stdout: &[u8],
     requested: &Requested<'_>,
     remove_trailing_line_break: bool,
-) -> Result<Option<Fetched>, serde_json::Error> {
+) -> Result<Option<Classified>, serde_json::Error> {
     let slots = decode(stdout, requested)?;
     if any_error_text(&slots) {
         return Ok(None);
@@ -62,7 +66,7 @@ pub(crate) fn classify_early(
     stdout: &[u8],
     requested: &Requested<'_>,
     remove_trailing_line_break: bool,
-) -> Option<Fetched> {
+) -> Option<Classified> {
     let slots = Scanner::new(stdout)?.answer(Lookup::new(requested))?;
     if any_error_text(&slots) {
         return None;
@@ -84,7 +88,7 @@ fn sort_out(
     slots: Decoded<'_>,
     remove_trailing_line_break: bool,
     held: &[Secret],
-) -> Fetched {
+) -> Classified {
     let scrubber = if any_error_text(&slots) {
         // The slots were decoded from `stdout`, so it is an answer.
         let values = answer_values(stdout).unwrap_or_default();
@@ -103,7 +107,7 @@ fn sort_out(
         .zip(slots)
         .map(|(handle, slot)| {
             let shown = Printable(handle);
-            let result = match slot {
+            match slot {
                 None => Err(handle_error(
                     FailureKind::Missing,
                     format!(
@@ -132,8 +136,7 @@ fn sort_out(
                         )
                     }),
                 },
-            };
-            ((*handle).to_owned(), result)
+            }
         })
         .collect()
 }
@@ -242,10 +245,10 @@ mod tests {
         );
     }
 
-    fn error_texts(fetched: Fetched) -> Vec<String> {
-        fetched
+    fn error_texts(results: impl IntoIterator<Item = Result<Secret, HandleError>>) -> Vec<String> {
+        results
             .into_iter()
-            .map(|(_, r)| r.unwrap_err().message)
+            .map(|r| r.unwrap_err().message)
             .collect()
     }
 
@@ -257,7 +260,7 @@ mod tests {
             false,
         );
         assert_eq!(
-            error_texts(fetched),
+            error_texts(fetched.into_iter().map(|(_, result)| result)),
             [
                 format!(
                     "secret handle 'm' was not resolved by the secret_backend_command. Ensure your script returns the handle in the expected JSON format. Docs: {DOCS_URL}"

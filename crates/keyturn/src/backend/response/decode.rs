@@ -28,31 +28,47 @@ use crate::secret::Secret;
 pub(crate) struct Requested<'a> {
     /// Distinct handles, in first-seen order (the payload's `secrets`).
     pub(crate) handles: Vec<&'a str>,
+    /// For each of `handles`, its position in the list it was built from, so that a result
+    /// is paired with the caller's own name for the handle (no copy of it is made here).
+    positions: Vec<usize>,
     /// Handle to its position in `handles`. foldhash, randomly seeded: handles are short, and
     /// SipHash made this map as costly as decoding a 10,000-handle answer.
     index: HashMap<&'a str, usize, foldhash::fast::RandomState>,
 }
 
 impl<'a> Requested<'a> {
-    /// De-duplicates `handles`, keeping first-seen order. Borrows them: the one copy of each
-    /// name is made for the result, once the answer is in.
-    pub(crate) fn new(handles: &'a [String]) -> Requested<'a> {
+    /// De-duplicates `handles`, keeping first-seen order. Borrows them: no name is copied.
+    pub(crate) fn new<S: AsRef<str>>(handles: &'a [S]) -> Requested<'a> {
         let mut index = HashMap::with_capacity_and_hasher(
             handles.len(),
             foldhash::fast::RandomState::default(),
         );
         let mut distinct = Vec::with_capacity(handles.len());
-        for handle in handles {
+        let mut positions = Vec::with_capacity(handles.len());
+        for (position, handle) in handles.iter().enumerate() {
+            let handle = handle.as_ref();
             let next = distinct.len();
-            index.entry(handle.as_str()).or_insert_with(|| {
-                distinct.push(handle.as_str());
+            index.entry(handle).or_insert_with(|| {
+                distinct.push(handle);
+                positions.push(position);
                 next
             });
         }
         Requested {
             handles: distinct,
+            positions,
             index,
         }
+    }
+
+    /// Pairs the result of each distinct handle (`results`, in the order of
+    /// [`Requested::handles`]) with its name in `given`, the list this was built from.
+    pub(crate) fn named<S: Clone, T>(&self, given: &[S], results: Vec<T>) -> Vec<(S, T)> {
+        self.positions
+            .iter()
+            .zip(results)
+            .filter_map(|(&position, result)| Some((given.get(position)?.clone(), result)))
+            .collect()
     }
 }
 

@@ -20,6 +20,6 @@ mod decode;
 mod tests;
 mod values;
 
-pub(crate) use classify::{classify, classify_early, classify_without_error_texts};
+pub(crate) use classify::{Classified, classify, classify_early, classify_without_error_texts};
 pub(crate) use decode::{Requested, describe_parse_error};
 pub(crate) use values::answer_values;

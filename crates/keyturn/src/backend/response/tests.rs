@@ -4,12 +4,14 @@
 
 use keyturn_protocol::parse_response;
 
-use super::classify::{classify, classify_early};
+use super::classify::{Classified, classify, classify_early};
 use super::decode::{Decoded, Lookup, Requested, Scanner, Text, decode, decode_with_serde};
 use crate::backend::{FailureKind, Fetched};
 
 pub(super) fn classify_str(output: &str, handles: &[String], strip: bool) -> Fetched {
-    classify(output.as_bytes(), &Requested::new(handles), strip, &[]).unwrap()
+    let requested = Requested::new(handles);
+    let results = classify(output.as_bytes(), &requested, strip, &[]).unwrap();
+    requested.named(handles, results)
 }
 
 #[test]
@@ -73,10 +75,11 @@ fn decoding_accepts_what_the_protocol_crate_accepts() {
     ] {
         check_parity(input.as_bytes(), &requested);
         let theirs = parse_response(input.as_bytes());
-        let ours = classify(input.as_bytes(), &Requested::new(&requested), false, &[]);
+        let distinct = Requested::new(&requested);
+        let ours = classify(input.as_bytes(), &distinct, false, &[]);
         assert_eq!(ours.is_ok(), theirs.is_ok(), "{input}");
         if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
-            for (handle, result) in ours {
+            for (handle, result) in distinct.named(&requested, ours) {
                 let expected = theirs.get(&handle).and_then(|entry| entry.value.as_deref());
                 let got = result.as_ref().ok().map(|secret| secret.expose());
                 if got.is_some() {
@@ -167,18 +170,15 @@ fn check_parity(input: &[u8], handles: &[String]) {
 }
 
 /// One handle's classification, comparable: the value, or the failure kind and text.
-type Outcome = (String, Result<String, (FailureKind, String)>);
+type Outcome = Result<String, (FailureKind, String)>;
 
-/// What a classification says, comparable.
-fn outcomes(fetched: &Fetched) -> Vec<Outcome> {
-    fetched
+/// What a classification says (one outcome per distinct handle, in order), comparable.
+fn outcomes(classified: &Classified) -> Vec<Outcome> {
+    classified
         .iter()
-        .map(|(handle, result)| {
-            let result = match result {
-                Ok(secret) => Ok(secret.expose().to_owned()),
-                Err(error) => Err((error.kind, error.message.clone())),
-            };
-            (handle.clone(), result)
+        .map(|result| match result {
+            Ok(secret) => Ok(secret.expose().to_owned()),
+            Err(error) => Err((error.kind, error.message.clone())),
         })
         .collect()
 }
