@@ -111,7 +111,7 @@ pub use resolver::{
     RefreshReport, Resolution, Resolver, ResolverOptions, Trigger,
 };
 pub use secret::Secret;
-pub use settings::{Settings, SettingsError};
+pub use settings::{BackendSelection, BuiltinBackend, Settings, SettingsError};
 
 /// Where error messages send users for the protocol and troubleshooting.
 pub const DOCS_URL: &str = "https://github.com/keyturn/keyturn#troubleshooting";

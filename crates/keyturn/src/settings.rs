@@ -42,8 +42,7 @@ pub const DEFAULT_AUDIT_FILE_MAX_SIZE: u64 = 1024 * 1024;
 ///
 /// ```
 /// use std::time::Duration;
-/// use keyturn::Settings;
-/// use keyturn::settings::BackendSelection;
+/// use keyturn::{BackendSelection, Settings};
 ///
 /// let settings = Settings::default()
 ///     .with_backend(BackendSelection::command("/usr/local/bin/fetch-secrets"))

@@ -379,4 +379,55 @@ mod tests {
         assert!(printed.contains("vault_token"), "{printed}");
         assert!(!printed.contains("hunter2"), "{printed}");
     }
+
+    /// `sh` printing `stdout` and `stderr` and exiting with `code`, unchecked.
+    fn script(stdout: &str, stderr: &str, code: i32) -> BackendSpec {
+        let program =
+            format!("cat >/dev/null; printf '%s' \"$1\"; printf '%s' \"$2\" >&2; exit {code}");
+        BackendSpec::new("sh")
+            .with_args(["-c", program.as_str(), "sh", stdout, stderr])
+            .with_check(PermissionCheck::Skip)
+    }
+
+    #[tokio::test]
+    async fn held_values_are_asked_for_only_where_a_text_may_repeat_them() {
+        let options = FetchOptions::new(Duration::from_secs(20), 1 << 20);
+        let handles = ["h".to_owned()];
+        let held = [Secret::new("old-value")];
+
+        let plain = script(r#"{"h":{"value":"v"}}"#, "", 0);
+        assert!(!run(&plain, &options, &handles).await.scrubs_held());
+        let silent_failure = script("", "", 1);
+        assert!(!run(&silent_failure, &options, &handles).await.scrubs_held());
+
+        let error_text = script(r#"{"h":{"error":"rotation of old-value failed"}}"#, "", 0);
+        let ran = run(&error_text, &options, &handles).await;
+        assert!(ran.scrubs_held());
+        let (record, result) = ran.finish(&held);
+        let fetched = result.unwrap();
+        let error = fetched[0].1.as_ref().unwrap_err();
+        assert_eq!(
+            error.message,
+            "an error occurred while resolving 'h': rotation of <redacted> failed"
+        );
+        assert_eq!(record.handle_failures, [(FailureKind::Error, 1)]);
+        // The scrubbing above came from `held`: without it the text is left as it is.
+        let (_, result) = run(&error_text, &options, &handles).await.finish(&[]);
+        let fetched = result.unwrap();
+        let error = fetched[0].1.as_ref().unwrap_err();
+        assert!(error.message.ends_with("rotation of old-value failed"));
+
+        let stderr = script("", "the previous value was old-value", 1);
+        let ran = run(&stderr, &options, &handles).await;
+        assert!(ran.scrubs_held());
+        let (record, result) = ran.finish(&held);
+        let error = result.unwrap_err();
+        assert!(
+            error
+                .message
+                .ends_with("; stderr: the previous value was <redacted>"),
+            "{error}"
+        );
+        assert_eq!(record.handle_failures, [(FailureKind::BackendError, 1)]);
+    }
 }
