@@ -64,7 +64,7 @@ pub(crate) async fn fetch<'a, S: AsRef<str> + Clone>(
             // Classifying as soon as stdout holds a whole answer overlaps the backend's exit
             // (freeing its memory, closing its pipes), which ends before stdout reports EOF.
             let early = |stdout: &[u8]| classify_early(stdout, &requested, strip);
-            drive(started, deadline, options, &payload, early, &mut output).await
+            drive(started, deadline, options, payload, early, &mut output).await
         }
         Err(failure) => Err(failure),
     };
@@ -275,7 +275,7 @@ async fn drive<T>(
     started: Started,
     deadline: tokio::time::Instant,
     options: &FetchOptions,
-    payload: &[u8],
+    payload: Vec<u8>,
     early: impl FnMut(&[u8]) -> Option<T>,
     output: &mut Output,
 ) -> Result<(ExitStatus, Option<T>), Failure> {
@@ -370,15 +370,17 @@ fn widen_pipe(pipe: Option<&impl std::os::fd::AsFd>, wanted: usize) {
     let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
 }
 
-/// Writes the payload and closes stdin. Errors are ignored like the reference does: a backend
-/// that exits without reading (`EPIPE`) is judged by its exit status and output.
+/// Writes the payload, frees it (before the answer, read meanwhile, is classified) and closes
+/// stdin. Errors are ignored like the reference does: a backend that exits without reading
+/// (`EPIPE`) is judged by its exit status and output.
 async fn write_stdin(
     stdin: Option<tokio::process::ChildStdin>,
-    payload: &[u8],
+    payload: Vec<u8>,
 ) -> Result<(), Failure> {
     if let Some(mut stdin) = stdin {
-        let _ = stdin.write_all(payload).await;
+        let _ = stdin.write_all(&payload).await;
     }
+    drop(payload);
     Ok(())
 }
 
@@ -681,7 +683,7 @@ pub(crate) async fn version(spec: &BackendSpec, options: &FetchOptions) -> Resul
             started,
             deadline,
             &options,
-            b"",
+            Vec::new(),
             |_| None::<()>,
             &mut output,
         )

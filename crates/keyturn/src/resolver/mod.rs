@@ -30,6 +30,7 @@ mod routing;
 pub mod status;
 
 use crate::printable::Printable;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::ops::Deref;
@@ -600,7 +601,6 @@ impl Inner {
         // At most this many handles are new: sized once, the maps do not rehash here.
         let new = uses.len().saturating_sub(state.contexts.len());
         state.contexts.reserve(new);
-        state.inflight.reserve(uses.len());
         for (handle, paths) in uses {
             state.register(handle, origin, paths);
         }
@@ -609,29 +609,42 @@ impl Inner {
             waits: Vec::new(),
             own: None,
         };
-        let mut to_fetch = Vec::with_capacity(uses.len());
+        let mut to_fetch = Vec::new();
         let mut batch = None;
-        for (handle, _) in uses {
+        for (at, (handle, _)) in uses.iter().enumerate() {
             let name: &str = handle;
             if state.cache.contains_key(name) {
                 // Only notifications need to know which values were cached.
                 if notify {
                     plan.cached_at_start.insert(name);
                 }
-            } else if let Some(batch) = state.inflight.get(name) {
-                if notify {
-                    batch.notify.store(true, Ordering::Relaxed);
-                }
-                plan.waits.push(Arc::clone(batch));
             } else {
-                let batch = batch.get_or_insert_with(|| {
-                    Arc::new(Batch {
-                        done: watch::Sender::new(false),
-                        notify: AtomicBool::new(notify),
-                    })
-                });
-                state.inflight.insert(Arc::clone(handle), Arc::clone(batch));
-                to_fetch.push(Arc::clone(handle));
+                if to_fetch.is_empty() {
+                    // The first handle not cached: room for it and every one after it, once
+                    // (a resolve served from the cache reserves nothing).
+                    to_fetch.reserve(uses.len() - at);
+                    state.inflight.reserve(uses.len() - at);
+                }
+                // One lookup joins the batch fetching the handle or records ours.
+                match state.inflight.entry(Arc::clone(handle)) {
+                    Entry::Occupied(fetching) => {
+                        let fetching = fetching.get();
+                        if notify {
+                            fetching.notify.store(true, Ordering::Relaxed);
+                        }
+                        plan.waits.push(Arc::clone(fetching));
+                    }
+                    Entry::Vacant(slot) => {
+                        let batch = batch.get_or_insert_with(|| {
+                            Arc::new(Batch {
+                                done: watch::Sender::new(false),
+                                notify: AtomicBool::new(notify),
+                            })
+                        });
+                        slot.insert(Arc::clone(batch));
+                        to_fetch.push(Arc::clone(handle));
+                    }
+                }
             }
         }
         plan.own = batch.map(|batch| (batch, to_fetch));
@@ -959,10 +972,8 @@ impl State {
     /// registration of an origin shares `paths` (one step, whatever their number); registering
     /// an origin again adds the paths it did not have, in one pass over both lists.
     fn register(&mut self, handle: &Arc<str>, origin: &Arc<str>, paths: &Paths) {
-        let contexts = match self.contexts.get_mut(&**handle) {
-            Some(contexts) => contexts,
-            None => self.contexts.entry(Arc::clone(handle)).or_default(),
-        };
+        // One lookup whether the handle is new or not (cloning the `Arc` costs no copy).
+        let contexts = self.contexts.entry(Arc::clone(handle)).or_default();
         match contexts.iter_mut().find(|c| c.origin == *origin) {
             None => contexts.push(Context {
                 origin: Arc::clone(origin),
