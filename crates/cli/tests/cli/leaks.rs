@@ -436,6 +436,12 @@ fn no_value_reaches_exec_logs_hooks_or_command_lines() {
         "failed refresh",
         &keyturn(&["refresh", "--config", "keyturn.yaml"], 1),
     );
+    // The changed value restarts the program (the missing one keeps its last value). Stop it
+    // only once it runs again: a SIGTERM before its `trap` would end it by the signal.
+    let restarted = format!("{} {}\n", second.pass, third.user);
+    wait_until("the restart after the failed refresh", || {
+        read(&sandbox, "product") == product(&first) + &product(&second) + &restarted
+    });
     seen.run(
         "status after a failure",
         &keyturn(&["status", "--config", "keyturn.yaml", "--json"], 0),
