@@ -117,6 +117,7 @@ pub enum ApiError {
 
 /// The JSON form of a refresh answer.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct RefreshBody {
     /// What the refresh did.
     #[serde(serialize_with = "serialize_report")]

@@ -167,6 +167,7 @@ struct Generation {
 
 /// The daemon's status: the resolver's (with the keys of the Datadog Agent's secrets status) and every template's.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct DaemonStatus {
     /// What the resolver knows.
     #[serde(flatten)]

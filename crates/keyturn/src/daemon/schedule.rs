@@ -67,6 +67,7 @@ pub struct Schedule {
 
 /// The answer of [`Schedule::step`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Step {
     /// Whether a scheduled refresh is due now. The caller runs it and then reports
     /// [`Schedule::completed`] with `scheduled = true`.

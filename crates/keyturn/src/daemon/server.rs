@@ -38,6 +38,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How many connections the server holds open at once, and how long a client may take to send
 /// a request's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// At most this many connections are open at once.
     pub max_connections: usize,
@@ -48,6 +49,7 @@ pub struct Limits {
 
 /// The soft `RLIMIT_NOFILE` before and after [`raise_open_files_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OpenFilesLimit {
     /// The soft limit found at start.
     pub before: u64,

@@ -125,6 +125,7 @@ pub(crate) enum Written {
 
 /// A template's status, for `/secrets` and `keyturn status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct TemplateStatus {
     /// The source path (the origin of its handles).
     pub source: String,

@@ -76,6 +76,7 @@ pub enum EnvFileError {
 
 /// One variable whose value is a handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HandleVar<'a> {
     /// The variable's name.
     pub name: &'a str,
