@@ -448,7 +448,8 @@ mod tests {
                 "{check:?} {mode:o} uid {uid}: {result:?}"
             );
         };
-        // The Datadog Agent's permission matrix (the exec bit is `access`'s business, tested on real files).
+        // The Datadog Agent's permission matrix (the exec bit is `access`'s business, tested on
+        // real files).
         for (mode, ok) in [
             (0o700, true),
             (0o100, true),
