@@ -207,9 +207,15 @@ fn key_text<'y>(key: &'y Yaml<'_>) -> Option<&'y str> {
     }
 }
 
+/// A merge key as yaml v3 (and so the walker) reads it: a plain `<<`, untagged or with the lone
+/// `!` tag (which yaml v3 resolves like no tag), or any scalar tagged `!!merge`.
 fn is_merge_key(key: &Yaml<'_>) -> bool {
     match key {
-        Yaml::Representation(text, ScalarStyle::Plain, None) => text == "<<",
+        Yaml::Representation(text, ScalarStyle::Plain, tag)
+            if tag.as_deref().is_none_or(is_non_specific) =>
+        {
+            text == "<<"
+        }
         Yaml::Representation(_, _, Some(tag)) => tag.is_yaml_core_schema() && tag.suffix == "merge",
         _ => false,
     }
