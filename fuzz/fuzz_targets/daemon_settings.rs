@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = DaemonConfig::from_yaml_str(text, base) else {
         return;
     };
-    assert_eq!(DaemonConfig::from_yaml_str(text, base).ok(), Some(config.clone()));
+    assert_eq!(
+        DaemonConfig::from_yaml_str(text, base).ok(),
+        Some(config.clone())
+    );
     for template in &config.templates {
         assert!(template.mode <= 0o777, "mode {:o}", template.mode);
         assert_eq!(template.mode & 0o022, 0, "mode {:o}", template.mode);

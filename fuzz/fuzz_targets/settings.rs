@@ -13,8 +13,16 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(settings) = Settings::from_yaml_str(text) {
         assert!(settings.timeout() <= MAX_DURATION);
-        assert!(settings.refresh_interval().is_none_or(|d| d <= MAX_DURATION));
-        assert!(settings.refresh_trigger_interval().is_none_or(|d| d <= MAX_DURATION));
+        assert!(
+            settings
+                .refresh_interval()
+                .is_none_or(|d| d <= MAX_DURATION)
+        );
+        assert!(
+            settings
+                .refresh_trigger_interval()
+                .is_none_or(|d| d <= MAX_DURATION)
+        );
         // Reading the same text twice gives the same settings.
         assert_eq!(Settings::from_yaml_str(text).ok(), Some(settings));
     }
