@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
     let check = Check {
         values: &values,
         reported: &reported,
+        before,
     };
     if let Err(error) = check.same_but_handles(before, after, &mut Vec::new()) {
         panic!("{error}\n--- output\n{}", rendered.as_str());
@@ -86,6 +87,8 @@ fn load(text: &str) -> Result<Vec<Yaml<'_>>, String> {
 struct Check<'a> {
     values: &'a HashMap<String, String>,
     reported: &'a HashSet<&'a str>,
+    /// The input's tree.
+    before: &'a Yaml<'a>,
 }
 
 impl Check<'_> {
@@ -113,7 +116,8 @@ impl Check<'_> {
                             && *style == ScalarStyle::DoubleQuoted
                             && (old_tag == new_tag
                                 || (new_tag.is_none()
-                                    && old_tag.as_deref().is_some_and(is_non_specific))) =>
+                                    && (old_tag.as_deref().is_some_and(is_non_specific)
+                                        || in_a_key(self.before, before)))) =>
                     {
                         Ok(())
                     }
@@ -181,6 +185,31 @@ fn node_at<'y, 'i>(node: &'y Yaml<'i>, path: &[String]) -> Option<&'y Yaml<'i>> 
                 .find_map(|source| node_at(source, path))
         }
         _ => None,
+    }
+}
+
+/// Whether `node` appears inside a mapping key of `tree`. A handle anchored inside a key is
+/// never replaced there; an alias to it used as a value is replaced at the alias by the
+/// double-quoted value alone, without the anchor's tag (yaml v3 reads the same string).
+fn in_a_key(tree: &Yaml<'_>, node: &Yaml<'_>) -> bool {
+    fn contains(tree: &Yaml<'_>, node: &Yaml<'_>) -> bool {
+        tree == node
+            || match tree {
+                Yaml::Sequence(items) => items.iter().any(|item| contains(item, node)),
+                Yaml::Mapping(entries) => entries
+                    .iter()
+                    .any(|(key, value)| contains(key, node) || contains(value, node)),
+                Yaml::Tagged(_, inner) => contains(inner, node),
+                _ => false,
+            }
+    }
+    match tree {
+        Yaml::Sequence(items) => items.iter().any(|item| in_a_key(item, node)),
+        Yaml::Mapping(entries) => entries
+            .iter()
+            .any(|(key, value)| contains(key, node) || in_a_key(value, node)),
+        Yaml::Tagged(_, inner) => in_a_key(inner, node),
+        _ => false,
     }
 }
 
