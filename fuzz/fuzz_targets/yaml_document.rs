@@ -192,25 +192,21 @@ fn node_at<'y, 'i>(node: &'y Yaml<'i>, path: &[String]) -> Option<&'y Yaml<'i>> 
 /// never replaced there; an alias to it used as a value is replaced at the alias by the
 /// double-quoted value alone, without the anchor's tag (yaml v3 reads the same string).
 fn in_a_key(tree: &Yaml<'_>, node: &Yaml<'_>) -> bool {
-    fn contains(tree: &Yaml<'_>, node: &Yaml<'_>) -> bool {
-        tree == node
-            || match tree {
-                Yaml::Sequence(items) => items.iter().any(|item| contains(item, node)),
-                Yaml::Mapping(entries) => entries
-                    .iter()
-                    .any(|(key, value)| contains(key, node) || contains(value, node)),
-                Yaml::Tagged(_, inner) => contains(inner, node),
-                _ => false,
-            }
-    }
-    match tree {
-        Yaml::Sequence(items) => items.iter().any(|item| in_a_key(item, node)),
-        Yaml::Mapping(entries) => entries
-            .iter()
-            .any(|(key, value)| contains(key, node) || in_a_key(value, node)),
-        Yaml::Tagged(_, inner) => in_a_key(inner, node),
-        _ => false,
-    }
+    seen_below(tree, node, false)
+}
+
+/// Whether `node` is `tree` or below it, counting only places inside a mapping key unless
+/// `in_key` (`tree` itself is inside one).
+fn seen_below(tree: &Yaml<'_>, node: &Yaml<'_>, in_key: bool) -> bool {
+    (in_key && tree == node)
+        || match tree {
+            Yaml::Sequence(items) => items.iter().any(|item| seen_below(item, node, in_key)),
+            Yaml::Mapping(entries) => entries
+                .iter()
+                .any(|(key, value)| seen_below(key, node, true) || seen_below(value, node, in_key)),
+            Yaml::Tagged(_, inner) => seen_below(inner, node, in_key),
+            _ => false,
+        }
 }
 
 /// The lone `!` (the non-specific tag), which rendering drops from a replaced value: some
