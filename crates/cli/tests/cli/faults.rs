@@ -589,3 +589,44 @@ fn sigkill_while_rendering_never_leaves_a_truncated_destination() {
     );
     assert_eq!(serve.stop(Signal::SIGTERM), Some(0));
 }
+
+// A service that an `on_change` command leaves running (no run mark: never killed) is
+// re-parented to the daemon, a child subreaper, and reaped as soon as it ends, with no backend
+// run (whose sweep used to be the only reaper) after it.
+#[test]
+fn an_orphan_left_by_a_hook_is_reaped_when_it_ends() {
+    let setup = Setup::new("");
+    let pid_file = setup.path("orphan.pid");
+    setup.settings(&format!(
+        "templates:\n  - source: app.yaml\n    destination: out/app.yaml\n    \
+         on_change: [/bin/sh, -c, 'sleep 1 & echo $! > {}']\n",
+        pid_file.display()
+    ));
+    setup.sandbox.write("app.yaml", "a: ENC[a]\n");
+    setup.set("a", "a0");
+    let serve = setup.serve(&ServeOptions::default());
+    setup.set("a", "a1");
+    setup
+        .authed("POST", "/secret/refresh")
+        .expect(setup.port, 200);
+    wait_until("the hook's service", || {
+        setup.read("orphan.pid").trim().parse::<i32>().is_ok()
+    });
+    let orphan: i32 = setup.read("orphan.pid").trim().parse().unwrap();
+    // Running, its hook gone: the daemon's child now.
+    wait_until("the re-parenting", || {
+        crate::daemon::stat(orphan).is_none_or(|stat| stat.ppid == serve.pid)
+    });
+    // Ended (after a second): reaped, not left a zombie of the daemon.
+    let deadline = Instant::now() + PATIENCE;
+    while crate::daemon::stat(orphan).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the hook's service stayed: {:?}\n{}",
+            crate::daemon::stat(orphan).map(|stat| stat.state),
+            serve.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(serve.stop(Signal::SIGTERM), Some(0));
+}
