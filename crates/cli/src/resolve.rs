@@ -112,10 +112,10 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
         tracing::warn!("{warning}");
     }
 
-    let origin = file.display().to_string();
+    // One resolve and done: nothing to register for later refreshes.
     let resolution = crate::runtime()?.block_on(async {
         let resolver = Resolver::new(settings);
-        resolver.resolve(&document, &origin, false).await
+        resolver.resolve_once(&document).await
     });
     // The document holds no resolved value (it is the input as read, which is not wiped either)
     // and the process ends soon: its many small allocations (a few per handle) go with the

@@ -1180,3 +1180,93 @@ mod status {
         );
     }
 }
+
+/// Failures as `(handle, kind, message, paths)`, to compare two resolutions.
+fn failure_list(resolution: &keyturn::Resolution) -> Vec<(String, String, String, Vec<String>)> {
+    resolution
+        .failures
+        .iter()
+        .map(|f| {
+            (
+                f.handle.clone(),
+                f.kind.as_str().to_owned(),
+                f.message.clone(),
+                f.paths.iter().map(|p| p.join("/")).collect(),
+            )
+        })
+        .collect()
+}
+
+/// `resolve_once` gives what `resolve` gives (output, failures with every path, in first-seen
+/// order), with handles used out of text order, repeated, aliased and failing; one backend run
+/// asks for each distinct handle once; nothing is registered or cached.
+#[tokio::test]
+async fn resolve_once_gives_what_resolve_gives_and_keeps_nothing() {
+    let fixture = Fixture::new();
+    fixture
+        .set("p1", "one")
+        .set("p2", "two")
+        .set("p3", "three")
+        .fail("bad", "vault said no");
+    let text = "base: &base\n  m: ENC[p3]\n  n: ENC[bad]\nmerged:\n  <<: *base\n  z: ENC[p1]\n\
+                a: ENC[p2]\nb:\n  - ENC[p1]\n  - ENC[p2]\n  - ENC[missing]\nc: &x ENC[p3]\nd: *x\n\
+                e: ENC[bad]\nf: *base\n";
+    let once = fixture.resolver();
+    let resolution = once.resolve_once(&yaml(text)).await;
+    assert_eq!(fixture.calls(), [["p3", "bad", "p1", "p2", "missing"]]);
+    let reference = fixture.resolver().resolve(&yaml(text), "o", false).await;
+    assert_eq!(*resolution.output, *reference.output);
+    assert_eq!(tree(&resolution.output)["d"], "three");
+    assert_eq!(tree(&resolution.output)["b"][2], "ENC[missing]");
+    assert_eq!(failure_list(&resolution), failure_list(&reference));
+    assert_eq!(
+        failure_list(&resolution)
+            .iter()
+            .map(|(handle, _, _, paths)| (handle.as_str(), paths.len()))
+            .collect::<Vec<_>>(),
+        [("bad", 4), ("missing", 1)]
+    );
+    assert!(handles(&once).is_empty(), "nothing registered");
+    assert!(once.cached("p1").is_none(), "nothing cached");
+    assert!(once.failures().is_empty());
+}
+
+/// A run that fails as a whole fails each distinct handle once, with all its paths; multi
+/// backends route as in `resolve`.
+#[tokio::test]
+async fn resolve_once_reports_a_failed_run_once_per_handle_and_routes_multi_backends() {
+    let fixture = Fixture::new();
+    let settings = Settings::default()
+        .with_backend(BackendSelection::command(fixture.dir.path().join("absent")));
+    let resolution = Resolver::new(settings)
+        .resolve_once(&yaml("a: ENC[x]\nb: ENC[y]\nc: ENC[x]\n"))
+        .await;
+    let failures = failure_list(&resolution);
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert_eq!(failures[0].0, "x");
+    assert_eq!(failures[0].3, ["a", "c"]);
+    assert!(failures[0].2.contains("can't stat it"), "{}", failures[0].2);
+
+    fixture.set("key", "v");
+    let mut config = serde_json::Map::new();
+    config.insert("file_path".into(), "one-file".into());
+    let backends =
+        BackendSelection::multi([("one", BuiltinBackend::new("file.json", config))]).unwrap();
+    let options = ResolverOptions::default().builtin_backend(fixture.script());
+    let resolver = Resolver::with_options(Settings::default().with_backend(backends), options);
+    let resolution = resolver
+        .resolve_once(&yaml("a: ENC[one;key]\nb: ENC[nope;x]\nc: ENC[one;key]\n"))
+        .await;
+    assert_eq!(tree(&resolution.output)["a"], "v");
+    assert_eq!(tree(&resolution.output)["c"], "v");
+    assert_eq!(
+        failure_list(&resolution),
+        [(
+            "nope;x".to_owned(),
+            "backend_error".to_owned(),
+            "handle \"nope;x\": unknown backend \"nope\"".to_owned(),
+            vec!["b".to_owned()]
+        )]
+    );
+    assert_eq!(fixture.calls(), [["key"]]);
+}

@@ -459,6 +459,44 @@ impl Resolver {
         Resolution { output, failures }
     }
 
+    /// Resolves every handle of `document` once, for a caller that renders it and is done
+    /// (`keyturn resolve`, a program reading its configuration at start-up): nothing is
+    /// registered, so no refresh will fetch these handles again and no subscriber hears of
+    /// them, and the values are not cached. Every handle is fetched, cached or not, in one
+    /// batch per backend; the output and the failures are those [`Resolver::resolve`] gives.
+    ///
+    /// It costs less than [`Resolver::resolve`]: no map of the document's uses is built, and
+    /// nothing is left behind in the resolver.
+    pub async fn resolve_once(&self, document: &Document) -> Resolution {
+        let sites = document.sites();
+        if !self.is_enabled() || sites.is_empty() {
+            return Resolution {
+                output: Zeroizing::new(document.text().to_owned()),
+                failures: Vec::new(),
+            };
+        }
+        // One lookup per distinct handle, in first-seen order.
+        let lookups = match &self.inner.routing {
+            Routing::Single(spec) => {
+                // A run de-duplicates the handles it is given: every use is passed as it is.
+                let handles: Vec<Arc<str>> =
+                    sites.iter().map(|site| Arc::clone(&site.handle)).collect();
+                match self.inner.fetch_group(spec, &handles).await {
+                    Ok(lookups) => lookups,
+                    Err(failure) => distinct_handles(document)
+                        .into_iter()
+                        .map(|handle| (handle, Err(failure.clone())))
+                        .collect(),
+                }
+            }
+            _ => self.inner.fetch_all(&distinct_handles(document)).await,
+        };
+        let mut values = InOrder::new(&lookups);
+        let output = document.render(|handle| values.value(handle));
+        let failures = once_failures(document, &lookups);
+        Resolution { output, failures }
+    }
+
     /// Calls `subscriber` for every change of a value at a place where it is used.
     pub fn subscribe(&self, subscriber: impl Fn(&Change<'_>) + Send + Sync + 'static) {
         self.inner.lock().subscribers.push(Arc::new(subscriber));
@@ -965,6 +1003,88 @@ fn group_by_handle(document: &Document) -> (Vec<Use<'_>>, HandleMap<&str, usize>
         })
         .collect();
     (uses, index)
+}
+
+/// The distinct handles of `document`, in first-seen order.
+fn distinct_handles(document: &Document) -> Vec<Arc<str>> {
+    let mut seen: HandleSet<&str> = HandleSet::default();
+    document
+        .sites()
+        .iter()
+        .filter(|site| seen.insert(&site.handle))
+        .map(|site| Arc::clone(&site.handle))
+        .collect()
+}
+
+/// The values of [`Resolver::resolve_once`]'s lookups (distinct handles, first-seen order) by
+/// handle, for a render, which asks in text order: the lookup after the last one found is tried
+/// first, so a document whose handles come in order (each used once, say) costs no hashing;
+/// at the first one out of order, an index of every handle is built, once.
+struct InOrder<'l> {
+    lookups: &'l [(Arc<str>, Lookup)],
+    next: usize,
+    index: Option<HandleMap<&'l str, usize>>,
+}
+
+impl<'l> InOrder<'l> {
+    fn new(lookups: &'l [(Arc<str>, Lookup)]) -> InOrder<'l> {
+        InOrder {
+            lookups,
+            next: 0,
+            index: None,
+        }
+    }
+
+    fn value(&mut self, handle: &str) -> Option<&'l str> {
+        let lookups = self.lookups;
+        let at = match lookups.get(self.next) {
+            Some((next, _)) if **next == *handle => self.next,
+            _ => {
+                let index = self.index.get_or_insert_with(|| {
+                    let mut index =
+                        HandleMap::with_capacity_and_hasher(lookups.len(), Default::default());
+                    for (at, (handle, _)) in lookups.iter().enumerate() {
+                        index.entry(&**handle).or_insert(at);
+                    }
+                    index
+                });
+                *index.get(handle)?
+            }
+        };
+        self.next = at + 1;
+        lookups.get(at)?.1.as_ref().ok().map(Secret::expose)
+    }
+}
+
+/// The failures among `lookups` (in their order), each with every path of its handle in
+/// `document`. Costs nothing beyond one scan of `lookups` when every handle resolved.
+fn once_failures(document: &Document, lookups: &[(Arc<str>, Lookup)]) -> Vec<Failure> {
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut index: HandleMap<&str, usize> = HandleMap::default();
+    for (handle, lookup) in lookups {
+        if let Err((kind, message)) = lookup
+            && let Entry::Vacant(slot) = index.entry(handle)
+        {
+            slot.insert(failures.len());
+            failures.push(Failure {
+                handle: handle.to_string(),
+                kind: *kind,
+                message: message.clone(),
+                paths: Vec::new(),
+            });
+        }
+    }
+    if !failures.is_empty() {
+        for site in document.sites() {
+            if let Some(failure) = index
+                .get(&*site.handle)
+                .and_then(|&at| failures.get_mut(at))
+            {
+                failure.paths.push(site.path.clone());
+            }
+        }
+    }
+    failures
 }
 
 impl State {
