@@ -7,9 +7,13 @@
 //!
 //! Clones share one buffer (a reference count, no copy of the value), which is zeroized when the
 //! last clone is dropped: the cache, a resolve's values and a change notification hold the same
-//! memory instead of one copy each.
+//! memory instead of one copy each. The values of one backend answer are written into one
+//! buffer, each `Secret` a range of it: one allocation per answer instead of two per value, and
+//! values that sit together in memory. The resolver's cache keeps each value in a buffer of its
+//! own ([`Secret::compact`]), so a value kept for long does not keep its whole answer alive.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use zeroize::Zeroizing;
@@ -31,8 +35,14 @@ use zeroize::Zeroizing;
 /// assert_eq!(secret.expose(), "hunter2");
 /// assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
 /// ```
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(Arc<Zeroizing<String>>);
+#[derive(Clone, Default)]
+pub struct Secret {
+    /// The buffer the value is in, shared with its clones and with the other values of the same
+    /// answer; zeroized when the last of them is dropped.
+    buffer: Arc<Zeroizing<String>>,
+    /// Where the value is in `buffer` (on `char` boundaries).
+    range: Range<usize>,
+}
 
 impl Secret {
     /// Wraps a value.
@@ -40,25 +50,59 @@ impl Secret {
         Secret::from(Zeroizing::new(value.into()))
     }
 
+    /// The value at `range` of `buffer`, sharing it; `None` when `range` is not a slice of it.
+    pub(crate) fn shared(buffer: &Arc<Zeroizing<String>>, range: Range<usize>) -> Option<Secret> {
+        buffer.get(range.clone())?;
+        Some(Secret {
+            buffer: Arc::clone(buffer),
+            range,
+        })
+    }
+
     /// The value itself. Callers must not log, format into errors, or persist it.
     pub fn expose(&self) -> &str {
-        &self.0
+        // Constructors only take ranges on `char` boundaries of the buffer.
+        self.buffer.get(self.range.clone()).unwrap_or_default()
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.range.len()
     }
 
     /// Whether the value is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.range.is_empty()
+    }
+
+    /// The same value in a buffer that holds nothing else: itself when it already is, else a
+    /// copy (which shares nothing with the buffer it came from). For values kept long, so that
+    /// one of them does not keep every other value of its answer in memory.
+    pub fn compact(self) -> Secret {
+        if self.range.start == 0 && self.range.end == self.buffer.len() {
+            self
+        } else {
+            Secret::new(self.expose())
+        }
     }
 }
 
+impl PartialEq for Secret {
+    /// Compares the values, wherever they are held.
+    fn eq(&self, other: &Secret) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
+
 impl From<Zeroizing<String>> for Secret {
     fn from(value: Zeroizing<String>) -> Secret {
-        Secret(Arc::new(value))
+        let range = 0..value.len();
+        Secret {
+            buffer: Arc::new(value),
+            range,
+        }
     }
 }
 
@@ -78,5 +122,34 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
         assert_eq!(format!("{:?}", Some(&secret)), "Some(Secret(<redacted>))");
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn values_sharing_a_buffer_read_compare_and_compact_apart() {
+        let buffer = Arc::new(Zeroizing::new("onetwo\u{e9}".to_owned()));
+        let one = Secret::shared(&buffer, 0..3).unwrap();
+        let two = Secret::shared(&buffer, 3..8).unwrap();
+        assert!(
+            Secret::shared(&buffer, 3..7).is_none(),
+            "not a char boundary"
+        );
+        assert!(Secret::shared(&buffer, 0..9).is_none(), "past the end");
+        assert_eq!((one.expose(), two.expose()), ("one", "two\u{e9}"));
+        assert_eq!((one.len(), two.len()), (3, 5));
+        assert_eq!(one, Secret::new("one"));
+        assert_ne!(one, two);
+        assert_eq!(format!("{two:?}"), "Secret(<redacted>)");
+        assert_eq!(Arc::strong_count(&buffer), 3);
+        let compact = one.compact();
+        assert_eq!(compact.expose(), "one");
+        assert_eq!(Arc::strong_count(&buffer), 2, "the copy shares nothing");
+        let whole = Secret::new("whole");
+        let kept = Arc::as_ptr(&whole.buffer);
+        assert_eq!(
+            Arc::as_ptr(&whole.compact().buffer),
+            kept,
+            "no copy when alone"
+        );
+        assert!(Secret::default().is_empty());
     }
 }

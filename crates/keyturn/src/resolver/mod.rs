@@ -1147,7 +1147,8 @@ impl State {
                         }
                     }
                     self.failures.remove(&handle);
-                    self.cache.insert(handle, value);
+                    // Kept for long: in a buffer of its own, not its whole answer's.
+                    self.cache.insert(handle, value.compact());
                 }
                 Err(failure) => {
                     self.failures.insert(handle, failure);

@@ -647,7 +647,8 @@ impl super::State {
                     });
                 }
             }
-            self.cache.insert(handle, value);
+            // Kept for long: in a buffer of its own, not its whole answer's.
+            self.cache.insert(handle, value.compact());
         }
         report.changed.sort_by(|a, b| a.handle.cmp(&b.handle));
         // Stable: the uses of one handle stay in registration order.

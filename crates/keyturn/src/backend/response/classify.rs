@@ -10,6 +10,8 @@ use crate::DOCS_URL;
 use crate::backend::{FailureKind, HandleError};
 use crate::printable::Printable;
 use crate::secret::Secret;
+use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// The outcome of each distinct requested handle, in the order of [`Requested::handles`]
 /// ([`Requested::named`] pairs them with the caller's names).
@@ -101,11 +103,32 @@ fn sort_out(
     } else {
         Scrubber::default()
     };
+    // Each handle's value, when it has one (no error text, not empty).
+    let values: Vec<Option<&str>> = slots
+        .iter()
+        .map(|slot| {
+            let entry = slot.as_ref()?;
+            match entry.error_text() {
+                Some(_) => None,
+                None => entry.resolved(remove_trailing_line_break),
+            }
+        })
+        .collect();
+    // Every value in one zeroizing buffer of its final size, shared by their `Secret`s.
+    let mut buffer = Zeroizing::new(String::with_capacity(
+        values.iter().flatten().map(|value| value.len()).sum(),
+    ));
+    for value in values.iter().flatten() {
+        buffer.push_str(value);
+    }
+    let buffer = Arc::new(buffer);
+    let mut at = 0;
     requested
         .handles
         .iter()
-        .zip(slots)
-        .map(|(handle, slot)| {
+        .zip(&slots)
+        .zip(values)
+        .map(|((handle, slot), value)| {
             let shown = Printable(handle);
             match slot {
                 None => Err(handle_error(
@@ -124,17 +147,24 @@ fn sort_out(
                             escape_controls(&scrubber.scrub(text))
                         ),
                     )),
-                    None => entry.resolved(remove_trailing_line_break).ok_or_else(|| {
-                        handle_error(
-                            FailureKind::Empty,
-                            format!(
-                                "resolved secret for '{shown}' is empty. Check that the secret \
-                                 exists in your backend and has a non-empty value. If using \
-                                 secret_backend_remove_trailing_line_break, trailing newlines \
-                                 are stripped. Docs: {DOCS_URL}"
-                            ),
-                        )
-                    }),
+                    None => {
+                        let secret = value.and_then(|value| {
+                            let range = at..at + value.len();
+                            at = range.end;
+                            Secret::shared(&buffer, range)
+                        });
+                        secret.ok_or_else(|| {
+                            handle_error(
+                                FailureKind::Empty,
+                                format!(
+                                    "resolved secret for '{shown}' is empty. Check that the \
+                                     secret exists in your backend and has a non-empty value. \
+                                     If using secret_backend_remove_trailing_line_break, \
+                                     trailing newlines are stripped. Docs: {DOCS_URL}"
+                                ),
+                            )
+                        })
+                    }
                 },
             }
         })

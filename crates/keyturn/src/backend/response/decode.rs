@@ -2,8 +2,8 @@
 //!
 //! Decoding accepts exactly what [`keyturn_protocol::parse_response`] accepts, but names and
 //! values are borrowed from the buffer where they hold no escapes, and only requested values
-//! are copied, once, into a [`Secret`]. This keeps a 10,000-handle answer close to the cost of
-//! the spawn.
+//! are copied, once, into the one buffer that the answer's [`Secret`](crate::Secret)s share.
+//! This keeps a 10,000-handle answer close to the cost of the spawn.
 //!
 //! Two decoders produce those slots. A fast scanner reads only the common shape — entries
 //! whose fields are `value` and `error`, each at most once, as strings without escapes or as
@@ -22,7 +22,6 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::error::Category;
 use zeroize::Zeroizing;
 
-use crate::secret::Secret;
 
 /// The distinct handles of one run, in first-seen order, and where each one sits.
 pub(crate) struct Requested<'a> {
@@ -159,12 +158,12 @@ impl RawEntry<'_> {
     }
 
     /// The value, `None` when empty (after stripping line breaks if asked).
-    pub(super) fn resolved(&self, remove_trailing_line_break: bool) -> Option<Secret> {
+    pub(super) fn resolved(&self, remove_trailing_line_break: bool) -> Option<&str> {
         let mut value = self.value.as_ref()?.as_str();
         if remove_trailing_line_break {
             value = value.trim_end_matches(['\r', '\n']);
         }
-        (!value.is_empty()).then(|| Secret::new(value))
+        (!value.is_empty()).then_some(value)
     }
 }
 
