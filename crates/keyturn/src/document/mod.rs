@@ -334,10 +334,10 @@ impl Document {
     /// `lookup` is called once per distinct source location, in text order (a YAML alias shares
     /// its anchor's location).
     pub fn render<'a>(&self, mut lookup: impl FnMut(&str) -> Option<&'a str>) -> Zeroizing<String> {
-        let values: Vec<Option<&'a str>> = self
+        let values: Vec<Option<Quoted<'a>>> = self
             .splices
             .iter()
-            .map(|splice| lookup(&splice.handle))
+            .map(|splice| lookup(&splice.handle).map(Quoted::new))
             .collect();
         self.splice(values)
     }
@@ -355,24 +355,21 @@ impl Document {
                 owner.get_or_insert(site);
             }
         }
-        let values: Vec<Option<&'a str>> = owners
+        let values: Vec<Option<Quoted<'a>>> = owners
             .into_iter()
-            .map(|owner| owner.and_then(&mut lookup))
+            .map(|owner| owner.and_then(&mut lookup).map(Quoted::new))
             .collect();
         self.splice(values)
     }
 
     /// The text with `values[i]` (when `Some`) written at splice `i`.
-    fn splice(&self, values: Vec<Option<&str>>) -> Zeroizing<String> {
+    fn splice(&self, values: Vec<Option<Quoted<'_>>>) -> Zeroizing<String> {
         // Size the output exactly, so that no partial copy of a value is left behind in a
         // reallocated buffer.
         let mut len = self.text.len();
         for (splice, value) in self.splices.iter().zip(&values) {
             if let Some(value) = value {
-                len = len - splice.span.len()
-                    + splice.lead.len()
-                    + quote::quoted_len(value)
-                    + splice.keep.len();
+                len = len - splice.span.len() + splice.lead.len() + value.len + splice.keep.len();
             }
         }
         let mut out = String::with_capacity(len);
@@ -381,7 +378,7 @@ impl Document {
             if let Some(value) = value {
                 out.push_str(&self.text[copied..splice.span.start]);
                 out.push_str(&self.text[splice.lead.clone()]);
-                quote::push_quoted(&mut out, value);
+                quote::push_quoted_sized(&mut out, value.value, value.len);
                 out.push_str(&self.text[splice.keep.clone()]);
                 copied = splice.span.end;
             }
@@ -389,6 +386,22 @@ impl Document {
         out.push_str(&self.text[copied..]);
         debug_assert_eq!(out.len(), len);
         Zeroizing::new(out)
+    }
+}
+
+/// A value to write and the length of its quoted form, measured once (it sizes the output and
+/// tells whether the value needs any escape).
+struct Quoted<'a> {
+    value: &'a str,
+    len: usize,
+}
+
+impl<'a> Quoted<'a> {
+    fn new(value: &'a str) -> Quoted<'a> {
+        Quoted {
+            value,
+            len: quote::quoted_len(value),
+        }
     }
 }
 

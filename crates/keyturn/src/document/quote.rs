@@ -32,6 +32,19 @@ pub(super) fn push_quoted(out: &mut String, value: &str) {
     out.push('"');
 }
 
+/// [`push_quoted`] for a value whose [`quoted_len`] is known: a value whose quoted form is only
+/// its two quotes longer holds nothing to escape (every escape is longer than the character it
+/// stands for), so it is copied without being read again.
+pub(super) fn push_quoted_sized(out: &mut String, value: &str, quoted_len: usize) {
+    if quoted_len == value.len() + 2 {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        push_quoted(out, value);
+    }
+}
+
 /// The length in bytes of what [`push_quoted`] appends for `value`.
 pub(super) fn quoted_len(value: &str) -> usize {
     if is_plain(value) {
@@ -130,13 +143,27 @@ fn escape(c: char) -> Option<Escape> {
 mod tests {
     use saphyr::LoadableYamlNode;
 
-    use super::{escape, is_plain, push_quoted, quoted_len};
+    use super::{escape, is_plain, push_quoted, push_quoted_sized, quoted_len};
+
+    /// `push_quoted_sized` copies a value whose quoted form is two bytes longer without
+    /// looking for escapes: that holds because every escape is longer than its character.
+    #[test]
+    fn every_escape_is_longer_than_its_character() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            if let Some(escape) = escape(c) {
+                assert!(escape.len() > c.len_utf8(), "{c:?}");
+            }
+        }
+    }
 
     #[track_caller]
     fn check(value: &str, expected: &str) {
         let mut out = String::new();
         push_quoted(&mut out, value);
         assert_eq!(out, expected, "value {value:?}");
+        let mut sized = String::new();
+        push_quoted_sized(&mut sized, value, quoted_len(value));
+        assert_eq!(sized, expected, "sized, value {value:?}");
         assert_eq!(quoted_len(value), expected.len(), "length for {value:?}");
         let json: String = serde_json::from_str(&out).expect("valid JSON string");
         assert_eq!(json, value, "JSON reads {out} back differently");

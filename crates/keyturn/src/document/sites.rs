@@ -231,6 +231,7 @@ impl<'t> Collector<'t> {
 
     /// The sites and the splices they use, in text order; a splice no site uses is dropped.
     /// Checks what render relies on: splices in order, apart, on `char` boundaries of `text`.
+    /// Works in place: the lists are trimmed to their final size, not copied.
     pub(super) fn finish(self, text: &str) -> Result<Walk, DocumentError> {
         let mut used = vec![false; self.splices.len()];
         for site in &self.sites {
@@ -239,16 +240,23 @@ impl<'t> Collector<'t> {
                 None => return Err(DocumentError::Layout { line: 1, column: 1 }),
             }
         }
-        let mut renumbered = vec![0; self.splices.len()];
-        let mut splices: Vec<Splice> = Vec::with_capacity(self.splices.len());
-        for ((splice, used), renumbered) in self.splices.into_iter().zip(used).zip(&mut renumbered)
-        {
-            if !used {
-                continue;
-            }
-            let in_order = splices
-                .last()
-                .is_none_or(|previous| previous.span.end <= splice.span.start);
+        // Each splice's index once the unused ones are gone.
+        let mut next = 0;
+        let renumbered: Vec<usize> = used
+            .iter()
+            .map(|&used| {
+                let at = next;
+                next += usize::from(used);
+                at
+            })
+            .collect();
+        let mut splices = self.splices;
+        let mut keep = used.into_iter();
+        splices.retain(|_| keep.next().unwrap_or(false));
+        splices.shrink_to_fit();
+        let mut previous_end = 0;
+        for splice in &splices {
+            let in_order = previous_end <= splice.span.start;
             let inside = splice.span.start < splice.span.end
                 && splice.lead.start >= splice.span.start
                 && splice.lead.start <= splice.lead.end
@@ -269,10 +277,10 @@ impl<'t> Collector<'t> {
                 let (line, column) = line_column(text, splice.span.start);
                 return Err(DocumentError::Layout { line, column });
             }
-            *renumbered = splices.len();
-            splices.push(splice);
+            previous_end = splice.span.end;
         }
         let mut sites = self.sites;
+        sites.shrink_to_fit();
         for site in &mut sites {
             // Every site's splice was found in `used` above.
             site.splice = renumbered.get(site.splice).copied().unwrap_or_default();

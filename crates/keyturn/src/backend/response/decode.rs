@@ -22,7 +22,6 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::error::Category;
 use zeroize::Zeroizing;
 
-
 /// The distinct handles of one run, in first-seen order, and where each one sits.
 pub(crate) struct Requested<'a> {
     /// Distinct handles, in first-seen order (the payload's `secrets`).
