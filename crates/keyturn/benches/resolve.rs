@@ -6,7 +6,9 @@
 //! - `cached`: every value cached (registration under an origin that already holds the same
 //!   uses, lookups, rendering);
 //! - `first`: a fresh resolver, so one backend run (this executable run with
-//!   `--echo-backend`, a compiled backend answering every handle with a 64-byte value).
+//!   `--echo-backend`, a compiled backend answering every handle with a 64-byte value);
+//! - `once`: `Resolver::resolve_once` (what `keyturn resolve` runs): the same backend run, with
+//!   nothing registered or cached.
 //!
 //! Before criterion's timings it prints what each costs per handle in allocations and bytes
 //! allocated (a counting global allocator, `stats_alloc`), and the bytes still held by the
@@ -113,6 +115,13 @@ impl Setup {
         assert!(resolution.is_complete());
         resolution
     }
+
+    fn once(&self) -> Resolution {
+        let resolver = Resolver::new(self.settings.clone());
+        let resolution = self.runtime.block_on(resolver.resolve_once(&self.document));
+        assert!(resolution.is_complete());
+        resolution
+    }
 }
 
 /// Allocations and bytes per handle of each case, counted by the global allocator.
@@ -143,6 +152,7 @@ fn allocations(setup: &Setup) {
     per_handle("render", &|| Box::new(setup.render()));
     per_handle("cached", &|| Box::new(setup.resolve(&setup.warm)));
     per_handle("first", &|| Box::new(setup.first()));
+    per_handle("once", &|| Box::new(setup.once()));
 }
 
 fn bench(c: &mut Criterion, setup: &Setup) {
@@ -156,6 +166,7 @@ fn bench(c: &mut Criterion, setup: &Setup) {
         b.iter_with_large_drop(|| setup.resolve(&setup.warm))
     });
     group.bench_function("first", |b| b.iter_with_large_drop(|| setup.first()));
+    group.bench_function("once", |b| b.iter_with_large_drop(|| setup.once()));
     group.finish();
 }
 
