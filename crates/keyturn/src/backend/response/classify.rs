@@ -4,7 +4,7 @@
 
 use keyturn_protocol::scrub::{Scrubber, escape_controls};
 
-use super::decode::{Decoded, Lookup, Requested, Scanner, decode};
+use super::decode::{Decoded, Lookup, RawEntry, Requested, Scanner, decode};
 use super::values::answer_values;
 use crate::DOCS_URL;
 use crate::backend::{FailureKind, HandleError};
@@ -103,22 +103,14 @@ fn sort_out(
     } else {
         Scrubber::default()
     };
-    // Each handle's value, when it has one (no error text, not empty).
-    let values: Vec<Option<&str>> = slots
-        .iter()
-        .map(|slot| {
-            let entry = slot.as_ref()?;
-            match entry.error_text() {
-                Some(_) => None,
-                None => entry.resolved(remove_trailing_line_break),
-            }
-        })
-        .collect();
+    // Each handle's value, when it has one (no error text, not empty): read twice (to size the
+    // buffer, then to fill it) rather than listed.
+    let value = |slot| value_of(slot, remove_trailing_line_break);
     // Every value in one zeroizing buffer of its final size, shared by their `Secret`s.
     let mut buffer = Zeroizing::new(String::with_capacity(
-        values.iter().flatten().map(|value| value.len()).sum(),
+        slots.iter().filter_map(value).map(str::len).sum(),
     ));
-    for value in values.iter().flatten() {
+    for value in slots.iter().filter_map(value) {
         buffer.push_str(value);
     }
     let buffer = Arc::new(buffer);
@@ -127,8 +119,7 @@ fn sort_out(
         .handles
         .iter()
         .zip(&slots)
-        .zip(values)
-        .map(|((handle, slot), value)| {
+        .map(|(handle, slot)| {
             let shown = Printable(handle);
             match slot {
                 None => Err(handle_error(
@@ -148,7 +139,7 @@ fn sort_out(
                         ),
                     )),
                     None => {
-                        let secret = value.and_then(|value| {
+                        let secret = value(slot).and_then(|value| {
                             let range = at..at + value.len();
                             at = range.end;
                             Secret::shared(&buffer, range)
@@ -169,6 +160,18 @@ fn sort_out(
             }
         })
         .collect()
+}
+
+/// The value of a slot, when it has one: no error text, not empty.
+fn value_of<'s>(
+    slot: &'s Option<RawEntry<'_>>,
+    remove_trailing_line_break: bool,
+) -> Option<&'s str> {
+    let entry = slot.as_ref()?;
+    match entry.error_text() {
+        Some(_) => None,
+        None => entry.resolved(remove_trailing_line_break),
+    }
 }
 
 /// Whether some entry carries a per-handle error text.

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -29,15 +30,31 @@ pub(crate) struct Requested<'a> {
     /// For each of `handles`, its position in the list it was built from, so that a result
     /// is paired with the caller's own name for the handle (no copy of it is made here).
     positions: Vec<usize>,
-    /// Handle to its position in `handles`. foldhash, randomly seeded: handles are short, and
-    /// SipHash made this map as costly as decoding a 10,000-handle answer.
-    index: HashMap<&'a str, usize, foldhash::fast::RandomState>,
+    /// Handle to its place in `handles`, built the first time an answer key comes out of
+    /// request order (most answers never need it), then kept for every later decode of the run.
+    index: OnceLock<Index<'a>>,
+}
+
+/// Handle to its position among the distinct handles. foldhash, randomly seeded: handles are
+/// short, and SipHash made this map as costly as decoding a 10,000-handle answer.
+type Index<'a> = HashMap<&'a str, usize, foldhash::fast::RandomState>;
+
+/// An index of `handles` (the first position of each).
+fn index<'a>(handles: &[&'a str]) -> Index<'a> {
+    let mut index =
+        HashMap::with_capacity_and_hasher(handles.len(), foldhash::fast::RandomState::default());
+    for (at, handle) in handles.iter().enumerate() {
+        index.entry(*handle).or_insert(at);
+    }
+    index
 }
 
 impl<'a> Requested<'a> {
-    /// De-duplicates `handles`, keeping first-seen order. Borrows them: no name is copied.
+    /// De-duplicates `handles`, keeping first-seen order. Borrows them: no name is copied. The
+    /// map that finds duplicates is dropped here: most answers come in request order and never
+    /// need one, so it is not held while the answer is read.
     pub(crate) fn new<S: AsRef<str>>(handles: &'a [S]) -> Requested<'a> {
-        let mut index = HashMap::with_capacity_and_hasher(
+        let mut seen: Index<'a> = HashMap::with_capacity_and_hasher(
             handles.len(),
             foldhash::fast::RandomState::default(),
         );
@@ -46,16 +63,18 @@ impl<'a> Requested<'a> {
         for (position, handle) in handles.iter().enumerate() {
             let handle = handle.as_ref();
             let next = distinct.len();
-            index.entry(handle).or_insert_with(|| {
+            seen.entry(handle).or_insert_with(|| {
                 distinct.push(handle);
                 positions.push(position);
                 next
             });
         }
+        distinct.shrink_to_fit();
+        positions.shrink_to_fit();
         Requested {
             handles: distinct,
             positions,
-            index,
+            index: OnceLock::new(),
         }
     }
 
@@ -70,26 +89,26 @@ impl<'a> Requested<'a> {
     }
 }
 
-/// Finds the slot of an answer key: first the handle after the last one found, then the index.
-pub(super) struct Lookup<'r> {
-    handles: &'r [&'r str],
-    index: &'r HashMap<&'r str, usize, foldhash::fast::RandomState>,
+/// Finds the slot of an answer key: first the handle after the last one found, then the
+/// requested handles' index (built once, at the first key out of request order).
+pub(super) struct Lookup<'r, 'a> {
+    requested: &'r Requested<'a>,
     next: usize,
 }
 
-impl<'r> Lookup<'r> {
-    pub(super) fn new(requested: &'r Requested<'r>) -> Lookup<'r> {
-        Lookup {
-            handles: &requested.handles,
-            index: &requested.index,
-            next: 0,
-        }
+impl<'r, 'a> Lookup<'r, 'a> {
+    pub(super) fn new(requested: &'r Requested<'a>) -> Lookup<'r, 'a> {
+        Lookup { requested, next: 0 }
     }
 
     fn slot(&mut self, key: &str) -> Option<usize> {
-        let at = match self.handles.get(self.next) {
+        let requested = self.requested;
+        let at = match requested.handles.get(self.next) {
             Some(&handle) if handle == key => self.next,
-            _ => *self.index.get(key)?,
+            _ => *requested
+                .index
+                .get_or_init(|| index(&requested.handles))
+                .get(key)?,
         };
         self.next = at + 1;
         Some(at)
@@ -206,11 +225,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 
 /// Decodes the answer object into one slot per requested handle; entries of handles not
 /// requested are decoded (so their shape is checked) and dropped.
-struct Slots<'r> {
-    lookup: Lookup<'r>,
+struct Slots<'r, 'a> {
+    lookup: Lookup<'r, 'a>,
 }
 
-impl<'de> DeserializeSeed<'de> for Slots<'_> {
+impl<'de> DeserializeSeed<'de> for Slots<'_, '_> {
     type Value = Vec<Option<RawEntry<'de>>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -218,7 +237,7 @@ impl<'de> DeserializeSeed<'de> for Slots<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Slots<'_> {
+impl<'de> Visitor<'de> for Slots<'_, '_> {
     type Value = Vec<Option<RawEntry<'de>>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -227,7 +246,7 @@ impl<'de> Visitor<'de> for Slots<'_> {
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut slots: Vec<Option<RawEntry<'de>>> = Vec::new();
-        slots.resize_with(self.lookup.handles.len(), || None);
+        slots.resize_with(self.lookup.requested.handles.len(), || None);
         while let Some(handle) = map.next_key::<Text<'de>>()? {
             let entry: RawEntry<'de> = map.next_value()?;
             if let Some(slot) = self
@@ -259,9 +278,9 @@ impl<'a> Scanner<'a> {
     }
 
     /// The whole answer: an object of entries, then only whitespace.
-    pub(super) fn answer(mut self, mut lookup: Lookup<'_>) -> Option<Decoded<'a>> {
+    pub(super) fn answer(mut self, mut lookup: Lookup<'_, '_>) -> Option<Decoded<'a>> {
         let mut slots: Decoded<'a> = Vec::new();
-        slots.resize_with(lookup.handles.len(), || None);
+        slots.resize_with(lookup.requested.handles.len(), || None);
         self.skip_whitespace();
         self.expect(b'{')?;
         self.skip_whitespace();
