@@ -16,7 +16,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// A secret value. Compares by value, redacts in `Debug`, zeroizes when its last clone is
 /// dropped.
@@ -38,21 +38,73 @@ use zeroize::Zeroizing;
 #[derive(Clone, Default)]
 pub struct Secret {
     /// The buffer the value is in, shared with its clones and with the other values of the same
-    /// answer; zeroized when the last of them is dropped.
-    buffer: Arc<Zeroizing<String>>,
+    /// answer; wiped when the last of them is dropped.
+    buffer: Arc<Buffer>,
     /// Where the value is in `buffer` (on `char` boundaries).
     range: Range<usize>,
+}
+
+/// Text that holds values, wiped when dropped: its bytes, and for text handed in by a caller its
+/// spare capacity too (it may hold what a caller truncated away). A backend's captured answer
+/// keeps its spare capacity unwiped: nothing was ever written there, and touching it would
+/// cost memory.
+#[derive(Default)]
+pub(crate) struct Buffer {
+    text: String,
+    wipe_spare: bool,
+}
+
+impl Buffer {
+    /// A buffer of text from a caller: wiped whole, spare capacity included.
+    pub(crate) fn new(text: String) -> Buffer {
+        Buffer {
+            text,
+            wipe_spare: true,
+        }
+    }
+
+    /// A backend's captured answer, whose spare capacity was never written.
+    pub(crate) fn captured(text: String) -> Buffer {
+        Buffer {
+            text,
+            wipe_spare: false,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.text).into_bytes();
+        if self.wipe_spare {
+            bytes.zeroize();
+        } else {
+            bytes.as_mut_slice().zeroize();
+        }
+    }
 }
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret::from(Zeroizing::new(value.into()))
+        Secret::whole(Buffer::new(value.into()))
+    }
+
+    /// The whole of `buffer`.
+    fn whole(buffer: Buffer) -> Secret {
+        let range = 0..buffer.text.len();
+        Secret {
+            buffer: Arc::new(buffer),
+            range,
+        }
     }
 
     /// The value at `range` of `buffer`, sharing it; `None` when `range` is not a slice of it.
-    pub(crate) fn shared(buffer: &Arc<Zeroizing<String>>, range: Range<usize>) -> Option<Secret> {
-        buffer.get(range.clone())?;
+    pub(crate) fn shared(buffer: &Arc<Buffer>, range: Range<usize>) -> Option<Secret> {
+        buffer.text.get(range.clone())?;
         Some(Secret {
             buffer: Arc::clone(buffer),
             range,
@@ -62,7 +114,7 @@ impl Secret {
     /// The value itself. Callers must not log, format into errors, or persist it.
     pub fn expose(&self) -> &str {
         // Constructors only take ranges on `char` boundaries of the buffer.
-        self.buffer.get(self.range.clone()).unwrap_or_default()
+        self.buffer.text.get(self.range.clone()).unwrap_or_default()
     }
 
     /// Length in bytes.
@@ -79,7 +131,7 @@ impl Secret {
     /// copy (which shares nothing with the buffer it came from). For values kept long, so that
     /// one of them does not keep every other value of its answer in memory.
     pub fn compact(self) -> Secret {
-        if self.range.start == 0 && self.range.end == self.buffer.len() {
+        if self.range.start == 0 && self.range.end == self.buffer.text.len() {
             self
         } else {
             Secret::new(self.expose())
@@ -97,12 +149,9 @@ impl PartialEq for Secret {
 impl Eq for Secret {}
 
 impl From<Zeroizing<String>> for Secret {
-    fn from(value: Zeroizing<String>) -> Secret {
-        let range = 0..value.len();
-        Secret {
-            buffer: Arc::new(value),
-            range,
-        }
+    fn from(mut value: Zeroizing<String>) -> Secret {
+        // Moved, not copied: what is left behind is an empty string.
+        Secret::whole(Buffer::new(std::mem::take(&mut *value)))
     }
 }
 
@@ -126,7 +175,7 @@ mod tests {
 
     #[test]
     fn values_sharing_a_buffer_read_compare_and_compact_apart() {
-        let buffer = Arc::new(Zeroizing::new("onetwo\u{e9}".to_owned()));
+        let buffer = Arc::new(Buffer::captured("onetwo\u{e9}".to_owned()));
         let one = Secret::shared(&buffer, 0..3).unwrap();
         let two = Secret::shared(&buffer, 3..8).unwrap();
         assert!(

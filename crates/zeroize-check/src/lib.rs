@@ -48,12 +48,20 @@ unsafe impl GlobalAlloc for Recording {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if !ptr.is_null() && WATCHED.load(Ordering::SeqCst) == ptr as usize {
-            let len = WATCHED_LEN.load(Ordering::SeqCst).min(layout.size());
+        let watched = WATCHED.load(Ordering::SeqCst);
+        // The watched bytes may start inside the block (a value sharing a buffer with others).
+        let offset = watched.wrapping_sub(ptr as usize);
+        let len = WATCHED_LEN.load(Ordering::SeqCst);
+        if !ptr.is_null()
+            && watched != 0
+            && watched >= ptr as usize
+            && offset.saturating_add(len) <= layout.size()
+        {
             // SAFETY: `ptr` is a live allocation of `layout.size()` bytes until the
-            // `System.dealloc` below, and its first `len` bytes were initialized by the watched
-            // value (zeroing keeps them initialized).
-            let zeroed = (0..len).all(|at| unsafe { ptr.add(at).read_volatile() } == 0);
+            // `System.dealloc` below, `offset + len` lies within it, and those bytes were
+            // initialized by the watched value (zeroing keeps them initialized).
+            let zeroed =
+                (offset..offset + len).all(|at| unsafe { ptr.add(at).read_volatile() } == 0);
             OUTCOME.store(if zeroed { ZEROED } else { NOT_ZEROED }, Ordering::SeqCst);
             WATCHED.store(0, Ordering::SeqCst);
         }
@@ -62,8 +70,8 @@ unsafe impl GlobalAlloc for Recording {
     }
 }
 
-/// Makes a value with `make`, watches the heap buffer `buffer` points into (its first
-/// `buffer.len()` bytes), drops the value, and tells what happened to the buffer. Callers are
+/// Makes a value with `make`, watches the heap bytes `buffer` points at (`buffer.len()` bytes, at
+/// the start of their allocation or inside it), drops the value, and tells what happened to the buffer. Callers are
 /// serialized, so tests may run in parallel threads.
 pub fn check<T>(make: impl FnOnce() -> T, buffer: impl FnOnce(&T) -> &[u8]) -> Outcome {
     let _one = ONE_AT_A_TIME

@@ -101,3 +101,34 @@ fn a_rendered_environment_is_zeroed_when_dropped() {
         Outcome::Zeroed
     );
 }
+
+/// A value fetched from a backend sits inside the answer it came in, shared with the answer's
+/// other values: that buffer is wiped when the last of them is dropped.
+#[test]
+fn a_fetched_value_in_its_answer_is_zeroed_when_dropped() {
+    use keyturn::backend::{BackendSpec, FetchOptions, PermissionCheck, fetch};
+    let answer = format!(r#"{{"first":{{"value":"other"}},"db":{{"value":"{VALUE}"}}}}"#);
+    let spec = BackendSpec::new("sh")
+        .with_args([
+            "-c",
+            "cat >/dev/null; printf '%s' \"$1\"",
+            "sh",
+            answer.as_str(),
+        ])
+        .with_check(PermissionCheck::Skip);
+    let options = FetchOptions::new(std::time::Duration::from_secs(30), 1 << 20);
+    let handles = ["first".to_owned(), "db".to_owned()];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fetched = || runtime.block_on(fetch(&spec, &options, &handles)).unwrap();
+    assert_eq!(
+        check(fetched, |fetched| {
+            let value = fetched[1].1.as_ref().unwrap().expose();
+            assert_eq!(value, VALUE);
+            value.as_bytes()
+        }),
+        Outcome::Zeroed
+    );
+}

@@ -31,15 +31,15 @@ use zeroize::Zeroize;
 
 use super::permissions::{Checked, PermissionError, interpreter_problem, io_text, resolve_command};
 use super::response::{
-    Classified, Requested, answer_values, classify, classify_early, classify_without_error_texts,
-    describe_parse_error,
+    Classified, Pending, Requested, answer_values, classify_early, classify_pending,
+    classify_without_error_texts, describe_parse_error,
 };
 use super::spawn::{Program, StartError, Started, start};
 use super::{
     BackendSpec, FailureKind, FetchError, FetchOptions, Fetched, PermissionCheck, RunRecord,
 };
 use crate::DOCS_URL;
-use crate::secret::Secret;
+use crate::secret::{Buffer, Secret};
 use keyturn_protocol::scrub::Scrubber;
 
 /// Runs `spec` once for the distinct `handles` and classifies every one of them, as far as it
@@ -95,7 +95,7 @@ pub(crate) async fn fetch<'a, S: AsRef<str> + Clone>(
                 Ok(answer) => {
                     tracing::debug!(%command, %exit, elapsed_ms, "secret backend run");
                     let state = match answer {
-                        Some(classified) => Finish::Classified(classified),
+                        Some(pending) => Finish::Classified(output.stdout.settle(pending)),
                         None => Finish::Classify {
                             stdout: output.stdout,
                             strip,
@@ -176,18 +176,21 @@ impl<S: Clone> Ran<'_, S> {
         } = self;
         let result = match state {
             Finish::Classified(classified) => Ok(classified),
-            Finish::Classify { stdout, strip } => classify(&stdout, &requested, strip, held)
-                .map_err(|error| {
-                    // Not reached: the answer was decoded already; kept as the same failure.
-                    record.unparsable_output = true;
-                    let failure = invalid_answer(spec, &error);
-                    count_failures(
-                        &mut record.handle_failures,
-                        failure.kind,
-                        requested.handles.len(),
-                    );
-                    failure
-                }),
+            Finish::Classify { stdout, strip } => {
+                classify_pending(&stdout, &requested, strip, held)
+                    .map(|pending| stdout.settle(pending))
+                    .map_err(|error| {
+                        // Not reached: the answer was decoded already; kept as the same failure.
+                        record.unparsable_output = true;
+                        let failure = invalid_answer(spec, &error);
+                        count_failures(
+                            &mut record.handle_failures,
+                            failure.kind,
+                            requested.handles.len(),
+                        );
+                        failure
+                    })
+            }
             Finish::Failed { failure, output } => {
                 return (
                     record,
@@ -475,6 +478,23 @@ impl Capture {
         bigger.extend_from_slice(&self.0);
         let mut old = std::mem::replace(&mut self.0, bigger);
         old.as_mut_slice().zeroize();
+    }
+}
+
+impl Capture {
+    /// The values of `pending` (classified from this capture) as ranges of it: the captured
+    /// bytes become their shared buffer, wiped when the last value goes, instead of being copied.
+    fn settle(mut self, pending: Pending) -> Classified {
+        match String::from_utf8(std::mem::take(&mut self.0)) {
+            Ok(text) => pending.settle(Buffer::captured(text)),
+            // Not reached (a classified answer is UTF-8): copied out instead, then wiped.
+            Err(error) => {
+                let mut bytes = error.into_bytes();
+                let classified = pending.copied(&bytes);
+                bytes.as_mut_slice().zeroize();
+                classified
+            }
+        }
     }
 }
 

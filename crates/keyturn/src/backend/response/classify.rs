@@ -9,25 +9,114 @@ use super::values::answer_values;
 use crate::DOCS_URL;
 use crate::backend::{FailureKind, HandleError};
 use crate::printable::Printable;
-use crate::secret::Secret;
+use crate::secret::{Buffer, Secret};
+use std::ops::Range;
 use std::sync::Arc;
-use zeroize::Zeroizing;
 
 /// The outcome of each distinct requested handle, in the order of [`Requested::handles`]
 /// ([`Requested::named`] pairs them with the caller's names).
 pub(crate) type Classified = Vec<Result<Secret, HandleError>>;
 
+/// A classification whose values are not in `Secret`s yet: each is a range of the answer, or of
+/// `decoded` (values that held escapes, decoded). [`Pending::settle`] gives them the answer
+/// itself once the caller owns it, so that no value is copied; [`Pending::copied`] copies them.
+pub(crate) struct Pending {
+    results: Vec<Result<Place, HandleError>>,
+    decoded: Buffer,
+}
+
+/// Where a value is.
+enum Place {
+    /// A range of the answer.
+    Answer(Range<usize>),
+    /// A range of [`Pending::decoded`].
+    Decoded(Range<usize>),
+}
+
+impl Pending {
+    /// The values as ranges of `answer`, the bytes this was classified from (moved, not copied:
+    /// it is wiped when the last value is dropped).
+    pub(crate) fn settle(self, answer: Buffer) -> Classified {
+        let answer = Arc::new(answer);
+        let decoded = Arc::new(self.decoded);
+        self.results
+            .into_iter()
+            .map(|result| {
+                let (buffer, range) = match result? {
+                    Place::Answer(range) => (&answer, range),
+                    Place::Decoded(range) => (&decoded, range),
+                };
+                Secret::shared(buffer, range).ok_or_else(unlocated)
+            })
+            .collect()
+    }
+
+    /// The values copied out of `answer`, the bytes this was classified from, into one buffer
+    /// of their own.
+    pub(crate) fn copied(self, answer: &[u8]) -> Classified {
+        let Pending { results, decoded } = self;
+        let text = |place: &Place| match place {
+            Place::Answer(range) => answer
+                .get(range.clone())
+                .and_then(|bytes| std::str::from_utf8(bytes).ok()),
+            Place::Decoded(range) => decoded.as_str().get(range.clone()),
+        };
+        let values = || results.iter().filter_map(|result| result.as_ref().ok());
+        // Sized once: a buffer that grew would leave copies of values behind.
+        let mut buffer = String::with_capacity(values().filter_map(text).map(str::len).sum());
+        for value in values().filter_map(text) {
+            buffer.push_str(value);
+        }
+        let buffer = Arc::new(Buffer::new(buffer));
+        let mut at = 0;
+        results
+            .into_iter()
+            .map(|result| {
+                let value = text(&result?).ok_or_else(unlocated)?;
+                let range = at..at + value.len();
+                at = range.end;
+                Secret::shared(&buffer, range).ok_or_else(unlocated)
+            })
+            .collect()
+    }
+}
+
+/// A value that is not where classification found it. Not reached: the places come from the
+/// same bytes.
+fn unlocated() -> HandleError {
+    handle_error(
+        FailureKind::InvalidResponse,
+        "a value could not be located in the backend's answer".to_owned(),
+    )
+}
+
 /// Decodes `stdout` and classifies every requested handle, in order. Fails, without quoting
 /// any value, when `stdout` is not a valid response. Error texts are scrubbed of every value of
 /// the answer and of every value in `held`: the values keyturn already holds (its last known
 /// good values, whatever their handle), since a failing backend may repeat an old value
-/// (`rotation of <old value> failed`).
+/// (`rotation of <old value> failed`). The values are copied into a buffer of their own.
+#[cfg(test)]
 pub(crate) fn classify(
     stdout: &[u8],
     requested: &Requested<'_>,
     remove_trailing_line_break: bool,
     held: &[Secret],
 ) -> Result<Classified, serde_json::Error> {
+    let pending = classify_pending(stdout, requested, remove_trailing_line_break, held)?;
+    Ok(pending.copied(stdout))
+}
+
+/// Decodes `stdout` and classifies every requested handle, its values left in place: settle
+/// them with the answer, or copy them. Fails, without quoting any value, when `stdout` is not a
+/// valid response. Error texts are scrubbed of every value of the answer and of every value in
+/// `held`: the values keyturn already holds (its last known good values, whatever their
+/// handle), since a failing backend may repeat an old value (`rotation of <old value> failed`).
+pub(crate) fn classify_pending(
+    stdout: &[u8],
+    requested: &Requested<'_>,
+    remove_trailing_line_break: bool,
+    held: &[Secret],
+) -> Result<Pending, serde_json::Error> {
     let slots = decode(stdout, requested)?;
     Ok(sort_out(
         stdout,
@@ -38,14 +127,14 @@ pub(crate) fn classify(
     ))
 }
 
-/// [`classify`] when it needs no held values: `Ok(None)` when the answer carries per-handle
-/// error texts (the caller then classifies it with the values it holds), the result of
-/// [`classify`] otherwise.
+/// [`classify_pending`] when it needs no held values: `Ok(None)` when the answer carries
+/// per-handle error texts (the caller then classifies it with the values it holds), the result
+/// of [`classify_pending`] otherwise.
 pub(crate) fn classify_without_error_texts(
     stdout: &[u8],
     requested: &Requested<'_>,
     remove_trailing_line_break: bool,
-) -> Result<Option<Classified>, serde_json::Error> {
+) -> Result<Option<Pending>, serde_json::Error> {
     let slots = decode(stdout, requested)?;
     if any_error_text(&slots) {
         return Ok(None);
@@ -59,16 +148,17 @@ pub(crate) fn classify_without_error_texts(
     )))
 }
 
-/// [`classify`] for stdout that may not be complete yet: the result when the fast scanner reads
-/// `stdout` as a whole answer without per-handle error texts, `None` otherwise (the caller then
-/// classifies once stdout is complete). What it returns is what [`classify`] returns for the
-/// same bytes: the scanner accepts nothing that serde_json decodes differently, and without
-/// error texts nothing is scrubbed, so nothing depends on the values keyturn holds.
+/// [`classify_pending`] for stdout that may not be complete yet: the result when the fast
+/// scanner reads `stdout` as a whole answer without per-handle error texts, `None` otherwise
+/// (the caller then classifies once stdout is complete). What it returns is what
+/// [`classify_pending`] returns for the same bytes: the scanner accepts nothing that serde_json
+/// decodes differently, and without error texts nothing is scrubbed, so nothing depends on the
+/// values keyturn holds.
 pub(crate) fn classify_early(
     stdout: &[u8],
     requested: &Requested<'_>,
     remove_trailing_line_break: bool,
-) -> Option<Classified> {
+) -> Option<Pending> {
     let slots = Scanner::new(stdout)?.answer(Lookup::new(requested))?;
     if any_error_text(&slots) {
         return None;
@@ -83,14 +173,15 @@ pub(crate) fn classify_early(
 }
 
 /// Classifies every requested handle from its slot of the answer `stdout` (as the Agent
-/// checks: missing, error, empty, in that order).
+/// checks: missing, error, empty, in that order). A value borrowed from `stdout` is recorded as
+/// its range there; a decoded one (it held escapes) is copied into one buffer of its own.
 fn sort_out(
     stdout: &[u8],
     requested: &Requested<'_>,
     slots: Decoded<'_>,
     remove_trailing_line_break: bool,
     held: &[Secret],
-) -> Classified {
+) -> Pending {
     let scrubber = if any_error_text(&slots) {
         // The slots were decoded from `stdout`, so it is an answer.
         let values = answer_values(stdout).unwrap_or_default();
@@ -103,63 +194,70 @@ fn sort_out(
     } else {
         Scrubber::default()
     };
-    // Each handle's value, when it has one (no error text, not empty): read twice (to size the
-    // buffer, then to fill it) rather than listed.
     let value = |slot| value_of(slot, remove_trailing_line_break);
-    // Every value in one zeroizing buffer of its final size, shared by their `Secret`s.
-    let mut buffer = Zeroizing::new(String::with_capacity(
-        slots.iter().filter_map(value).map(str::len).sum(),
-    ));
-    for value in slots.iter().filter_map(value) {
-        buffer.push_str(value);
-    }
-    let buffer = Arc::new(buffer);
-    let mut at = 0;
-    requested
-        .handles
-        .iter()
-        .zip(&slots)
-        .map(|(handle, slot)| {
-            let shown = Printable(handle);
-            match slot {
-                None => Err(handle_error(
-                    FailureKind::Missing,
+    // Where a value borrowed from `stdout` is in it.
+    let in_answer = |value: &str| {
+        let start = value.as_ptr().addr().checked_sub(stdout.as_ptr().addr())?;
+        let end = start.checked_add(value.len())?;
+        (end <= stdout.len()).then_some(start..end)
+    };
+    // The decoded values in one buffer of its final size (a buffer that grew would leave
+    // copies behind).
+    let mut decoded = String::with_capacity(
+        slots
+            .iter()
+            .filter_map(value)
+            .filter(|value| in_answer(value).is_none())
+            .map(str::len)
+            .sum(),
+    );
+    let mut results = Vec::with_capacity(slots.len());
+    for (handle, slot) in requested.handles.iter().zip(&slots) {
+        let shown = Printable(handle);
+        let result = match slot {
+            None => Err(handle_error(
+                FailureKind::Missing,
+                format!(
+                    "secret handle '{shown}' was not resolved by the secret_backend_command. \
+                     Ensure your script returns the handle in the expected JSON format. \
+                     Docs: {DOCS_URL}"
+                ),
+            )),
+            Some(entry) => match entry.error_text() {
+                Some(text) => Err(handle_error(
+                    FailureKind::Error,
                     format!(
-                        "secret handle '{shown}' was not resolved by the secret_backend_command. \
-                         Ensure your script returns the handle in the expected JSON format. \
-                         Docs: {DOCS_URL}"
+                        "an error occurred while resolving '{shown}': {}",
+                        escape_controls(&scrubber.scrub(text))
                     ),
                 )),
-                Some(entry) => match entry.error_text() {
-                    Some(text) => Err(handle_error(
-                        FailureKind::Error,
+                None => match value(slot) {
+                    Some(value) => Ok(match in_answer(value) {
+                        Some(range) => Place::Answer(range),
+                        None => {
+                            let start = decoded.len();
+                            decoded.push_str(value);
+                            Place::Decoded(start..decoded.len())
+                        }
+                    }),
+                    None => Err(handle_error(
+                        FailureKind::Empty,
                         format!(
-                            "an error occurred while resolving '{shown}': {}",
-                            escape_controls(&scrubber.scrub(text))
+                            "resolved secret for '{shown}' is empty. Check that the secret \
+                             exists in your backend and has a non-empty value. If using \
+                             secret_backend_remove_trailing_line_break, trailing newlines \
+                             are stripped. Docs: {DOCS_URL}"
                         ),
                     )),
-                    None => {
-                        let secret = value(slot).and_then(|value| {
-                            let range = at..at + value.len();
-                            at = range.end;
-                            Secret::shared(&buffer, range)
-                        });
-                        secret.ok_or_else(|| {
-                            handle_error(
-                                FailureKind::Empty,
-                                format!(
-                                    "resolved secret for '{shown}' is empty. Check that the \
-                                     secret exists in your backend and has a non-empty value. \
-                                     If using secret_backend_remove_trailing_line_break, \
-                                     trailing newlines are stripped. Docs: {DOCS_URL}"
-                                ),
-                            )
-                        })
-                    }
                 },
-            }
-        })
-        .collect()
+            },
+        };
+        results.push(result);
+    }
+    Pending {
+        results,
+        decoded: Buffer::new(decoded),
+    }
 }
 
 /// The value of a slot, when it has one: no error text, not empty.

@@ -10,7 +10,7 @@
 //! - `values`: every value of a valid answer, for scrubbing the backend's other texts.
 //!
 //! Invariant: no text built here contains a value the backend returned in the same answer, nor
-//! a value keyturn already holds and passes in (see [`classify()`]). Parse errors are described
+//! a value keyturn already holds and passes in (see [`classify_pending()`]). Parse errors are described
 //! from their category and position only, never with serde's text for data errors (which
 //! quotes the offending input, e.g. a value given as a bare string).
 
@@ -20,6 +20,8 @@ mod decode;
 mod tests;
 mod values;
 
-pub(crate) use classify::{Classified, classify, classify_early, classify_without_error_texts};
+pub(crate) use classify::{
+    Classified, Pending, classify_early, classify_pending, classify_without_error_texts,
+};
 pub(crate) use decode::{Requested, describe_parse_error};
 pub(crate) use values::answer_values;

@@ -4,9 +4,10 @@
 
 use keyturn_protocol::parse_response;
 
-use super::classify::{Classified, classify, classify_early};
+use super::classify::{Classified, Pending, classify, classify_early};
 use super::decode::{Decoded, Lookup, Requested, Scanner, Text, decode, decode_with_serde};
 use crate::backend::{FailureKind, Fetched};
+use crate::secret::Buffer;
 
 pub(super) fn classify_str(output: &str, handles: &[String], strip: bool) -> Fetched {
     let requested = Requested::new(handles);
@@ -183,7 +184,16 @@ fn outcomes(classified: &Classified) -> Vec<Outcome> {
         .collect()
 }
 
-/// An early classification, when there is one, is the classification.
+/// `pending` with its values left in (a copy of) the answer it was classified from, as a run
+/// settles them in the captured stdout.
+fn settled(pending: Pending, answer: &[u8]) -> Classified {
+    pending.settle(Buffer::captured(
+        String::from_utf8(answer.to_vec()).unwrap(),
+    ))
+}
+
+/// An early classification, when there is one, is the classification (its values left in the
+/// answer, the classification's copied out of it).
 fn check_early(input: &[u8], requested: &Requested<'_>) {
     for strip in [false, true] {
         if let Some(early) = classify_early(input, requested, strip) {
@@ -194,7 +204,7 @@ fn check_early(input: &[u8], requested: &Requested<'_>) {
                 )
             });
             assert_eq!(
-                outcomes(&early),
+                outcomes(&settled(early, input)),
                 outcomes(&full),
                 "{}",
                 String::from_utf8_lossy(input)
@@ -213,7 +223,7 @@ fn early_classification_needs_a_whole_answer_without_error_texts() {
     let answer = br#" {"b":{"value":"2"},"a":{"value":"1","error":null},"c":{}}"#;
     let early = classify_early(answer, &requested, false).expect("a whole plain answer");
     assert_eq!(
-        outcomes(&early),
+        outcomes(&settled(early, answer)),
         outcomes(&classify(answer, &requested, false, &[]).unwrap())
     );
     // No prefix is a whole answer.
@@ -279,4 +289,24 @@ proptest::proptest! {
         let requested: Vec<String> = ["h2", "h0", "h1"].map(String::from).to_vec();
         check_parity(format!("{{{answer}}}").as_bytes(), &requested);
     }
+}
+
+/// Values left in the answer (plain ones) and decoded ones (they held escapes) read the same
+/// settled in the answer as copied out of it, with and without line breaks stripped.
+#[test]
+fn values_settled_in_the_answer_read_as_copied_ones() {
+    let handles: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).into();
+    let requested = Requested::new(&handles);
+    let answer = br#"{"a":{"value":"plain"},"b":{"value":"esc\"aped\u00e9"},"c":{"value":"line\n"},"d":{"value":""},"e":{"value":"two\r\n"}}"#;
+    for strip in [false, true] {
+        let pending = super::classify::classify_pending(answer, &requested, strip, &[]).unwrap();
+        let copied = classify(answer, &requested, strip, &[]).unwrap();
+        assert_eq!(outcomes(&settled(pending, answer)), outcomes(&copied));
+    }
+    let got = outcomes(&classify(answer, &requested, true, &[]).unwrap());
+    assert_eq!(got[0], Ok("plain".to_owned()));
+    assert_eq!(got[1], Ok("esc\"aped\u{e9}".to_owned()));
+    assert_eq!(got[2], Ok("line".to_owned()));
+    assert_eq!(got[3].as_ref().unwrap_err().0, FailureKind::Empty);
+    assert_eq!(got[4], Ok("two".to_owned()));
 }
