@@ -1,6 +1,7 @@
 //! `keyturn resolve`: one document in, the resolved document out.
 
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow};
@@ -113,40 +114,55 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
     }
 
     // One resolve and done: nothing to register for later refreshes.
-    let resolution = crate::runtime()?.block_on(async {
+    let fetched = crate::runtime()?.block_on(async {
         let resolver = Resolver::new(settings);
-        resolver.resolve_once(&document).await
+        resolver.fetch_once(&document).await
     });
+
+    // Each cause once: a failed backend run is one line naming every handle it affects.
+    for cause in keyturn::resolver::group_failures(&fetched.failures) {
+        eprintln!("keyturn: {}: {cause}", file.display());
+    }
+    let complete = fetched.is_complete();
+    if complete || args.allow_partial {
+        // Written as it is rendered: the output is never held whole.
+        write_output(args.output.as_ref(), |out| fetched.write_to(&document, out))?;
+    }
     // The document holds no resolved value (it is the input as read, which is not wiped either)
     // and the process ends soon: its many small allocations (a few per handle) go with the
     // process instead of being freed one by one.
     std::mem::forget(document);
-
-    // Each cause once: a failed backend run is one line naming every handle it affects.
-    for cause in keyturn::resolver::group_failures(&resolution.failures) {
-        eprintln!("keyturn: {}: {cause}", file.display());
-    }
-    let complete = resolution.is_complete();
-    if complete || args.allow_partial {
-        write_output(args.output.as_ref(), resolution.output.as_bytes())?;
-    }
     if complete {
         Ok(Outcome::Success)
     } else {
         eprintln!(
             "keyturn: {} of the handles in {} could not be resolved",
-            resolution.failures.len(),
+            fetched.failures.len(),
             file.display()
         );
         Ok(Outcome::Incomplete)
     }
 }
 
-fn write_output(output: Option<&PathBuf>, bytes: &[u8]) -> Result<(), Failure> {
+/// Writes what `render` writes to PATH (atomically, mode 0600) or to stdout (straight to its
+/// file descriptor: a buffer of the standard library would keep pieces of values).
+fn write_output(
+    output: Option<&PathBuf>,
+    render: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), Failure> {
     match output {
-        Some(path) => keyturn::atomic_file::write_atomic(path, bytes, 0o600)
+        Some(path) => keyturn::atomic_file::write_atomic_with(path, 0o600, render)
             .with_context(|| format!("cannot write {}", path.display()))
             .map_err(Failure::operational),
-        None => crate::print(bytes),
+        None => {
+            let stdout = std::io::stdout();
+            let written = stdout
+                .as_fd()
+                .try_clone_to_owned()
+                .and_then(|fd| render(&mut std::fs::File::from(fd)));
+            written
+                .context("cannot write to stdout")
+                .map_err(Failure::operational)
+        }
     }
 }

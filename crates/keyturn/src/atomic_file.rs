@@ -28,6 +28,16 @@ use zeroize::Zeroizing;
 /// Replaces `path` with `contents`, created with permission bits `mode`. Fails, leaving
 /// everything as it was, when `path` exists and is not a regular file.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(path, mode, |file| file.write_all(contents))
+}
+
+/// [`write_atomic`] with the contents written by `write` into the temporary file (in as many
+/// pieces as it likes): the destination is replaced only once `write` succeeded.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent(path);
     let name = path
         .file_name()
@@ -40,7 +50,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     }
     let (tmp_path, mut file) = create_temp(dir, name)?;
     let result = (|| {
-        file.write_all(contents)?;
+        write(&mut file)?;
         // Created 0600; the umask may also have removed bits the caller asked for.
         file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
         file.sync_all()?;

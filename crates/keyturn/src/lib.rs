@@ -107,8 +107,8 @@ pub mod trusted_path;
 pub use backend::{FailureKind, RunRecord};
 pub use document::{Document, DocumentError, Format, HandleSite, KeyPath, Segment};
 pub use resolver::{
-    Change, ChangedHandle, Failure, HeldBack, HoldReason, Observer, Place, RefreshOutcome,
-    RefreshReport, Resolution, Resolver, ResolverOptions, Trigger,
+    Change, ChangedHandle, Failure, HeldBack, HoldReason, Observer, OnceValues, Place,
+    RefreshOutcome, RefreshReport, Resolution, Resolver, ResolverOptions, Trigger,
 };
 pub use secret::Secret;
 pub use settings::{BackendSelection, BuiltinBackend, Settings, SettingsError};

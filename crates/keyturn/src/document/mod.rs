@@ -36,6 +36,7 @@ mod yaml;
 use crate::printable::Printable;
 use std::collections::HashSet;
 use std::fmt;
+use std::io;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -362,6 +363,34 @@ impl Document {
         self.splice(values)
     }
 
+    /// Like [`Document::render`], written to `out` as it is made instead of returned, so the
+    /// output is never held whole. Values pass through one buffer of [`RENDER_CHUNK`] bytes (a
+    /// value longer than that, through one of its own size), wiped when done; `out` gets the
+    /// text in pieces of up to that size. On an error, `out` may hold part of the output.
+    pub fn render_to<'a>(
+        &self,
+        mut lookup: impl FnMut(&str) -> Option<&'a str>,
+        out: &mut impl io::Write,
+    ) -> io::Result<()> {
+        let mut chunk = Chunk {
+            text: Zeroizing::new(String::with_capacity(RENDER_CHUNK)),
+            out,
+        };
+        let mut copied = 0;
+        for splice in &self.splices {
+            let Some(value) = lookup(&splice.handle) else {
+                continue;
+            };
+            chunk.push(&self.text[copied..splice.span.start])?;
+            chunk.push(&self.text[splice.lead.clone()])?;
+            chunk.push_quoted(value)?;
+            chunk.push(&self.text[splice.keep.clone()])?;
+            copied = splice.span.end;
+        }
+        chunk.push(&self.text[copied..])?;
+        chunk.flush()
+    }
+
     /// The text with `values[i]` (when `Some`) written at splice `i`.
     fn splice(&self, values: Vec<Option<Quoted<'_>>>) -> Zeroizing<String> {
         // Size the output exactly, so that no partial copy of a value is left behind in a
@@ -386,6 +415,52 @@ impl Document {
         out.push_str(&self.text[copied..]);
         debug_assert_eq!(out.len(), len);
         Zeroizing::new(out)
+    }
+}
+
+/// The size of the pieces [`Document::render_to`] writes.
+pub const RENDER_CHUNK: usize = 64 * 1024;
+
+/// The buffer of [`Document::render_to`]: filled up to its capacity, never past it (a buffer
+/// that grew would leave a copy of what it held behind), and written out when full.
+struct Chunk<'w, W: io::Write> {
+    text: Zeroizing<String>,
+    out: &'w mut W,
+}
+
+impl<W: io::Write> Chunk<'_, W> {
+    /// Appends text of the document (no value: what does not fit is written as it is).
+    fn push(&mut self, text: &str) -> io::Result<()> {
+        if self.text.len() + text.len() > self.text.capacity() {
+            self.flush()?;
+            if text.len() > self.text.capacity() {
+                return self.out.write_all(text.as_bytes());
+            }
+        }
+        self.text.push_str(text);
+        Ok(())
+    }
+
+    /// Appends `value`, quoted.
+    fn push_quoted(&mut self, value: &str) -> io::Result<()> {
+        let len = quote::quoted_len(value);
+        if self.text.len() + len > self.text.capacity() {
+            self.flush()?;
+            if len > self.text.capacity() {
+                let mut own = Zeroizing::new(String::with_capacity(len));
+                quote::push_quoted_sized(&mut own, value, len);
+                return self.out.write_all(own.as_bytes());
+            }
+        }
+        quote::push_quoted_sized(&mut self.text, value, len);
+        Ok(())
+    }
+
+    /// Writes out what the buffer holds; its bytes stay until overwritten or wiped on drop.
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all(self.text.as_bytes())?;
+        self.text.clear();
+        Ok(())
     }
 }
 

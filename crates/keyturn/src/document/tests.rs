@@ -25,6 +25,11 @@ fn check_render(format: Format, text: &str, values: &[(&str, &str)], expected: &
     let values: HashMap<&str, &str> = values.iter().copied().collect();
     let rendered = document.render(|handle| values.get(handle).copied());
     assert_eq!(rendered.as_str(), expected, "render of {text:?}");
+    let mut written = Vec::new();
+    document
+        .render_to(|handle| values.get(handle).copied(), &mut written)
+        .unwrap();
+    assert_eq!(written, expected.as_bytes(), "render_to of {text:?}");
     assert_eq!(
         document.render(|_| None).as_str(),
         text,
@@ -843,4 +848,49 @@ fn yaml_a_byte_order_mark_after_the_start_is_refused() {
         );
     }
     check_sites(Yaml, "\u{feff}pw: ENC[db]\n", &["db @ pw"]);
+}
+
+/// `render_to` writes what `render` returns when the text, the values and both together cross
+/// the size of its pieces: a value longer than a piece, one that needs escapes, many small ones.
+#[test]
+fn render_to_writes_what_render_returns_in_pieces() {
+    use super::RENDER_CHUNK;
+    let filler = "k".repeat(RENDER_CHUNK + 10);
+    let text = format!(
+        "filler: {filler}\na: ENC[a]\nb: ENC[b]\n{}c: ENC[c]\n",
+        (0..5000)
+            .map(|i| format!("p{i}: ENC[p]\n"))
+            .collect::<String>()
+    );
+    let document = parse(Yaml, &text);
+    let big = "v".repeat(RENDER_CHUNK * 2 + 3);
+    let escaped = "say \"hi\"\n\u{2028}".repeat(5000);
+    let values: HashMap<&str, &str> = HashMap::from([
+        ("a", big.as_str()),
+        ("b", "x"),
+        ("c", escaped.as_str()),
+        ("p", "0123456789"),
+    ]);
+    let rendered = document.render(|handle| values.get(handle).copied());
+    /// A writer that takes at most 1,000 bytes a call, as a pipe may.
+    struct Short(Vec<u8>);
+    impl std::io::Write for Short {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let n = bytes.len().min(1000);
+            self.0.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut written = Short(Vec::new());
+    document
+        .render_to(|handle| values.get(handle).copied(), &mut written)
+        .unwrap();
+    assert_eq!(written.0, rendered.as_bytes());
+    let reread = parse_yaml_value(std::str::from_utf8(&written.0).unwrap());
+    assert_eq!(reread["c"], escaped.as_str());
+    assert_eq!(reread["a"], big.as_str());
+    assert_eq!(reread["filler"], filler.as_str());
 }

@@ -149,6 +149,50 @@ impl fmt::Debug for Resolution {
     }
 }
 
+/// The values [`Resolver::fetch_once`] fetched for a document, and every handle that failed.
+/// Render them into that document. `Debug` shows no value.
+#[non_exhaustive]
+pub struct OnceValues {
+    /// One lookup per distinct handle, in first-seen order.
+    lookups: Vec<(Arc<str>, Lookup)>,
+    /// Handles that could not be resolved, in first-seen order, each with every path.
+    pub failures: Vec<Failure>,
+}
+
+impl OnceValues {
+    /// Whether every handle resolved.
+    pub fn is_complete(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// `document` with every resolved handle replaced ([`Document::render`]); failed handles
+    /// stay as written.
+    pub fn render(&self, document: &Document) -> Zeroizing<String> {
+        let mut values = InOrder::new(&self.lookups);
+        document.render(|handle| values.value(handle))
+    }
+
+    /// [`OnceValues::render`] written to `out` as it is made ([`Document::render_to`]): the
+    /// output is never held whole.
+    pub fn write_to(
+        &self,
+        document: &Document,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
+        let mut values = InOrder::new(&self.lookups);
+        document.render_to(|handle| values.value(handle), out)
+    }
+}
+
+impl fmt::Debug for OnceValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnceValues")
+            .field("values", &"<redacted>")
+            .field("failures", &self.failures)
+            .finish()
+    }
+}
+
 /// One change delivered to subscribers: a value used at `path` of `origin` changed.
 #[non_exhaustive]
 pub struct Change<'a> {
@@ -466,12 +510,25 @@ impl Resolver {
     /// batch per backend; the output and the failures are those [`Resolver::resolve`] gives.
     ///
     /// It costs less than [`Resolver::resolve`]: no map of the document's uses is built, and
-    /// nothing is left behind in the resolver.
+    /// nothing is left behind in the resolver. [`Resolver::fetch_once`] does the same without
+    /// rendering, for a caller that writes the output as it renders it.
     pub async fn resolve_once(&self, document: &Document) -> Resolution {
+        let fetched = self.fetch_once(document).await;
+        let output = fetched.render(document);
+        Resolution {
+            output,
+            failures: fetched.failures,
+        }
+    }
+
+    /// What [`Resolver::resolve_once`] fetches for `document`, not rendered yet: render it
+    /// ([`OnceValues::render`]) or write it out as it renders ([`OnceValues::write_to`]), which
+    /// never holds the whole output.
+    pub async fn fetch_once(&self, document: &Document) -> OnceValues {
         let sites = document.sites();
         if !self.is_enabled() || sites.is_empty() {
-            return Resolution {
-                output: Zeroizing::new(document.text().to_owned()),
+            return OnceValues {
+                lookups: Vec::new(),
                 failures: Vec::new(),
             };
         }
@@ -491,10 +548,8 @@ impl Resolver {
             }
             _ => self.inner.fetch_all(&distinct_handles(document)).await,
         };
-        let mut values = InOrder::new(&lookups);
-        let output = document.render(|handle| values.value(handle));
         let failures = once_failures(document, &lookups);
-        Resolution { output, failures }
+        OnceValues { lookups, failures }
     }
 
     /// Calls `subscriber` for every change of a value at a place where it is used.

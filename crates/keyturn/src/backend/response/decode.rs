@@ -81,11 +81,14 @@ impl<'a> Requested<'a> {
     /// Pairs the result of each distinct handle (`results`, in the order of
     /// [`Requested::handles`]) with its name in `given`, the list this was built from.
     pub(crate) fn named<S: Clone, T>(&self, given: &[S], results: Vec<T>) -> Vec<(S, T)> {
-        self.positions
-            .iter()
-            .zip(results)
-            .filter_map(|(&position, result)| Some((given.get(position)?.clone(), result)))
-            .collect()
+        // Sized once (a `filter_map` gives no size hint, and the list would double its way up).
+        let mut named = Vec::with_capacity(results.len());
+        for (&position, result) in self.positions.iter().zip(results) {
+            if let Some(name) = given.get(position) {
+                named.push((name.clone(), result));
+            }
+        }
+        named
     }
 }
 
