@@ -7,10 +7,12 @@
 //!
 //! Clones share one buffer (a reference count, no copy of the value), which is zeroized when the
 //! last clone is dropped: the cache, a resolve's values and a change notification hold the same
-//! memory instead of one copy each. The values of one backend answer are written into one
-//! buffer, each `Secret` a range of it: one allocation per answer instead of two per value, and
-//! values that sit together in memory. The resolver's cache keeps each value in a buffer of its
-//! own ([`Secret::compact`]), so a value kept for long does not keep its whole answer alive.
+//! memory instead of one copy each. The values of one backend answer stay in the answer as it
+//! was read, each `Secret` a range of it (values that held escapes are decoded into one buffer
+//! of their own): no copy and no allocation per value, and the whole answer is wiped when its
+//! last value goes. The resolver's cache keeps each value in a buffer of its own
+//! ([`Secret::compact`]), so a value kept for long does not keep its whole answer alive; a
+//! program that keeps values from [`crate::backend::fetch`] may do the same.
 
 use std::fmt;
 use std::ops::Range;
