@@ -122,8 +122,9 @@ pub struct Rendered {
 }
 
 /// Parses `input` as `format` and renders it. `None` when the text is not a valid document.
-/// Panics on what is a bug whatever the input: a `Layout` error, or a rendering with nothing
-/// resolved that is not the input byte for byte.
+/// Panics on what is a bug whatever the input: a `Layout` error, a rendering with nothing
+/// resolved that is not the input byte for byte, or `render_to` writing other bytes than
+/// `render` returns.
 pub fn parse_and_render(input: Input<'_>, format: Format) -> Option<Rendered> {
     let document = match Document::parse(input.text.to_owned(), format) {
         Ok(document) => document,
@@ -133,6 +134,18 @@ pub fn parse_and_render(input: Input<'_>, format: Format) -> Option<Rendered> {
     assert_eq!(document.render(|_| None).as_str(), input.text);
     let values = values(&document.handles(), input.material);
     let output = document.render(|handle| values.get(handle).map(String::as_str));
+    // Written in pieces as it renders, the output is the same.
+    let mut written = Vec::new();
+    document
+        .render_to(
+            |handle| values.get(handle).map(String::as_str),
+            &mut written,
+        )
+        .expect("writing to a vector");
+    assert!(
+        written == output.as_bytes(),
+        "render_to differs from render"
+    );
     Some(Rendered {
         document,
         values,
