@@ -90,11 +90,8 @@ fn unlocated() -> HandleError {
     )
 }
 
-/// Decodes `stdout` and classifies every requested handle, in order. Fails, without quoting
-/// any value, when `stdout` is not a valid response. Error texts are scrubbed of every value of
-/// the answer and of every value in `held`: the values keyturn already holds (its last known
-/// good values, whatever their handle), since a failing backend may repeat an old value
-/// (`rotation of <old value> failed`). The values are copied into a buffer of their own.
+/// [`classify_pending`] with the values copied into a buffer of their own (what the tests
+/// compare every other classification with).
 #[cfg(test)]
 pub(crate) fn classify(
     stdout: &[u8],
