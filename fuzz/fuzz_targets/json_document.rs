@@ -42,11 +42,11 @@ fuzz_target!(|data: &[u8]| {
         panic!("{error}\n--- output\n{}", rendered.as_str());
     }
     for site in document.sites() {
-        let Some(value) = values.get(&*site.handle) else {
+        let Some(value) = values.get(site.handle()) else {
             continue;
         };
         let found = site
-            .path
+            .path()
             .to_strings()
             .iter()
             .try_fold(&after, |node, segment| match node {
@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             found.and_then(Value::as_str),
             Some(value.as_str()),
             "site {:?} does not hold its value in the output\n--- output\n{}",
-            site.path,
+            site.path(),
             rendered.as_str()
         );
     }

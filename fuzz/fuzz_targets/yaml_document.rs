@@ -56,14 +56,14 @@ fuzz_target!(|data: &[u8]| {
         panic!("{error}\n--- output\n{}", rendered.as_str());
     }
     for site in document.sites() {
-        let Some(value) = values.get(&*site.handle) else {
+        let Some(value) = values.get(site.handle()) else {
             continue;
         };
-        match node_at(after, &site.path.to_strings()) {
+        match node_at(after, &site.path().to_strings()) {
             Some(Yaml::Representation(text, ScalarStyle::DoubleQuoted, _)) if text == value => {}
             other => panic!(
                 "site {:?} does not hold its value in the output: {other:?}\n--- output\n{}",
-                site.path,
+                site.path(),
                 rendered.as_str()
             ),
         }

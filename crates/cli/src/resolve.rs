@@ -128,10 +128,6 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Failure> {
         // Written as it is rendered: the output is never held whole.
         write_output(args.output.as_ref(), |out| fetched.write_to(&document, out))?;
     }
-    // The document holds no resolved value (it is the input as read, which is not wiped either)
-    // and the process ends soon: its many small allocations (a few per handle) go with the
-    // process instead of being freed one by one.
-    std::mem::forget(document);
     if complete {
         Ok(Outcome::Success)
     } else {

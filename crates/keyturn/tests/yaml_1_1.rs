@@ -102,8 +102,7 @@ fn handle_sites_match_a_yaml_1_1_reading_or_the_document_is_refused() {
         };
         let ours: Sites = ours
             .sites()
-            .iter()
-            .map(|site| (site.path.join("/"), site.handle.to_string()))
+            .map(|site| (site.path().join("/"), site.handle().to_owned()))
             .collect();
         assert_eq!(
             ours, theirs,

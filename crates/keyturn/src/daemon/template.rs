@@ -242,9 +242,8 @@ impl Template {
             let mut missing: Vec<String> = self
                 .document
                 .sites()
-                .iter()
                 .filter(|site| value_at(&state.values, site).is_none())
-                .map(|site| &*site.handle)
+                .map(|site| site.handle())
                 .collect::<HashSet<&str>>()
                 .into_iter()
                 .map(str::to_owned)
@@ -339,9 +338,9 @@ impl Template {
 /// The value recorded for the use at `site`.
 fn value_at<'a>(
     values: &'a HashMap<String, HashMap<KeyPath, Secret>>,
-    site: &HandleSite,
+    site: &HandleSite<'_>,
 ) -> Option<&'a Secret> {
-    values.get(&*site.handle)?.get(&site.path)
+    values.get(site.handle())?.get(site.path())
 }
 
 /// Writes `contents` to `path` with `mode` unless the file already has both. Returns whether the

@@ -8,7 +8,6 @@
 //! included. It never panics: anything it does not expect becomes an error.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use serde::de::IgnoredAny;
 
@@ -89,7 +88,7 @@ impl<'t> Scanner<'t> {
                 }
                 b'}' | b']' => {
                     if let Some(Frame::Object { keys_start, .. }) = self.frames.pop() {
-                        self.collector.sorted_keys(keys_start)?;
+                        self.collector.sort_keys(keys_start)?;
                         self.collector.truncate_keys(keys_start);
                     }
                     at += 1;
@@ -111,7 +110,7 @@ impl<'t> Scanner<'t> {
                     {
                         *key = Some(self.collector.push_key(KeyText::Text(decode(raw))));
                     } else {
-                        self.string_value(raw, at..end);
+                        self.string_value(raw, at..end)?;
                         self.value_done();
                     }
                     at = end;
@@ -130,21 +129,26 @@ impl<'t> Scanner<'t> {
     }
 
     /// Records a site if the string value at `span` (its raw text `raw`) is a handle.
-    fn string_value(&mut self, raw: &'t str, span: std::ops::Range<usize>) {
+    fn string_value(
+        &mut self,
+        raw: &'t str,
+        span: std::ops::Range<usize>,
+    ) -> Result<(), DocumentError> {
         let value = decode(raw);
         let Some(handle) = parse_handle(&value) else {
-            return;
+            return Ok(());
         };
-        let handle: Arc<str> = Arc::from(handle);
+        let handle = self.collector.name(handle)?;
         let splice = self.collector.add_splice(Splice {
             lead: span.start..span.start,
             keep: span.start..span.start,
             span,
-            handle: Arc::clone(&handle),
-        });
+            handle,
+        })?;
         self.enter();
-        self.collector.add_site(handle, splice);
+        let added = self.collector.add_site(handle, splice);
         self.collector.leave();
+        added
     }
 
     /// Descends into the value that starts now (nothing at the top level).

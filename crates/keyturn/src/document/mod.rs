@@ -3,6 +3,8 @@
 //!
 //! [`Document::parse`] finds every string value written `ENC[...]` and records where it is: its
 //! key path (the [`HandleSite`]s) and the byte range of its source text (a private splice).
+//! Sites are packed, with no allocation per site: handles and keys in one name buffer, paths in
+//! one table (`path.rs`), offsets in `u32`s (hence [`MAX_TEXT`]); [`HandleSite`] is a view.
 //! [`Document::render`] splices resolved values into the original text at those ranges, each
 //! emitted as a double-quoted scalar, so that everything else (comments, key order, spacing,
 //! anchors, the spelling of every other value) stays byte for byte.
@@ -39,15 +41,20 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::OnceLock;
 
 pub use path::{KeyPath, Segment};
+use path::{Name, PathId, PathTable};
 pub(crate) use tabs::readable as readable_yaml;
 
 use zeroize::Zeroizing;
 
 /// How deep collections may nest (serde_json's own default limit). Bounds the cost of key paths.
 pub const MAX_DEPTH: usize = 128;
+
+/// The largest document text, in bytes (1 GiB): a document's sites, paths and splices are kept
+/// in `u32` offsets.
+pub const MAX_TEXT: usize = 1 << 30;
 
 /// The syntax of a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,17 +86,104 @@ impl Format {
     }
 }
 
-/// One place in a document where a handle is used. Cheap to clone: the handle and the path are
-/// shared with the document's other sites.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HandleSite {
+/// One place in a document where a handle is used: a view of the document ([`Document::sites`]).
+#[derive(Clone, Copy)]
+pub struct HandleSite<'d> {
+    document: &'d Document,
+    site: Site,
+}
+
+impl<'d> HandleSite<'d> {
     /// The handle (text between `ENC[` and `]`).
-    pub handle: Arc<str>,
-    /// Key path from the root: map keys as written, sequence indexes in decimal.
-    pub path: KeyPath,
+    pub fn handle(&self) -> &'d str {
+        self.site.handle.get(&self.document.names)
+    }
+
+    /// Key path from the root: map keys as written, sequence indexes in decimal. Cheap to
+    /// clone; the document builds its paths the first time one is asked for.
+    pub fn path(&self) -> &'d KeyPath {
+        static ROOT: KeyPath = KeyPath::root();
+        match self.site.path.index() {
+            Some(index) => self.document.key_paths().get(index).unwrap_or(&ROOT),
+            None => &ROOT,
+        }
+    }
+}
+
+impl fmt::Debug for HandleSite<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandleSite")
+            .field("handle", &self.handle())
+            .field("path", self.path())
+            .finish()
+    }
+}
+
+impl PartialEq for HandleSite<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.handle() == other.handle() && self.path() == other.path()
+    }
+}
+
+impl Eq for HandleSite<'_> {}
+
+/// The sites of a document, in document order ([`Document::sites`]).
+#[derive(Clone)]
+pub struct Sites<'d> {
+    document: &'d Document,
+    sites: std::slice::Iter<'d, Site>,
+}
+
+impl Sites<'_> {
+    /// Whether no site is left (none at all, for a document's whole list).
+    pub fn is_empty(&self) -> bool {
+        self.sites.len() == 0
+    }
+}
+
+impl<'d> Iterator for Sites<'d> {
+    type Item = HandleSite<'d>;
+
+    fn next(&mut self) -> Option<HandleSite<'d>> {
+        let site = *self.sites.next()?;
+        Some(HandleSite {
+            document: self.document,
+            site,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.sites.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for Sites<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let site = *self.sites.next_back()?;
+        Some(HandleSite {
+            document: self.document,
+            site,
+        })
+    }
+}
+
+impl ExactSizeIterator for Sites<'_> {}
+
+impl fmt::Debug for Sites<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
+    }
+}
+
+/// A site as the document keeps it: 20 bytes, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Site {
+    /// The handle, in the document's name buffer.
+    handle: Name,
+    /// The key path, in the document's path table.
+    path: PathId,
     /// Index into the document's splices: the source text this site's value comes from.
-    splice: usize,
+    splice: u32,
 }
 
 /// Why a document could not be read. Never quotes the document's text (keys in a path are
@@ -209,6 +303,12 @@ pub enum DocumentError {
         /// 1-based column, in characters.
         column: usize,
     },
+    /// The text is longer than [`MAX_TEXT`] bytes.
+    #[error("the document is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit that was passed.
+        limit: usize,
+    },
     /// The source text of a handle's value could not be located. A bug, not a user error:
     /// reported instead of risking a corrupt output.
     #[error("could not locate the text of the value at line {line}, column {column}")]
@@ -224,11 +324,18 @@ pub enum DocumentError {
 pub struct Document {
     text: String,
     format: Format,
-    sites: Vec<HandleSite>,
-    splices: Vec<Splice>,
+    sites: Vec<Site>,
+    splices: Vec<Cut>,
+    /// The handles and the keys of the paths, each written once.
+    names: String,
+    paths: PathTable,
+    /// Every node of `paths` as a [`KeyPath`], built the first time a site's path is asked for
+    /// (a one-off resolve that fails nowhere never builds them).
+    key_paths: OnceLock<Vec<KeyPath>>,
 }
 
-/// One range of the source text that render replaces with a quoted value.
+/// One range of the source text that render replaces with a quoted value, as a walker finds it
+/// (the document keeps it as a [`Cut`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Splice {
     /// Byte range replaced.
@@ -240,14 +347,49 @@ struct Splice {
     /// scalar's header line (`|- # note`), which would otherwise be lost. Empty otherwise.
     keep: Range<usize>,
     /// The handle written there.
-    handle: Arc<str>,
+    handle: Name,
+}
+
+/// A [`Splice`] as the document keeps it: ranges in `u32`s (32 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cut {
+    span: [u32; 2],
+    lead: [u32; 2],
+    keep: [u32; 2],
+    handle: Name,
+}
+
+impl Cut {
+    /// `None` when an offset passes `u32` (not reached below [`MAX_TEXT`]).
+    fn new(splice: &Splice) -> Option<Cut> {
+        Some(Cut {
+            span: sites::narrow(&splice.span)?,
+            lead: sites::narrow(&splice.lead)?,
+            keep: sites::narrow(&splice.keep)?,
+            handle: splice.handle,
+        })
+    }
+
+    fn span(&self) -> Range<usize> {
+        self.span[0] as usize..self.span[1] as usize
+    }
+
+    fn lead(&self) -> Range<usize> {
+        self.lead[0] as usize..self.lead[1] as usize
+    }
+
+    fn keep(&self) -> Range<usize> {
+        self.keep[0] as usize..self.keep[1] as usize
+    }
 }
 
 /// What a format's walker produces.
 #[derive(Debug, Default)]
 struct Walk {
-    sites: Vec<HandleSite>,
-    splices: Vec<Splice>,
+    sites: Vec<Site>,
+    splices: Vec<Cut>,
+    names: String,
+    paths: PathTable,
 }
 
 /// Refuses the characters that YAML 1.1 reads as line breaks and YAML 1.2 does not
@@ -277,9 +419,18 @@ fn refuse_ambiguous_characters(text: &str) -> Result<(), DocumentError> {
     })
 }
 
+/// Refuses a text of more than [`MAX_TEXT`] bytes.
+fn check_size(len: usize) -> Result<(), DocumentError> {
+    if len > MAX_TEXT {
+        return Err(DocumentError::TooLarge { limit: MAX_TEXT });
+    }
+    Ok(())
+}
+
 impl Document {
-    /// Parses `text` and finds every handle.
+    /// Parses `text` and finds every handle (a text of at most [`MAX_TEXT`] bytes).
     pub fn parse(text: String, format: Format) -> Result<Document, DocumentError> {
+        check_size(text.len())?;
         let walk = match format {
             Format::Yaml => {
                 refuse_ambiguous_characters(&text)?;
@@ -292,6 +443,9 @@ impl Document {
             format,
             sites: walk.sites,
             splices: walk.splices,
+            names: walk.names,
+            paths: walk.paths,
+            key_paths: OnceLock::new(),
         })
     }
 
@@ -312,18 +466,31 @@ impl Document {
 
     /// Every handle site, in document order (a YAML alias counts where the alias is written;
     /// values merged with `<<` count at the end of the mapping they are merged into).
-    pub fn sites(&self) -> &[HandleSite] {
-        &self.sites
+    pub fn sites(&self) -> Sites<'_> {
+        Sites {
+            document: self,
+            sites: self.sites.iter(),
+        }
     }
 
     /// The distinct handles, in the order they are first seen.
     pub fn handles(&self) -> Vec<&str> {
         let mut seen = HashSet::new();
-        self.sites
-            .iter()
-            .map(|site| &*site.handle)
+        self.sites()
+            .map(|site| site.handle())
             .filter(|handle| seen.insert(*handle))
             .collect()
+    }
+
+    /// Every node of the path table as a [`KeyPath`], built once.
+    fn key_paths(&self) -> &[KeyPath] {
+        self.key_paths
+            .get_or_init(|| self.paths.key_paths(&self.names))
+    }
+
+    /// The handle written at `splice`.
+    fn splice_handle(&self, splice: &Cut) -> &str {
+        splice.handle.get(&self.names)
     }
 
     /// The text with each site whose handle `lookup` resolves replaced by that value, quoted for
@@ -338,7 +505,7 @@ impl Document {
         let values: Vec<Option<Quoted<'a>>> = self
             .splices
             .iter()
-            .map(|splice| lookup(&splice.handle).map(Quoted::new))
+            .map(|splice| lookup(self.splice_handle(splice)).map(Quoted::new))
             .collect();
         self.splice(values)
     }
@@ -348,17 +515,17 @@ impl Document {
     /// its anchor's text, so it renders the value of the anchor's use).
     pub fn render_sites<'a>(
         &self,
-        mut lookup: impl FnMut(&HandleSite) -> Option<&'a str>,
+        mut lookup: impl FnMut(&HandleSite<'_>) -> Option<&'a str>,
     ) -> Zeroizing<String> {
-        let mut owners: Vec<Option<&HandleSite>> = vec![None; self.splices.len()];
-        for site in &self.sites {
-            if let Some(owner) = owners.get_mut(site.splice) {
+        let mut owners: Vec<Option<HandleSite<'_>>> = vec![None; self.splices.len()];
+        for site in self.sites() {
+            if let Some(owner) = owners.get_mut(site.site.splice as usize) {
                 owner.get_or_insert(site);
             }
         }
         let values: Vec<Option<Quoted<'a>>> = owners
             .into_iter()
-            .map(|owner| owner.and_then(&mut lookup).map(Quoted::new))
+            .map(|owner| owner.as_ref().and_then(&mut lookup).map(Quoted::new))
             .collect();
         self.splice(values)
     }
@@ -378,14 +545,14 @@ impl Document {
         };
         let mut copied = 0;
         for splice in &self.splices {
-            let Some(value) = lookup(&splice.handle) else {
+            let Some(value) = lookup(self.splice_handle(splice)) else {
                 continue;
             };
-            chunk.push(&self.text[copied..splice.span.start])?;
-            chunk.push(&self.text[splice.lead.clone()])?;
+            chunk.push(&self.text[copied..splice.span().start])?;
+            chunk.push(&self.text[splice.lead()])?;
             chunk.push_quoted(value)?;
-            chunk.push(&self.text[splice.keep.clone()])?;
-            copied = splice.span.end;
+            chunk.push(&self.text[splice.keep()])?;
+            copied = splice.span().end;
         }
         chunk.push(&self.text[copied..])?;
         chunk.flush()
@@ -398,18 +565,21 @@ impl Document {
         let mut len = self.text.len();
         for (splice, value) in self.splices.iter().zip(&values) {
             if let Some(value) = value {
-                len = len - splice.span.len() + splice.lead.len() + value.len + splice.keep.len();
+                len = len - splice.span().len()
+                    + splice.lead().len()
+                    + value.len
+                    + splice.keep().len();
             }
         }
         let mut out = String::with_capacity(len);
         let mut copied = 0;
         for (splice, value) in self.splices.iter().zip(values) {
             if let Some(value) = value {
-                out.push_str(&self.text[copied..splice.span.start]);
-                out.push_str(&self.text[splice.lead.clone()]);
+                out.push_str(&self.text[copied..splice.span().start]);
+                out.push_str(&self.text[splice.lead()]);
                 quote::push_quoted_sized(&mut out, value.value, value.len);
-                out.push_str(&self.text[splice.keep.clone()]);
-                copied = splice.span.end;
+                out.push_str(&self.text[splice.keep()]);
+                copied = splice.span().end;
             }
         }
         out.push_str(&self.text[copied..]);
@@ -485,7 +655,7 @@ impl fmt::Debug for Document {
         f.debug_struct("Document")
             .field("format", &self.format)
             .field("len", &self.text.len())
-            .field("sites", &self.sites)
+            .field("sites", &self.sites())
             .finish_non_exhaustive()
     }
 }

@@ -8,10 +8,12 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
-use super::path::{KeyPath, Segment as PathSegment};
-use super::{DocumentError, HandleSite, MAX_DEPTH, Splice, Walk};
+use super::path::{Name, PathId, PathTable};
+use super::{Cut, DocumentError, MAX_DEPTH, Site, Splice, Walk};
 
 /// A mapping key: borrowed from the text (or decoded), or shared with an anchor (a YAML alias
 /// used as a key), so that an alias never copies its anchor's text.
@@ -26,13 +28,6 @@ impl KeyText<'_> {
         match self {
             KeyText::Text(text) => text,
             KeyText::Shared(text) => text,
-        }
-    }
-
-    fn to_arc(&self) -> Arc<str> {
-        match self {
-            KeyText::Text(text) => Arc::from(text.as_ref()),
-            KeyText::Shared(text) => Arc::clone(text),
         }
     }
 }
@@ -72,12 +67,19 @@ pub(super) enum Segment {
 /// Sites and splices found so far, and the path to the value being walked.
 #[derive(Debug)]
 pub(super) struct Collector<'t> {
-    sites: Vec<HandleSite>,
-    splices: Vec<Splice>,
+    sites: Vec<Site>,
+    splices: Vec<Cut>,
     path: Vec<Segment>,
     /// `built[i]` is the key path of `path[..=i]`, for the prefix built so far.
-    built: Vec<KeyPath>,
+    built: Vec<PathId>,
     keys: Vec<KeyText<'t>>,
+    /// Handles and the keys of paths, each written once.
+    names: String,
+    paths: PathTable,
+    /// The name of each key shared with an anchor, by the address of its text (the `Arc` is
+    /// held, so the address is not reused): an anchor used as a key in many places is copied
+    /// into `names` once, not once per place.
+    shared: HashMap<usize, (Arc<str>, Name)>,
     format: &'static str,
 }
 
@@ -90,6 +92,9 @@ impl<'t> Collector<'t> {
             path: Vec::new(),
             built: Vec::new(),
             keys: Vec::new(),
+            names: String::new(),
+            paths: PathTable::default(),
+            shared: HashMap::new(),
             format,
         }
     }
@@ -105,9 +110,9 @@ impl<'t> Collector<'t> {
         self.keys.len()
     }
 
-    /// Sorts the keys a mapping pushed since `start` and fails if one appears twice; returns
-    /// them sorted (for lookups by the caller).
-    pub(super) fn sorted_keys(&mut self, start: usize) -> Result<&[KeyText<'t>], DocumentError> {
+    /// Sorts the keys a mapping pushed since `start` and fails if one appears twice; read them
+    /// with [`Collector::keys_from`].
+    pub(super) fn sort_keys(&mut self, start: usize) -> Result<(), DocumentError> {
         let keys = self.keys.get_mut(start..).unwrap_or_default();
         keys.sort_unstable();
         if let Some(duplicate) = keys.windows(2).find_map(|pair| match pair {
@@ -121,7 +126,12 @@ impl<'t> Collector<'t> {
                 path: path.join("/"),
             });
         }
-        Ok(self.keys.get(start..).unwrap_or_default())
+        Ok(())
+    }
+
+    /// The keys recorded since `start` (sorted, after [`Collector::sort_keys`]).
+    pub(super) fn keys_from(&self, start: usize) -> &[KeyText<'t>] {
+        self.keys.get(start..).unwrap_or_default()
     }
 
     /// Forgets the keys a closing mapping pushed since `start`.
@@ -142,7 +152,18 @@ impl<'t> Collector<'t> {
 
     /// The path to the current value, as strings (for errors).
     pub(super) fn path(&mut self) -> Vec<String> {
-        self.key_path().to_strings()
+        match self.key_path() {
+            Ok(path) => self.paths.strings(path, &self.names),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The first step of `path` after `skip` steps, when it is a key.
+    pub(super) fn key_after(&self, path: PathId, skip: usize) -> Option<&str> {
+        match self.paths.steps(path, skip, &self.names).first() {
+            Some(super::path::Step::Key(key)) => Some(key),
+            _ => None,
+        }
     }
 
     /// The path to the current value, building the nodes not built yet.
@@ -152,17 +173,37 @@ impl<'t> Collector<'t> {
                   path indexes a key of a mapping still open: keys are only truncated when \
                   their mapping closes, after its segments have left the path"
     )]
-    pub(super) fn key_path(&mut self) -> KeyPath {
+    pub(super) fn key_path(&mut self) -> Result<PathId, DocumentError> {
         while self.built.len() < self.path.len() {
-            let parent = self.built.last().cloned().unwrap_or_default();
+            let parent = self.built.last().copied().unwrap_or(PathId::ROOT);
             let node = match self.path[self.built.len()] {
-                Segment::Key(index) => parent.child(PathSegment::Key(self.keys[index].to_arc())),
-                Segment::Index(index) => parent.child(PathSegment::Index(index)),
-                Segment::Hidden => parent,
+                Segment::Key(index) => {
+                    let key = match &self.keys[index] {
+                        KeyText::Text(text) => Name::push(&mut self.names, text),
+                        KeyText::Shared(text) => {
+                            let at = Arc::as_ptr(text).cast::<u8>().addr();
+                            match self.shared.get(&at) {
+                                Some((_, name)) => Some(*name),
+                                None => {
+                                    let name = Name::push(&mut self.names, text);
+                                    if let Some(name) = name {
+                                        self.shared.insert(at, (Arc::clone(text), name));
+                                    }
+                                    name
+                                }
+                            }
+                        }
+                    };
+                    key.and_then(|key| self.paths.key(parent, key))
+                }
+                Segment::Index(index) => self.paths.index(parent, index),
+                Segment::Hidden => Some(parent),
             };
-            self.built.push(node);
+            self.built.push(node.ok_or(DocumentError::TooLarge {
+                limit: super::MAX_TEXT,
+            })?);
         }
-        self.built.last().cloned().unwrap_or_default()
+        Ok(self.built.last().copied().unwrap_or(PathId::ROOT))
     }
 
     /// The length of [`Collector::path`], without building it.
@@ -173,40 +214,33 @@ impl<'t> Collector<'t> {
             .count()
     }
 
+    /// Writes a handle to the name buffer, once per handle written in the text (copies of its
+    /// site share it).
+    pub(super) fn name(&mut self, handle: &str) -> Result<Name, DocumentError> {
+        Name::push(&mut self.names, handle).ok_or(too_large())
+    }
+
     /// Records the source text of a handle; returns its index for [`Collector::add_site`].
-    pub(super) fn add_splice(&mut self, splice: Splice) -> usize {
-        self.splices.push(splice);
-        self.splices.len() - 1
+    pub(super) fn add_splice(&mut self, splice: Splice) -> Result<usize, DocumentError> {
+        let cut = Cut::new(&splice).ok_or(too_large())?;
+        self.splices.push(cut);
+        Ok(self.splices.len() - 1)
     }
 
     /// Records a site at the current path.
-    pub(super) fn add_site(&mut self, handle: Arc<str>, splice: usize) {
-        let path = self.key_path();
-        self.sites.push(HandleSite {
-            handle,
-            path,
-            splice,
-        });
+    pub(super) fn add_site(&mut self, handle: Name, splice: usize) -> Result<(), DocumentError> {
+        let path = self.key_path()?;
+        self.push_site(handle, path, splice)
     }
 
-    /// Records a copy of a site (through an alias or merge): at the current path, followed by
-    /// `inner`'s segments after its first `skip`. Fails when the path would nest deeper than
-    /// [`MAX_DEPTH`] levels.
-    pub(super) fn add_copy(
+    fn push_site(
         &mut self,
-        handle: Arc<str>,
+        handle: Name,
+        path: PathId,
         splice: usize,
-        inner: &KeyPath,
-        skip: usize,
     ) -> Result<(), DocumentError> {
-        let path = self.key_path().graft(inner, skip);
-        if path.len() > MAX_DEPTH {
-            return Err(DocumentError::TooDeep {
-                format: self.format,
-                limit: MAX_DEPTH,
-            });
-        }
-        self.sites.push(HandleSite {
+        let splice = u32::try_from(splice).map_err(|_| too_large())?;
+        self.sites.push(Site {
             handle,
             path,
             splice,
@@ -214,8 +248,29 @@ impl<'t> Collector<'t> {
         Ok(())
     }
 
+    /// Records a copy of a site (through an alias or merge): at the current path, followed by
+    /// `inner`'s segments after its first `skip`. Fails when the path would nest deeper than
+    /// [`MAX_DEPTH`] levels.
+    pub(super) fn add_copy(
+        &mut self,
+        handle: Name,
+        splice: usize,
+        inner: PathId,
+        skip: usize,
+    ) -> Result<(), DocumentError> {
+        let outer = self.key_path()?;
+        if self.paths.len(outer) + self.paths.len(inner).saturating_sub(skip) > MAX_DEPTH {
+            return Err(DocumentError::TooDeep {
+                format: self.format,
+                limit: MAX_DEPTH,
+            });
+        }
+        let path = self.paths.graft(outer, inner, skip).ok_or(too_large())?;
+        self.push_site(handle, path, splice)
+    }
+
     /// The sites recorded so far.
-    pub(super) fn sites(&self) -> &[HandleSite] {
+    pub(super) fn sites(&self) -> &[Site] {
         &self.sites
     }
 
@@ -235,18 +290,18 @@ impl<'t> Collector<'t> {
     pub(super) fn finish(self, text: &str) -> Result<Walk, DocumentError> {
         let mut used = vec![false; self.splices.len()];
         for site in &self.sites {
-            match used.get_mut(site.splice) {
+            match used.get_mut(site.splice as usize) {
                 Some(used) => *used = true,
                 None => return Err(DocumentError::Layout { line: 1, column: 1 }),
             }
         }
         // Each splice's index once the unused ones are gone.
-        let mut next = 0;
-        let renumbered: Vec<usize> = used
+        let mut next = 0u32;
+        let renumbered: Vec<u32> = used
             .iter()
             .map(|&used| {
                 let at = next;
-                next += usize::from(used);
+                next += u32::from(used);
                 at
             })
             .collect();
@@ -256,37 +311,61 @@ impl<'t> Collector<'t> {
         splices.shrink_to_fit();
         let mut previous_end = 0;
         for splice in &splices {
-            let in_order = previous_end <= splice.span.start;
-            let inside = splice.span.start < splice.span.end
-                && splice.lead.start >= splice.span.start
-                && splice.lead.start <= splice.lead.end
-                && splice.lead.end <= splice.keep.start
-                && splice.keep.start <= splice.keep.end
-                && splice.keep.end <= splice.span.end
+            let (span, lead, keep) = (splice.span(), splice.lead(), splice.keep());
+            let in_order = previous_end <= span.start;
+            let inside = span.start < span.end
+                && lead.start >= span.start
+                && lead.start <= lead.end
+                && lead.end <= keep.start
+                && keep.start <= keep.end
+                && keep.end <= span.end
                 && [
-                    splice.span.start,
-                    splice.span.end,
-                    splice.lead.start,
-                    splice.lead.end,
-                    splice.keep.start,
-                    splice.keep.end,
+                    span.start, span.end, lead.start, lead.end, keep.start, keep.end,
                 ]
                 .into_iter()
                 .all(|at| text.is_char_boundary(at));
             if !in_order || !inside {
-                let (line, column) = line_column(text, splice.span.start);
+                let (line, column) = line_column(text, span.start);
                 return Err(DocumentError::Layout { line, column });
             }
-            previous_end = splice.span.end;
+            previous_end = span.end;
         }
         let mut sites = self.sites;
         sites.shrink_to_fit();
         for site in &mut sites {
             // Every site's splice was found in `used` above.
-            site.splice = renumbered.get(site.splice).copied().unwrap_or_default();
+            site.splice = renumbered
+                .get(site.splice as usize)
+                .copied()
+                .unwrap_or_default();
         }
-        Ok(Walk { sites, splices })
+        let mut names = self.names;
+        names.shrink_to_fit();
+        let mut paths = self.paths;
+        paths.shrink_to_fit();
+        Ok(Walk {
+            sites,
+            splices,
+            names,
+            paths,
+        })
     }
+}
+
+/// The error of a document whose sites do not fit the `u32` offsets of its buffers (not
+/// reached below [`super::MAX_TEXT`] bytes of text, which `Document::parse` checks first).
+fn too_large() -> DocumentError {
+    DocumentError::TooLarge {
+        limit: super::MAX_TEXT,
+    }
+}
+
+/// A byte range in `u32`s.
+pub(super) fn narrow(range: &Range<usize>) -> Option<[u32; 2]> {
+    Some([
+        u32::try_from(range.start).ok()?,
+        u32::try_from(range.end).ok()?,
+    ])
 }
 
 /// The 1-based line and column (in characters) of byte `at` of `text`.

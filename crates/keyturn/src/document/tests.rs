@@ -12,8 +12,7 @@ fn check_sites(format: Format, text: &str, expected: &[&str]) {
     let document = parse(format, text);
     let sites: Vec<String> = document
         .sites()
-        .iter()
-        .map(|site| format!("{} @ {}", site.handle, site.path.join("/")))
+        .map(|site| format!("{} @ {}", site.handle(), site.path().join("/")))
         .collect();
     assert_eq!(sites, expected, "sites of {text:?}");
 }
@@ -893,4 +892,74 @@ fn render_to_writes_what_render_returns_in_pieces() {
     assert_eq!(reread["c"], escaped.as_str());
     assert_eq!(reread["a"], big.as_str());
     assert_eq!(reread["filler"], filler.as_str());
+}
+
+#[test]
+fn an_anchor_used_as_a_key_is_written_once_however_many_aliases_use_it() {
+    let long_key = "k".repeat(10_000);
+    let mut text = format!("base: &key {long_key}\n");
+    for index in 0..1_000 {
+        text.push_str(&format!("m{index}:\n  *key : ENC[h{index}]\n"));
+    }
+    let document = parse(Format::Yaml, &text);
+    assert_eq!(document.sites().len(), 1_000);
+    let last = document.sites().next_back().unwrap();
+    assert_eq!(last.handle(), "h999");
+    assert_eq!(
+        last.path().to_strings(),
+        ["m999".to_owned(), long_key.clone()]
+    );
+    // The key once, then per site its handle and its mapping's key: far from 1,000 copies.
+    assert!(
+        document.names.len() < long_key.len() + 1_000 * 20,
+        "{} bytes of names",
+        document.names.len()
+    );
+}
+
+#[test]
+fn key_paths_are_built_only_when_a_path_is_asked_for() {
+    let document = parse(
+        Format::Yaml,
+        "a:\n  b:\n  - ENC[x]\n  - ENC[y]\nc: ENC[x]\n",
+    );
+    let handles: Vec<&str> = document.sites().map(|site| site.handle()).collect();
+    assert_eq!(handles, ["x", "y", "x"]);
+    let output = document.render(|handle| Some(if handle == "x" { "1" } else { "2" }));
+    assert_eq!(&*output, "a:\n  b:\n  - \"1\"\n  - \"2\"\nc: \"1\"\n");
+    assert!(
+        document.key_paths.get().is_none(),
+        "handles and render need no path"
+    );
+    let paths: Vec<String> = document.sites().map(|site| site.path().join("/")).collect();
+    assert_eq!(paths, ["a/b/0", "a/b/1", "c"]);
+    assert!(document.key_paths.get().is_some());
+    // Paths below one mapping share its node.
+    let sites: Vec<super::HandleSite<'_>> = document.sites().collect();
+    assert_eq!(sites[0].path().len(), 3);
+    assert_ne!(sites[0], sites[1]);
+    assert_eq!(
+        format!("{:?}", sites[2]),
+        r#"HandleSite { handle: "x", path: ["c"] }"#
+    );
+}
+
+#[test]
+fn documents_past_the_size_limit_are_refused() {
+    // The length is checked before anything is parsed (a 1 GiB text is not made here).
+    assert!(super::check_size(super::MAX_TEXT).is_ok());
+    let error = super::check_size(super::MAX_TEXT + 1).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            DocumentError::TooLarge {
+                limit: super::MAX_TEXT
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the document is larger than 1073741824 bytes"
+    );
 }

@@ -325,8 +325,7 @@ mod tests {
         let document = e.document().unwrap();
         let sites: Vec<(String, Vec<String>)> = document
             .sites()
-            .iter()
-            .map(|s| (s.handle.to_string(), s.path.to_strings()))
+            .map(|s| (s.handle().to_owned(), s.path().to_strings()))
             .collect();
         assert_eq!(
             sites,

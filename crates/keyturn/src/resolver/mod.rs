@@ -152,14 +152,15 @@ impl fmt::Debug for Resolution {
 /// The values [`Resolver::fetch_once`] fetched for a document, and every handle that failed.
 /// Render them into that document. `Debug` shows no value.
 #[non_exhaustive]
-pub struct OnceValues {
-    /// One lookup per distinct handle, in first-seen order.
-    lookups: Vec<(Arc<str>, Lookup)>,
+pub struct OnceValues<'d> {
+    /// One lookup per distinct handle, in first-seen order (its uses, when the single backend
+    /// was given every use).
+    lookups: Vec<(&'d str, Lookup)>,
     /// Handles that could not be resolved, in first-seen order, each with every path.
     pub failures: Vec<Failure>,
 }
 
-impl OnceValues {
+impl OnceValues<'_> {
     /// Whether every handle resolved.
     pub fn is_complete(&self) -> bool {
         self.failures.is_empty()
@@ -184,7 +185,7 @@ impl OnceValues {
     }
 }
 
-impl fmt::Debug for OnceValues {
+impl fmt::Debug for OnceValues<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OnceValues")
             .field("values", &"<redacted>")
@@ -524,7 +525,7 @@ impl Resolver {
     /// What [`Resolver::resolve_once`] fetches for `document`, not rendered yet: render it
     /// ([`OnceValues::render`]) or write it out as it renders ([`OnceValues::write_to`]), which
     /// never holds the whole output.
-    pub async fn fetch_once(&self, document: &Document) -> OnceValues {
+    pub async fn fetch_once<'d>(&self, document: &'d Document) -> OnceValues<'d> {
         let sites = document.sites();
         if !self.is_enabled() || sites.is_empty() {
             return OnceValues {
@@ -536,17 +537,26 @@ impl Resolver {
         let lookups = match &self.inner.routing {
             Routing::Single(spec) => {
                 // A run de-duplicates the handles it is given: every use is passed as it is.
-                let handles: Vec<Arc<str>> =
-                    sites.iter().map(|site| Arc::clone(&site.handle)).collect();
+                let handles: Vec<&str> = sites.map(|site| site.handle()).collect();
                 match self.inner.fetch_group(spec, &handles).await {
                     Ok(lookups) => lookups,
-                    Err(failure) => distinct_handles(document)
+                    Err(failure) => distinct_names(document)
                         .into_iter()
                         .map(|handle| (handle, Err(failure.clone())))
                         .collect(),
                 }
             }
-            _ => self.inner.fetch_all(&distinct_handles(document)).await,
+            _ => {
+                let names = distinct_names(document);
+                let handles: Vec<Arc<str>> = names.iter().map(|&name| Arc::from(name)).collect();
+                let fetched = self.inner.fetch_all(&handles).await;
+                // `fetch_all` answers in the order it was asked.
+                names
+                    .into_iter()
+                    .zip(fetched)
+                    .map(|(name, (_, lookup))| (name, lookup))
+                    .collect()
+            }
         };
         let failures = once_failures(document, &lookups);
         OnceValues { lookups, failures }
@@ -684,12 +694,7 @@ impl Inner {
     /// Registers every use of a resolve under `origin` and decides, under one lock, what each
     /// handle needs: its cached value, the batch already fetching it (joined), or a new batch
     /// of the resolve's own for every handle nobody fetches.
-    fn register_and_plan<'u>(
-        &self,
-        uses: &'u [(&Arc<str>, Paths)],
-        origin: &Arc<str>,
-        notify: bool,
-    ) -> Plan<'u> {
+    fn register_and_plan<'u>(&self, uses: &'u [Use], origin: &Arc<str>, notify: bool) -> Plan<'u> {
         let mut state = self.lock();
         // At most this many handles are new: sized once, the maps do not rehash here.
         let new = uses.len().saturating_sub(state.contexts.len());
@@ -776,7 +781,7 @@ impl Inner {
     /// is released: that work grows with the number of uses.
     fn collect<'u>(
         &self,
-        uses: &'u [(&Arc<str>, Paths)],
+        uses: &'u [Use],
         index: HandleMap<&'u str, usize>,
     ) -> (Values<'u>, Vec<Failure>) {
         let mut values = Vec::with_capacity(uses.len());
@@ -913,11 +918,11 @@ impl Inner {
     /// the whole run. When the backend's texts need it (it failed, or gave error texts), they
     /// are scrubbed of every cached value too (it may repeat an old value): the values are
     /// taken from the cache once the run has ended, so that values cached meanwhile count.
-    async fn fetch_group(
+    async fn fetch_group<S: AsRef<str> + Clone>(
         &self,
         spec: &BackendSpec,
-        keys: &[Arc<str>],
-    ) -> Result<Vec<(Arc<str>, Lookup)>, (FailureKind, String)> {
+        keys: &[S],
+    ) -> Result<Vec<(S, Lookup)>, (FailureKind, String)> {
         let ran = backend::run(spec, &self.options, keys).await;
         let held: Vec<Secret> = if ran.scrubs_held() {
             self.lock().cache.values().cloned().collect()
@@ -986,18 +991,19 @@ fn cache_hit_notifications(
     let mut notifications = Vec::new();
     let mut handles: HandleMap<&str, (Arc<str>, Arc<Zeroizing<String>>)> = HandleMap::default();
     for site in document.sites() {
-        if !cached_at_start.contains(&*site.handle) {
+        let name = site.handle();
+        if !cached_at_start.contains(name) {
             continue;
         }
-        if let Some(value) = values.get(&site.handle) {
-            let (handle, old) = handles.entry(&site.handle).or_insert_with(|| {
-                let old = Zeroizing::new(format!("ENC[{}]", site.handle));
-                (Arc::clone(&site.handle), Arc::new(old))
+        if let Some(value) = values.get(name) {
+            let (handle, old) = handles.entry(name).or_insert_with(|| {
+                let old = Zeroizing::new(format!("ENC[{name}]"));
+                (Arc::from(name), Arc::new(old))
             });
             notifications.push(Notification {
                 handle: Arc::clone(handle),
                 origin: Arc::clone(origin),
-                path: site.path.clone(),
+                path: site.path().clone(),
                 old: Arc::clone(old),
                 new: value.clone(),
             });
@@ -1007,7 +1013,7 @@ fn cache_hit_notifications(
 }
 
 /// A handle of a document and its paths there.
-type Use<'d> = (&'d Arc<str>, Paths);
+type Use = (Arc<str>, Paths);
 
 /// The value of each handle a resolve found, by the handle's place among its uses.
 struct Values<'u> {
@@ -1027,22 +1033,22 @@ impl Values<'_> {
 /// paths in document order, and the place of each handle in that list. The paths are shared,
 /// not copied; a handle used once holds its path inline, and a longer list is one allocation
 /// of its final size.
-fn group_by_handle(document: &Document) -> (Vec<Use<'_>>, HandleMap<&str, usize>) {
+fn group_by_handle(document: &Document) -> (Vec<Use>, HandleMap<&str, usize>) {
     let sites = document.sites();
     let mut index: HandleMap<&str, usize> =
         HandleMap::with_capacity_and_hasher(sites.len(), Default::default());
-    let mut handles: Vec<&Arc<str>> = Vec::with_capacity(sites.len());
+    let mut handles: Vec<&str> = Vec::with_capacity(sites.len());
     // Each site's path with the number of its handle (in first-seen order), then sorted by that
     // number: a stable sort keeps document order within a handle, and costs one pass when the
     // handles are all distinct (already in order).
     let mut paths: Vec<(usize, &KeyPath)> = sites
-        .iter()
         .map(|site| {
-            let group = *index.entry(&*site.handle).or_insert_with(|| {
-                handles.push(&site.handle);
+            let handle = site.handle();
+            let group = *index.entry(handle).or_insert_with(|| {
+                handles.push(handle);
                 handles.len() - 1
             });
-            (group, &site.path)
+            (group, site.path())
         })
         .collect();
     paths.sort_by_key(|(group, _)| *group);
@@ -1054,20 +1060,19 @@ fn group_by_handle(document: &Document) -> (Vec<Use<'_>>, HandleMap<&str, usize>
                 [(_, one)] => Paths::One((*one).clone()),
                 many => Paths::Many(many.iter().map(|(_, path)| (*path).clone()).collect()),
             };
-            (handle, paths)
+            (Arc::from(handle), paths)
         })
         .collect();
     (uses, index)
 }
 
 /// The distinct handles of `document`, in first-seen order.
-fn distinct_handles(document: &Document) -> Vec<Arc<str>> {
+fn distinct_names(document: &Document) -> Vec<&str> {
     let mut seen: HandleSet<&str> = HandleSet::default();
     document
         .sites()
-        .iter()
-        .filter(|site| seen.insert(&site.handle))
-        .map(|site| Arc::clone(&site.handle))
+        .map(|site| site.handle())
+        .filter(|handle| seen.insert(handle))
         .collect()
 }
 
@@ -1076,13 +1081,13 @@ fn distinct_handles(document: &Document) -> Vec<Arc<str>> {
 /// first, so a document whose handles come in order (each used once, say) costs no hashing;
 /// at the first one out of order, an index of every handle is built, once.
 struct InOrder<'l> {
-    lookups: &'l [(Arc<str>, Lookup)],
+    lookups: &'l [(&'l str, Lookup)],
     next: usize,
     index: Option<HandleMap<&'l str, usize>>,
 }
 
 impl<'l> InOrder<'l> {
-    fn new(lookups: &'l [(Arc<str>, Lookup)]) -> InOrder<'l> {
+    fn new(lookups: &'l [(&'l str, Lookup)]) -> InOrder<'l> {
         InOrder {
             lookups,
             next: 0,
@@ -1093,13 +1098,13 @@ impl<'l> InOrder<'l> {
     fn value(&mut self, handle: &str) -> Option<&'l str> {
         let lookups = self.lookups;
         let at = match lookups.get(self.next) {
-            Some((next, _)) if **next == *handle => self.next,
+            Some((next, _)) if *next == handle => self.next,
             _ => {
                 let index = self.index.get_or_insert_with(|| {
                     let mut index =
                         HandleMap::with_capacity_and_hasher(lookups.len(), Default::default());
                     for (at, (handle, _)) in lookups.iter().enumerate() {
-                        index.entry(&**handle).or_insert(at);
+                        index.entry(*handle).or_insert(at);
                     }
                     index
                 });
@@ -1113,7 +1118,7 @@ impl<'l> InOrder<'l> {
 
 /// The failures among `lookups` (in their order), each with every path of its handle in
 /// `document`. Costs nothing beyond one scan of `lookups` when every handle resolved.
-fn once_failures(document: &Document, lookups: &[(Arc<str>, Lookup)]) -> Vec<Failure> {
+fn once_failures(document: &Document, lookups: &[(&str, Lookup)]) -> Vec<Failure> {
     let mut failures: Vec<Failure> = Vec::new();
     let mut index: HandleMap<&str, usize> = HandleMap::default();
     for (handle, lookup) in lookups {
@@ -1132,10 +1137,10 @@ fn once_failures(document: &Document, lookups: &[(Arc<str>, Lookup)]) -> Vec<Fai
     if !failures.is_empty() {
         for site in document.sites() {
             if let Some(failure) = index
-                .get(&*site.handle)
+                .get(site.handle())
                 .and_then(|&at| failures.get_mut(at))
             {
-                failure.paths.push(site.path.clone());
+                failure.paths.push(site.path().clone());
             }
         }
     }

@@ -175,8 +175,7 @@ proptest! {
             };
             let sites: Vec<(String, Vec<String>)> = document
                 .sites()
-                .iter()
-                .map(|site| (site.handle.to_string(), site.path.to_strings()))
+                .map(|site| (site.handle().to_owned(), site.path().to_strings()))
                 .collect();
             prop_assert_eq!(&sites, &expected_sites, "sites of\n{}", text);
             let untouched = document.render(|_| None);

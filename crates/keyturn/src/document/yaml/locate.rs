@@ -7,10 +7,9 @@
 //! `! "yes"` as a boolean. For a block scalar the splice runs from the `|`/`>` indicator to the
 //! end of its content, and the comment on the header line is written back after the value.
 
-use std::sync::Arc;
-
 use saphyr_parser::{ScalarStyle, Span};
 
+use crate::document::path::Name;
 use crate::document::quote::double_quoted_end;
 use crate::document::{DocumentError, Splice};
 
@@ -30,7 +29,7 @@ impl<'t> Locator<'t> {
 
     /// The splice of an alias (`*name`) to a handle whose own text is not replaced (one written
     /// inside a mapping key): the alias itself is replaced by the value.
-    pub(super) fn alias(&mut self, handle: &Arc<str>, span: Span) -> Result<Splice, DocumentError> {
+    pub(super) fn alias(&mut self, handle: Name, span: Span) -> Result<Splice, DocumentError> {
         let start = self.chars.byte(span.start.index());
         let end = self.chars.byte(span.end.index());
         let name_ok = self
@@ -52,7 +51,7 @@ impl<'t> Locator<'t> {
             span: start..end,
             lead: start..start,
             keep: start..start,
-            handle: Arc::clone(handle),
+            handle,
         })
     }
 
@@ -62,7 +61,7 @@ impl<'t> Locator<'t> {
     /// at its content, after the header).
     pub(super) fn scalar(
         &mut self,
-        handle: &Arc<str>,
+        handle: Name,
         style: ScalarStyle,
         properties: Properties,
         span: Span,
@@ -158,7 +157,7 @@ impl<'t> Locator<'t> {
             span: span_start..end,
             lead,
             keep,
-            handle: Arc::clone(handle),
+            handle,
         })
     }
 }

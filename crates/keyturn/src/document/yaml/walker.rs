@@ -12,7 +12,7 @@ use saphyr_parser::{Event, ScalarStyle, Span, Tag};
 
 use super::locate::{Locator, Properties};
 use super::scalar::{KeyClass, classify_key, tag_is, value_is_string};
-use crate::document::path::{KeyPath, Segment as PathSegment};
+use crate::document::path::{Name, PathId};
 use crate::document::sites::{Collector, KeyText, Segment};
 use crate::document::{DocumentError, MAX_DEPTH, Walk};
 use crate::handle::parse_handle;
@@ -27,11 +27,11 @@ enum Captured {
         /// The value, when it counts as a string key.
         key: Option<Arc<str>>,
         /// The handle and its splice, when the value is a handle.
-        site: Option<(Arc<str>, usize)>,
+        site: Option<(Name, usize)>,
         /// The handle, when the value is a handle written inside a mapping key. Its text is
         /// never replaced (a key cannot hold a secret); an alias to it used as a value is
         /// replaced at the alias instead.
-        key_handle: Option<Arc<str>>,
+        key_handle: Option<Name>,
     },
     Collection {
         is_map: bool,
@@ -51,9 +51,9 @@ enum Captured {
 /// the node (shared, never copied: see `path.rs`).
 #[derive(Debug)]
 struct Relative {
-    handle: Arc<str>,
+    handle: Name,
     splice: usize,
-    path: KeyPath,
+    path: PathId,
     skip: usize,
 }
 
@@ -258,10 +258,11 @@ impl<'t> Walker<'t> {
                 if anchor > 0 {
                     // The key's text is never replaced; an alias to it used as a value is.
                     let key = (class == KeyClass::String).then(|| Arc::from(value.as_ref()));
-                    let key_handle = value_is_string(tag)
-                        .then(|| parse_handle(&value))
-                        .flatten()
-                        .map(Arc::from);
+                    let key_handle =
+                        match value_is_string(tag).then(|| parse_handle(&value)).flatten() {
+                            Some(handle) => Some(self.collector.name(handle)?),
+                            None => None,
+                        };
                     self.capture_scalar(anchor, key, None, key_handle);
                 }
                 let kind = match class {
@@ -284,9 +285,9 @@ impl<'t> Walker<'t> {
                 {
                     // Inside a key: never replaced (see `Captured::Scalar::key_handle`).
                     self.key_handles += 1;
-                    key_handle = Some(Arc::from(handle));
+                    key_handle = Some(self.collector.name(handle)?);
                 } else if let Some(handle) = handle {
-                    let handle: Arc<str> = Arc::from(handle);
+                    let handle = self.collector.name(handle)?;
                     let properties = match tag {
                         Some(tag) if tag_is(tag, "!") => Properties::NonSpecificTag,
                         Some(_) => Properties::Some,
@@ -295,12 +296,13 @@ impl<'t> Walker<'t> {
                     };
                     let splice =
                         self.locator
-                            .scalar(&handle, style, properties, span, self.previous_end)?;
-                    let splice = self.collector.add_splice(splice);
+                            .scalar(handle, style, properties, span, self.previous_end)?;
+                    let splice = self.collector.add_splice(splice)?;
                     let segment = self.segment();
                     self.collector.enter(segment);
-                    self.collector.add_site(Arc::clone(&handle), splice);
+                    let added = self.collector.add_site(handle, splice);
                     self.collector.leave();
+                    added?;
                     site = Some((handle, splice));
                 }
                 if anchor > 0 {
@@ -320,8 +322,8 @@ impl<'t> Walker<'t> {
         &mut self,
         anchor: usize,
         key: Option<Arc<str>>,
-        site: Option<(Arc<str>, usize)>,
-        key_handle: Option<Arc<str>>,
+        site: Option<(Name, usize)>,
+        key_handle: Option<Name>,
     ) {
         self.anchors.insert(
             anchor,
@@ -384,29 +386,28 @@ impl<'t> Walker<'t> {
             Role::Value => {
                 let segment = self.segment();
                 self.collector.enter(segment);
-                match captured.as_deref() {
+                let added = match captured.as_deref() {
                     Some(Captured::Scalar {
                         site: Some((handle, splice)),
                         ..
-                    }) => self.collector.add_site(Arc::clone(handle), *splice),
+                    }) => self.collector.add_site(*handle, *splice),
                     Some(Captured::Scalar {
                         key_handle: Some(handle),
                         ..
                     }) if self.open_keys == 0 => {
-                        let splice = self.locator.alias(handle, span)?;
-                        let splice = self.collector.add_splice(splice);
-                        self.collector.add_site(Arc::clone(handle), splice);
+                        let splice = self.locator.alias(*handle, span)?;
+                        let splice = self.collector.add_splice(splice)?;
+                        self.collector.add_site(*handle, splice)
                     }
                     Some(Captured::Collection {
                         skipped: false,
                         sites,
                         ..
-                    }) => {
-                        self.add_copies(sites.iter())?;
-                    }
-                    _ => {}
-                }
+                    }) => self.add_copies(sites.iter()),
+                    _ => Ok(()),
+                };
                 self.collector.leave();
+                added?;
                 self.child_done();
                 Ok(())
             }
@@ -565,7 +566,8 @@ impl<'t> Walker<'t> {
         let mut keys = Vec::new();
         let wanted = frame.anchor > 0 || frame.role == Role::MergeSource;
         if !skipped {
-            let explicit = self.collector.sorted_keys(keys_start)?;
+            self.collector.sort_keys(keys_start)?;
+            let explicit = self.collector.keys_from(keys_start);
             let mut merged: HashSet<Arc<str>> = HashSet::new();
             let mut merged_sites = Vec::new();
             for source in &merges {
@@ -583,8 +585,7 @@ impl<'t> Walker<'t> {
                     break;
                 }
                 for site in sites {
-                    let segments = site.path.segments();
-                    let Some(PathSegment::Key(first)) = segments.get(site.skip) else {
+                    let Some(first) = self.collector.key_after(site.path, site.skip) else {
                         continue;
                     };
                     let overridden = explicit
@@ -640,9 +641,9 @@ impl<'t> Walker<'t> {
         let sites = inside
             .iter()
             .map(|site| Relative {
-                handle: Arc::clone(&site.handle),
-                splice: site.splice,
-                path: site.path.clone(),
+                handle: site.handle,
+                splice: site.splice as usize,
+                path: site.path,
                 skip: frame.path_len,
             })
             .collect();
@@ -663,12 +664,8 @@ impl<'t> Walker<'t> {
     ) -> Result<(), DocumentError> {
         self.count_copies(sites.len())?;
         for site in sites {
-            self.collector.add_copy(
-                Arc::clone(&site.handle),
-                site.splice,
-                &site.path,
-                site.skip,
-            )?;
+            self.collector
+                .add_copy(site.handle, site.splice, site.path, site.skip)?;
         }
         Ok(())
     }
