@@ -21,8 +21,36 @@ pub(crate) type Classified = Vec<Result<Secret, HandleError>>;
 /// `decoded` (values that held escapes, decoded). [`Pending::settle`] gives them the answer
 /// itself once the caller owns it, so that no value is copied; [`Pending::copied`] copies them.
 pub(crate) struct Pending {
-    results: Vec<Result<Place, HandleError>>,
+    results: Results,
     decoded: Buffer,
+}
+
+/// The outcome of each distinct handle, before its value is in a `Secret`.
+enum Results {
+    /// As [`sort_out`] classifies any answer.
+    Sorted(Vec<Result<Place, HandleError>>),
+    /// As [`classify_early`] reads an answer without error texts: 12 bytes per handle (values
+    /// are in the answer, whose length fits a `u32`), the errors of the handles without a value
+    /// on the side, in handle order.
+    Early {
+        slots: Vec<Slot>,
+        errors: Vec<HandleError>,
+    },
+}
+
+/// What an answer without error texts gave one handle (its last entry, as the decoders keep).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Missing,
+    /// An entry with no value, or an empty one.
+    Empty,
+    /// An entry with an error text: the answer is classified the general way instead.
+    ErrorText,
+    /// The value, at `start..start + len` of the answer.
+    Value {
+        start: u32,
+        len: u32,
+    },
 }
 
 /// Where a value is.
@@ -38,8 +66,27 @@ impl Pending {
     /// it is wiped when the last value is dropped).
     pub(crate) fn settle(self, answer: Buffer) -> Classified {
         let answer = Arc::new(answer);
+        let results = match self.results {
+            Results::Early { slots, errors } => {
+                let mut errors = errors.into_iter();
+                return slots
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::Value { start, len } => {
+                            let start = start as usize;
+                            Secret::shared(&answer, start..start + len as usize)
+                                .ok_or_else(unlocated)
+                        }
+                        Slot::Missing | Slot::Empty | Slot::ErrorText => {
+                            Err(errors.next().unwrap_or_else(unlocated))
+                        }
+                    })
+                    .collect();
+            }
+            Results::Sorted(results) => results,
+        };
         let decoded = Arc::new(self.decoded);
-        self.results
+        results
             .into_iter()
             .map(|result| {
                 let (buffer, range) = match result? {
@@ -55,6 +102,24 @@ impl Pending {
     /// of their own.
     pub(crate) fn copied(self, answer: &[u8]) -> Classified {
         let Pending { results, decoded } = self;
+        let results = match results {
+            Results::Sorted(results) => results,
+            Results::Early { slots, errors } => {
+                let mut errors = errors.into_iter();
+                slots
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::Value { start, len } => {
+                            let start = start as usize;
+                            Ok(Place::Answer(start..start + len as usize))
+                        }
+                        Slot::Missing | Slot::Empty | Slot::ErrorText => {
+                            Err(errors.next().unwrap_or_else(unlocated))
+                        }
+                    })
+                    .collect()
+            }
+        };
         let text = |place: &Place| match place {
             Place::Answer(range) => answer
                 .get(range.clone())
@@ -151,22 +216,75 @@ pub(crate) fn classify_without_error_texts(
 /// [`classify_pending`] returns for the same bytes: the scanner accepts nothing that serde_json
 /// decodes differently, and without error texts nothing is scrubbed, so nothing depends on the
 /// values keyturn holds.
+///
+/// It keeps 12 bytes per handle (what a value is, where it is), not the decoded entries.
 pub(crate) fn classify_early(
     stdout: &[u8],
     requested: &Requested<'_>,
     remove_trailing_line_break: bool,
 ) -> Option<Pending> {
-    let slots = Scanner::new(stdout)?.answer(Lookup::new(requested))?;
-    if any_error_text(&slots) {
-        return None;
+    // Offsets in `u32`s; a longer answer is classified the general way.
+    u32::try_from(stdout.len()).ok()?;
+    let mut slots = vec![Slot::Missing; requested.handles.len()];
+    Scanner::new(stdout)?.answer_with(Lookup::new(requested), |at, entry| {
+        let slot = if entry.error_text().is_some() {
+            Slot::ErrorText
+        } else {
+            match entry.resolved(remove_trailing_line_break) {
+                // The scanner borrows every value from `stdout`.
+                Some(value) => {
+                    let start = value.as_ptr().addr().checked_sub(stdout.as_ptr().addr())?;
+                    Slot::Value {
+                        start: u32::try_from(start).ok()?,
+                        len: u32::try_from(value.len()).ok()?,
+                    }
+                }
+                None => Slot::Empty,
+            }
+        };
+        // The last entry of a handle counts, as with the other decoders.
+        *slots.get_mut(at)? = slot;
+        Some(())
+    })?;
+    let mut errors = Vec::new();
+    for (handle, slot) in requested.handles.iter().zip(&slots) {
+        match slot {
+            Slot::Value { .. } => {}
+            Slot::Missing => errors.push(missing(handle)),
+            Slot::Empty => errors.push(empty(handle)),
+            Slot::ErrorText => return None,
+        }
     }
-    Some(sort_out(
-        stdout,
-        requested,
-        slots,
-        remove_trailing_line_break,
-        &[],
-    ))
+    Some(Pending {
+        results: Results::Early { slots, errors },
+        decoded: Buffer::new(String::new()),
+    })
+}
+
+/// The error of a handle the answer does not name.
+fn missing(handle: &str) -> HandleError {
+    let shown = Printable(handle);
+    handle_error(
+        FailureKind::Missing,
+        format!(
+            "secret handle '{shown}' was not resolved by the secret_backend_command. Ensure \
+             your script returns the handle in the expected JSON format. Docs: {DOCS_URL}"
+        ),
+    )
+}
+
+/// The error of a handle whose value is empty.
+fn empty(handle: &str) -> HandleError {
+    let shown = Printable(handle);
+    handle_error(
+        FailureKind::Empty,
+        format!(
+            "resolved secret for '{shown}' is empty. Check that the secret exists in your \
+             backend and has a non-empty value. If using \
+             secret_backend_remove_trailing_line_break, trailing newlines are stripped. Docs: \
+             {DOCS_URL}"
+        ),
+    )
 }
 
 /// Classifies every requested handle from its slot of the answer `stdout` (as the Agent
@@ -212,14 +330,7 @@ fn sort_out(
     for (handle, slot) in requested.handles.iter().zip(&slots) {
         let shown = Printable(handle);
         let result = match slot {
-            None => Err(handle_error(
-                FailureKind::Missing,
-                format!(
-                    "secret handle '{shown}' was not resolved by the secret_backend_command. \
-                     Ensure your script returns the handle in the expected JSON format. \
-                     Docs: {DOCS_URL}"
-                ),
-            )),
+            None => Err(missing(handle)),
             Some(entry) => match entry.error_text() {
                 Some(text) => Err(handle_error(
                     FailureKind::Error,
@@ -237,22 +348,14 @@ fn sort_out(
                             Place::Decoded(start..decoded.len())
                         }
                     }),
-                    None => Err(handle_error(
-                        FailureKind::Empty,
-                        format!(
-                            "resolved secret for '{shown}' is empty. Check that the secret \
-                             exists in your backend and has a non-empty value. If using \
-                             secret_backend_remove_trailing_line_break, trailing newlines \
-                             are stripped. Docs: {DOCS_URL}"
-                        ),
-                    )),
+                    None => Err(empty(handle)),
                 },
             },
         };
         results.push(result);
     }
     Pending {
-        results,
+        results: Results::Sorted(results),
         decoded: Buffer::new(decoded),
     }
 }

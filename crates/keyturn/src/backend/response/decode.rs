@@ -289,9 +289,26 @@ impl<'a> Scanner<'a> {
     }
 
     /// The whole answer: an object of entries, then only whitespace.
-    pub(super) fn answer(mut self, mut lookup: Lookup<'_, '_>) -> Option<Decoded<'a>> {
+    pub(super) fn answer(self, lookup: Lookup<'_, '_>) -> Option<Decoded<'a>> {
         let mut slots: Decoded<'a> = Vec::new();
         slots.resize_with(lookup.requested.handles.len(), || None);
+        self.answer_with(lookup, |at, entry| {
+            if let Some(slot) = slots.get_mut(at) {
+                *slot = Some(entry);
+            }
+            Some(())
+        })?;
+        Some(slots)
+    }
+
+    /// [`Scanner::answer`], handing each entry of a requested handle to `entry_of` with the
+    /// handle's place among the requested ones (entries of other handles are read and dropped)
+    /// instead of keeping them; `None` as soon as `entry_of` says so.
+    pub(super) fn answer_with(
+        mut self,
+        mut lookup: Lookup<'_, '_>,
+        mut entry_of: impl FnMut(usize, RawEntry<'a>) -> Option<()>,
+    ) -> Option<()> {
         self.skip_whitespace();
         self.expect(b'{')?;
         self.skip_whitespace();
@@ -302,8 +319,8 @@ impl<'a> Scanner<'a> {
                 self.expect(b':')?;
                 self.skip_whitespace();
                 let entry = self.entry()?;
-                if let Some(slot) = lookup.slot(handle).and_then(|at| slots.get_mut(at)) {
-                    *slot = Some(entry);
+                if let Some(at) = lookup.slot(handle) {
+                    entry_of(at, entry)?;
                 }
                 self.skip_whitespace();
                 if self.eat(b'}') {
@@ -314,7 +331,7 @@ impl<'a> Scanner<'a> {
             }
         }
         self.skip_whitespace();
-        (self.at == self.input.len()).then_some(slots)
+        (self.at == self.input.len()).then_some(())
     }
 
     /// `{}` or an object whose only fields are `value` and `error`, each at most once.
