@@ -694,7 +694,12 @@ impl Inner {
     /// Registers every use of a resolve under `origin` and decides, under one lock, what each
     /// handle needs: its cached value, the batch already fetching it (joined), or a new batch
     /// of the resolve's own for every handle nobody fetches.
-    fn register_and_plan<'u>(&self, uses: &'u [Use], origin: &Arc<str>, notify: bool) -> Plan<'u> {
+    fn register_and_plan<'u>(
+        &self,
+        uses: &'u [Use<'u>],
+        origin: &Arc<str>,
+        notify: bool,
+    ) -> Plan<'u> {
         let mut state = self.lock();
         // At most this many handles are new: sized once, the maps do not rehash here.
         let new = uses.len().saturating_sub(state.contexts.len());
@@ -709,8 +714,7 @@ impl Inner {
         };
         let mut to_fetch = Vec::new();
         let mut batch = None;
-        for (at, (handle, _)) in uses.iter().enumerate() {
-            let name: &str = handle;
+        for (at, &(name, _)) in uses.iter().enumerate() {
             if state.cache.contains_key(name) {
                 // Only notifications need to know which values were cached.
                 if notify {
@@ -723,8 +727,16 @@ impl Inner {
                     to_fetch.reserve(uses.len() - at);
                     state.inflight.reserve(uses.len() - at);
                 }
+                // Registered above: the resolver's own name for the handle, shared by its maps.
+                let Some(handle) = state
+                    .contexts
+                    .get_key_value(name)
+                    .map(|(h, _)| Arc::clone(h))
+                else {
+                    continue;
+                };
                 // One lookup joins the batch fetching the handle or records ours.
-                match state.inflight.entry(Arc::clone(handle)) {
+                match state.inflight.entry(Arc::clone(&handle)) {
                     Entry::Occupied(fetching) => {
                         let fetching = fetching.get();
                         if notify {
@@ -740,7 +752,7 @@ impl Inner {
                             })
                         });
                         slot.insert(Arc::clone(batch));
-                        to_fetch.push(Arc::clone(handle));
+                        to_fetch.push(handle);
                     }
                 }
             }
@@ -781,15 +793,14 @@ impl Inner {
     /// is released: that work grows with the number of uses.
     fn collect<'u>(
         &self,
-        uses: &'u [Use],
+        uses: &'u [Use<'u>],
         index: HandleMap<&'u str, usize>,
     ) -> (Values<'u>, Vec<Failure>) {
         let mut values = Vec::with_capacity(uses.len());
         let mut failed = Vec::new();
         {
             let state = self.lock();
-            for (handle, paths) in uses {
-                let name: &str = handle;
+            for &(name, ref paths) in uses {
                 let value = state.cache.get(name).cloned();
                 if value.is_none() {
                     let failure = state.failures.get(name).cloned();
@@ -1013,7 +1024,7 @@ fn cache_hit_notifications(
 }
 
 /// A handle of a document and its paths there.
-type Use = (Arc<str>, Paths);
+type Use<'d> = (&'d str, Paths);
 
 /// The value of each handle a resolve found, by the handle's place among its uses.
 struct Values<'u> {
@@ -1033,7 +1044,7 @@ impl Values<'_> {
 /// paths in document order, and the place of each handle in that list. The paths are shared,
 /// not copied; a handle used once holds its path inline, and a longer list is one allocation
 /// of its final size.
-fn group_by_handle(document: &Document) -> (Vec<Use>, HandleMap<&str, usize>) {
+fn group_by_handle(document: &Document) -> (Vec<Use<'_>>, HandleMap<&str, usize>) {
     let sites = document.sites();
     let mut index: HandleMap<&str, usize> =
         HandleMap::with_capacity_and_hasher(sites.len(), Default::default());
@@ -1060,7 +1071,7 @@ fn group_by_handle(document: &Document) -> (Vec<Use>, HandleMap<&str, usize>) {
                 [(_, one)] => Paths::One((*one).clone()),
                 many => Paths::Many(many.iter().map(|(_, path)| (*path).clone()).collect()),
             };
-            (Arc::from(handle), paths)
+            (handle, paths)
         })
         .collect();
     (uses, index)
@@ -1151,9 +1162,13 @@ impl State {
     /// Records that `origin` uses `handle` at `paths` (distinct, as a document's are). The first
     /// registration of an origin shares `paths` (one step, whatever their number); registering
     /// an origin again adds the paths it did not have, in one pass over both lists.
-    fn register(&mut self, handle: &Arc<str>, origin: &Arc<str>, paths: &Paths) {
-        // One lookup whether the handle is new or not (cloning the `Arc` costs no copy).
-        let contexts = self.contexts.entry(Arc::clone(handle)).or_default();
+    fn register(&mut self, handle: &str, origin: &Arc<str>, paths: &Paths) {
+        // A handle already known costs one lookup and no copy of its name; a new one, one
+        // `Arc<str>` that the resolver's other maps then share.
+        let contexts = match self.contexts.get_mut(handle) {
+            Some(contexts) => contexts,
+            None => self.contexts.entry(Arc::from(handle)).or_default(),
+        };
         match contexts.iter_mut().find(|c| c.origin == *origin) {
             None => contexts.push(Context {
                 origin: Arc::clone(origin),
