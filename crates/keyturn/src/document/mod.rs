@@ -175,7 +175,7 @@ impl fmt::Debug for Sites<'_> {
     }
 }
 
-/// A site as the document keeps it: 20 bytes, no allocation.
+/// A site as the document keeps it: 16 bytes, no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Site {
     /// The handle, in the document's name buffer.
@@ -326,6 +326,7 @@ pub struct Document {
     format: Format,
     sites: Vec<Site>,
     splices: Vec<Cut>,
+    margins: Margins,
     /// The handles and the keys of the paths, each written once.
     names: String,
     paths: PathTable,
@@ -350,23 +351,41 @@ struct Splice {
     handle: Name,
 }
 
-/// A [`Splice`] as the document keeps it: ranges in `u32`s (32 bytes).
+/// A [`Splice`] as the document keeps it: offsets in `u32`s, 20 bytes. Its `lead` and `keep`,
+/// empty for nearly every splice, are kept apart ([`Margins`]) only when one is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cut {
     span: [u32; 2],
-    lead: [u32; 2],
-    keep: [u32; 2],
     handle: Name,
+    /// Index of the splice's `lead` and `keep` in its [`Margins`]; [`Cut::NO_MARGINS`] when
+    /// both are empty.
+    margins: u32,
 }
 
+/// The `lead` and `keep` of the splices that have one, as `[lead.start, lead.end, keep.start,
+/// keep.end]`.
+type Margins = Vec<[u32; 4]>;
+
 impl Cut {
+    const NO_MARGINS: u32 = u32::MAX;
+
     /// `None` when an offset passes `u32` (not reached below [`MAX_TEXT`]).
-    fn new(splice: &Splice) -> Option<Cut> {
+    fn new(splice: &Splice, margins: &mut Margins) -> Option<Cut> {
+        let index = if splice.lead.is_empty() && splice.keep.is_empty() {
+            Cut::NO_MARGINS
+        } else {
+            let [lead_start, lead_end] = sites::narrow(&splice.lead)?;
+            let [keep_start, keep_end] = sites::narrow(&splice.keep)?;
+            let index = u32::try_from(margins.len())
+                .ok()
+                .filter(|&index| index != Cut::NO_MARGINS)?;
+            margins.push([lead_start, lead_end, keep_start, keep_end]);
+            index
+        };
         Some(Cut {
             span: sites::narrow(&splice.span)?,
-            lead: sites::narrow(&splice.lead)?,
-            keep: sites::narrow(&splice.keep)?,
             handle: splice.handle,
+            margins: index,
         })
     }
 
@@ -374,12 +393,18 @@ impl Cut {
         self.span[0] as usize..self.span[1] as usize
     }
 
-    fn lead(&self) -> Range<usize> {
-        self.lead[0] as usize..self.lead[1] as usize
-    }
-
-    fn keep(&self) -> Range<usize> {
-        self.keep[0] as usize..self.keep[1] as usize
+    /// The `lead` and `keep` ranges; both empty at the span's start when none was kept.
+    fn margins(&self, margins: &[[u32; 4]]) -> (Range<usize>, Range<usize>) {
+        match margins.get(self.margins as usize) {
+            Some(&[lead_start, lead_end, keep_start, keep_end]) => (
+                lead_start as usize..lead_end as usize,
+                keep_start as usize..keep_end as usize,
+            ),
+            None => {
+                let start = self.span[0] as usize;
+                (start..start, start..start)
+            }
+        }
     }
 }
 
@@ -388,6 +413,7 @@ impl Cut {
 struct Walk {
     sites: Vec<Site>,
     splices: Vec<Cut>,
+    margins: Margins,
     names: String,
     paths: PathTable,
 }
@@ -443,6 +469,7 @@ impl Document {
             format,
             sites: walk.sites,
             splices: walk.splices,
+            margins: walk.margins,
             names: walk.names,
             paths: walk.paths,
             key_paths: OnceLock::new(),
@@ -548,10 +575,11 @@ impl Document {
             let Some(value) = lookup(self.splice_handle(splice)) else {
                 continue;
             };
+            let (lead, keep) = splice.margins(&self.margins);
             chunk.push(&self.text[copied..splice.span().start])?;
-            chunk.push(&self.text[splice.lead()])?;
+            chunk.push(&self.text[lead])?;
             chunk.push_quoted(value)?;
-            chunk.push(&self.text[splice.keep()])?;
+            chunk.push(&self.text[keep])?;
             copied = splice.span().end;
         }
         chunk.push(&self.text[copied..])?;
@@ -565,20 +593,19 @@ impl Document {
         let mut len = self.text.len();
         for (splice, value) in self.splices.iter().zip(&values) {
             if let Some(value) = value {
-                len = len - splice.span().len()
-                    + splice.lead().len()
-                    + value.len
-                    + splice.keep().len();
+                let (lead, keep) = splice.margins(&self.margins);
+                len = len - splice.span().len() + lead.len() + value.len + keep.len();
             }
         }
         let mut out = String::with_capacity(len);
         let mut copied = 0;
         for (splice, value) in self.splices.iter().zip(values) {
             if let Some(value) = value {
+                let (lead, keep) = splice.margins(&self.margins);
                 out.push_str(&self.text[copied..splice.span().start]);
-                out.push_str(&self.text[splice.lead()]);
+                out.push_str(&self.text[lead]);
                 quote::push_quoted_sized(&mut out, value.value, value.len);
-                out.push_str(&self.text[splice.keep()]);
+                out.push_str(&self.text[keep]);
                 copied = splice.span().end;
             }
         }

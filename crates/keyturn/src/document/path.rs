@@ -255,17 +255,18 @@ impl Name {
     }
 }
 
-/// A key path in a document's [`PathTable`]: the index of its last node (the root has none).
+/// A key path in a document's [`PathTable`]: the index of its last node (the root has none:
+/// `u32::MAX`, which no node gets). Four bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct PathId(Option<u32>);
+pub(super) struct PathId(u32);
 
 impl PathId {
     /// The empty path.
-    pub(super) const ROOT: PathId = PathId(None);
+    pub(super) const ROOT: PathId = PathId(u32::MAX);
 
     /// Its index in the table's list of nodes; `None` for the root.
     pub(super) fn index(self) -> Option<usize> {
-        self.0.map(|index| index as usize)
+        (self != PathId::ROOT).then_some(self.0 as usize)
     }
 }
 
@@ -338,9 +339,11 @@ impl PathTable {
     }
 
     fn push_node(&mut self, node: PathNode) -> Option<PathId> {
-        let id = u32::try_from(self.nodes.len()).ok()?;
+        let id = u32::try_from(self.nodes.len())
+            .ok()
+            .filter(|&id| id != PathId::ROOT.0)?;
         self.nodes.push(node);
-        Some(PathId(Some(id)))
+        Some(PathId(id))
     }
 
     /// `outer` followed by `inner`'s steps after its first `skip` (a site below an anchor, seen

@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::path::{Name, PathId, PathTable};
-use super::{Cut, DocumentError, MAX_DEPTH, Site, Splice, Walk};
+use super::{Cut, DocumentError, MAX_DEPTH, Margins, Site, Splice, Walk};
 
 /// A mapping key: borrowed from the text (or decoded), or shared with an anchor (a YAML alias
 /// used as a key), so that an alias never copies its anchor's text.
@@ -69,6 +69,7 @@ pub(super) enum Segment {
 pub(super) struct Collector<'t> {
     sites: Vec<Site>,
     splices: Vec<Cut>,
+    margins: Margins,
     path: Vec<Segment>,
     /// `built[i]` is the key path of `path[..=i]`, for the prefix built so far.
     built: Vec<PathId>,
@@ -89,6 +90,7 @@ impl<'t> Collector<'t> {
         Collector {
             sites: Vec::new(),
             splices: Vec::new(),
+            margins: Vec::new(),
             path: Vec::new(),
             built: Vec::new(),
             keys: Vec::new(),
@@ -222,7 +224,7 @@ impl<'t> Collector<'t> {
 
     /// Records the source text of a handle; returns its index for [`Collector::add_site`].
     pub(super) fn add_splice(&mut self, splice: Splice) -> Result<usize, DocumentError> {
-        let cut = Cut::new(&splice).ok_or(too_large())?;
+        let cut = Cut::new(&splice, &mut self.margins).ok_or(too_large())?;
         self.splices.push(cut);
         Ok(self.splices.len() - 1)
     }
@@ -311,7 +313,8 @@ impl<'t> Collector<'t> {
         splices.shrink_to_fit();
         let mut previous_end = 0;
         for splice in &splices {
-            let (span, lead, keep) = (splice.span(), splice.lead(), splice.keep());
+            let span = splice.span();
+            let (lead, keep) = splice.margins(&self.margins);
             let in_order = previous_end <= span.start;
             let inside = span.start < span.end
                 && lead.start >= span.start
@@ -343,9 +346,12 @@ impl<'t> Collector<'t> {
         names.shrink_to_fit();
         let mut paths = self.paths;
         paths.shrink_to_fit();
+        let mut margins = self.margins;
+        margins.shrink_to_fit();
         Ok(Walk {
             sites,
             splices,
+            margins,
             names,
             paths,
         })

@@ -963,3 +963,19 @@ fn documents_past_the_size_limit_are_refused() {
         "the document is larger than 1073741824 bytes"
     );
 }
+
+#[test]
+fn sites_and_splices_are_packed() {
+    // What ARCHITECTURE.md and the benchmarks count on.
+    assert_eq!(std::mem::size_of::<super::Site>(), 16);
+    assert_eq!(std::mem::size_of::<super::Cut>(), 20);
+    // A splice that keeps text around its value (a dropped `!` tag before an anchor, the
+    // comment of a block scalar's header) keeps it apart, and renders it.
+    let document = parse(
+        Format::Yaml,
+        "a: ! &x ENC[h]\nb: |- # note\n  ENC[g]\nc: ENC[f]\n",
+    );
+    assert_eq!(document.margins.len(), 2);
+    let output = document.render(|_| Some("v"));
+    assert_eq!(&*output, "a: &x \"v\"\nb: \"v\" # note\nc: \"v\"\n");
+}
