@@ -1,10 +1,12 @@
 //! Key paths, handle sites and splices, shared by the YAML and JSON walkers.
 //!
 //! A walker enters a [`Segment`] for every value it descends into and leaves it afterwards; the
-//! [`Collector`] turns the current segments into a [`KeyPath`] only when a handle is found, so
-//! the cost of a path is paid per handle, not per value, and the nodes it builds are shared by
-//! every later site below the same values (see `path.rs`). Keys of the open mappings live in
-//! one vector (each mapping owns the tail it pushed), which also serves the duplicate-key check.
+//! [`Collector`] turns the current segments into a path of its [`PathTable`] only when a handle
+//! is found, so the cost of a path is paid per handle, not per value, and the nodes it builds
+//! are shared by every later site below the same values (see `path.rs`). Keys of the open
+//! mappings live in one vector (each mapping owns the tail it pushed), which also serves the
+//! duplicate-key check. Sites, splices, the name buffer and the path table are what the
+//! document keeps, packed (see `mod.rs`).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
