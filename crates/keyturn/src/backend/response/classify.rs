@@ -53,6 +53,25 @@ enum Slot {
     },
 }
 
+impl Slot {
+    /// The value's range of the answer; for a handle without a value, the next of `errors`
+    /// (they are kept in handle order).
+    fn range(
+        self,
+        errors: &mut impl Iterator<Item = HandleError>,
+    ) -> Result<Range<usize>, HandleError> {
+        match self {
+            Slot::Value { start, len } => {
+                let start = start as usize;
+                Ok(start..start + len as usize)
+            }
+            Slot::Missing | Slot::Empty | Slot::ErrorText => {
+                Err(errors.next().unwrap_or_else(unlocated))
+            }
+        }
+    }
+}
+
 /// Where a value is.
 enum Place {
     /// A range of the answer.
@@ -71,15 +90,8 @@ impl Pending {
                 let mut errors = errors.into_iter();
                 return slots
                     .into_iter()
-                    .map(|slot| match slot {
-                        Slot::Value { start, len } => {
-                            let start = start as usize;
-                            Secret::shared(&answer, start..start + len as usize)
-                                .ok_or_else(unlocated)
-                        }
-                        Slot::Missing | Slot::Empty | Slot::ErrorText => {
-                            Err(errors.next().unwrap_or_else(unlocated))
-                        }
+                    .map(|slot| {
+                        Secret::shared(&answer, slot.range(&mut errors)?).ok_or_else(unlocated)
                     })
                     .collect();
             }
@@ -108,15 +120,7 @@ impl Pending {
                 let mut errors = errors.into_iter();
                 slots
                     .into_iter()
-                    .map(|slot| match slot {
-                        Slot::Value { start, len } => {
-                            let start = start as usize;
-                            Ok(Place::Answer(start..start + len as usize))
-                        }
-                        Slot::Missing | Slot::Empty | Slot::ErrorText => {
-                            Err(errors.next().unwrap_or_else(unlocated))
-                        }
-                    })
+                    .map(|slot| slot.range(&mut errors).map(Place::Answer))
                     .collect()
             }
         };
